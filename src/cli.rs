@@ -1,0 +1,47 @@
+//! Command line (clap derive).
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+/// sense-ingest: a drop-in, lossless, fast receiver for Qlik Sense user events (Butler SOS compatible).
+#[derive(Debug, Parser)]
+#[command(name = "sense-ingest", version, about)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Receive user events and deliver them. Without --config: listen on 0.0.0.0:9997 and print each event as a
+    /// JSON line on stdout.
+    Run {
+        /// The Butler SOS YAML config file (plus an optional `sense-ingest:` section).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Log level (error, warn, info, verbose, debug, silly); overrides Butler-SOS.logLevel.
+        #[arg(long)]
+        log_level: Option<String>,
+    },
+    /// Validate a config file: exit 0 when valid, 1 with every error (and its key path) when not.
+    CheckConfig {
+        /// The config file.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Write the Qlik Sense proxy's LocalLogConfig.xml that sends user events to this receiver.
+    Appender {
+        /// Host name or IP address of the machine running sense-ingest, as the Sense nodes reach it.
+        #[arg(long)]
+        host: String,
+        /// UDP port sense-ingest listens on.
+        #[arg(long, default_value_t = 9997)]
+        port: u16,
+        /// Write to this file instead of stdout.
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+    },
+}

@@ -1,0 +1,423 @@
+//! The validated configuration: the only config types the rest of the crate sees.
+//!
+//! Loading is two-staged (ripgrep's low/high args): [`raw`] reads the user's Butler SOS YAML file into a generic
+//! YAML tree, and [`validate`] walks the sections sense-ingest reads, collecting *every* error with its key path
+//! (`Butler-SOS.userEvents.udpServerConfig.portUserActivityEvents: expected a port number 1-65535, got "abc"`),
+//! and builds these structs. Nothing starts unless validation passed.
+//!
+//! Sections of a Butler SOS file that sense-ingest does not read are ignored. Inside a section it reads, every key
+//! Butler SOS documents is accepted and an unknown key (a typo) is an error. Engine-only settings live under the
+//! optional top-level `sense-ingest:` key ([`EngineConfig`]), so a plain Butler SOS file runs unchanged.
+
+pub mod raw;
+pub mod validate;
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub use validate::{load_file, load_str, ConfigError, ConfigErrors, Loaded};
+
+/// A secret (token, password, API key). Debug and Display print `**REDACTED**`; only [`Secret::expose`] gives
+/// the value, for the one place that puts it on the wire.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret value.
+    pub fn new(value: impl Into<String>) -> Secret {
+        Secret(value.into())
+    }
+    /// The secret itself. Call only where it goes on the wire.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+    /// True when no secret is set.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("**REDACTED**")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("**REDACTED**")
+    }
+}
+
+/// Butler SOS's log levels (`Butler-SOS.logLevel`), mapped onto tracing in `telemetry`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogLevel {
+    /// Data lost or a component stopped.
+    Error,
+    /// Degraded but running.
+    Warn,
+    /// Lifecycle (default).
+    #[default]
+    Info,
+    /// One line per batch; each event visible.
+    Verbose,
+    /// Internal steps.
+    Debug,
+    /// Payload dumps.
+    Silly,
+}
+
+impl LogLevel {
+    /// Parses one of Butler SOS's six names.
+    pub fn parse(s: &str) -> Option<LogLevel> {
+        Some(match s {
+            "error" => LogLevel::Error,
+            "warn" => LogLevel::Warn,
+            "info" => LogLevel::Info,
+            "verbose" => LogLevel::Verbose,
+            "debug" => LogLevel::Debug,
+            "silly" => LogLevel::Silly,
+            _ => return None,
+        })
+    }
+}
+
+/// A `name: value` tag from a Butler SOS tag list (`tag:` is accepted as a synonym of `name:`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tag {
+    /// Tag name.
+    pub name: String,
+    /// Tag value.
+    pub value: String,
+}
+
+/// The whole validated configuration.
+#[derive(Debug, Clone, Default)]
+pub struct Config {
+    /// `Butler-SOS.logLevel`.
+    pub log_level: LogLevel,
+    /// `Butler-SOS.userEvents`.
+    pub user_events: UserEventsConfig,
+    /// `Butler-SOS.influxdbConfig`.
+    pub influxdb: InfluxConfig,
+    /// `Butler-SOS.mqttConfig`.
+    pub mqtt: MqttConfig,
+    /// `Butler-SOS.newRelic` + `Butler-SOS.thirdPartyToolsCredentials.newRelic`.
+    pub new_relic: NewRelicConfig,
+    /// `Butler-SOS.prometheus`.
+    pub prometheus: PrometheusConfig,
+    /// `sense-ingest:` (engine-only settings).
+    pub engine: EngineConfig,
+}
+
+/// `Butler-SOS.userEvents`.
+#[derive(Debug, Clone, Default)]
+pub struct UserEventsConfig {
+    /// `enable`: receive user events at all.
+    pub enable: bool,
+    /// `excludeUser[] {directory, userId}`: exact, case-sensitive matches are dropped.
+    pub exclude_users: Vec<ExcludedUser>,
+    /// `udpServerConfig`.
+    pub udp: UdpServerConfig,
+    /// `tags[]`: added to every event (InfluxDB tags, MQTT `tags`, New Relic attributes), overriding core ones.
+    pub tags: Vec<Tag>,
+    /// `sendToInfluxdb.enable` (and `influxdbConfig.enable`).
+    pub send_to_influxdb: bool,
+    /// `sendToMQTT`.
+    pub send_to_mqtt: MqttRouting,
+    /// `sendToNewRelic`.
+    pub send_to_new_relic: NewRelicRouting,
+}
+
+/// One `excludeUser` entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExcludedUser {
+    /// `directory`.
+    pub directory: String,
+    /// `userId`.
+    pub user_id: String,
+}
+
+/// `userEvents.udpServerConfig`.
+#[derive(Debug, Clone)]
+pub struct UdpServerConfig {
+    /// Addresses to listen on: `serverHost:portUserActivityEvents` (resolved at load), or `sense-ingest.listen`.
+    pub listen: Vec<SocketAddr>,
+    /// `maxMessageSize` (bytes, default 65507): larger datagrams are rejected.
+    pub max_message_size: usize,
+}
+
+impl Default for UdpServerConfig {
+    fn default() -> Self {
+        UdpServerConfig {
+            listen: vec![SocketAddr::from(([0, 0, 0, 0], 9997))],
+            max_message_size: 65507,
+        }
+    }
+}
+
+/// `userEvents.sendToMQTT`.
+#[derive(Debug, Clone, Default)]
+pub struct MqttRouting {
+    /// `enable`.
+    pub enable: bool,
+    /// `postTo.everythingTopic`.
+    pub everything: Option<String>,
+    /// `postTo.sessionStartTopic`.
+    pub session_start: Option<String>,
+    /// `postTo.sessionStopTopic`.
+    pub session_stop: Option<String>,
+    /// `postTo.connectionOpenTopic`.
+    pub connection_open: Option<String>,
+    /// `postTo.connectionCloseTopic`.
+    pub connection_close: Option<String>,
+}
+
+/// `userEvents.sendToNewRelic`.
+#[derive(Debug, Clone, Default)]
+pub struct NewRelicRouting {
+    /// `enable`.
+    pub enable: bool,
+    /// `destinationAccount[]`, resolved against `thirdPartyToolsCredentials.newRelic` at load.
+    pub accounts: Vec<NewRelicAccount>,
+    /// `scramble` (default true).
+    pub scramble: bool,
+}
+
+/// One resolved New Relic account.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewRelicAccount {
+    /// `accountName`.
+    pub name: String,
+    /// `accountId`.
+    pub id: String,
+    /// `insertApiKey`.
+    pub insert_key: Secret,
+}
+
+/// InfluxDB API version (`influxdbConfig.version`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum InfluxVersion {
+    /// 1.x: `/write`, database + retention policy.
+    #[default]
+    V1,
+    /// 2.x: `/api/v2/write`, org + bucket + token.
+    V2,
+    /// 3.x: `/api/v3/write_lp`, database + token.
+    V3,
+}
+
+/// `Butler-SOS.influxdbConfig`.
+#[derive(Debug, Clone, Default)]
+pub struct InfluxConfig {
+    /// `enable`.
+    pub enable: bool,
+    /// `host` (name or IP).
+    pub host: String,
+    /// `port`.
+    pub port: u16,
+    /// `version`.
+    pub version: InfluxVersion,
+    /// `maxBatchSize` (1-10000; Butler SOS default 1000). Our batcher's `max_events` defaults to
+    /// `engine.batch.max_events` and is capped by nothing else.
+    pub max_batch_size: usize,
+    /// `v1Config`.
+    pub v1: InfluxV1Config,
+    /// `v2Config`.
+    pub v2: InfluxV2Config,
+    /// `v3Config`.
+    pub v3: InfluxV3Config,
+}
+
+/// `influxdbConfig.v1Config`.
+#[derive(Debug, Clone, Default)]
+pub struct InfluxV1Config {
+    /// `auth.enable` → `Some((username, password))`.
+    pub auth: Option<(String, Secret)>,
+    /// `dbName`.
+    pub db_name: String,
+    /// `retentionPolicy.name`.
+    pub retention_policy_name: String,
+    /// `retentionPolicy.duration` (InfluxQL duration text, e.g. `10d`).
+    pub retention_policy_duration: String,
+}
+
+/// `influxdbConfig.v2Config`.
+#[derive(Debug, Clone, Default)]
+pub struct InfluxV2Config {
+    /// `org`.
+    pub org: String,
+    /// `bucket`.
+    pub bucket: String,
+    /// `description`.
+    pub description: String,
+    /// `token`.
+    pub token: Secret,
+    /// `retentionDuration` (e.g. `10d`), as seconds.
+    pub retention: Option<Duration>,
+}
+
+/// `influxdbConfig.v3Config`.
+#[derive(Debug, Clone, Default)]
+pub struct InfluxV3Config {
+    /// `database`.
+    pub database: String,
+    /// `description`.
+    pub description: String,
+    /// `token`.
+    pub token: Secret,
+    /// `retentionDuration` text (e.g. `10d`).
+    pub retention_duration: String,
+    /// `writeTimeout` (ms).
+    pub write_timeout: Duration,
+}
+
+/// `Butler-SOS.mqttConfig`.
+#[derive(Debug, Clone, Default)]
+pub struct MqttConfig {
+    /// `enable`.
+    pub enable: bool,
+    /// `brokerHost`.
+    pub broker_host: String,
+    /// `brokerPort`.
+    pub broker_port: u16,
+}
+
+/// `Butler-SOS.newRelic.event`.
+#[derive(Debug, Clone, Default)]
+pub struct NewRelicConfig {
+    /// `newRelic.enable`.
+    pub enable: bool,
+    /// `event.url` (base; `/v1/accounts/<id>/events` is appended).
+    pub event_url: String,
+    /// `event.header[] {name, value}`: extra request headers.
+    pub event_headers: Vec<Tag>,
+}
+
+/// `Butler-SOS.prometheus`.
+#[derive(Debug, Clone, Default)]
+pub struct PrometheusConfig {
+    /// `enable`.
+    pub enable: bool,
+    /// `host`.
+    pub host: String,
+    /// `port`.
+    pub port: u16,
+}
+
+/// Which receive implementation the readers use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ReaderBackend {
+    /// io_uring multishot recvmsg, falling back to recvmmsg (one WARN) when io_uring cannot be set up.
+    #[default]
+    Auto,
+    /// io_uring only; falls back like `Auto` but the WARN says it was asked for explicitly.
+    IoUring,
+    /// recvmmsg only.
+    Recvmmsg,
+}
+
+/// Batching limits of a sink: a batch is flushed when any limit is reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchConfig {
+    /// Most events per batch.
+    pub max_events: usize,
+    /// Most encoded bytes per batch.
+    pub max_bytes: usize,
+    /// Longest time the oldest event waits before its batch is flushed.
+    pub max_age: Duration,
+}
+
+impl Default for BatchConfig {
+    fn default() -> Self {
+        BatchConfig {
+            max_events: 5000,
+            max_bytes: 4 << 20,
+            max_age: Duration::from_millis(200),
+        }
+    }
+}
+
+/// Retry policy for a sink's retriable failures (connection errors, 5xx, 429).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryConfig {
+    /// Attempts in all (first try included) before the batch is dropped, counted and logged at ERROR.
+    pub max_attempts: u32,
+    /// Backoff before the second attempt; doubles each time.
+    pub initial_backoff: Duration,
+    /// Cap on the backoff (a `Retry-After` above it is honoured up to this cap too).
+    pub max_backoff: Duration,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        RetryConfig {
+            max_attempts: 10,
+            initial_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(10),
+        }
+    }
+}
+
+/// `sense-ingest:`: settings Butler SOS does not have.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// `readerThreads`: receive threads, each with its own `SO_REUSEPORT` socket per listen address
+    /// (default: one per core).
+    pub reader_threads: usize,
+    /// `backend`: `auto` | `io_uring` | `recvmmsg`.
+    pub backend: ReaderBackend,
+    /// `recvBufferBytes`: `SO_RCVBUF` per socket (default 16 MiB).
+    pub recv_buffer_bytes: usize,
+    /// `eventsPerSlab`: events handed over per channel message (default 256).
+    pub events_per_slab: usize,
+    /// `channelCapacity`: slabs queued per sink before readers wait (default 1024).
+    pub channel_capacity: usize,
+    /// `batch`: sink batching.
+    pub batch: BatchConfig,
+    /// `retry`: sink retries.
+    pub retry: RetryConfig,
+    /// `stdout`: also print each event as one JSON line on stdout (the embedded default turns this on).
+    pub stdout: bool,
+    /// `appNames`: optional app id → name map file (CSV or YAML); reloaded when it changes.
+    pub app_names_file: Option<PathBuf>,
+    /// `shutdownTimeout`: longest a graceful shutdown waits for sinks to flush.
+    pub shutdown_timeout: Duration,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            reader_threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            backend: ReaderBackend::Auto,
+            recv_buffer_bytes: 16 << 20,
+            events_per_slab: 256,
+            channel_capacity: 1024,
+            batch: BatchConfig::default(),
+            retry: RetryConfig::default(),
+            stdout: false,
+            app_names_file: None,
+            shutdown_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+impl Config {
+    /// The embedded default used by `run` without `--config`: user events on 0.0.0.0:9997, each event printed as
+    /// a JSON line on stdout, no destinations.
+    pub fn embedded_default() -> Config {
+        Config {
+            user_events: UserEventsConfig {
+                enable: true,
+                ..Default::default()
+            },
+            engine: EngineConfig {
+                stdout: true,
+                ..Default::default()
+            },
+            ..Default::default()
+        }
+    }
+}

@@ -1,0 +1,3 @@
+//! Enrichment after parsing: user-agent facts in Bowser's names, and app names.
+
+pub mod user_agent;

@@ -1,0 +1,32 @@
+//! sense-ingest: a drop-in, lossless and fast replacement for Butler SOS's Qlik Sense user-event pipeline.
+//!
+//! Qlik Sense's proxy sends each user event (session start/stop, connection open/close) as one UDP datagram
+//! through a Log4Net appender. sense-ingest receives them on per-core readers, parses them with Butler SOS's exact
+//! rules, and delivers them in batches to the destinations a Butler SOS config file names, with the same schema.
+//!
+//! # Layout
+//! - [`config`]: the Butler SOS YAML file (and our `sense-ingest:` section), validated once into typed structs.
+//! - [`event`]: the one [`event::Event`] type and the recycled [`event::slab::Slab`]s that carry events.
+//! - [`parse`]: datagram bytes to `Event`; memchr, no I/O, no allocation.
+//! - [`enrich`]: user-agent facts (Bowser-compatible, cached per reader) and app names.
+//! - [`reader`]: UDP sockets (io_uring multishot or recvmmsg) → parse → slab → channels. Knows no sink.
+//! - [`sink`]: destinations (InfluxDB, stdout). Each knows events and its wire format, nothing of UDP.
+//! - [`pipeline`]: the only module that knows readers *and* sinks: builds, wires, runs, shuts down.
+//! - [`telemetry`]: logging setup (Butler SOS level names) and the counters every loss path bumps.
+//! - [`appender`]: the Qlik Sense proxy `LocalLogConfig.xml` for a receiver.
+//!
+//! Dependencies point one way: `parse` → `event`; `reader` → `parse`, `enrich`, `event`; `sink` → `event`;
+//! `pipeline` → everything. `config` is plain data.
+
+pub mod appender;
+pub mod config;
+pub mod enrich;
+pub mod event;
+pub mod parse;
+pub mod pipeline;
+pub mod reader;
+pub mod sink;
+pub mod telemetry;
+
+#[cfg(test)]
+pub(crate) mod testing;

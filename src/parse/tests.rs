@@ -1,0 +1,1 @@
+// placeholder: parser tests are being written

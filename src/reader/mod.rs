@@ -1,0 +1,211 @@
+//! UDP readers: receive → parse → enrich → slab → channels. Readers know channels, never sinks.
+//!
+//! Each reader thread owns one `SO_REUSEPORT` socket per listen address and one receive backend:
+//! - [`uring`]: io_uring multishot `recvmsg` into a provided buffer ring (Linux 6.0+), the default;
+//! - [`recvmmsg`]: batched `recvmmsg(2)`, chosen automatically when io_uring cannot be set up (one WARN naming the
+//!   reason), or by `sense-ingest.backend: recvmmsg`.
+//!
+//! Both feed the same [`ReaderCore`], which parses each datagram in place into the current slab and hands the slab
+//! to every sink channel when it is full *or before the backend blocks waiting for more data*, so a quiet link
+//! never holds an event back.
+//!
+//! Full channels: the reader waits (blocking send) and counts `channel_full_waits`. While it waits, datagrams
+//! queue in the socket's receive buffer (`recvBufferBytes`); if that overflows, the kernel drops them and the
+//! drops are read from `/proc/net/udp*` and reported as `kernel_drops`. Nothing is dropped silently.
+
+pub mod recvmmsg;
+pub mod socket;
+#[cfg(target_os = "linux")]
+pub mod uring;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crossbeam_channel::{Sender, TrySendError};
+use tracing::{debug, error, trace, warn};
+
+use crate::config::ExcludedUser;
+use crate::enrich::user_agent::UserAgentCache;
+use crate::event::slab::{Slab, SlabPool, SlabWriter};
+use crate::event::{Field, RejectReason};
+use crate::parse::parse_into;
+use crate::telemetry::metrics::{RateLimit, ReceiveCounters};
+
+/// How long a backend waits for data before it checks the stop flag.
+pub const POLL_INTERVAL: Duration = Duration::from_millis(100);
+
+/// Distinct user agents a reader's cache holds before it is cleared.
+const UA_CACHE_ENTRIES: usize = 4096;
+
+/// One rate-limited WARN per reason per 10 s, each showing the first 512 bytes of the datagram.
+static REJECT_LOG: [RateLimit; RejectReason::ALL.len()] = [
+    RateLimit::new(Duration::from_secs(10)),
+    RateLimit::new(Duration::from_secs(10)),
+    RateLimit::new(Duration::from_secs(10)),
+];
+
+/// What all readers share.
+#[derive(Debug)]
+pub struct ReaderShared {
+    /// Where empty slabs come from.
+    pub pool: Arc<SlabPool>,
+    /// One channel per sink.
+    pub outputs: Vec<Sender<Slab>>,
+    /// Receive-side counters.
+    pub counters: Arc<ReceiveCounters>,
+    /// `userEvents.excludeUser`.
+    pub excluded: Vec<ExcludedUser>,
+    /// `udpServerConfig.maxMessageSize`.
+    pub max_message_size: usize,
+    /// Set by the signal handler; readers flush and return.
+    pub stop: Arc<AtomicBool>,
+}
+
+/// Per-datagram work common to both backends.
+#[derive(Debug)]
+pub struct ReaderCore {
+    shared: Arc<ReaderShared>,
+    slab: Option<SlabWriter>,
+    ua_cache: UserAgentCache,
+    local: LocalCounts,
+}
+
+/// Counts kept per reader and published to the shared atomics once per slab, so readers never contend on a
+/// counter cache line per datagram.
+#[derive(Debug, Default)]
+struct LocalCounts {
+    received: u64,
+    accepted: u64,
+    excluded: u64,
+    invalid_utf8: u64,
+    rejected: [u64; RejectReason::ALL.len()],
+}
+
+impl ReaderCore {
+    /// A core feeding `shared.outputs`.
+    pub fn new(shared: Arc<ReaderShared>) -> ReaderCore {
+        let slab = Some(shared.pool.take());
+        ReaderCore {
+            shared,
+            slab,
+            ua_cache: UserAgentCache::new(UA_CACHE_ENTRIES),
+            local: LocalCounts::default(),
+        }
+    }
+
+    /// True once shutdown was requested.
+    pub fn should_stop(&self) -> bool {
+        self.shared.stop.load(Ordering::Relaxed)
+    }
+
+    /// The configured `maxMessageSize`.
+    pub fn max_message_size(&self) -> usize {
+        self.shared.max_message_size
+    }
+
+    /// Handles one datagram received at `received_ns` from `peer`. `truncated` means it was larger than the
+    /// receive buffer (and therefore than `maxMessageSize`).
+    pub fn handle(&mut self, data: &[u8], truncated: bool, peer: SocketAddr, received_ns: u64) {
+        self.local.received += 1;
+        trace!(target: "ingest::wire", %peer, payload = %String::from_utf8_lossy(data), "datagram");
+        if truncated || data.len() > self.shared.max_message_size {
+            self.reject(RejectReason::OverSize, data, peer);
+            return;
+        }
+        let slab = self.slab.get_or_insert_with(|| self.shared.pool.take());
+        let ev = slab.next_slot();
+        match parse_into(data, ev) {
+            Ok(notes) => {
+                let excluded = self
+                    .shared
+                    .excluded
+                    .iter()
+                    .any(|x| x.directory == ev.get(Field::UserDirectory) && x.user_id == ev.get(Field::UserId));
+                if excluded {
+                    self.local.excluded += 1;
+                    return;
+                }
+                ev.received_ns = received_ns;
+                ev.peer = peer;
+                let ua = ev.get(Field::UserAgent);
+                if !ua.is_empty() {
+                    ev.user_agent = self.ua_cache.lookup(ua);
+                }
+                self.local.invalid_utf8 += u64::from(notes.invalid_utf8);
+                debug!(
+                    target: "ingest::event",
+                    host = ev.get(Field::Host), command = ev.get(Field::Command),
+                    user = ev.get(Field::UserFull), origin = ev.get(Field::Origin), %peer, "user event"
+                );
+                slab.commit();
+                self.local.accepted += 1;
+                if slab.is_full() {
+                    self.flush();
+                }
+            }
+            Err(reason) => self.reject(reason, data, peer),
+        }
+    }
+
+    fn reject(&mut self, reason: RejectReason, data: &[u8], peer: SocketAddr) {
+        self.local.rejected[reason.index()] += 1;
+        if let Some(suppressed) = REJECT_LOG[reason.index()].allow() {
+            let head = &data[..data.len().min(512)];
+            warn!(
+                %peer, reason = reason.key(), bytes = data.len(), suppressed,
+                datagram = %String::from_utf8_lossy(head),
+                "datagram rejected: {reason}"
+            );
+        }
+    }
+
+    /// Hands the current slab (if it holds events) to every sink channel and publishes the local counters.
+    /// Blocks while a channel is full (counted).
+    pub fn flush(&mut self) {
+        self.publish_counts();
+        let Some(slab) = self.slab.take_if(|s| !s.is_empty()) else {
+            return;
+        };
+        let slab = slab.share();
+        if let Some((last, others)) = self.shared.outputs.split_last() {
+            for tx in others {
+                self.send(tx, slab.clone());
+            }
+            self.send(last, slab);
+        }
+    }
+
+    fn send(&self, tx: &Sender<Slab>, slab: Slab) {
+        let sent = match tx.try_send(slab) {
+            Ok(()) => Ok(()),
+            Err(TrySendError::Full(slab)) => {
+                self.shared.counters.channel_full_waits.inc();
+                tx.send(slab).map_err(|_| ())
+            }
+            Err(TrySendError::Disconnected(_)) => Err(()),
+        };
+        if sent.is_err() {
+            error!("a sink stopped while readers run; its events are lost");
+        }
+    }
+
+    fn publish_counts(&mut self) {
+        let c = &self.shared.counters;
+        let l = std::mem::take(&mut self.local);
+        c.received.add(l.received);
+        c.accepted.add(l.accepted);
+        c.excluded.add(l.excluded);
+        c.invalid_utf8.add(l.invalid_utf8);
+        for (counter, n) in c.rejected.iter().zip(l.rejected) {
+            counter.add(n);
+        }
+    }
+}
+
+impl Drop for ReaderCore {
+    fn drop(&mut self) {
+        self.flush();
+    }
+}

@@ -1,0 +1,161 @@
+//! The portable fast path: batched `recvmmsg(2)` with `MSG_WAITFORONE`.
+//!
+//! One call returns every datagram already queued (up to [`BATCH`]) after waiting for the first. The socket has a
+//! receive timeout of [`POLL_INTERVAL`], so an idle reader still notices shutdown. Each slot's buffer is
+//! `maxMessageSize + 1` bytes, so an oversized datagram is recognised (it fills the slot or sets `MSG_TRUNC`);
+//! the memory is reserved, not touched, so only the bytes datagrams actually use become resident.
+
+use std::io;
+use std::mem::MaybeUninit;
+use std::net::UdpSocket;
+use std::os::fd::AsRawFd;
+
+use tracing::error;
+
+use super::{ReaderCore, POLL_INTERVAL};
+use crate::telemetry::metrics::{now_unix_ns, RateLimit};
+
+/// Datagrams per `recvmmsg` call.
+pub const BATCH: usize = 64;
+
+static RECV_ERROR_LOG: RateLimit = RateLimit::new(std::time::Duration::from_secs(10));
+
+/// Batched receive buffers for one socket.
+pub struct RecvmmsgReceiver {
+    slot: usize,
+    bufs: Vec<u8>,
+    names: Vec<libc::sockaddr_storage>,
+    /// Kept alive: `msgs` point into it.
+    _iovecs: Vec<libc::iovec>,
+    msgs: Vec<libc::mmsghdr>,
+}
+
+// SAFETY: the raw pointers inside point into the Vecs owned by the same value (heap memory that does not move
+// when the value moves); the receiver is used by one thread at a time.
+unsafe impl Send for RecvmmsgReceiver {}
+
+impl std::fmt::Debug for RecvmmsgReceiver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RecvmmsgReceiver").field("slot", &self.slot).finish()
+    }
+}
+
+impl RecvmmsgReceiver {
+    /// Buffers for [`BATCH`] datagrams of up to `max_message_size + 1` bytes.
+    pub fn new(max_message_size: usize) -> RecvmmsgReceiver {
+        let slot = max_message_size + 1;
+        let mut bufs = vec![0u8; slot * BATCH];
+        // SAFETY: sockaddr_storage is plain old data; all-zero is a valid value.
+        let mut names: Vec<libc::sockaddr_storage> = vec![unsafe { MaybeUninit::zeroed().assume_init() }; BATCH];
+        let mut iovecs: Vec<libc::iovec> = bufs
+            .chunks_mut(slot)
+            .map(|b| libc::iovec {
+                iov_base: b.as_mut_ptr().cast(),
+                iov_len: slot,
+            })
+            .collect();
+        // SAFETY: mmsghdr is plain old data; all-zero is a valid value (null pointers, zero lengths).
+        let mut msgs: Vec<libc::mmsghdr> = vec![unsafe { MaybeUninit::zeroed().assume_init() }; BATCH];
+        for (i, m) in msgs.iter_mut().enumerate() {
+            m.msg_hdr.msg_name = (&mut names[i] as *mut libc::sockaddr_storage).cast();
+            m.msg_hdr.msg_iov = &mut iovecs[i];
+            m.msg_hdr.msg_iovlen = 1;
+        }
+        RecvmmsgReceiver {
+            slot,
+            bufs,
+            names,
+            _iovecs: iovecs,
+            msgs,
+        }
+    }
+
+    /// Receives on `sock` until shutdown, then drains what is already queued; feeds `core`.
+    pub fn run(&mut self, sock: &UdpSocket, core: &mut ReaderCore) -> io::Result<()> {
+        sock.set_read_timeout(Some(POLL_INTERVAL))?;
+        while !core.should_stop() {
+            match self.receive(sock, core, libc::MSG_WAITFORONE) {
+                Ok(n) if n < BATCH => core.flush(), // nothing more queued: hand over before blocking
+                Ok(_) => {}
+                Err(e) => match e.kind() {
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted => {}
+                    _ => {
+                        if let Some(suppressed) = RECV_ERROR_LOG.allow() {
+                            error!(error = %e, suppressed, "recvmmsg failed");
+                        }
+                        std::thread::sleep(POLL_INTERVAL);
+                    }
+                },
+            }
+        }
+        self.drain(sock, core);
+        Ok(())
+    }
+
+    /// Receives whatever is already queued on `sock` without waiting, then flushes. Used at shutdown, so datagrams
+    /// that reached the socket before the signal are delivered.
+    pub fn drain(&mut self, sock: &UdpSocket, core: &mut ReaderCore) {
+        while let Ok(n) = self.receive(sock, core, libc::MSG_DONTWAIT) {
+            if n == 0 {
+                break;
+            }
+        }
+        core.flush();
+    }
+
+    /// One `recvmmsg` call; hands every datagram to `core`. Returns how many were received.
+    fn receive(&mut self, sock: &UdpSocket, core: &mut ReaderCore, flags: libc::c_int) -> io::Result<usize> {
+        for m in self.msgs.iter_mut() {
+            m.msg_hdr.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+            m.msg_hdr.msg_flags = 0;
+            m.msg_len = 0;
+        }
+        // SAFETY: `msgs` holds BATCH valid mmsghdr whose name and iovec pointers point into `names`, `iovecs` and
+        // `bufs`, owned by self and not otherwise borrowed during the call; the lengths match the buffers.
+        let n = unsafe {
+            libc::recvmmsg(
+                sock.as_raw_fd(),
+                self.msgs.as_mut_ptr(),
+                BATCH as libc::c_uint,
+                flags,
+                std::ptr::null_mut(),
+            )
+        };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let now = now_unix_ns();
+        let n = n as usize;
+        let slot = self.slot;
+        for i in 0..n {
+            let len = (self.msgs[i].msg_len as usize).min(slot);
+            let truncated = self.msgs[i].msg_hdr.msg_flags & libc::MSG_TRUNC != 0;
+            let Some(peer) = sockaddr_to_std(&self.names[i]) else {
+                continue;
+            };
+            core.handle(&self.bufs[i * slot..i * slot + len], truncated, peer, now);
+        }
+        Ok(n)
+    }
+}
+
+/// Converts a kernel-filled `sockaddr_storage` (AF_INET or AF_INET6) into a `SocketAddr`.
+pub fn sockaddr_to_std(ss: &libc::sockaddr_storage) -> Option<std::net::SocketAddr> {
+    use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4, SocketAddrV6};
+    match ss.ss_family as libc::c_int {
+        libc::AF_INET => {
+            // SAFETY: the family says the storage holds a sockaddr_in, which is smaller and less aligned than
+            // sockaddr_storage.
+            let sin = unsafe { &*(ss as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
+            let ip = Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr));
+            Some(SocketAddrV4::new(ip, u16::from_be(sin.sin_port)).into())
+        }
+        libc::AF_INET6 => {
+            // SAFETY: the family says the storage holds a sockaddr_in6, which fits in sockaddr_storage.
+            let sin6 = unsafe { &*(ss as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>() };
+            let ip = Ipv6Addr::from(sin6.sin6_addr.s6_addr);
+            Some(SocketAddrV6::new(ip, u16::from_be(sin6.sin6_port), sin6.sin6_flowinfo, sin6.sin6_scope_id).into())
+        }
+        _ => None,
+    }
+}

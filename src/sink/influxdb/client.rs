@@ -1,0 +1,227 @@
+//! InfluxDB 1.x over HTTP: startup setup like Butler SOS, then batched `/write`.
+//!
+//! Setup (fixtures/_startup_influx_requests.json): `show databases`; if the database is missing,
+//! `create database "<db>"` then `create retention policy "<rp>" on "<db>" duration <d> replication 1 default`.
+//! `/query` answers statement errors with HTTP 200 and an `error` member, so the body is always inspected.
+//!
+//! Writes: `POST /write?db=<db>&precision=n`, body = line protocol. 204 is success; 5xx, 429 and connection errors
+//! are retried by the worker; 413 splits the batch; other 4xx are final and carry InfluxDB's own message.
+
+use std::time::Duration;
+
+use reqwest::header::{HeaderMap, RETRY_AFTER};
+use tracing::info;
+
+use crate::config::{InfluxConfig, Secret};
+use crate::sink::{SinkError, Transport};
+
+/// How much of an error body is kept for logs.
+const MAX_ERROR_BODY: usize = 512;
+
+/// `/write` and `/query` against one InfluxDB 1.x server.
+#[derive(Debug)]
+pub struct InfluxV1Transport {
+    client: reqwest::Client,
+    base: String,
+    write_url: String,
+    db: String,
+    rp_name: String,
+    rp_duration: String,
+    auth: Option<(String, Secret)>,
+}
+
+impl InfluxV1Transport {
+    /// A transport for `config` (`host`, `port`, `v1Config`). Plain HTTP, as Butler SOS's v1 client uses.
+    pub fn new(config: &InfluxConfig) -> Result<InfluxV1Transport, SinkError> {
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .connect_timeout(Duration::from_secs(5))
+            .user_agent(concat!("sense-ingest/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| SinkError::Setup(e.to_string()))?;
+        let host = if config.host.contains(':') {
+            format!("[{}]", config.host)
+        } else {
+            config.host.clone()
+        };
+        let base = format!("http://{host}:{}", config.port);
+        let db = config.v1.db_name.clone();
+        let write_url = format!("{base}/write?db={}&precision=n", url_encode(&db));
+        Ok(InfluxV1Transport {
+            client,
+            base,
+            write_url,
+            db,
+            rp_name: config.v1.retention_policy_name.clone(),
+            rp_duration: config.v1.retention_policy_duration.clone(),
+            auth: config.v1.auth.clone(),
+        })
+    }
+
+    fn authed(&self, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match &self.auth {
+            Some((user, pass)) => req.basic_auth(user, Some(pass.expose())),
+            None => req,
+        }
+    }
+
+    /// Runs one InfluxQL statement and returns the response body; statement errors become `Setup` errors.
+    async fn query(&self, q: &str, post: bool) -> Result<Vec<u8>, SinkError> {
+        let url = format!("{}/query?q={}", self.base, url_encode(q));
+        let req = if post {
+            self.client.post(url)
+        } else {
+            self.client.get(url)
+        };
+        let resp = self.authed(req).send().await.map_err(connection_error)?;
+        let status = resp.status().as_u16();
+        let retry_after = retry_after(resp.headers());
+        let body = resp.bytes().await.map_err(connection_error)?.to_vec();
+        if status != 200 {
+            return Err(SinkError::Status {
+                status,
+                retry_after,
+                message: body_text(&body),
+            });
+        }
+        let mut parsed = body.clone();
+        let value: simd_json::OwnedValue = simd_json::to_owned_value(&mut parsed)
+            .map_err(|e| SinkError::Setup(format!("unreadable /query answer: {e}")))?;
+        use simd_json::prelude::*;
+        if let Some(err) = value
+            .get("results")
+            .and_then(|r| r.as_array())
+            .and_then(|r| r.first())
+            .and_then(|r| r.get("error"))
+            .and_then(|e| e.as_str())
+        {
+            return Err(SinkError::Setup(format!("InfluxDB refused `{q}`: {err}")));
+        }
+        Ok(body)
+    }
+}
+
+impl Transport for InfluxV1Transport {
+    async fn prepare(&mut self) -> Result<(), SinkError> {
+        let mut body = self.query("show databases", false).await?;
+        let value: simd_json::OwnedValue = simd_json::to_owned_value(&mut body)
+            .map_err(|e| SinkError::Setup(format!("unreadable `show databases` answer: {e}")))?;
+        use simd_json::prelude::*;
+        let exists = value
+            .get("results")
+            .and_then(|r| r.as_array())
+            .and_then(|r| r.first())
+            .and_then(|r| r.get("series"))
+            .and_then(|s| s.as_array())
+            .and_then(|s| s.first())
+            .and_then(|s| s.get("values"))
+            .and_then(|v| v.as_array())
+            .is_some_and(|rows| {
+                rows.iter().any(|row| {
+                    row.as_array().and_then(|r| r.first()).and_then(|v| v.as_str()) == Some(self.db.as_str())
+                })
+            });
+        if exists {
+            info!(db = %self.db, "influxdb database exists");
+            return Ok(());
+        }
+        self.query(&format!("create database \"{}\"", escape_ident(&self.db)), true)
+            .await?;
+        self.query(
+            &format!(
+                "create retention policy \"{}\" on \"{}\" duration {} replication 1 default",
+                escape_ident(&self.rp_name),
+                escape_ident(&self.db),
+                self.rp_duration
+            ),
+            true,
+        )
+        .await?;
+        info!(db = %self.db, rp = %self.rp_name, duration = %self.rp_duration, "influxdb database created");
+        Ok(())
+    }
+
+    async fn send(&mut self, items: &[u8], _count: usize) -> Result<(), SinkError> {
+        let req = self.client.post(&self.write_url).body(items.to_vec());
+        let resp = self.authed(req).send().await.map_err(connection_error)?;
+        let status = resp.status().as_u16();
+        if status == 204 || status == 200 {
+            return Ok(());
+        }
+        let retry_after = retry_after(resp.headers());
+        let body = resp.bytes().await.unwrap_or_default();
+        Err(SinkError::Status {
+            status,
+            retry_after,
+            message: body_text(&body),
+        })
+    }
+}
+
+fn connection_error(e: reqwest::Error) -> SinkError {
+    // reqwest's Display includes the URL, which carries no secret here (credentials go in a header).
+    SinkError::Connection(e.without_url().to_string())
+}
+
+/// `Retry-After` in seconds (the HTTP-date form is treated as absent).
+pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    headers
+        .get(RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse::<u64>()
+        .ok()
+        .map(Duration::from_secs)
+}
+
+/// An error body as text, cut to [`MAX_ERROR_BODY`] bytes on a char boundary.
+pub fn body_text(body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(body);
+    let text = text.trim();
+    let mut end = text.len().min(MAX_ERROR_BODY);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text[..end].to_string()
+}
+
+/// Escapes `"` and `\` inside a double-quoted InfluxQL identifier.
+fn escape_ident(s: &str) -> String {
+    s.replace('\\', "\\\\").replace('"', "\\\"")
+}
+
+/// Percent-encodes a query-string value (RFC 3986 unreserved characters stay).
+pub fn url_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() * 3);
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn url_encode_matches_the_startup_requests_butler_sos_sends() {
+        assert_eq!(url_encode("show databases"), "show%20databases");
+        assert_eq!(
+            url_encode("create database \"senseops\""),
+            "create%20database%20%22senseops%22"
+        );
+    }
+
+    #[test]
+    fn body_text_is_cut_on_a_char_boundary() {
+        let body = "é".repeat(400);
+        let t = body_text(body.as_bytes());
+        assert!(t.len() <= MAX_ERROR_BODY);
+        assert!(t.chars().all(|c| c == 'é'));
+    }
+}

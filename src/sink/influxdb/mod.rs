@@ -1,0 +1,10 @@
+//! The InfluxDB destination: Butler SOS's `user_events` schema, batched.
+//!
+//! - [`encode`]: line protocol for one event (pure).
+//! - [`client`]: the HTTP transport (setup queries, `/write`, status handling).
+
+pub mod client;
+pub mod encode;
+
+pub use client::InfluxV1Transport;
+pub use encode::LineEncoder;

@@ -1,0 +1,89 @@
+//! Destinations. A sink knows [`Event`]s and its wire format, nothing of UDP.
+//!
+//! Batched HTTP destinations share one worker ([`worker::run`]): it takes slabs from the sink's channel, encodes
+//! every event at once into a reused [`batch::Batch`] (so the slab goes back to the pool immediately), and flushes
+//! by count, bytes or age through the sink's [`Transport`], with retries by [`SinkError::is_retriable`], splitting on
+//! 413, and a counter for every event that is not delivered.
+
+pub mod batch;
+pub mod influxdb;
+pub mod json;
+pub mod stdout;
+pub mod worker;
+
+use std::time::Duration;
+
+use crate::event::Event;
+
+/// What an encoder did with one event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Encoded {
+    /// Appended to the batch.
+    Yes,
+    /// Appended, but a value had to be changed to be storable (counted).
+    Changed,
+    /// Not sent to this destination by rule (counted as skipped, not as lost).
+    Skipped(&'static str),
+}
+
+/// Turns events into one destination's wire items. Each item is self-contained so a batch can be split anywhere
+/// between items.
+pub trait Encoder: Send {
+    /// Appends `event` as one item to `out`.
+    fn encode(&mut self, event: &Event, out: &mut Vec<u8>) -> Encoded;
+}
+
+/// Why a send failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SinkError {
+    /// No HTTP exchange happened (refused, reset, timeout).
+    #[error("connection failed: {0}")]
+    Connection(String),
+    /// The destination answered with a non-success status.
+    #[error("status {status}: {message}")]
+    Status {
+        /// HTTP status.
+        status: u16,
+        /// `Retry-After`, when given.
+        retry_after: Option<Duration>,
+        /// The destination's own error text (truncated).
+        message: String,
+    },
+    /// The destination is set up wrongly or refused our setup calls.
+    #[error("setup failed: {0}")]
+    Setup(String),
+}
+
+impl SinkError {
+    /// Connection errors, 408, 429 and 5xx are worth retrying; other answers are final.
+    pub fn is_retriable(&self) -> bool {
+        match self {
+            SinkError::Connection(_) | SinkError::Setup(_) => true,
+            SinkError::Status { status, .. } => matches!(status, 408 | 429 | 500..=599),
+        }
+    }
+
+    /// True for 413: split the batch and retry each half.
+    pub fn is_too_large(&self) -> bool {
+        matches!(self, SinkError::Status { status: 413, .. })
+    }
+
+    /// `Retry-After`, if the destination asked for one.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            SinkError::Status { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+}
+
+/// Sends encoded batches to one destination. Implementations own their HTTP client and run inside the sink
+/// worker's own single-threaded runtime.
+#[allow(async_fn_in_trait)]
+pub trait Transport {
+    /// One-time setup before the first write (e.g. create the database); retried like a write until it succeeds.
+    async fn prepare(&mut self) -> Result<(), SinkError>;
+    /// Sends `items` (whole encoded items, concatenated) holding `count` events.
+    async fn send(&mut self, items: &[u8], count: usize) -> Result<(), SinkError>;
+}

@@ -1,0 +1,181 @@
+//! Test harness: real InfluxDB 1.x and the real `sense-ingest` binary, each on free loopback ports in temp dirs,
+//! stopped on drop. Waits are conditions with deadlines, never bare sleeps.
+
+#![allow(dead_code)]
+
+pub mod fixtures;
+pub mod http;
+pub mod influxd;
+
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Polls `cond` every 20 ms until it returns `Some`, or panics with `what` after `timeout`.
+pub fn wait_for<T>(what: &str, timeout: Duration, mut cond: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = cond() {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A free TCP port on 127.0.0.1 (bound to port 0 and released; servers that cannot bind port 0 themselves need
+/// it).
+pub fn free_tcp_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A running `sense-ingest` process.
+pub struct Engine {
+    child: Option<Child>,
+    stderr: Arc<Mutex<Vec<String>>>,
+    stdout: Arc<Mutex<Vec<String>>>,
+    /// The UDP address it listens on (from its `listening` log line).
+    pub addr: SocketAddr,
+    _dir: Option<tempfile::TempDir>,
+}
+
+/// The engine binary built by cargo for these tests.
+pub fn engine_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_sense-ingest"))
+}
+
+fn pump(reader: impl std::io::Read + Send + 'static, sink: Arc<Mutex<Vec<String>>>) {
+    std::thread::spawn(move || {
+        for line in BufReader::new(reader).lines() {
+            let Ok(line) = line else { break };
+            sink.lock().unwrap().push(line);
+        }
+    });
+}
+
+impl Engine {
+    /// Starts `sense-ingest run --config <yaml written to a temp file>` and waits for its `listening` lines.
+    pub fn start_with_yaml(yaml: &str) -> Engine {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("butler-sos.yaml");
+        std::fs::write(&path, yaml).unwrap();
+        let mut e = Engine::start(&["run", "--config", path.to_str().unwrap()]);
+        e._dir = Some(dir);
+        e
+    }
+
+    /// Starts the binary with `args` and waits until it logged `listening`.
+    pub fn start(args: &[&str]) -> Engine {
+        let mut child = Command::new(engine_bin())
+            .args(args)
+            .env_remove("RUST_LOG")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start sense-ingest");
+        let stderr = Arc::new(Mutex::new(Vec::new()));
+        let stdout = Arc::new(Mutex::new(Vec::new()));
+        pump(child.stderr.take().unwrap(), Arc::clone(&stderr));
+        pump(child.stdout.take().unwrap(), Arc::clone(&stdout));
+        let mut engine = Engine {
+            child: Some(child),
+            stderr,
+            stdout,
+            addr: "0.0.0.0:0".parse().unwrap(),
+            _dir: None,
+        };
+        let addr = wait_for("the engine's `listening` line", Duration::from_secs(20), || {
+            if let Some(status) = engine.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("engine exited early with {status}; stderr:\n{}", engine.stderr_text());
+            }
+            engine
+                .stderr
+                .lock()
+                .unwrap()
+                .iter()
+                .find(|l| l.contains("listening"))
+                .and_then(|l| {
+                    let start = l.find("addr=")? + 5;
+                    l[start..].split_whitespace().next()?.parse::<SocketAddr>().ok()
+                })
+        });
+        engine.addr = addr;
+        engine
+    }
+
+    /// The address to send datagrams to (loopback, even when listening on a wildcard).
+    pub fn target(&self) -> SocketAddr {
+        let mut a = self.addr;
+        if a.ip().is_unspecified() {
+            a.set_ip(if a.is_ipv4() {
+                "127.0.0.1".parse().unwrap()
+            } else {
+                "::1".parse().unwrap()
+            });
+        }
+        a
+    }
+
+    /// Everything logged so far.
+    pub fn stderr_text(&self) -> String {
+        self.stderr.lock().unwrap().join("\n")
+    }
+
+    /// Lines printed on stdout so far.
+    pub fn stdout_lines(&self) -> Vec<String> {
+        self.stdout.lock().unwrap().clone()
+    }
+
+    /// Sends SIGTERM and waits (with a deadline) for the process to exit.
+    pub fn terminate(&mut self) -> ExitStatus {
+        let child = self.child.as_mut().expect("engine still running");
+        let ok = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(ok.success());
+        let status = wait_for("the engine to exit after SIGTERM", Duration::from_secs(30), || {
+            self.child.as_mut().unwrap().try_wait().unwrap()
+        });
+        self.child = None;
+        // Let the pump threads collect the last lines.
+        wait_for("stderr to close", Duration::from_secs(5), || {
+            self.stderr
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|l| l.contains("summary"))
+                .then_some(())
+        });
+        status
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Sends each datagram from one socket (one flow, like one Sense proxy appender), in order.
+pub fn send_datagrams(target: SocketAddr, datagrams: &[Vec<u8>]) {
+    let bind = if target.is_ipv4() { "127.0.0.1:0" } else { "[::1]:0" };
+    let sock = UdpSocket::bind(bind).unwrap();
+    for d in datagrams {
+        sock.send_to(d, target).unwrap();
+    }
+}
+
+/// The shared fixtures folder.
+pub fn shared_dir() -> &'static Path {
+    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared"))
+}

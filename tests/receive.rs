@@ -1,0 +1,118 @@
+use std::time::Duration;
+
+use serde_norway::Value as Yaml;
+
+use crate::common::fixtures::{self, set};
+use crate::common::{send_datagrams, wait_for, Engine};
+
+/// The fixture config with every destination off and events printed on stdout.
+fn stdout_config(listen: Option<&str>) -> serde_norway::Value {
+    let mut cfg = fixtures::config(true);
+    set(
+        &mut cfg,
+        "Butler-SOS.userEvents.udpServerConfig.serverHost",
+        Yaml::from("127.0.0.1"),
+    );
+    set(
+        &mut cfg,
+        "Butler-SOS.userEvents.udpServerConfig.portUserActivityEvents",
+        Yaml::from(0),
+    );
+    set(&mut cfg, "Butler-SOS.influxdbConfig.enable", Yaml::from(false));
+    set(&mut cfg, "Butler-SOS.mqttConfig.enable", Yaml::from(false));
+    set(&mut cfg, "Butler-SOS.newRelic.enable", Yaml::from(false));
+    set(&mut cfg, "Butler-SOS.logLevel", Yaml::from("info"));
+    set(&mut cfg, "sense-ingest.stdout", Yaml::from(true));
+    if let Some(addr) = listen {
+        set(&mut cfg, "sense-ingest.listen", Yaml::Sequence(vec![Yaml::from(addr)]));
+    }
+    cfg
+}
+
+#[test]
+fn stdout_lines_are_the_butler_sos_mqtt_payloads_byte_for_byte() {
+    let mut engine = Engine::start_with_yaml(&serde_norway::to_string(&stdout_config(None)).unwrap());
+    let cases = fixtures::cases();
+    send_datagrams(
+        engine.target(),
+        &cases.iter().map(|c| c.datagram.clone()).collect::<Vec<_>>(),
+    );
+    // Case 16 (too few fields) is a deliberate deviation: Butler SOS published it with `undefined` fields.
+    let expected: Vec<(String, String)> = cases
+        .iter()
+        .filter(|c| c.name != "16_too_few_fields")
+        .filter_map(|c| c.mqtt().first().map(|(_, payload)| (c.name.clone(), payload.clone())))
+        .collect();
+    wait_for("one stdout line per accepted fixture", Duration::from_secs(20), || {
+        (engine.stdout_lines().len() >= expected.len()).then_some(())
+    });
+    assert!(engine.terminate().success());
+    let lines = engine.stdout_lines();
+    assert_eq!(lines.len(), expected.len());
+    for ((case, want), got) in expected.iter().zip(&lines) {
+        assert_eq!(got, want, "case {case}");
+    }
+}
+
+#[test]
+fn listens_on_ipv6_loopback() {
+    let mut engine = Engine::start_with_yaml(&serde_norway::to_string(&stdout_config(Some("[::1]:0"))).unwrap());
+    assert!(engine.addr.is_ipv6(), "{}", engine.addr);
+    let first = fixtures::cases().into_iter().next().unwrap();
+    send_datagrams(engine.target(), &[first.datagram]);
+    wait_for("the event on stdout", Duration::from_secs(10), || {
+        (engine.stdout_lines().len() == 1).then_some(())
+    });
+    assert!(engine.terminate().success());
+}
+
+#[test]
+fn oversized_and_malformed_datagrams_are_counted_and_good_ones_around_them_delivered() {
+    let mut cfg = stdout_config(None);
+    set(
+        &mut cfg,
+        "Butler-SOS.userEvents.udpServerConfig.maxMessageSize",
+        Yaml::from(300),
+    );
+    let mut engine = Engine::start_with_yaml(&serde_norway::to_string(&cfg).unwrap());
+    let good = fixtures::cases().into_iter().next().unwrap().datagram;
+    let mut big = good.clone();
+    big.extend(std::iter::repeat_n(b'x', 400));
+    let mut bad_utf8 = good.clone();
+    bad_utf8.extend_from_slice(b" \xff\xfe tail");
+    let datagrams = vec![
+        good.clone(),
+        big,
+        b"garbage".to_vec(),
+        b"/qseow-proxy-session/;only;three".to_vec(),
+        bad_utf8,
+        good,
+    ];
+    send_datagrams(engine.target(), &datagrams);
+    wait_for("three good events on stdout", Duration::from_secs(10), || {
+        (engine.stdout_lines().len() == 3).then_some(())
+    });
+    assert!(engine.terminate().success());
+    let log = engine.stderr_text();
+    let summary = log
+        .lines()
+        .rev()
+        .find(|l| l.contains("summary"))
+        .expect("final summary line");
+    for want in [
+        "received=6",
+        "accepted=3",
+        "over_size=1",
+        "unknown_source=1",
+        "too_few_fields=1",
+        "invalid_utf8=1",
+    ] {
+        assert!(summary.contains(want), "summary lacks {want}: {summary}");
+    }
+    assert!(
+        engine.stdout_lines()[1].contains("\u{FFFD}\u{FFFD} tail"),
+        "{:?}",
+        engine.stdout_lines()[1]
+    );
+    assert!(log.contains("datagram rejected"), "a reject must be logged:\n{log}");
+}

@@ -95,3 +95,12 @@ pub(crate) fn base64_decode(s: &str) -> Vec<u8> {
     }
     out
 }
+
+#[test]
+fn base64_decoder_handles_every_padding_length() {
+    assert_eq!(base64_decode("TWFu"), b"Man");
+    assert_eq!(base64_decode("TWE="), b"Ma");
+    assert_eq!(base64_decode("TQ=="), b"M");
+    assert_eq!(base64_decode(""), b"");
+    assert_eq!(base64_decode("/+8A"), [0xff, 0xef, 0x00]);
+}

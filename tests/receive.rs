@@ -116,3 +116,43 @@ fn oversized_and_malformed_datagrams_are_counted_and_good_ones_around_them_deliv
     );
     assert!(log.contains("datagram rejected"), "a reject must be logged:\n{log}");
 }
+
+#[test]
+fn app_names_come_from_the_app_names_file_and_follow_its_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let names = dir.path().join("apps.csv");
+    std::fs::write(
+        &names,
+        "appId,appName\na421f4a2-c311-4ef4-ba41-fe2e6a2b0d69,Sales dashboard\n",
+    )
+    .unwrap();
+    let mut cfg = stdout_config(None);
+    set(&mut cfg, "sense-ingest.appNames", Yaml::from(names.to_str().unwrap()));
+    let mut engine = Engine::start_with_yaml(&serde_norway::to_string(&cfg).unwrap());
+    let chrome = fixtures::cases()
+        .into_iter()
+        .find(|c| c.name.starts_with("03_"))
+        .unwrap()
+        .datagram;
+    send_datagrams(engine.target(), std::slice::from_ref(&chrome));
+    wait_for("the first event", Duration::from_secs(10), || {
+        (engine.stdout_lines().len() == 1).then_some(())
+    });
+    assert!(
+        engine.stdout_lines()[0].contains(r#""appName":"Sales dashboard""#),
+        "{}",
+        engine.stdout_lines()[0]
+    );
+    std::fs::write(&names, "a421f4a2-c311-4ef4-ba41-fe2e6a2b0d69,Sales (renamed)\n").unwrap();
+    // The file is polled; keep sending until an event shows the new name.
+    wait_for("the renamed app in an event", Duration::from_secs(20), || {
+        send_datagrams(engine.target(), std::slice::from_ref(&chrome));
+        std::thread::sleep(Duration::from_millis(100));
+        engine
+            .stdout_lines()
+            .iter()
+            .any(|l| l.contains(r#""appName":"Sales (renamed)""#))
+            .then_some(())
+    });
+    assert!(engine.terminate().success());
+}

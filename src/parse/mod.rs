@@ -8,16 +8,18 @@
 //! 2. Only the first seven `;` separate fields; everything after the seventh is the message, `;` included.
 //!    Seven fields with no message is valid (empty message). Fewer than seven fields is rejected
 //!    ([`RejectReason::TooFewFields`]; Butler SOS fills in the string `undefined`, a deliberate deviation).
-//! 3. Field 0 is lower-cased, then the first `/` is removed twice (anywhere, as JavaScript's `replace('/', '')`
-//!    does); the result must be `qseow-proxy-session` or `qseow-proxy-connection`, otherwise
-//!    [`RejectReason::UnknownSource`] (this includes the empty datagram).
+//! 3. Field 0, raw (before sanitising, so a control character in it rejects the datagram), is lower-cased, then
+//!    the first `/` is removed twice (anywhere, as JavaScript's `replace('/', '')` does); the result must be
+//!    `qseow-proxy-session` or `qseow-proxy-connection`, otherwise [`RejectReason::UnknownSource`] (this includes
+//!    the empty datagram).
 //! 4. Every other field has C0 controls and DEL removed and is then cut to its limit in UTF-16 code units
 //!    ([`Field::max_units`]), on a char boundary (a supplementary-plane char counts 2 and is never split).
 //! 5. `userFull` is `<directory>\<id>`, always (sinks decide what to do with empty parts).
 //! 6. The user agent is the text after the first `UserAgent:` of the *cut* message, up to any second
 //!    `UserAgent:`, trimmed of JavaScript whitespace, with every `'` removed.
-//! 7. The app id is the context after a leading `/app/` up to the first `?`, kept only if it passes the npm
-//!    `uuid` package's `validate()` (see [`is_npm_uuid`]); not normalised.
+//! 7. The app id is the context after a leading `/app/` up to the first `?` or a second `/app/` (Butler SOS's
+//!    `context.split('?')[0].split('/app/')[1]`), kept only if it passes the npm `uuid` package's `validate()`
+//!    (see [`is_npm_uuid`]); not normalised.
 
 use memchr::memmem;
 
@@ -114,7 +116,7 @@ fn classify_source(raw: &[u8]) -> Option<Source> {
     let mut slashes_removed = 0;
     for &b in raw {
         if b < 0x20 || b == 0x7f {
-            continue; // sanitising removes controls before the comparison
+            return None; // Butler SOS compares the raw field 0, before sanitising
         }
         if b >= 0x80 {
             return None;
@@ -233,11 +235,13 @@ fn extract_user_agent(event: &mut Event) -> Span {
     Span::new(start..text.len())
 }
 
-/// The range of the app id within a context: after a leading `/app/`, up to the first `?`, when it passes
+/// The range of the app id within a context: after a leading `/app/`, up to the first `?` or second `/app/`, when it passes
 /// [`is_npm_uuid`].
 pub fn app_id_range(context: &str) -> Option<std::ops::Range<usize>> {
     let rest = context.strip_prefix("/app/")?;
-    let end = memchr::memchr(b'?', rest.as_bytes()).unwrap_or(rest.len());
+    let query = memchr::memchr(b'?', rest.as_bytes()).unwrap_or(rest.len());
+    // `context.split('?')[0].split('/app/')[1]`: the id also ends at a second `/app/` before the query.
+    let end = memmem::find(&rest.as_bytes()[..query], b"/app/").unwrap_or(query);
     is_npm_uuid(&rest[..end]).then_some(5..5 + end)
 }
 

@@ -13,6 +13,7 @@ use crossbeam_channel::{bounded, Receiver, Sender};
 use tracing::{error, info, warn};
 
 use crate::config::{Config, ReaderBackend};
+use crate::enrich::app_names::AppNames;
 use crate::event::slab::{Slab, SlabPool};
 use crate::reader::recvmmsg::RecvmmsgReceiver;
 use crate::reader::{self, ReaderCore, ReaderShared};
@@ -108,6 +109,10 @@ pub fn start(config: &Config, stop: Arc<AtomicBool>) -> Result<Engine, StartErro
         sink_threads.push(handle);
     }
 
+    let app_names = match &engine.app_names_file {
+        Some(path) => AppNames::from_file(path).map_err(|e| format!("sense-ingest.appNames: {e}"))?,
+        None => AppNames::empty(),
+    };
     let in_flight = engine.channel_capacity * outputs.len().max(1) + engine.reader_threads * 2;
     let pool = SlabPool::new(engine.events_per_slab, in_flight);
     let shared = Arc::new(ReaderShared {
@@ -117,6 +122,7 @@ pub fn start(config: &Config, stop: Arc<AtomicBool>) -> Result<Engine, StartErro
         excluded: config.user_events.exclude_users.clone(),
         max_message_size: config.user_events.udp.max_message_size,
         stop: Arc::clone(&stop),
+        app_names: Arc::clone(&app_names),
     });
 
     // Bind everything first: a bind error stops startup before any thread receives.
@@ -151,7 +157,7 @@ pub fn start(config: &Config, stop: Arc<AtomicBool>) -> Result<Engine, StartErro
         let sinks = sinks.clone();
         std::thread::Builder::new()
             .name("monitor".into())
-            .spawn(move || shutdown::monitor(counters, sinks, inodes, stop))
+            .spawn(move || shutdown::monitor(counters, sinks, inodes, app_names, stop))
             .ok()
     };
 

@@ -6,12 +6,16 @@ use std::time::{Duration, Instant};
 
 use tracing::{info, warn};
 
+use crate::enrich::app_names::AppNames;
 use crate::event::RejectReason;
 use crate::reader::socket::kernel_drops;
 use crate::telemetry::metrics::{ReceiveCounters, SinkCounters};
 
 /// How often the summary line is logged (at info, only when something changed).
 pub const SUMMARY_INTERVAL: Duration = Duration::from_secs(60);
+
+/// How often the app-name file is checked for changes.
+pub const APP_NAMES_CHECK_INTERVAL: Duration = Duration::from_secs(2);
 
 /// Sets `stop` on SIGTERM or SIGINT.
 pub fn install_signal_handlers(stop: &Arc<AtomicBool>) -> std::io::Result<()> {
@@ -20,14 +24,16 @@ pub fn install_signal_handlers(stop: &Arc<AtomicBool>) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Reads the kernel's drop counters of our sockets every second (WARN when they grow) and logs a summary every
-/// [`SUMMARY_INTERVAL`] when anything changed. Returns when `stop` is set.
+/// Reads the kernel's drop counters of our sockets (WARN when they grow), reloads the app-name file when it
+/// changed, and logs a summary every [`SUMMARY_INTERVAL`] when anything changed. Returns when `stop` is set.
 pub fn monitor(
     counters: Arc<ReceiveCounters>,
     sinks: Vec<(String, Arc<SinkCounters>)>,
     inodes: Vec<u64>,
+    app_names: Arc<AppNames>,
     stop: Arc<AtomicBool>,
 ) {
+    let mut last_reload_check = Instant::now();
     let baseline = kernel_drops(&inodes).unwrap_or(0);
     let mut last_summary = Instant::now();
     let mut last_received = 0;
@@ -44,6 +50,14 @@ pub fn monitor(
                     "the kernel dropped datagrams: the socket receive buffer overflowed (raise recvBufferBytes or \
                      net.core.rmem_max, or find the slow destination)"
                 );
+            }
+        }
+        if last_reload_check.elapsed() >= APP_NAMES_CHECK_INTERVAL {
+            last_reload_check = Instant::now();
+            match app_names.reload_if_changed() {
+                Ok(true) => info!(file = ?app_names.path(), "app names reloaded"),
+                Ok(false) => {}
+                Err(e) => warn!(error = %e, "app names file changed but cannot be read; keeping the previous names"),
             }
         }
         if last_summary.elapsed() >= SUMMARY_INTERVAL {

@@ -27,6 +27,7 @@ use crossbeam_channel::{Sender, TrySendError};
 use tracing::{debug, error, trace, warn};
 
 use crate::config::ExcludedUser;
+use crate::enrich::app_names::{AppNameView, AppNames};
 use crate::enrich::user_agent::UserAgentCache;
 use crate::event::slab::{Slab, SlabPool, SlabWriter};
 use crate::event::{Field, RejectReason};
@@ -61,6 +62,8 @@ pub struct ReaderShared {
     pub max_message_size: usize,
     /// Set by the signal handler; readers flush and return.
     pub stop: Arc<AtomicBool>,
+    /// App id → name map (reloadable).
+    pub app_names: Arc<AppNames>,
 }
 
 /// Per-datagram work common to both backends.
@@ -69,6 +72,7 @@ pub struct ReaderCore {
     shared: Arc<ReaderShared>,
     slab: Option<SlabWriter>,
     ua_cache: UserAgentCache,
+    app_names: AppNameView,
     local: LocalCounts,
 }
 
@@ -87,10 +91,12 @@ impl ReaderCore {
     /// A core feeding `shared.outputs`.
     pub fn new(shared: Arc<ReaderShared>) -> ReaderCore {
         let slab = Some(shared.pool.take());
+        let app_names = AppNameView::new(Arc::clone(&shared.app_names));
         ReaderCore {
             shared,
             slab,
             ua_cache: UserAgentCache::new(UA_CACHE_ENTRIES),
+            app_names,
             local: LocalCounts::default(),
         }
     }
@@ -133,6 +139,9 @@ impl ReaderCore {
                 if !ua.is_empty() {
                     ev.user_agent = self.ua_cache.lookup(ua);
                 }
+                if let Some(app_id) = ev.app_id() {
+                    ev.app_name = self.app_names.lookup(app_id);
+                }
                 self.local.invalid_utf8 += u64::from(notes.invalid_utf8);
                 debug!(
                     target: "ingest::event",
@@ -165,6 +174,7 @@ impl ReaderCore {
     /// Blocks while a channel is full (counted).
     pub fn flush(&mut self) {
         self.publish_counts();
+        self.app_names.refresh();
         let Some(slab) = self.slab.take_if(|s| !s.is_empty()) else {
             return;
         };

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Installs what the tests need, then runs every test of the workspace.
+#
+# The integration tests start real servers as child processes on free loopback ports in temp dirs:
+# InfluxDB 1.x (`influxd`, Debian package `influxdb`) and Mosquitto (Debian package `mosquitto`). This script
+# installs those packages when they are missing (as root, or through sudo). Nothing else is downloaded.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+missing=()
+[ -x /usr/bin/influxd ] || command -v influxd >/dev/null 2>&1 || missing+=(influxdb)
+[ -x /usr/sbin/mosquitto ] || command -v mosquitto >/dev/null 2>&1 || missing+=(mosquitto)
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "installing test dependencies: ${missing[*]}"
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+cargo test --workspace --locked

@@ -1,0 +1,301 @@
+//! `replay`: sends the datagrams of a file, in order, from one UDP socket.
+//!
+//! # File formats (`--framing`)
+//! - `lines` (default): one datagram per line, split on `\n`; the `\n` is not part of the
+//!   datagram, and a final `\n` at the end of the file does not start another datagram. An
+//!   empty line in the middle is sent as an empty datagram. A `\r` before the `\n` is kept
+//!   (it is part of the datagram). Datagrams that contain `\n` need `len32`.
+//! - `len32`: each datagram is a 4-byte big-endian length followed by that many bytes.
+//!
+//! `flood --record FILE` writes either format. Pacing is by `--rate` datagrams/s on the same
+//! fixed-schedule rule as `flood` (datagram `i` due at `i / rate`); without `--rate` the file
+//! is sent as fast as `sendmmsg` allows.
+
+use std::io::{self, Write};
+use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use serde::Serialize;
+
+use crate::send::{connected_socket, MmsgSender};
+use crate::stats::{self, fmt_count};
+
+/// How datagrams are delimited in a file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Framing {
+    /// One datagram per `\n`-terminated line.
+    Lines,
+    /// u32 big-endian length, then the bytes.
+    Len32,
+}
+
+/// Writes one datagram in `framing`.
+pub fn write_frame(w: &mut impl Write, d: &[u8], framing: Framing) -> io::Result<()> {
+    match framing {
+        Framing::Lines => {
+            if d.contains(&b'\n') {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "datagram contains a newline; use --framing len32",
+                ));
+            }
+            w.write_all(d)?;
+            w.write_all(b"\n")
+        }
+        Framing::Len32 => {
+            let len =
+                u32::try_from(d.len()).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "datagram too long"))?;
+            w.write_all(&len.to_be_bytes())?;
+            w.write_all(d)
+        }
+    }
+}
+
+/// Splits `data` into datagram `(start, end)` ranges per `framing`.
+pub fn split_frames(data: &[u8], framing: Framing) -> Result<Vec<(usize, usize)>, String> {
+    let mut spans = Vec::new();
+    match framing {
+        Framing::Lines => {
+            let mut start = 0;
+            while start < data.len() {
+                let end = data[start..]
+                    .iter()
+                    .position(|&b| b == b'\n')
+                    .map_or(data.len(), |i| start + i);
+                spans.push((start, end));
+                start = end + 1;
+            }
+        }
+        Framing::Len32 => {
+            let mut i = 0;
+            while i < data.len() {
+                let Some(hdr) = data.get(i..i + 4) else {
+                    return Err(format!("truncated length prefix at byte {i}"));
+                };
+                let len = u32::from_be_bytes(hdr.try_into().expect("4 bytes")) as usize;
+                let (s, e) = (i + 4, i + 4 + len);
+                if e > data.len() {
+                    return Err(format!(
+                        "datagram {} at byte {i} claims {len} bytes but the file ends first",
+                        spans.len()
+                    ));
+                }
+                spans.push((s, e));
+                i = e;
+            }
+        }
+    }
+    Ok(spans)
+}
+
+/// Largest UDP payload over IPv4.
+const MAX_UDP_PAYLOAD: usize = 65_507;
+
+/// Everything `replay` needs.
+#[derive(Clone, Debug)]
+pub struct ReplayConfig {
+    /// Input file.
+    pub file: PathBuf,
+    /// Destination.
+    pub target: SocketAddr,
+    /// Datagrams per second; `None` = as fast as possible.
+    pub rate: Option<u64>,
+    /// File format.
+    pub framing: Framing,
+    /// Max datagrams per `sendmmsg`.
+    pub batch: usize,
+    /// Progress line every second.
+    pub progress: bool,
+}
+
+/// The `replay` report (`--json` writes exactly this).
+#[derive(Clone, Debug, Serialize)]
+pub struct ReplayReport {
+    /// Always `"replay"`.
+    pub mode: &'static str,
+    /// Input file.
+    pub file: String,
+    /// File format.
+    pub framing: Framing,
+    /// Destination.
+    pub target: String,
+    /// Requested rate (`null` = unpaced).
+    pub rate_per_s: Option<u64>,
+    /// Datagrams in the file.
+    pub datagrams_in_file: u64,
+    /// Datagrams the kernel accepted.
+    pub sent: u64,
+    /// Their bytes.
+    pub bytes_sent: u64,
+    /// Datagrams skipped: larger than 65,507 bytes.
+    pub skipped_oversize: u64,
+    /// Datagrams that failed to send.
+    pub send_errors: u64,
+    /// Stopped by SIGINT/SIGTERM.
+    pub interrupted: bool,
+    /// Wall time sending.
+    pub elapsed_s: f64,
+    /// `sent / elapsed_s`.
+    pub achieved_rate_per_s: f64,
+}
+
+/// Replays `cfg.file` to `cfg.target`.
+pub fn run(cfg: &ReplayConfig, shutdown: &AtomicBool) -> anyhow::Result<ReplayReport> {
+    let data = std::fs::read(&cfg.file).with_context(|| format!("reading replay FILE {}", cfg.file.display()))?;
+    let all = split_frames(&data, cfg.framing)
+        .map_err(|e| anyhow::anyhow!("{} (--framing {:?}): {e}", cfg.file.display(), cfg.framing))?;
+    let spans: Vec<(usize, usize)> = all.iter().copied().filter(|(s, e)| e - s <= MAX_UDP_PAYLOAD).collect();
+    let skipped = (all.len() - spans.len()) as u64;
+    let sock = connected_socket(cfg.target)
+        .with_context(|| format!("creating a UDP socket towards --target {}", cfg.target))?;
+    let mut sender = MmsgSender::new(cfg.batch);
+    let mut failed = Vec::new();
+    let (mut sent, mut bytes, mut errors) = (0u64, 0u64, 0u64);
+    let mut interrupted = false;
+    let start = Instant::now();
+    let mut last_print = start;
+    let mut last_sent = 0;
+    let mut next = 0usize;
+    while next < spans.len() {
+        if shutdown.load(Ordering::Relaxed) {
+            interrupted = true;
+            break;
+        }
+        let elapsed_ns = start.elapsed().as_nanos();
+        let end = match cfg.rate {
+            None => (next + cfg.batch).min(spans.len()),
+            Some(rate) => {
+                // Datagram i is due at i / rate: everything with i * 1e9 <= elapsed * rate.
+                let due = (elapsed_ns * u128::from(rate) / 1_000_000_000 + 1).min(spans.len() as u128);
+                let due = due as usize;
+                if due <= next {
+                    let wait_ns = (next as u128 * 1_000_000_000 / u128::from(rate)).saturating_sub(elapsed_ns);
+                    std::thread::sleep(Duration::from_nanos(wait_ns as u64).min(Duration::from_millis(50)));
+                    continue;
+                }
+                due.min(next + 8192)
+            }
+        };
+        failed.clear();
+        let o = sender.send(sock.as_raw_fd(), &data, &spans[next..end], &mut failed);
+        sent += o.sent;
+        bytes += o.bytes;
+        errors += o.errors;
+        next = end;
+        if cfg.progress && last_print.elapsed() >= Duration::from_secs(1) {
+            let now = Instant::now();
+            eprintln!(
+                "[{:>7.1}s] sent {} of {} ({}/s)",
+                start.elapsed().as_secs_f64(),
+                fmt_count(sent),
+                fmt_count(spans.len() as u64),
+                fmt_count(((sent - last_sent) as f64 / (now - last_print).as_secs_f64()) as u64)
+            );
+            last_print = now;
+            last_sent = sent;
+        }
+    }
+    let elapsed = start.elapsed();
+    Ok(ReplayReport {
+        mode: "replay",
+        file: cfg.file.display().to_string(),
+        framing: cfg.framing,
+        target: cfg.target.to_string(),
+        rate_per_s: cfg.rate,
+        datagrams_in_file: all.len() as u64,
+        sent,
+        bytes_sent: bytes,
+        skipped_oversize: skipped,
+        send_errors: errors,
+        interrupted,
+        elapsed_s: stats::secs(elapsed),
+        achieved_rate_per_s: if elapsed.is_zero() {
+            0.0
+        } else {
+            (sent as f64 / elapsed.as_secs_f64()).round()
+        },
+    })
+}
+
+impl ReplayReport {
+    /// The human-readable summary.
+    pub fn table(&self) -> String {
+        format!(
+            "== loadgen replay: {} -> {} ==\nsent      {} of {} datagrams in {:.3}s = {}/s, {:.1} MB, {} errors, {} skipped (> 65,507 bytes){}\n",
+            self.file,
+            self.target,
+            fmt_count(self.sent),
+            fmt_count(self.datagrams_in_file),
+            self.elapsed_s,
+            fmt_count(self.achieved_rate_per_s as u64),
+            self.bytes_sent as f64 / 1e6,
+            self.send_errors,
+            self.skipped_oversize,
+            if self.interrupted { ", INTERRUPTED" } else { "" }
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_framing_strips_lf_and_ignores_a_final_newline() {
+        let d = b"a;b\n\nc\r\nlast";
+        let spans = split_frames(d, Framing::Lines).unwrap();
+        let got: Vec<&[u8]> = spans.iter().map(|&(s, e)| &d[s..e]).collect();
+        assert_eq!(got, vec![&b"a;b"[..], b"", b"c\r", b"last"]);
+        assert_eq!(split_frames(b"x\n", Framing::Lines).unwrap().len(), 1);
+        assert!(split_frames(b"", Framing::Lines).unwrap().is_empty());
+    }
+
+    #[test]
+    fn len32_round_trips_and_reports_truncation() {
+        let mut buf = Vec::new();
+        for d in [&b"one\nwith newline"[..], b"", b"three"] {
+            write_frame(&mut buf, d, Framing::Len32).unwrap();
+        }
+        let spans = split_frames(&buf, Framing::Len32).unwrap();
+        assert_eq!(spans.len(), 3);
+        assert_eq!(&buf[spans[0].0..spans[0].1], b"one\nwith newline");
+        assert!(split_frames(&buf[..buf.len() - 1], Framing::Len32)
+            .unwrap_err()
+            .contains("file ends first"));
+        assert!(split_frames(&[0, 0], Framing::Len32)
+            .unwrap_err()
+            .contains("truncated length prefix"));
+        assert!(write_frame(&mut Vec::new(), b"a\nb", Framing::Lines).is_err());
+    }
+
+    #[test]
+    fn replays_a_file_to_a_local_socket_at_a_rate() {
+        let rx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        rx.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let path = std::env::temp_dir().join(format!("loadgen-replay-{}.txt", std::process::id()));
+        std::fs::write(&path, b"d0\nd1\nd2\nd3\nd4\n").unwrap();
+        let cfg = ReplayConfig {
+            file: path.clone(),
+            target: rx.local_addr().unwrap(),
+            rate: Some(100),
+            framing: Framing::Lines,
+            batch: 2,
+            progress: false,
+        };
+        let r = run(&cfg, &AtomicBool::new(false)).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!((r.datagrams_in_file, r.sent, r.send_errors), (5, 5, 0));
+        // 5 datagrams at 100/s: the last is due at 40 ms.
+        assert!(r.elapsed_s >= 0.039, "{}", r.elapsed_s);
+        let mut buf = [0u8; 16];
+        for i in 0..5 {
+            let n = rx.recv(&mut buf).unwrap();
+            assert_eq!(&buf[..n], format!("d{i}").as_bytes());
+        }
+    }
+}

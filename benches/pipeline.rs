@@ -9,6 +9,7 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use sense_ingest::config::ExcludedUser;
 use sense_ingest::enrich::app_names::AppNames;
 use sense_ingest::event::slab::SlabPool;
+use sense_ingest::reader::admission::Admission;
 use sense_ingest::reader::{ReaderCore, ReaderShared};
 use sense_ingest::sink::influxdb::LineEncoder;
 use sense_ingest::sink::Encoder;
@@ -31,6 +32,7 @@ fn pipeline(c: &mut Criterion) {
         max_message_size: 65507,
         stop: Arc::new(AtomicBool::new(false)),
         app_names: AppNames::empty(),
+        admission: Admission::default(),
     });
     let mut core = ReaderCore::new(shared);
     let mut encoder = LineEncoder::new(&[]);

@@ -14,10 +14,12 @@
 //! - [`pipeline`]: the only module that knows readers *and* sinks: builds, wires, runs, shuts down.
 //! - [`telemetry`]: logging setup (Butler SOS level names) and the counters every loss path bumps.
 //! - [`appender`]: the Qlik Sense proxy `LocalLogConfig.xml` for a receiver.
+//! - [`analytics`]: beyond Butler SOS, off by default: session/connection durations and concurrency, silent hosts.
 //!
 //! Dependencies point one way: `parse` → `event`; `reader` → `parse`, `enrich`, `event`; `sink` → `event`;
 //! `pipeline` → everything. `config` is plain data.
 
+pub mod analytics;
 pub mod appender;
 pub mod config;
 pub mod enrich;

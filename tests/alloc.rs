@@ -9,6 +9,7 @@ use std::sync::Arc;
 use sense_ingest::config::Tag;
 use sense_ingest::enrich::app_names::AppNames;
 use sense_ingest::event::slab::SlabPool;
+use sense_ingest::reader::admission::Admission;
 use sense_ingest::reader::{ReaderCore, ReaderShared};
 use sense_ingest::sink::influxdb::LineEncoder;
 use sense_ingest::sink::json::EventJson;
@@ -63,6 +64,7 @@ fn steady_state_allocates_nothing_per_event() {
         max_message_size: 65507,
         stop: Arc::new(AtomicBool::new(false)),
         app_names: AppNames::empty(),
+        admission: Admission::default(),
     });
     let mut core = ReaderCore::new(shared);
     let tags = [Tag {

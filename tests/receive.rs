@@ -156,3 +156,92 @@ fn app_names_come_from_the_app_names_file_and_follow_its_changes() {
     });
     assert!(engine.terminate().success());
 }
+
+#[test]
+fn only_allowed_sources_are_accepted_and_the_rest_counted() {
+    let mut cfg = stdout_config(Some("[::]:0"));
+    set(
+        &mut cfg,
+        "Butler-SOS.userEvents.udpServerConfig.enableSourceValidation",
+        Yaml::from(true),
+    );
+    set(
+        &mut cfg,
+        "Butler-SOS.userEvents.udpServerConfig.allowedSources",
+        Yaml::Sequence(vec![Yaml::from("127.0.0.1")]),
+    );
+    let mut engine = Engine::start_with_yaml(&serde_norway::to_string(&cfg).unwrap());
+    let port = engine.addr.port();
+    let good = fixtures::cases().into_iter().next().unwrap().datagram;
+    // From 127.0.0.1 (arrives as ::ffff:127.0.0.1 on the dual-stack socket): allowed. From ::1: not.
+    send_datagrams(format!("127.0.0.1:{port}").parse().unwrap(), &vec![good.clone(); 3]);
+    send_datagrams(format!("[::1]:{port}").parse().unwrap(), &vec![good; 2]);
+    wait_for("the allowed events", Duration::from_secs(10), || {
+        (engine.stdout_lines().len() == 3).then_some(())
+    });
+    assert!(engine.terminate().success());
+    let log = engine.stderr_text();
+    let summary = log.lines().rev().find(|l| l.contains("summary")).unwrap();
+    assert!(
+        summary.contains("received=5") && summary.contains("disallowed_source=2"),
+        "{summary}"
+    );
+    assert_eq!(engine.stdout_lines().len(), 3);
+}
+
+#[test]
+fn the_rate_limit_applies_per_sender() {
+    let mut cfg = stdout_config(None);
+    set(
+        &mut cfg,
+        "Butler-SOS.userEvents.udpServerConfig.rateLimit.enable",
+        Yaml::from(true),
+    );
+    set(
+        &mut cfg,
+        "Butler-SOS.userEvents.udpServerConfig.rateLimit.maxMessagesPerMinute",
+        Yaml::from(5),
+    );
+    let mut engine = Engine::start_with_yaml(&serde_norway::to_string(&cfg).unwrap());
+    let good = fixtures::cases().into_iter().next().unwrap().datagram;
+    send_datagrams(engine.target(), &vec![good; 8]);
+    wait_for("every datagram counted", Duration::from_secs(10), || {
+        (engine.stdout_lines().len() == 5).then_some(())
+    });
+    assert!(engine.terminate().success());
+    let log = engine.stderr_text();
+    let summary = log.lines().rev().find(|l| l.contains("summary")).unwrap();
+    assert!(
+        summary.contains("received=8") && summary.contains("rate_limited=3"),
+        "{summary}"
+    );
+}
+
+#[test]
+fn counts_are_kept_per_sender() {
+    let mut engine = Engine::start_with_yaml(&serde_norway::to_string(&stdout_config(Some("[::]:0"))).unwrap());
+    let port = engine.addr.port();
+    let good = fixtures::cases().into_iter().next().unwrap().datagram;
+    send_datagrams(
+        format!("127.0.0.1:{port}").parse().unwrap(),
+        &[good.clone(), good.clone(), b"junk".to_vec()],
+    );
+    send_datagrams(format!("[::1]:{port}").parse().unwrap(), &[good]);
+    wait_for("three events", Duration::from_secs(10), || {
+        (engine.stdout_lines().len() == 3).then_some(())
+    });
+    assert!(engine.terminate().success());
+    let log = engine.stderr_text();
+    let line = |sender: &str| {
+        log.lines()
+            .find(|l| l.contains("sender totals") && l.contains(&format!("sender={sender} ")))
+            .map(str::to_string)
+    };
+    let v4 = line("127.0.0.1").expect("a line for 127.0.0.1");
+    assert!(
+        v4.contains("received=3 accepted=2") && v4.contains("unknown_source=1"),
+        "{v4}"
+    );
+    let v6 = line("::1").expect("a line for ::1");
+    assert!(v6.contains("received=1 accepted=1"), "{v6}");
+}

@@ -2,11 +2,29 @@
 
 mod common;
 
+/// Session durations and concurrency gauges into a real InfluxDB 1.x; silent-host alarms.
+mod analytics;
 /// Appender XML written by `sense-ingest appender`, parsed back.
 mod appender;
 /// `check-config` on good and broken Butler SOS files.
 mod check_config;
 /// Every fixture case through the real binary into a real InfluxDB 1.x, with both reader backends.
 mod golden_influxdb;
+/// Hostile datagrams among good ones: good events unchanged, every datagram counted, no crash.
+mod hostile;
+/// InfluxDB v2 and v3 layouts, setup, gzip, retries, 413 splits and refused tokens, into contract-enforcing mocks.
+mod influxdb_v2_v3;
+/// MQTT through the real binary into a real mosquitto: fixtures, credentials, QoS/retain, TLS, broker restarts.
+mod mqtt;
+/// New Relic Event API through the real binary into a contract-enforcing stand-in: fixtures, retries, splits, keys.
+mod new_relic;
+/// Deployment files: Grafana dashboard queries on a real InfluxDB 1.x, systemd unit, sysctl snippet, Dockerfile.
+mod packaging;
+/// `/metrics` and `/health` of the real binary: every fixture counted by outcome, health, port-in-use startup error.
+mod prometheus;
 /// Receive-side behaviour: stdout JSON lines, IPv6, rejects and their counters, shutdown flush.
 mod receive;
+/// Outages, restarts and the spool: nothing lost, every loss counted.
+mod reliability;
+/// Sentinel secrets in the config never appear in check-config, run logs (level silly), stdout or Debug output.
+mod secrets;

@@ -13,7 +13,7 @@ pub mod raw;
 pub mod validate;
 
 use std::fmt;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -147,6 +147,12 @@ pub struct UdpServerConfig {
     pub listen: Vec<SocketAddr>,
     /// `maxMessageSize` (bytes, default 65507): larger datagrams are rejected.
     pub max_message_size: usize,
+    /// `enableSourceValidation` + `allowedSources`, resolved at load: only these senders are accepted.
+    pub allowed_sources: Option<Vec<IpAddr>>,
+    /// `rateLimit.enable` + `maxMessagesPerMinute`: per sender IP, fixed 60 s windows.
+    pub rate_limit_per_minute: Option<u32>,
+    /// `messageQueue.backpressureThreshold` (%, default 80): a destination channel this full logs a WARN.
+    pub backpressure_threshold_pct: u8,
 }
 
 impl Default for UdpServerConfig {
@@ -154,6 +160,9 @@ impl Default for UdpServerConfig {
         UdpServerConfig {
             listen: vec![SocketAddr::from(([0, 0, 0, 0], 9997))],
             max_message_size: 65507,
+            allowed_sources: None,
+            rate_limit_per_minute: None,
+            backpressure_threshold_pct: 80,
         }
     }
 }
@@ -275,7 +284,12 @@ pub struct InfluxV3Config {
 }
 
 /// `Butler-SOS.mqttConfig`.
-#[derive(Debug, Clone, Default)]
+///
+/// Butler SOS reads only `enable`, `brokerHost`, `brokerPort` (and `baseTopic`, for other messages) and connects
+/// with mqtt.js defaults: plain TCP, no credentials, a random client id, QoS 0, no retain. Every other field here
+/// is a **sense-ingest extension** (`tls`, `username`, `password`, `clientId`, `qos`, `retain`, `keepAlive`); left
+/// out, each behaves like Butler SOS.
+#[derive(Debug, Clone)]
 pub struct MqttConfig {
     /// `enable`.
     pub enable: bool,
@@ -283,6 +297,45 @@ pub struct MqttConfig {
     pub broker_host: String,
     /// `brokerPort`.
     pub broker_port: u16,
+    /// `tls` (extension): `Some` when `tls.enable` is true (default: plain TCP).
+    pub tls: Option<MqttTls>,
+    /// `username` (extension; default: none).
+    pub username: Option<String>,
+    /// `password` (extension; default: none). Only sent together with `username`.
+    pub password: Secret,
+    /// `clientId` (extension; default `None`: the sink uses `sense-ingest-<hostname>-<pid>`).
+    pub client_id: Option<String>,
+    /// `qos` (extension): 0, 1 or 2 (default 0, like Butler SOS).
+    pub qos: u8,
+    /// `retain` (extension; default false, like Butler SOS).
+    pub retain: bool,
+    /// `keepAlive` (extension; default 60 s; zero turns keep-alive pings off).
+    pub keep_alive: Duration,
+}
+
+impl Default for MqttConfig {
+    fn default() -> Self {
+        MqttConfig {
+            enable: false,
+            broker_host: String::new(),
+            broker_port: 1883,
+            tls: None,
+            username: None,
+            password: Secret::default(),
+            client_id: None,
+            qos: 0,
+            retain: false,
+            keep_alive: Duration::from_secs(60),
+        }
+    }
+}
+
+/// `Butler-SOS.mqttConfig.tls` (sense-ingest extension): connect with TLS (rustls).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MqttTls {
+    /// `caFile`: PEM file with the CA certificate(s) that signed the broker's certificate. `None`: the system's
+    /// CA bundle.
+    pub ca_file: Option<PathBuf>,
 }
 
 /// `Butler-SOS.newRelic.event`.
@@ -385,6 +438,67 @@ pub struct EngineConfig {
     pub app_names_file: Option<PathBuf>,
     /// `shutdownTimeout`: longest a graceful shutdown waits for sinks to flush.
     pub shutdown_timeout: Duration,
+    /// `spool`: per-destination memory queue and disk spool.
+    pub spool: SpoolConfig,
+    /// `unhealthyAfter` (default 5 min): `/health` answers 503 once a destination has been failing this long.
+    pub unhealthy_after: Duration,
+    /// `analytics`: session analytics (off by default).
+    pub analytics: AnalyticsConfig,
+    /// `silentHostAfter`: a known Sense host silent this long raises one WARN (off when absent).
+    pub silent_host_after: Option<Duration>,
+}
+
+/// `sense-ingest.analytics`: pair session and connection events into `user_session` points (beyond Butler SOS).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AnalyticsConfig {
+    /// `enable` (default false). Needs the InfluxDB destination.
+    pub enable: bool,
+    /// `orphanAfter` (default 8 h): an open session with no Stop after this long is counted as orphaned.
+    pub orphan_after: Duration,
+    /// `gaugeInterval` (default 10 s): how often concurrent-session gauges are written.
+    pub gauge_interval: Duration,
+    /// `maxTracked` (default 1,000,000): most open sessions and connections tracked at once.
+    pub max_tracked: usize,
+}
+
+impl Default for AnalyticsConfig {
+    fn default() -> Self {
+        AnalyticsConfig {
+            enable: false,
+            orphan_after: Duration::from_secs(8 * 3600),
+            gauge_interval: Duration::from_secs(10),
+            max_tracked: 1_000_000,
+        }
+    }
+}
+
+/// `sense-ingest.spool`: what happens to batches a destination cannot take right now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpoolConfig {
+    /// `enable` (default true): spool to disk once the memory queue is full. Off: the memory queue is the bound
+    /// and a full queue makes readers wait (kernel drops, counted, beyond the socket buffer).
+    pub enable: bool,
+    /// `dir`: the spool folder; one subfolder per destination. Default: `sense-ingest-spool` next to the config
+    /// file; a relative path is relative to the config file's folder.
+    pub dir: Option<PathBuf>,
+    /// `maxBytes` (default 1 GiB) per destination; beyond it the oldest spooled events are dropped (counted, ERROR).
+    pub max_bytes: u64,
+    /// `memoryBytes` (default 32 MiB) of encoded batches per destination kept in memory before spooling.
+    pub memory_bytes: usize,
+    /// `fsyncInterval` (default 1 s): how often spooled data is flushed to stable storage.
+    pub fsync_interval: Duration,
+}
+
+impl Default for SpoolConfig {
+    fn default() -> Self {
+        SpoolConfig {
+            enable: true,
+            dir: None,
+            max_bytes: 1 << 30,
+            memory_bytes: 32 << 20,
+            fsync_interval: Duration::from_secs(1),
+        }
+    }
 }
 
 impl Default for EngineConfig {
@@ -400,6 +514,10 @@ impl Default for EngineConfig {
             stdout: false,
             app_names_file: None,
             shutdown_timeout: Duration::from_secs(10),
+            spool: SpoolConfig::default(),
+            unhealthy_after: Duration::from_secs(300),
+            analytics: AnalyticsConfig::default(),
+            silent_host_after: None,
         }
     }
 }
@@ -421,3 +539,5 @@ impl Config {
         }
     }
 }
+#[cfg(test)]
+mod fuzz_tests;

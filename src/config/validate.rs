@@ -32,7 +32,7 @@ use serde_norway::{Mapping, Value};
 use super::raw;
 use super::{
     BatchConfig, Config, EngineConfig, ExcludedUser, InfluxConfig, InfluxV1Config, InfluxV2Config, InfluxV3Config,
-    InfluxVersion, LogLevel, MqttConfig, MqttRouting, NewRelicAccount, NewRelicConfig, NewRelicRouting,
+    InfluxVersion, LogLevel, MqttConfig, MqttRouting, MqttTls, NewRelicAccount, NewRelicConfig, NewRelicRouting,
     PrometheusConfig, ReaderBackend, RetryConfig, Secret, Tag, UdpServerConfig, UserEventsConfig,
 };
 
@@ -102,8 +102,27 @@ pub fn load_file(path: &Path) -> Result<Loaded, ConfigErrors> {
         let message = format!("cannot read the config file: {}", lower_first(&err.to_string()));
         ConfigErrors(vec![ConfigError::new(origin.as_str(), message)])
     })?;
-    load(&text, &origin)
+    let mut loaded = load(&text, &origin)?;
+    // Relative spool and app-name paths are relative to the config file; the spool defaults to a folder next
+    // to it.
+    let base = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let engine = &mut loaded.config.engine;
+    engine.spool.dir = Some(match engine.spool.dir.take() {
+        Some(dir) if dir.is_relative() => base.join(dir),
+        Some(dir) => dir,
+        None => base.join(DEFAULT_SPOOL_DIR),
+    });
+    if let Some(names) = engine.app_names_file.take() {
+        engine.app_names_file = Some(if names.is_relative() { base.join(names) } else { names });
+    }
+    Ok(loaded)
 }
+
+/// The spool folder's name next to the config file when `sense-ingest.spool.dir` is not set.
+pub const DEFAULT_SPOOL_DIR: &str = "sense-ingest-spool";
 
 /// Validates config text (YAML syntax errors are reported at path `<config>`).
 pub fn load_str(yaml: &str) -> Result<Loaded, ConfigErrors> {
@@ -192,7 +211,20 @@ const INFLUX_V3_KEYS: &[&str] = &[
     "queryTimeout",
 ];
 
-const MQTT_KEYS: &[&str] = &["enable", "brokerHost", "brokerPort", "baseTopic"];
+const MQTT_KEYS: &[&str] = &[
+    "enable",
+    "brokerHost",
+    "brokerPort",
+    "baseTopic",
+    "tls",
+    "username",
+    "password",
+    "clientId",
+    "qos",
+    "retain",
+    "keepAlive",
+];
+const MQTT_TLS_KEYS: &[&str] = &["enable", "caFile"];
 const NEW_RELIC_KEYS: &[&str] = &["enable", "event", "metric"];
 const NEW_RELIC_EVENT_KEYS: &[&str] = &["url", "header", "attribute"];
 const NEW_RELIC_ACCOUNT_KEYS: &[&str] = &["accountName", "insertApiKey", "accountId"];
@@ -217,7 +249,13 @@ const ENGINE_KEYS: &[&str] = &[
     "appNames",
     "shutdownTimeout",
     "listen",
+    "spool",
+    "unhealthyAfter",
+    "analytics",
+    "silentHostAfter",
 ];
+const ENGINE_ANALYTICS_KEYS: &[&str] = &["enable", "orphanAfter", "gaugeInterval", "maxTracked"];
+const ENGINE_SPOOL_KEYS: &[&str] = &["enable", "dir", "maxBytes", "memoryBytes", "fsyncInterval"];
 const ENGINE_BATCH_KEYS: &[&str] = &["maxEvents", "maxBytes", "maxAge"];
 const ENGINE_RETRY_KEYS: &[&str] = &["maxAttempts", "initialBackoff", "maxBackoff"];
 
@@ -626,7 +664,8 @@ fn kind(value: &Value) -> String {
         Value::String(_) => "a string".to_owned(),
         Value::Sequence(_) => "a list".to_owned(),
         Value::Mapping(_) => "a mapping".to_owned(),
-        Value::Tagged(tagged) => format!("a value tagged {}", tagged.tag),
+        // `!secret` would put the secret in the tag: never show it.
+        Value::Tagged(_) => "a tagged value".to_owned(),
     }
 }
 
@@ -875,27 +914,27 @@ fn udp_server(node: &Node<'_>, listen_overridden: bool, rep: &mut Report) -> Udp
         udp.max_message_size = usize::try_from(size).unwrap_or(65507);
     }
 
+    // messageQueue maps onto our queues (README "udpServerConfig parity"): maxConcurrent and maxSize are
+    // accepted (our readers and per-destination channels take their place); backpressureThreshold is the channel
+    // fill (%) at which a WARN says a destination is falling behind.
     let queue = m.get("messageQueue").mapping(rep, MESSAGE_QUEUE_KEYS);
-    let max_concurrent = queue.get("maxConcurrent").uint(rep, 1, u64::from(u32::MAX));
-    let max_size = queue.get("maxSize").uint(rep, 1, u64::from(u32::MAX));
-    let threshold = queue.get("backpressureThreshold").uint(rep, 1, 100);
-    if max_concurrent.is_some_and(|n| n != 10)
-        || max_size.is_some_and(|n| n != 200)
-        || threshold.is_some_and(|n| n != 80)
-    {
-        rep.not_implemented(&queue.path);
+    queue.get("maxConcurrent").uint(rep, 1, u64::from(u32::MAX));
+    queue.get("maxSize").uint(rep, 1, u64::from(u32::MAX));
+    if let Some(t) = queue.get("backpressureThreshold").uint(rep, 1, 100) {
+        udp.backpressure_threshold_pct = t as u8;
     }
 
     let rate = m.get("rateLimit").mapping(rep, RATE_LIMIT_KEYS);
-    if rate.get("enable").bool_or(rep, false) {
-        rep.not_implemented(&rate.path_of("enable"));
+    let rate_enabled = rate.get("enable").bool_or(rep, false);
+    let per_minute = rate.get("maxMessagesPerMinute").uint(rep, 1, u64::from(u32::MAX));
+    if rate_enabled {
+        udp.rate_limit_per_minute = Some(per_minute.map_or(600, |n| u32::try_from(n).unwrap_or(u32::MAX)));
     }
-    rate.get("maxMessagesPerMinute").uint(rep, 1, u64::from(u32::MAX));
 
-    if m.get("enableSourceValidation").bool_or(rep, false) {
-        rep.not_implemented(&m.path_of("enableSourceValidation"));
-    }
-    for item in m.get("allowedSources").list(rep) {
+    let validate_sources = m.get("enableSourceValidation").bool_or(rep, false);
+    let sources_node = m.get("allowedSources");
+    let mut allowed: Vec<IpAddr> = Vec::new();
+    for item in sources_node.list(rep) {
         match item.text(rep) {
             Some(source) if source.trim().parse::<IpAddr>().is_err() && !is_hostname(source.trim()) => {
                 rep.error(
@@ -903,9 +942,35 @@ fn udp_server(node: &Node<'_>, listen_overridden: bool, rep: &mut Report) -> Udp
                     format!("expected an ip address or hostname, got {source:?}"),
                 );
             }
+            Some(source) if validate_sources => {
+                let source = source.trim();
+                match source.parse::<IpAddr>() {
+                    Ok(ip) => allowed.push(ip),
+                    Err(_) => match (source, 0u16).to_socket_addrs() {
+                        Ok(addrs) => {
+                            let before = allowed.len();
+                            allowed.extend(addrs.map(|a| a.ip()));
+                            if allowed.len() == before {
+                                rep.error(&item.path, format!("{source:?} resolves to no address"));
+                            }
+                        }
+                        Err(e) => rep.error(&item.path, format!("cannot resolve {source:?}: {e}")),
+                    },
+                }
+            }
             None if !item.is_set() => rep.error(&item.path, "expected an ip address or hostname, got null"),
             _ => {}
         }
+    }
+    if validate_sources {
+        if allowed.is_empty() {
+            rep.error(
+                &sources_node.path,
+                "enableSourceValidation is true but no allowed source is usable; sense-ingest refuses to start \
+                 rather than accept every sender (Butler SOS would silently turn validation off)",
+            );
+        }
+        udp.allowed_sources = Some(allowed);
     }
 
     let metrics = m.get("queueMetrics").mapping(rep, QUEUE_METRICS_KEYS);
@@ -1256,6 +1321,16 @@ fn influx_config(node: &Node<'_>, in_use: bool, rep: &mut Report) -> InfluxConfi
 
 /// `Butler-SOS.mqttConfig`. Defaults: `enable` false, `brokerPort` 1883. `brokerHost` is required when MQTT is in
 /// use. `baseTopic` is accepted (Butler SOS uses it for other messages, not user events).
+///
+/// sense-ingest extensions (Butler SOS has none of these; each default behaves like Butler SOS):
+/// - `tls` {`enable` (default false), `caFile` (PEM CA certificate(s); default the system CA bundle)}. When TLS is
+///   on, `caFile` must be readable and hold at least one PEM certificate.
+/// - `username`, `password` (default none; a password needs a username, MQTT 3.1.1 §3.1.2.9). The password is
+///   never shown in an error.
+/// - `clientId` (default `sense-ingest-<hostname>-<pid>`; must not be empty when set).
+/// - `qos` 0, 1 or 2 (default 0), `retain` (default false).
+/// - `keepAlive` (engine duration, default 60s): 0 turns pings off, otherwise 1s to 65535s (whole seconds on the
+///   wire).
 fn mqtt_config(node: &Node<'_>, in_use: bool, rep: &mut Report) -> MqttConfig {
     let m = node.mapping(rep, MQTT_KEYS);
     let enable = m.get("enable").bool_or(rep, false);
@@ -1272,10 +1347,108 @@ fn mqtt_config(node: &Node<'_>, in_use: bool, rep: &mut Report) -> MqttConfig {
     }
     let broker_port = m.get("brokerPort").port(rep, false).unwrap_or(1883);
     m.get("baseTopic").text(rep);
+
+    let defaults = MqttConfig::default();
+    let tls_map = m.get("tls").mapping(rep, MQTT_TLS_KEYS);
+    let tls_on = tls_map.get("enable").bool_or(rep, false);
+    let ca_node = tls_map.get("caFile");
+    let ca_file = match ca_node.text(rep) {
+        Some(path) if path.trim().is_empty() => {
+            rep.error(
+                &ca_node.path,
+                "must not be empty (leave it out to use the system CA bundle)",
+            );
+            None
+        }
+        Some(path) => {
+            let path = PathBuf::from(path);
+            if tls_on {
+                match std::fs::read(&path) {
+                    Ok(pem) if !pem.windows(27).any(|w| w == b"-----BEGIN CERTIFICATE-----") => rep.error(
+                        &ca_node.path,
+                        format!(
+                            "{} holds no PEM certificate (-----BEGIN CERTIFICATE-----)",
+                            path.display()
+                        ),
+                    ),
+                    Ok(_) => {}
+                    Err(err) => rep.error(
+                        &ca_node.path,
+                        format!("cannot read {}: {}", path.display(), lower_first(&err.to_string())),
+                    ),
+                }
+            }
+            Some(path)
+        }
+        None => None,
+    };
+    let tls = tls_on.then_some(MqttTls { ca_file });
+
+    let user_node = m.get("username");
+    let username = user_node.text(rep);
+    if username.as_deref().is_some_and(str::is_empty) {
+        rep.error(
+            &user_node.path,
+            "must not be empty (leave it out to connect without credentials)",
+        );
+    }
+    let password_node = m.get("password");
+    let password = password_node.needed_secret(rep, None);
+    if !password.is_empty() && !user_node.is_set() {
+        rep.error(
+            &password_node.path,
+            "needs username (MQTT sends a password only together with a user name)",
+        );
+    }
+
+    let id_node = m.get("clientId");
+    let client_id = id_node.text(rep);
+    match client_id.as_deref() {
+        Some(id) if id.trim().is_empty() => rep.error(
+            &id_node.path,
+            "must not be empty (leave it out for sense-ingest-<hostname>-<pid>)",
+        ),
+        Some(id) if id.len() > 65_535 || id.contains('\0') => {
+            rep.error(&id_node.path, "must be at most 65535 bytes without NUL characters")
+        }
+        _ => {}
+    }
+
+    let qos = m
+        .get("qos")
+        .uint(rep, 0, 2)
+        .and_then(|n| u8::try_from(n).ok())
+        .unwrap_or(defaults.qos);
+    let retain = m.get("retain").bool_or(rep, defaults.retain);
+
+    let keep_alive_node = m.get("keepAlive");
+    let keep_alive = match keep_alive_node.duration(rep) {
+        Some(d) if d.is_zero() || (Duration::from_secs(1)..=Duration::from_secs(65_535)).contains(&d) => d,
+        Some(d) => {
+            rep.error(
+                &keep_alive_node.path,
+                format!(
+                    "must be 0 (no keep-alive pings) or between 1s and 65535s, got {}ms (a bare integer is \
+                     milliseconds)",
+                    d.as_millis()
+                ),
+            );
+            defaults.keep_alive
+        }
+        None => defaults.keep_alive,
+    };
+
     MqttConfig {
         enable,
         broker_host,
         broker_port,
+        tls,
+        username: username.filter(|u| !u.is_empty()),
+        password,
+        client_id: client_id.filter(|id| !id.trim().is_empty()),
+        qos,
+        retain,
+        keep_alive,
     }
 }
 
@@ -1323,11 +1496,9 @@ fn new_relic_config(node: &Node<'_>, in_use: bool, rep: &mut Report) -> NewRelic
 fn prometheus_config(node: &Node<'_>, rep: &mut Report) -> PrometheusConfig {
     let m = node.mapping(rep, PROMETHEUS_KEYS);
     let enable = m.get("enable").bool_or(rep, false);
-    if enable {
-        rep.not_implemented(&m.path_of("enable"));
-    }
     let host = m.get("host").text_or(rep, "0.0.0.0");
-    let port = m.get("port").port(rep, false).unwrap_or(9842);
+    // Port 0 picks a free port (tests); the bound address is logged.
+    let port = m.get("port").port(rep, true).unwrap_or(9842);
     PrometheusConfig { enable, host, port }
 }
 
@@ -1433,6 +1604,45 @@ fn engine_config(node: &Node<'_>, rep: &mut Report) -> (EngineConfig, Option<Vec
     }
     if let Some(timeout) = m.get("shutdownTimeout").duration(rep) {
         engine.shutdown_timeout = timeout;
+    }
+
+    if let Some(d) = m.get("unhealthyAfter").duration(rep) {
+        engine.unhealthy_after = d;
+    }
+    engine.silent_host_after = m.get("silentHostAfter").duration(rep);
+    let analytics = m.get("analytics").mapping(rep, ENGINE_ANALYTICS_KEYS);
+    engine.analytics.enable = analytics.get("enable").bool_or(rep, false);
+    if let Some(d) = analytics.get("orphanAfter").duration(rep) {
+        engine.analytics.orphan_after = d;
+    }
+    if let Some(d) = analytics.get("gaugeInterval").duration(rep) {
+        engine.analytics.gauge_interval = d;
+    }
+    if let Some(n) = analytics.get("maxTracked").uint(rep, 1, 1 << 32) {
+        engine.analytics.max_tracked = size(n);
+    }
+
+    let spool = m.get("spool").mapping(rep, ENGINE_SPOOL_KEYS);
+    engine.spool.enable = spool.get("enable").bool_or(rep, engine.spool.enable);
+    let dir_node = spool.get("dir");
+    if let Some(dir) = dir_node.text(rep) {
+        if dir.trim().is_empty() {
+            rep.error(
+                &dir_node.path,
+                "must not be empty (leave it out for the default next to the config file)",
+            );
+        } else {
+            engine.spool.dir = Some(PathBuf::from(dir));
+        }
+    }
+    if let Some(n) = spool.get("maxBytes").uint(rep, 1 << 20, u64::MAX) {
+        engine.spool.max_bytes = n;
+    }
+    if let Some(n) = spool.get("memoryBytes").uint(rep, 1024, 1 << 34) {
+        engine.spool.memory_bytes = size(n);
+    }
+    if let Some(d) = spool.get("fsyncInterval").duration(rep) {
+        engine.spool.fsync_interval = d;
     }
 
     let listen_node = m.get("listen");
@@ -1768,7 +1978,7 @@ sense-ingest:
         one_error(
             "Butler-SOS: {}\nsense-ingest: {threads: 4}\n",
             "sense-ingest.threads: unknown key, expected one of: readerThreads, backend, recvBufferBytes, \
-             eventsPerSlab, channelCapacity, batch, retry, stdout, appNames, shutdownTimeout, listen",
+             eventsPerSlab, channelCapacity, batch, retry, stdout, appNames, shutdownTimeout, listen, spool, unhealthyAfter, analytics, silentHostAfter",
         );
     }
 
@@ -1974,6 +2184,99 @@ sense-ingest:
     }
 
     #[test]
+    fn mqtt_extensions_default_like_butler_sos() {
+        let c = ok("Butler-SOS: {mqttConfig: {enable: true, brokerHost: broker}}")
+            .config
+            .mqtt;
+        assert_eq!(c.tls, None);
+        assert_eq!(c.username, None);
+        assert!(c.password.is_empty());
+        assert_eq!(c.client_id, None);
+        assert_eq!((c.qos, c.retain), (0, false));
+        assert_eq!(c.keep_alive, Duration::from_secs(60));
+    }
+
+    #[test]
+    fn mqtt_extensions_are_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = dir.path().join("ca.pem");
+        std::fs::write(&ca, "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n").unwrap();
+        let yaml = format!(
+            "Butler-SOS:
+  mqttConfig:
+    enable: true
+    brokerHost: broker
+    tls: {{enable: true, caFile: {ca}}}
+    username: sense
+    password: s3cret
+    clientId: farm-1
+    qos: 1
+    retain: true
+    keepAlive: 30s
+",
+            ca = ca.display()
+        );
+        let c = ok(&yaml).config.mqtt;
+        assert_eq!(c.tls, Some(MqttTls { ca_file: Some(ca) }));
+        assert_eq!(c.username.as_deref(), Some("sense"));
+        assert_eq!(c.password.expose(), "s3cret");
+        assert_eq!(c.client_id.as_deref(), Some("farm-1"));
+        assert_eq!((c.qos, c.retain), (1, true));
+        assert_eq!(c.keep_alive, Duration::from_secs(30));
+        // TLS off: caFile is only type-checked.
+        let c = ok("Butler-SOS: {mqttConfig: {tls: {enable: false, caFile: /nonexistent.pem}, keepAlive: 0}}")
+            .config
+            .mqtt;
+        assert_eq!((c.tls, c.keep_alive), (None, Duration::ZERO));
+    }
+
+    #[test]
+    fn mqtt_extension_errors_have_key_paths_and_hide_the_password() {
+        let dir = tempfile::tempdir().unwrap();
+        let not_pem = dir.path().join("ca.txt");
+        std::fs::write(&not_pem, "hello").unwrap();
+        let yaml = format!(
+            "Butler-SOS:
+  mqttConfig:
+    tls: {{enable: true, caFile: {}, verify: false}}
+    password: hunter2-secret
+    clientId: ''
+    qos: 3
+    retain: 'yes'
+    keepAlive: 500ms
+",
+            not_pem.display()
+        );
+        let errs = errors(&yaml);
+        let expected = [
+            "Butler-SOS.mqttConfig.tls.verify: unknown key, expected one of: enable, caFile".to_owned(),
+            format!(
+                "Butler-SOS.mqttConfig.tls.caFile: {} holds no PEM certificate (-----BEGIN CERTIFICATE-----)",
+                not_pem.display()
+            ),
+            "Butler-SOS.mqttConfig.password: needs username (MQTT sends a password only together with a user name)"
+                .to_owned(),
+            "Butler-SOS.mqttConfig.clientId: must not be empty (leave it out for sense-ingest-<hostname>-<pid>)"
+                .to_owned(),
+            "Butler-SOS.mqttConfig.qos: expected an integer 0-2, got 3".to_owned(),
+            "Butler-SOS.mqttConfig.retain: expected true or false, got \"yes\"".to_owned(),
+            "Butler-SOS.mqttConfig.keepAlive: must be 0 (no keep-alive pings) or between 1s and 65535s, got 500ms \
+             (a bare integer is milliseconds)"
+                .to_owned(),
+        ];
+        assert_eq!(errs, expected);
+        assert!(errs.iter().all(|e| !e.contains("hunter2")));
+        one_error(
+            "Butler-SOS: {mqttConfig: {tls: {enable: true, caFile: /nonexistent/ca.pem}}}",
+            "Butler-SOS.mqttConfig.tls.caFile: cannot read /nonexistent/ca.pem: no such file or directory (os error 2)",
+        );
+        one_error(
+            "Butler-SOS: {mqttConfig: {username: sense, password: [hunter2]}}",
+            "Butler-SOS.mqttConfig.password: expected a string, got a list (value not shown)",
+        );
+    }
+
+    #[test]
     fn not_implemented_settings_are_listed_by_path() {
         let yaml = "Butler-SOS:
   userEvents:
@@ -1981,7 +2284,7 @@ sense-ingest:
       messageQueue: {maxConcurrent: 10, maxSize: 500, backpressureThreshold: 80}
       rateLimit: {enable: true, maxMessagesPerMinute: 600}
       enableSourceValidation: true
-      allowedSources: [10.0.0.1, sense1.example.com]
+      allowedSources: [10.0.0.1, localhost]
       queueMetrics: {influxdb: {enable: true}}
   qlikSenseEvents: {eventCount: {enable: true}}
   prometheus: {enable: true}
@@ -1989,11 +2292,7 @@ sense-ingest:
         assert_eq!(
             ok(yaml).not_implemented,
             vec![
-                "Butler-SOS.prometheus.enable",
                 "Butler-SOS.qlikSenseEvents.eventCount.enable",
-                "Butler-SOS.userEvents.udpServerConfig.messageQueue",
-                "Butler-SOS.userEvents.udpServerConfig.rateLimit.enable",
-                "Butler-SOS.userEvents.udpServerConfig.enableSourceValidation",
                 "Butler-SOS.userEvents.udpServerConfig.queueMetrics.influxdb.enable",
             ]
         );

@@ -274,14 +274,22 @@ pub enum RejectReason {
     /// Larger than `udpServerConfig.maxMessageSize`.
     #[error("datagram larger than maxMessageSize")]
     OverSize,
+    /// The sender is not in `udpServerConfig.allowedSources`.
+    #[error("sender not in allowedSources")]
+    DisallowedSource,
+    /// The sender exceeded `udpServerConfig.rateLimit.maxMessagesPerMinute`.
+    #[error("sender over its rate limit")]
+    RateLimited,
 }
 
 impl RejectReason {
     /// Every reason, for counters and reports.
-    pub const ALL: [RejectReason; 3] = [
+    pub const ALL: [RejectReason; 5] = [
         RejectReason::UnknownSource,
         RejectReason::TooFewFields,
         RejectReason::OverSize,
+        RejectReason::DisallowedSource,
+        RejectReason::RateLimited,
     ];
 
     /// Stable snake_case key for logs and metrics.
@@ -290,11 +298,39 @@ impl RejectReason {
             RejectReason::UnknownSource => "unknown_source",
             RejectReason::TooFewFields => "too_few_fields",
             RejectReason::OverSize => "over_size",
+            RejectReason::DisallowedSource => "disallowed_source",
+            RejectReason::RateLimited => "rate_limited",
         }
     }
 
     /// Index into per-reason counter arrays.
     pub fn index(self) -> usize {
         self as usize
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Adding a variant fails to compile here: add it to `RejectReason::ALL` too.
+    fn variant_count(r: RejectReason) -> usize {
+        match r {
+            RejectReason::UnknownSource
+            | RejectReason::TooFewFields
+            | RejectReason::OverSize
+            | RejectReason::DisallowedSource
+            | RejectReason::RateLimited => 5,
+        }
+    }
+
+    #[test]
+    fn every_reject_reason_is_listed_once_at_its_own_index() {
+        assert_eq!(variant_count(RejectReason::OverSize), RejectReason::ALL.len());
+        for (i, r) in RejectReason::ALL.iter().enumerate() {
+            assert_eq!(r.index(), i, "{r:?}");
+        }
+        let keys: std::collections::HashSet<_> = RejectReason::ALL.iter().map(|r| r.key()).collect();
+        assert_eq!(keys.len(), RejectReason::ALL.len());
     }
 }

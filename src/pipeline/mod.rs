@@ -3,25 +3,39 @@
 
 pub mod shutdown;
 
+use std::net::ToSocketAddrs;
 use std::net::{SocketAddr, UdpSocket};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{bounded, Receiver, Sender};
 use tracing::{error, info, warn};
 
-use crate::config::{Config, ReaderBackend};
+use crate::analytics::{self, SessionAnalytics, SessionSettings, SilentHostAlarm};
+use crate::config::validate::DEFAULT_SPOOL_DIR;
+use crate::config::{BatchConfig, Config, InfluxVersion, ReaderBackend};
 use crate::enrich::app_names::AppNames;
 use crate::event::slab::{Slab, SlabPool};
+use crate::reader::admission::Admission;
 use crate::reader::recvmmsg::RecvmmsgReceiver;
 use crate::reader::{self, ReaderCore, ReaderShared};
+use crate::sink::influxdb::client_v2::InfluxV2Transport;
+use crate::sink::influxdb::client_v3::InfluxV3Transport;
 use crate::sink::influxdb::{InfluxV1Transport, LineEncoder};
 use crate::sink::json::EventJson;
+use crate::sink::new_relic::{NewRelicEncoder, NewRelicTransport};
+use crate::sink::queue::{QueueSettings, SpoolSettings};
 use crate::sink::stdout;
 use crate::sink::worker::{self, WorkerSettings};
+use crate::sink::{self, Encoder, SinkError, Transport};
 use crate::telemetry::metrics::{ReceiveCounters, SinkCounters};
+use crate::telemetry::prometheus::{self, MetricsState, SinkMetrics};
+
+/// Time allowed after `shutdownTimeout` for sinks to write their leftovers to the spool.
+const SPOOL_GRACE: Duration = Duration::from_secs(5);
 
 /// The backend a reader ended up using.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,24 +88,83 @@ pub fn start(config: &Config, stop: Arc<AtomicBool>) -> Result<Engine, StartErro
         sinks.push(("stdout".into(), Arc::clone(&c)));
         starts.push(("stdout".into(), Box::new(move |rx| stdout::run(rx, json, c))));
     }
+    let tags = &config.user_events.tags;
     if config.user_events.send_to_influxdb {
-        let transport = InfluxV1Transport::new(&config.influxdb).map_err(|e| format!("influxdb: {e}"))?;
-        let encoder = LineEncoder::new(&config.user_events.tags);
+        let influx = &config.influxdb;
+        let encoder = LineEncoder::with_version(tags, influx.version);
+        // `influxdbConfig.maxBatchSize` keeps Butler SOS's meaning: the most points per write request.
         let mut batch = engine.batch;
-        if config.influxdb.max_batch_size > 0 {
-            batch.max_events = batch.max_events.max(config.influxdb.max_batch_size);
+        if influx.max_batch_size > 0 {
+            batch.max_events = batch.max_events.min(influx.max_batch_size);
         }
-        let settings = WorkerSettings {
-            name: "influxdb".into(),
-            batch,
-            retry: engine.retry,
-        };
-        let c = Arc::new(SinkCounters::default());
-        sinks.push(("influxdb".into(), Arc::clone(&c)));
+        let settings = worker_settings(config, "influxdb", batch);
+        let start = match influx.version {
+            InfluxVersion::V1 => batched(settings, encoder, InfluxV1Transport::new(influx)),
+            InfluxVersion::V2 => batched(settings, encoder, InfluxV2Transport::new(influx)),
+            InfluxVersion::V3 => batched(settings, encoder, InfluxV3Transport::new(influx)),
+        }
+        .map_err(|e| format!("influxdb: {e}"))?;
+        sinks.push(("influxdb".into(), start.1));
+        starts.push(("influxdb".into(), start.0));
+
+        if engine.analytics.enable {
+            let a = &engine.analytics;
+            let settings = SessionSettings {
+                orphan_after: a.orphan_after,
+                gauge_interval: a.gauge_interval,
+                max_tracked: a.max_tracked,
+            };
+            let encoder = SessionAnalytics::new(&settings, influx.version);
+            let name = "user_session";
+            let settings = worker_settings(config, name, engine.batch);
+            let start = match influx.version {
+                InfluxVersion::V1 => batched(settings, encoder, InfluxV1Transport::new(influx)),
+                InfluxVersion::V2 => batched(settings, encoder, InfluxV2Transport::new(influx)),
+                InfluxVersion::V3 => batched(settings, encoder, InfluxV3Transport::new(influx)),
+            }
+            .map_err(|e| format!("{name}: {e}"))?;
+            sinks.push((name.into(), start.1));
+            starts.push((name.into(), start.0));
+        }
+    } else if engine.analytics.enable {
+        warn!("sense-ingest.analytics.enable is set but the InfluxDB destination is off: no session analytics");
+    }
+    let silent_hosts = engine
+        .silent_host_after
+        .map(|after| Arc::new(Mutex::new(SilentHostAlarm::new(after))));
+    if let Some(alarm) = &silent_hosts {
+        let alarm = Arc::clone(alarm);
         starts.push((
-            "influxdb".into(),
-            Box::new(move |rx| worker::run(settings, rx, encoder, transport, c)),
+            "silent_hosts".into(),
+            Box::new(move |rx| analytics::watch_hosts(rx, alarm)),
         ));
+    }
+    if config.user_events.send_to_mqtt.enable {
+        let (mqtt, routing) = (config.mqtt.clone(), config.user_events.send_to_mqtt.clone());
+        let json = EventJson::new(tags);
+        let c = Arc::new(SinkCounters::default());
+        sinks.push(("mqtt".into(), Arc::clone(&c)));
+        starts.push((
+            "mqtt".into(),
+            Box::new(move |rx| sink::mqtt::run(mqtt, routing, json, rx, c)),
+        ));
+    }
+    if config.user_events.send_to_new_relic.enable {
+        let routing = &config.user_events.send_to_new_relic;
+        // One worker per account: a failing account never holds up another.
+        for account in &routing.accounts {
+            let name = format!("new_relic:{}", account.name);
+            let mut batch = engine.batch;
+            // A whole batch must fit one Event API request (1 MB uncompressed). A batch is closed once it reaches
+            // max_bytes, so it can exceed it by one event (a few KB): keep a margin.
+            batch.max_bytes = batch.max_bytes.min(sink::new_relic::max_body_bytes() - (64 << 10));
+            let settings = worker_settings(config, &name, batch);
+            let encoder = NewRelicEncoder::new(tags, routing.scramble);
+            let start = batched(settings, encoder, NewRelicTransport::new(&config.new_relic, account))
+                .map_err(|e| format!("{name}: {e}"))?;
+            sinks.push((name.clone(), start.1));
+            starts.push((name, start.0));
+        }
     }
     if starts.is_empty() {
         warn!("no destination is enabled: events are received, counted and discarded");
@@ -99,9 +172,11 @@ pub fn start(config: &Config, stop: Arc<AtomicBool>) -> Result<Engine, StartErro
 
     let mut outputs: Vec<Sender<Slab>> = Vec::new();
     let mut sink_threads = Vec::new();
+    let mut channels: Vec<(String, Receiver<Slab>)> = Vec::new();
     for (name, start) in starts {
         let (tx, rx) = bounded(engine.channel_capacity);
         outputs.push(tx);
+        channels.push((name.clone(), rx.clone()));
         let handle = std::thread::Builder::new()
             .name(format!("sink-{name}"))
             .spawn(move || start(rx))
@@ -123,6 +198,10 @@ pub fn start(config: &Config, stop: Arc<AtomicBool>) -> Result<Engine, StartErro
         max_message_size: config.user_events.udp.max_message_size,
         stop: Arc::clone(&stop),
         app_names: Arc::clone(&app_names),
+        admission: Admission::new(
+            config.user_events.udp.allowed_sources.as_deref(),
+            config.user_events.udp.rate_limit_per_minute,
+        ),
     });
 
     // Bind everything first: a bind error stops startup before any thread receives.
@@ -133,6 +212,30 @@ pub fn start(config: &Config, stop: Arc<AtomicBool>) -> Result<Engine, StartErro
         let bound = socks[0].local_addr().map_err(|e| e.to_string())?;
         groups.push((bound, socks));
     }
+    let backend_in_use: Arc<Mutex<&'static str>> = Arc::new(Mutex::new(""));
+    let readers_bound = Arc::new(AtomicBool::new(false));
+    if config.prometheus.enable {
+        let metrics_sinks = sinks
+            .iter()
+            .map(|(name, c)| {
+                let rx = channels.iter().find(|(n, _)| n == name).map(|(_, rx)| rx.clone());
+                SinkMetrics::new(name.clone(), Arc::clone(c), move || {
+                    rx.as_ref().map_or((0, 0), |rx| (rx.len(), rx.capacity().unwrap_or(0)))
+                })
+            })
+            .collect();
+        let mut state = MetricsState::new(Arc::clone(&counters), metrics_sinks);
+        state.backend = Arc::clone(&backend_in_use);
+        state.readers_bound = Arc::clone(&readers_bound);
+        let p = &config.prometheus;
+        let addr = (p.host.as_str(), p.port)
+            .to_socket_addrs()
+            .ok()
+            .and_then(|mut a| a.next())
+            .ok_or_else(|| format!("Butler-SOS.prometheus.host: cannot resolve {:?}", p.host))?;
+        prometheus::serve(addr, Arc::new(state), engine.unhealthy_after, Arc::clone(&stop))
+            .map_err(|e| e.to_string())?;
+    }
     let mut inodes = Vec::new();
     let mut readers = Vec::new();
     let mut local_addrs = Vec::new();
@@ -142,22 +245,36 @@ pub fn start(config: &Config, stop: Arc<AtomicBool>) -> Result<Engine, StartErro
             inodes.extend(reader::socket::socket_inode(&sock));
             let shared = Arc::clone(&shared);
             let backend = engine.backend;
+            let in_use = Arc::clone(&backend_in_use);
             let handle = std::thread::Builder::new()
                 .name(format!("reader-{i}"))
-                .spawn(move || run_reader(sock, shared, backend, bound, i))
+                .spawn(move || run_reader(sock, shared, backend, bound, i, in_use))
                 .map_err(|e| format!("cannot start reader thread: {e}"))?;
             readers.push(handle);
         }
     }
     drop(shared);
+    readers_bound.store(true, Ordering::Relaxed);
 
     let monitor = {
+        let threshold = config.user_events.udp.backpressure_threshold_pct;
         let counters = Arc::clone(&counters);
         let stop = Arc::clone(&stop);
         let sinks = sinks.clone();
         std::thread::Builder::new()
             .name("monitor".into())
-            .spawn(move || shutdown::monitor(counters, sinks, inodes, app_names, stop))
+            .spawn(move || {
+                let m = shutdown::Monitored {
+                    counters,
+                    sinks,
+                    inodes,
+                    app_names,
+                    channels,
+                    threshold,
+                    silent_hosts,
+                };
+                shutdown::monitor(m, stop)
+            })
             .ok()
     };
 
@@ -173,15 +290,81 @@ pub fn start(config: &Config, stop: Arc<AtomicBool>) -> Result<Engine, StartErro
     })
 }
 
+/// A batched HTTP destination: its worker start and its counters.
+fn batched<E, T>(
+    settings: WorkerSettings,
+    encoder: E,
+    transport: Result<T, SinkError>,
+) -> Result<(SinkStart, Arc<SinkCounters>), SinkError>
+where
+    E: Encoder + 'static,
+    T: Transport + Send + 'static,
+{
+    let transport = transport?;
+    let c = Arc::new(SinkCounters::default());
+    let counters = Arc::clone(&c);
+    Ok((
+        Box::new(move |rx| worker::run(settings, rx, encoder, transport, counters)),
+        c,
+    ))
+}
+
+/// Batching, retry, queue and spool settings for the destination `name`.
+fn worker_settings(config: &Config, name: &str, batch: BatchConfig) -> WorkerSettings {
+    let engine = &config.engine;
+    let spool = engine.spool.enable.then(|| SpoolSettings {
+        dir: engine
+            .spool
+            .dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_SPOOL_DIR))
+            .join(spool_folder(name)),
+        max_bytes: engine.spool.max_bytes,
+        fsync_interval: engine.spool.fsync_interval,
+    });
+    WorkerSettings {
+        name: name.to_string(),
+        batch,
+        retry: engine.retry,
+        queue: QueueSettings {
+            max_memory_bytes: engine.spool.memory_bytes,
+            spool,
+        },
+        shutdown_timeout: engine.shutdown_timeout,
+    }
+}
+
+/// A destination name as a folder name (`new_relic:NR account A` → `new_relic_NR_account_A`).
+fn spool_folder(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
 /// One reader thread: io_uring unless configured or forced otherwise, recvmmsg as the fallback. At shutdown the
 /// socket is drained of what is already queued before the thread returns.
-fn run_reader(sock: UdpSocket, shared: Arc<ReaderShared>, backend: ReaderBackend, bound: SocketAddr, index: usize) {
+fn run_reader(
+    sock: UdpSocket,
+    shared: Arc<ReaderShared>,
+    backend: ReaderBackend,
+    bound: SocketAddr,
+    index: usize,
+    in_use: Arc<Mutex<&'static str>>,
+) {
+    let set_in_use = |b: BackendInUse| *in_use.lock().unwrap_or_else(|e| e.into_inner()) = b.as_str();
     let mut core = ReaderCore::new(shared);
     let mut fallback = RecvmmsgReceiver::new(core.max_message_size());
     #[cfg(target_os = "linux")]
     if backend != ReaderBackend::Recvmmsg {
         match reader::uring::UringReceiver::new(&sock, core.max_message_size()) {
             Ok(mut rx) => {
+                set_in_use(BackendInUse::IoUring);
                 info!(addr = %bound, backend = BackendInUse::IoUring.as_str(), reader = index, "listening");
                 let result = rx.run(&mut core);
                 drop(rx); // closes the ring, cancelling the multishot request, before the socket is drained
@@ -205,6 +388,7 @@ fn run_reader(sock: UdpSocket, shared: Arc<ReaderShared>, backend: ReaderBackend
             }
         }
     }
+    set_in_use(BackendInUse::Recvmmsg);
     info!(addr = %bound, backend = BackendInUse::Recvmmsg.as_str(), reader = index, "listening");
     if let Err(e) = fallback.run(&sock, &mut core) {
         error!(error = %e, reader = index, "receive loop failed; this reader stopped");
@@ -227,7 +411,8 @@ impl Engine {
         for r in self.readers.drain(..) {
             let _ = r.join();
         }
-        let deadline = Instant::now() + self.shutdown_timeout;
+        // Sinks deliver for up to `shutdown_timeout`, then write what is left to their spool: allow for that.
+        let deadline = Instant::now() + self.shutdown_timeout + SPOOL_GRACE;
         let mut clean = true;
         for s in self.sink_threads.drain(..) {
             while !s.is_finished() && Instant::now() < deadline {

@@ -1,21 +1,44 @@
 //! Signals, the monitor thread (kernel drops, periodic summary) and the shutdown summary.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tracing::{info, warn};
 
+use crossbeam_channel::Receiver;
+
+use crate::analytics::{log_alarm, SilentHostAlarm};
 use crate::enrich::app_names::AppNames;
+use crate::event::slab::Slab;
 use crate::event::RejectReason;
 use crate::reader::socket::kernel_drops;
-use crate::telemetry::metrics::{ReceiveCounters, SinkCounters};
+use crate::telemetry::metrics::{now_unix_ns, ReceiveCounters, SinkCounters};
 
 /// How often the summary line is logged (at info, only when something changed).
 pub const SUMMARY_INTERVAL: Duration = Duration::from_secs(60);
 
 /// How often the app-name file is checked for changes.
 pub const APP_NAMES_CHECK_INTERVAL: Duration = Duration::from_secs(2);
+
+/// What the monitor thread watches.
+#[derive(Debug)]
+pub struct Monitored {
+    /// Receive counters.
+    pub counters: Arc<ReceiveCounters>,
+    /// Per-destination counters.
+    pub sinks: Vec<(String, Arc<SinkCounters>)>,
+    /// Our sockets' inodes (for the kernel's drop counters).
+    pub inodes: Vec<u64>,
+    /// The app-name file to reload.
+    pub app_names: Arc<AppNames>,
+    /// Each destination's channel (a receiver clone, only for its fill level).
+    pub channels: Vec<(String, Receiver<Slab>)>,
+    /// `messageQueue.backpressureThreshold` (%).
+    pub threshold: u8,
+    /// The silent-host alarm, when `sense-ingest.silentHostAfter` is set.
+    pub silent_hosts: Option<Arc<Mutex<SilentHostAlarm>>>,
+}
 
 /// Sets `stop` on SIGTERM or SIGINT.
 pub fn install_signal_handlers(stop: &Arc<AtomicBool>) -> std::io::Result<()> {
@@ -26,13 +49,17 @@ pub fn install_signal_handlers(stop: &Arc<AtomicBool>) -> std::io::Result<()> {
 
 /// Reads the kernel's drop counters of our sockets (WARN when they grow), reloads the app-name file when it
 /// changed, and logs a summary every [`SUMMARY_INTERVAL`] when anything changed. Returns when `stop` is set.
-pub fn monitor(
-    counters: Arc<ReceiveCounters>,
-    sinks: Vec<(String, Arc<SinkCounters>)>,
-    inodes: Vec<u64>,
-    app_names: Arc<AppNames>,
-    stop: Arc<AtomicBool>,
-) {
+pub fn monitor(m: Monitored, stop: Arc<AtomicBool>) {
+    let Monitored {
+        counters,
+        sinks,
+        inodes,
+        app_names,
+        channels,
+        threshold,
+        silent_hosts,
+    } = m;
+    let mut last_backpressure_warn: Vec<Option<Instant>> = vec![None; channels.len()];
     let mut last_reload_check = Instant::now();
     let baseline = kernel_drops(&inodes).unwrap_or(0);
     let mut last_summary = Instant::now();
@@ -50,6 +77,23 @@ pub fn monitor(
                     "the kernel dropped datagrams: the socket receive buffer overflowed (raise recvBufferBytes or \
                      net.core.rmem_max, or find the slow destination)"
                 );
+            }
+        }
+        for ((name, rx), last) in channels.iter().zip(last_backpressure_warn.iter_mut()) {
+            let capacity = rx.capacity().unwrap_or(usize::MAX).max(1);
+            let fill_pct = rx.len() * 100 / capacity;
+            if fill_pct >= usize::from(threshold) && last.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
+                *last = Some(Instant::now());
+                warn!(
+                    sink = %name, fill_pct, threshold_pct = threshold,
+                    "a destination is falling behind: its channel is filling (messageQueue.backpressureThreshold)"
+                );
+            }
+        }
+        if let Some(alarm) = &silent_hosts {
+            let alarms = alarm.lock().unwrap_or_else(|e| e.into_inner()).check(now_unix_ns());
+            for a in &alarms {
+                log_alarm(a);
             }
         }
         if last_reload_check.elapsed() >= APP_NAMES_CHECK_INTERVAL {
@@ -81,12 +125,13 @@ pub fn log_summary(counters: &ReceiveCounters, sinks: &[(String, Arc<SinkCounter
         .iter()
         .map(|(name, c)| {
             format!(
-                "{name}(delivered={} skipped={} dropped={} values_changed={} retries={})",
+                "{name}(delivered={} skipped={} dropped={} values_changed={} retries={} spooled={})",
                 c.delivered.get(),
                 c.skipped.get(),
                 c.dropped.get(),
                 c.values_changed.get(),
-                c.retries.get()
+                c.retries.get(),
+                c.spooled.get()
             )
         })
         .collect();
@@ -102,4 +147,26 @@ pub fn log_summary(counters: &ReceiveCounters, sinks: &[(String, Arc<SinkCounter
         sinks = %sinks.join(" "),
         "summary"
     );
+    let hosts = counters.hosts.snapshot();
+    for (ip, h) in hosts.iter().take(SUMMARY_HOSTS) {
+        let rejected: Vec<String> = RejectReason::ALL
+            .iter()
+            .filter(|r| h.rejected[r.index()] > 0)
+            .map(|r| format!("{}={}", r.key(), h.rejected[r.index()]))
+            .collect();
+        info!(
+            kind, sender = %ip, received = h.received, accepted = h.accepted, excluded = h.excluded,
+            rejected = %rejected.join(" "), "sender totals"
+        );
+    }
+    if hosts.len() > SUMMARY_HOSTS {
+        info!(
+            kind,
+            more = hosts.len() - SUMMARY_HOSTS,
+            "sender totals: more senders not listed"
+        );
+    }
 }
+
+/// Senders listed in a summary (busiest first).
+const SUMMARY_HOSTS: usize = 20;

@@ -13,12 +13,13 @@
 //! queue in the socket's receive buffer (`recvBufferBytes`); if that overflows, the kernel drops them and the
 //! drops are read from `/proc/net/udp*` and reported as `kernel_drops`. Nothing is dropped silently.
 
+pub mod admission;
 pub mod recvmmsg;
 pub mod socket;
 #[cfg(target_os = "linux")]
 pub mod uring;
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -32,7 +33,8 @@ use crate::enrich::user_agent::UserAgentCache;
 use crate::event::slab::{Slab, SlabPool, SlabWriter};
 use crate::event::{Field, RejectReason};
 use crate::parse::parse_into;
-use crate::telemetry::metrics::{RateLimit, ReceiveCounters};
+use crate::reader::admission::Admission;
+use crate::telemetry::metrics::{HostStats, RateLimit, ReceiveCounters};
 
 /// How long a backend waits for data before it checks the stop flag.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(100);
@@ -41,11 +43,8 @@ pub const POLL_INTERVAL: Duration = Duration::from_millis(100);
 const UA_CACHE_ENTRIES: usize = 4096;
 
 /// One rate-limited WARN per reason per 10 s, each showing the first 512 bytes of the datagram.
-static REJECT_LOG: [RateLimit; RejectReason::ALL.len()] = [
-    RateLimit::new(Duration::from_secs(10)),
-    RateLimit::new(Duration::from_secs(10)),
-    RateLimit::new(Duration::from_secs(10)),
-];
+static REJECT_LOG: [RateLimit; RejectReason::ALL.len()] =
+    [const { RateLimit::new(Duration::from_secs(10)) }; RejectReason::ALL.len()];
 
 /// What all readers share.
 #[derive(Debug)]
@@ -64,6 +63,8 @@ pub struct ReaderShared {
     pub stop: Arc<AtomicBool>,
     /// App id → name map (reloadable).
     pub app_names: Arc<AppNames>,
+    /// Source validation and rate limit.
+    pub admission: Admission,
 }
 
 /// Per-datagram work common to both backends.
@@ -80,11 +81,26 @@ pub struct ReaderCore {
 /// counter cache line per datagram.
 #[derive(Debug, Default)]
 struct LocalCounts {
-    received: u64,
-    accepted: u64,
-    excluded: u64,
     invalid_utf8: u64,
-    rejected: [u64; RejectReason::ALL.len()],
+    /// Per sender; a handful of Sense nodes, so a short vector with the last sender's index cached.
+    hosts: Vec<(IpAddr, HostStats)>,
+    last: usize,
+}
+
+impl LocalCounts {
+    /// The counts of `ip` (datagrams arrive in runs from one sender, so this is usually the cached index).
+    fn host(&mut self, ip: IpAddr) -> &mut HostStats {
+        if self.hosts.get(self.last).is_none_or(|(h, _)| *h != ip) {
+            self.last = match self.hosts.iter().position(|(h, _)| *h == ip) {
+                Some(i) => i,
+                None => {
+                    self.hosts.push((ip, HostStats::default()));
+                    self.hosts.len() - 1
+                }
+            };
+        }
+        &mut self.hosts[self.last].1
+    }
 }
 
 impl ReaderCore {
@@ -114,11 +130,24 @@ impl ReaderCore {
     /// Handles one datagram received at `received_ns` from `peer`. `truncated` means it was larger than the
     /// receive buffer (and therefore than `maxMessageSize`).
     pub fn handle(&mut self, data: &[u8], truncated: bool, peer: SocketAddr, received_ns: u64) {
-        self.local.received += 1;
+        let ip = peer.ip().to_canonical();
+        self.local.host(ip).received += 1;
         trace!(target: "ingest::wire", %peer, payload = %String::from_utf8_lossy(data), "datagram");
+        if !self.shared.admission.is_open() {
+            if let Err(reason) = self.shared.admission.check_source(peer.ip()) {
+                self.reject(reason, data, peer);
+                return;
+            }
+        }
         if truncated || data.len() > self.shared.max_message_size {
             self.reject(RejectReason::OverSize, data, peer);
             return;
+        }
+        if !self.shared.admission.is_open() {
+            if let Err(reason) = self.shared.admission.check_rate(peer.ip(), received_ns) {
+                self.reject(reason, data, peer);
+                return;
+            }
         }
         let slab = self.slab.get_or_insert_with(|| self.shared.pool.take());
         let ev = slab.next_slot();
@@ -130,7 +159,7 @@ impl ReaderCore {
                     .iter()
                     .any(|x| x.directory == ev.get(Field::UserDirectory) && x.user_id == ev.get(Field::UserId));
                 if excluded {
-                    self.local.excluded += 1;
+                    self.local.host(ip).excluded += 1;
                     return;
                 }
                 ev.received_ns = received_ns;
@@ -149,7 +178,7 @@ impl ReaderCore {
                     user = ev.get(Field::UserFull), origin = ev.get(Field::Origin), %peer, "user event"
                 );
                 slab.commit();
-                self.local.accepted += 1;
+                self.local.host(ip).accepted += 1;
                 if slab.is_full() {
                     self.flush();
                 }
@@ -159,7 +188,7 @@ impl ReaderCore {
     }
 
     fn reject(&mut self, reason: RejectReason, data: &[u8], peer: SocketAddr) {
-        self.local.rejected[reason.index()] += 1;
+        self.local.host(peer.ip().to_canonical()).rejected[reason.index()] += 1;
         if let Some(suppressed) = REJECT_LOG[reason.index()].allow() {
             let head = &data[..data.len().min(512)];
             warn!(
@@ -203,13 +232,27 @@ impl ReaderCore {
 
     fn publish_counts(&mut self) {
         let c = &self.shared.counters;
-        let l = std::mem::take(&mut self.local);
-        c.received.add(l.received);
-        c.accepted.add(l.accepted);
-        c.excluded.add(l.excluded);
-        c.invalid_utf8.add(l.invalid_utf8);
-        for (counter, n) in c.rejected.iter().zip(l.rejected) {
+        let mut total = HostStats::default();
+        for (_, h) in &self.local.hosts {
+            total.add(h);
+        }
+        if total.is_zero() {
+            return;
+        }
+        c.received.add(total.received);
+        c.accepted.add(total.accepted);
+        c.excluded.add(total.excluded);
+        c.invalid_utf8.add(std::mem::take(&mut self.local.invalid_utf8));
+        for (counter, n) in c.rejected.iter().zip(total.rejected) {
             counter.add(n);
+        }
+        c.hosts.merge(&self.local.hosts);
+        // Keep the senders (and the vector's capacity): zero their counts.
+        for (_, h) in self.local.hosts.iter_mut() {
+            *h = HostStats::default();
+        }
+        if self.local.hosts.len() > 64 {
+            self.local.hosts.clear(); // many senders: start over rather than scan a long list
         }
     }
 }

@@ -1,48 +1,26 @@
-//! A batch of encoded items and its flush rule (max events / max bytes / max age). Pure: the clock is passed in.
+//! Encoded batches and the flush rule (max events / max bytes / max age). Pure: the clock is passed in.
 
 use std::ops::Range;
 use std::time::{Duration, Instant};
 
 use crate::config::BatchConfig;
 
-/// Encoded items, back to back in one reused buffer, with each item's end offset so the batch can be split
-/// between items (413) without re-encoding.
-#[derive(Debug)]
-pub struct Batch {
-    buf: Vec<u8>,
-    ends: Vec<usize>,
-    oldest: Option<Instant>,
-    limits: BatchConfig,
+/// Whole encoded items (one per event) back to back, with each item's end offset, so a batch can be split
+/// between items (413) and spooled without re-encoding. This is what the delivery queue, the spool and the
+/// transports handle.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EncodedBatch {
+    /// End offset of each item in `bytes`; non-decreasing, the last equals `bytes.len()`.
+    pub ends: Vec<u32>,
+    /// The items.
+    pub bytes: Vec<u8>,
+    /// Receive time (Unix ns) of each item's event, for latency metrics. Not spooled: empty for batches read back
+    /// from the spool.
+    pub received_ns: Vec<u64>,
 }
 
-impl Batch {
-    /// An empty batch with buffers sized for `limits`.
-    pub fn new(limits: BatchConfig) -> Batch {
-        Batch {
-            buf: Vec::with_capacity(limits.max_bytes.min(16 << 20) + 4096),
-            ends: Vec::with_capacity(limits.max_events),
-            oldest: None,
-            limits,
-        }
-    }
-
-    /// The buffer to append one item to; call [`Batch::commit`] after appending.
-    pub fn buf(&mut self) -> &mut Vec<u8> {
-        &mut self.buf
-    }
-
-    /// Length of the buffer before an item is appended (to roll back a skipped item).
-    pub fn truncate_to(&mut self, len: usize) {
-        self.buf.truncate(len);
-    }
-
-    /// Records that one item now ends at the buffer's end; `now` starts the age clock on the first item.
-    pub fn commit(&mut self, now: Instant) {
-        self.ends.push(self.buf.len());
-        self.oldest.get_or_insert(now);
-    }
-
-    /// Number of items.
+impl EncodedBatch {
+    /// Number of items (events).
     pub fn len(&self) -> usize {
         self.ends.len()
     }
@@ -52,9 +30,78 @@ impl Batch {
         self.ends.is_empty()
     }
 
+    /// Bytes of items `range` (item indices).
+    pub fn items(&self, range: Range<usize>) -> &[u8] {
+        let at = |i: usize| if i == 0 { 0 } else { self.ends[i - 1] as usize };
+        &self.bytes[at(range.start)..at(range.end)]
+    }
+
+    /// Empties the batch, keeping its buffers.
+    pub fn clear(&mut self) {
+        self.ends.clear();
+        self.bytes.clear();
+        self.received_ns.clear();
+    }
+}
+
+/// The batch a sink is filling, with its age.
+#[derive(Debug)]
+pub struct Batch {
+    data: EncodedBatch,
+    oldest: Option<Instant>,
+    limits: BatchConfig,
+}
+
+impl Batch {
+    /// An empty batch with buffers sized for `limits`.
+    pub fn new(limits: BatchConfig) -> Batch {
+        Batch {
+            data: Batch::buffers(limits),
+            oldest: None,
+            limits,
+        }
+    }
+
+    /// Fresh buffers sized for `limits`.
+    pub fn buffers(limits: BatchConfig) -> EncodedBatch {
+        EncodedBatch {
+            ends: Vec::with_capacity(limits.max_events.min(1 << 16)),
+            bytes: Vec::with_capacity(limits.max_bytes.min(16 << 20) + 4096),
+            received_ns: Vec::with_capacity(limits.max_events.min(1 << 16)),
+        }
+    }
+
+    /// The buffer to append one item to; call [`Batch::commit`] after appending.
+    pub fn buf(&mut self) -> &mut Vec<u8> {
+        &mut self.data.bytes
+    }
+
+    /// Rolls the buffer back to `len` (a skipped item).
+    pub fn truncate_to(&mut self, len: usize) {
+        self.data.bytes.truncate(len);
+    }
+
+    /// Records that one item (of an event received at `received_ns`) now ends at the buffer's end; `now` starts
+    /// the age clock on the first item.
+    pub fn commit(&mut self, now: Instant, received_ns: u64) {
+        self.data.ends.push(self.data.bytes.len() as u32);
+        self.data.received_ns.push(received_ns);
+        self.oldest.get_or_insert(now);
+    }
+
+    /// Number of items.
+    pub fn len(&self) -> usize {
+        self.data.len()
+    }
+
+    /// True when the batch holds no item.
+    pub fn is_empty(&self) -> bool {
+        self.data.is_empty()
+    }
+
     /// True when a count or size limit is reached.
     pub fn is_full(&self) -> bool {
-        self.ends.len() >= self.limits.max_events || self.buf.len() >= self.limits.max_bytes
+        self.data.len() >= self.limits.max_events || self.data.bytes.len() >= self.limits.max_bytes
     }
 
     /// When the oldest item reaches `max_age`, if there is one.
@@ -67,22 +114,16 @@ impl Batch {
         !self.is_empty() && (self.is_full() || self.deadline().is_some_and(|d| now >= d))
     }
 
-    /// Bytes of items `range` (item indices).
-    pub fn items(&self, range: Range<usize>) -> &[u8] {
-        let start = if range.start == 0 {
-            0
-        } else {
-            self.ends[range.start - 1]
-        };
-        let end = if range.end == 0 { 0 } else { self.ends[range.end - 1] };
-        &self.buf[start..end]
+    /// The items so far.
+    pub fn data(&self) -> &EncodedBatch {
+        &self.data
     }
 
-    /// Empties the batch, keeping its buffers.
-    pub fn clear(&mut self) {
-        self.buf.clear();
-        self.ends.clear();
+    /// Hands the filled batch over and continues with `empty` (cleared, reused buffers).
+    pub fn take(&mut self, mut empty: EncodedBatch) -> EncodedBatch {
+        empty.clear();
         self.oldest = None;
+        std::mem::replace(&mut self.data, empty)
     }
 
     /// The age limit.
@@ -105,7 +146,7 @@ mod tests {
 
     fn push(b: &mut Batch, s: &str, now: Instant) {
         b.buf().extend_from_slice(s.as_bytes());
-        b.commit(now);
+        b.commit(now, 0);
     }
 
     #[test]
@@ -139,17 +180,19 @@ mod tests {
     }
 
     #[test]
-    fn items_can_be_split_between_any_two_items() {
+    fn items_can_be_split_between_any_two_items_and_taken_with_buffer_reuse() {
         let t0 = Instant::now();
         let mut b = Batch::new(limits(100, 1 << 20, 250));
         for s in ["a\n", "bb\n", "ccc\n"] {
             push(&mut b, s, t0);
         }
-        assert_eq!(b.items(0..3), b"a\nbb\nccc\n");
-        assert_eq!(b.items(0..1), b"a\n");
-        assert_eq!(b.items(1..3), b"bb\nccc\n");
-        assert_eq!(b.items(2..2), b"");
-        b.clear();
+        let data = b.data();
+        assert_eq!(data.items(0..3), b"a\nbb\nccc\n");
+        assert_eq!(data.items(0..1), b"a\n");
+        assert_eq!(data.items(1..3), b"bb\nccc\n");
+        assert_eq!(data.items(2..2), b"");
+        let taken = b.take(EncodedBatch::default());
+        assert_eq!(taken.len(), 3);
         assert!(b.is_empty());
         assert_eq!(b.deadline(), None);
     }

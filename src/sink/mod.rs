@@ -8,6 +8,10 @@
 pub mod batch;
 pub mod influxdb;
 pub mod json;
+pub mod mqtt;
+pub mod new_relic;
+pub mod queue;
+pub mod spool;
 pub mod stdout;
 pub mod worker;
 
@@ -31,6 +35,12 @@ pub enum Encoded {
 pub trait Encoder: Send {
     /// Appends `event` as one item to `out`.
     fn encode(&mut self, event: &Event, out: &mut Vec<u8>) -> Encoded;
+
+    /// Called about once a second (and after each slab) for encoders that also write on a clock (session
+    /// gauges); appends at most one item and returns how many lines it wrote. Default: nothing.
+    fn tick(&mut self, _now_ns: u64, _out: &mut Vec<u8>) -> usize {
+        0
+    }
 }
 
 /// Why a send failed.
@@ -84,6 +94,7 @@ impl SinkError {
 pub trait Transport {
     /// One-time setup before the first write (e.g. create the database); retried like a write until it succeeds.
     async fn prepare(&mut self) -> Result<(), SinkError>;
-    /// Sends `items` (whole encoded items, concatenated) holding `count` events.
-    async fn send(&mut self, items: &[u8], count: usize) -> Result<(), SinkError>;
+    /// Sends `items` (whole encoded items, concatenated) holding `count` events. `Ok(n)`: accepted, except `n`
+    /// events the destination says it rejected (a partial write); those are counted as dropped.
+    async fn send(&mut self, items: &[u8], count: usize) -> Result<usize, SinkError>;
 }

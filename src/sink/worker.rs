@@ -1,26 +1,33 @@
-//! The batched sink worker shared by every HTTP destination.
+//! The batched sink worker shared by every HTTP destination: an encoder thread and a delivery thread joined by
+//! a [`DeliveryQueue`].
 //!
-//! Runs on its own OS thread (crossbeam's blocking `recv` must never run inside an async task) and drives its
-//! own single-threaded tokio runtime only for the HTTP calls. Order of work for each slab: encode every event into
-//! the batch, drop the slab (back to the pool), flush when the batch is full or its oldest event reached
-//! `max_age`. When the channel disconnects (readers stopped), the last batch is flushed and the worker returns.
-//!
-//! Delivery of one batch: `prepare` once (retried like a write), then send; on 413 split in halves (down to single
-//! events); on a retriable error back off (doubling from `initial_backoff` to `max_backoff`, or `Retry-After`) up to
-//! `max_attempts`; every event that is not delivered in the end is counted in `dropped` and logged at ERROR.
+//! - **Encoder** (the calling thread): takes slabs from the sink's channel (crossbeam's blocking `recv` never runs
+//!   inside an async task), encodes every event into the current batch, drops the slab (back to the pool), and
+//!   hands the batch to the queue when it is full or its oldest event reached `max_age`. It never waits for the
+//!   destination: while the destination is slow or down, batches wait in the queue's memory, then in its disk
+//!   spool. When the channel disconnects (readers stopped), the last batch is queued and the queue closed.
+//! - **Delivery** (its own thread, with a single-threaded tokio runtime for the HTTP client): takes the oldest
+//!   batch, `prepare`s the destination once (retried like a write), sends; on 413 splits in halves (down to single
+//!   events); on a retriable error backs off (doubling from `initial_backoff` to `max_backoff`, or `Retry-After`).
+//!   With a spool, retriable failures are retried until the destination recovers (the spool holds the backlog);
+//!   without one, up to `max_attempts`. A final failure (non-retriable 4xx, or attempts exhausted) counts the
+//!   events as `dropped` with an ERROR naming the destination's own message.
+//! - **Shutdown**: after the queue is closed, delivery continues until it is empty or `shutdown_timeout` passed;
+//!   then whatever is still in memory is written in front of the spool (or, without one, counted as dropped).
 
 use std::ops::Range;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
-use tracing::{debug, error, warn};
+use tracing::{debug, error, info, warn};
 
-use super::batch::Batch;
+use super::batch::{Batch, EncodedBatch};
+use super::queue::{DeliveryQueue, Next, Origin, QueueSettings};
 use super::{Encoded, Encoder, SinkError, Transport};
 use crate::config::{BatchConfig, RetryConfig};
 use crate::event::slab::Slab;
-use crate::telemetry::metrics::SinkCounters;
+use crate::telemetry::metrics::{now_unix_ns, SinkCounters};
 
 /// Everything a worker needs besides its encoder and transport.
 #[derive(Debug, Clone)]
@@ -31,32 +38,89 @@ pub struct WorkerSettings {
     pub batch: BatchConfig,
     /// Retry policy.
     pub retry: RetryConfig,
+    /// Memory queue and spool.
+    pub queue: QueueSettings,
+    /// How long delivery may continue after the readers stopped.
+    pub shutdown_timeout: Duration,
 }
 
-/// Runs the worker until `rx` disconnects and the last batch is delivered or dropped.
-pub fn run<E: Encoder, T: Transport>(
+impl WorkerSettings {
+    /// Settings with a memory-only queue of 16 MiB and a 10 s shutdown budget (tests, benches).
+    pub fn in_memory(name: &str, batch: BatchConfig, retry: RetryConfig) -> WorkerSettings {
+        WorkerSettings {
+            name: name.to_string(),
+            batch,
+            retry,
+            queue: QueueSettings {
+                max_memory_bytes: 16 << 20,
+                spool: None,
+            },
+            shutdown_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Runs the worker until `rx` disconnects and the queue is delivered, spooled or (without a spool) counted lost.
+pub fn run<E, T>(
     settings: WorkerSettings,
     rx: Receiver<Slab>,
     mut encoder: E,
-    mut transport: T,
+    transport: T,
     counters: Arc<SinkCounters>,
-) {
-    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-        Ok(rt) => rt,
+) where
+    E: Encoder,
+    T: Transport + Send + 'static,
+{
+    let queue = match DeliveryQueue::new(&settings.queue) {
+        Ok(q) => Arc::new(q),
         Err(e) => {
-            error!(sink = %settings.name, error = %e, "cannot start sink runtime; sink disabled");
-            // Drain so readers never block on us; count everything as dropped.
+            error!(sink = %settings.name, error = %e, "cannot open the spool; running with a memory queue only");
+            let memory_only = QueueSettings {
+                spool: None,
+                ..settings.queue.clone()
+            };
+            match DeliveryQueue::new(&memory_only) {
+                Ok(q) => Arc::new(q),
+                Err(_) => unreachable!("a memory-only queue opens no file"),
+            }
+        }
+    };
+    let backlog = queue.spooled_events();
+    if backlog > 0 {
+        info!(sink = %settings.name, events = backlog, "replaying spooled events from an earlier run");
+    }
+    counters.spooled.set(backlog);
+    let delivery = {
+        let queue = Arc::clone(&queue);
+        let counters = Arc::clone(&counters);
+        let settings = settings.clone();
+        std::thread::Builder::new()
+            .name(format!("deliver-{}", settings.name))
+            .spawn(move || deliver_loop(settings, queue, transport, counters))
+    };
+    let delivery = match delivery {
+        Ok(h) => h,
+        Err(e) => {
+            error!(sink = %settings.name, error = %e, "cannot start the delivery thread; sink disabled");
             for slab in rx.iter() {
                 counters.dropped.add(slab.len() as u64);
             }
             return;
         }
     };
+
     let mut batch = Batch::new(settings.batch);
-    let mut delivery = Delivery {
-        settings: &settings,
-        counters: &counters,
-        prepared: false,
+    let hand_over = |batch: &mut Batch| {
+        let empty = queue.take_buffers().unwrap_or_else(|| Batch::buffers(settings.batch));
+        let full = batch.take(empty);
+        let (evicted, spooled) = queue.push(full);
+        if spooled {
+            counters.spooled.set(queue.spooled_events());
+        }
+        if evicted > 0 {
+            counters.dropped.add(evicted);
+            error!(sink = %settings.name, events = evicted, "spool full: oldest events dropped");
+        }
     };
     loop {
         let wait = batch
@@ -68,10 +132,10 @@ pub fn run<E: Encoder, T: Transport>(
                 for event in slab.events() {
                     let mark = batch.buf().len();
                     match encoder.encode(event, batch.buf()) {
-                        Encoded::Yes => batch.commit(now),
+                        Encoded::Yes => batch.commit(now, event.received_ns),
                         Encoded::Changed => {
                             counters.values_changed.inc();
-                            batch.commit(now);
+                            batch.commit(now, event.received_ns);
                         }
                         Encoded::Skipped(_) => {
                             batch.truncate_to(mark);
@@ -79,56 +143,163 @@ pub fn run<E: Encoder, T: Transport>(
                         }
                     }
                     if batch.is_full() {
-                        rt.block_on(delivery.deliver(&mut transport, &batch));
-                        batch.clear();
+                        hand_over(&mut batch);
                     }
                 }
             }
             Err(RecvTimeoutError::Timeout) => {}
-            Err(RecvTimeoutError::Disconnected) => {
-                if !batch.is_empty() {
-                    rt.block_on(delivery.deliver(&mut transport, &batch));
-                }
-                return;
-            }
+            Err(RecvTimeoutError::Disconnected) => break,
+        }
+        let now_ns = now_unix_ns();
+        if encoder.tick(now_ns, batch.buf()) > 0 {
+            batch.commit(Instant::now(), now_ns);
         }
         if batch.should_flush(Instant::now()) {
-            rt.block_on(delivery.deliver(&mut transport, &batch));
-            batch.clear();
+            hand_over(&mut batch);
         }
     }
+    if !batch.is_empty() {
+        hand_over(&mut batch);
+    }
+    queue.close();
+    let _ = delivery.join();
+}
+
+/// The delivery thread: oldest batch first, until the queue is closed and empty or the shutdown budget is spent.
+fn deliver_loop<T: Transport>(
+    settings: WorkerSettings,
+    queue: Arc<DeliveryQueue>,
+    mut transport: T,
+    counters: Arc<SinkCounters>,
+) {
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            error!(sink = %settings.name, error = %e, "cannot start the sink runtime; events stay queued");
+            return;
+        }
+    };
+    let mut delivery = Delivery {
+        settings: &settings,
+        counters: &counters,
+        prepared: false,
+        persistent: queue.has_spool(),
+        closed_at: None,
+    };
+    loop {
+        match queue.next(Duration::from_millis(200)) {
+            Next::Batch(origin, batch) => {
+                if delivery.closed_at.is_none() && queue.is_closed() {
+                    delivery.closed_at = Some(Instant::now());
+                }
+                match rt.block_on(delivery.deliver(&mut transport, &batch, &queue)) {
+                    Outcome::Finished => {
+                        queue.done(origin, batch);
+                        if origin == Origin::Spool {
+                            counters.spooled.set(queue.spooled_events());
+                        }
+                    }
+                    Outcome::OutOfTime => {
+                        queue.give_back(origin, batch);
+                        break;
+                    }
+                }
+            }
+            Next::Idle => {}
+            Next::Closed => break,
+        }
+    }
+    let (saved, lost) = queue.persist_remaining();
+    counters.spooled.set(queue.spooled_events());
+    if saved > 0 {
+        warn!(sink = %settings.name, events = saved, "shutdown budget spent: undelivered events kept in the spool");
+    }
+    if lost > 0 {
+        counters.dropped.add(lost);
+        error!(sink = %settings.name, events = lost, "shutdown budget spent: undelivered events lost (no spool)");
+    }
+}
+
+enum Outcome {
+    /// Delivered, or dropped for good (counted).
+    Finished,
+    /// The shutdown budget ran out with this batch still undelivered.
+    OutOfTime,
 }
 
 struct Delivery<'a> {
     settings: &'a WorkerSettings,
     counters: &'a SinkCounters,
     prepared: bool,
+    /// A spool holds the backlog, so retriable failures are retried without limit.
+    persistent: bool,
+    closed_at: Option<Instant>,
 }
 
 impl Delivery<'_> {
-    /// Delivers the whole batch, splitting on 413.
-    async fn deliver<T: Transport>(&mut self, transport: &mut T, batch: &Batch) {
+    fn out_of_time(&self) -> bool {
+        self.closed_at
+            .is_some_and(|t| t.elapsed() >= self.settings.shutdown_timeout)
+    }
+
+    /// Delivers a whole batch, splitting on 413.
+    async fn deliver<T: Transport>(
+        &mut self,
+        transport: &mut T,
+        batch: &EncodedBatch,
+        queue: &DeliveryQueue,
+    ) -> Outcome {
         let started = Instant::now();
-        // Explicit stack instead of recursion (async recursion would need boxing).
         let mut pending: Vec<Range<usize>> = Vec::with_capacity(8);
         pending.push(0..batch.len());
+        let mut delivered_any = false;
         while let Some(range) = pending.pop() {
             let count = range.len();
+            if count == 0 {
+                continue;
+            }
+            let first_attempt = Instant::now();
             match self
-                .send_with_retries(transport, batch.items(range.clone()), count)
+                .send_with_retries(transport, batch.items(range.clone()), count, queue)
                 .await
             {
-                Ok(()) => {
-                    self.counters.delivered.add(count as u64);
+                Ok(rejected) => {
+                    let rejected = rejected.min(count);
+                    if rejected > 0 {
+                        self.counters.dropped.add(rejected as u64);
+                        error!(sink = %self.settings.name, events = rejected, "destination rejected part of a batch");
+                    }
+                    self.counters.delivered.add((count - rejected) as u64);
                     self.counters.batches.inc();
+                    self.counters.batch_latency.record(first_attempt.elapsed());
+                    self.counters.failing_since.mark_ok();
+                    if let Some(received) = batch.received_ns.get(range.clone()) {
+                        let now = now_unix_ns();
+                        for &r in received {
+                            self.counters
+                                .event_latency
+                                .record(Duration::from_nanos(now.saturating_sub(r)));
+                        }
+                    }
+                    delivered_any = true;
                 }
-                Err(e) if e.is_too_large() && count > 1 => {
+                Err(Failure::OutOfTime) if !delivered_any => return Outcome::OutOfTime,
+                Err(Failure::OutOfTime) => {
+                    // Part of the batch went out already; the rest cannot be requeued separately without
+                    // re-sending the delivered part, so it is counted as lost.
+                    let rest: usize = count + pending.iter().map(|r| r.len()).sum::<usize>();
+                    self.counters.dropped.add(rest as u64);
+                    error!(sink = %self.settings.name, events = rest, "shutdown budget spent mid-batch; events lost");
+                    return Outcome::Finished;
+                }
+                Err(Failure::Final(e)) if e.is_too_large() && count > 1 => {
                     let mid = range.start + count / 2;
                     warn!(sink = %self.settings.name, events = count, "destination said 413: splitting batch");
                     pending.push(mid..range.end);
                     pending.push(range.start..mid);
                 }
-                Err(e) => {
+                Err(Failure::Final(e)) => {
+                    self.counters.failing_since.mark_failed();
                     self.counters.dropped.add(count as u64);
                     error!(sink = %self.settings.name, events = count, error = %e, "batch not delivered; events lost");
                 }
@@ -137,10 +308,11 @@ impl Delivery<'_> {
         debug!(
             sink = %self.settings.name,
             events = batch.len(),
-            bytes = batch.items(0..batch.len()).len(),
+            bytes = batch.bytes.len(),
             elapsed_ms = started.elapsed().as_millis() as u64,
             "batch flushed"
         );
+        Outcome::Finished
     }
 
     async fn send_with_retries<T: Transport>(
@@ -148,10 +320,11 @@ impl Delivery<'_> {
         transport: &mut T,
         items: &[u8],
         count: usize,
-    ) -> Result<(), SinkError> {
+        queue: &DeliveryQueue,
+    ) -> Result<usize, Failure> {
         let retry = self.settings.retry;
         let mut backoff = retry.initial_backoff;
-        let mut attempt = 1;
+        let mut attempt: u32 = 1;
         loop {
             let result = if self.prepared {
                 transport.send(items, count).await
@@ -164,21 +337,45 @@ impl Delivery<'_> {
                     Err(e) => Err(e),
                 }
             };
-            match result {
-                Ok(()) => return Ok(()),
-                Err(e) if e.is_retriable() && attempt < retry.max_attempts => {
-                    let wait = e.retry_after().unwrap_or(backoff).min(retry.max_backoff);
-                    warn!(
-                        sink = %self.settings.name, attempt, error = %e, retry_in_ms = wait.as_millis() as u64,
-                        "send failed; retrying"
-                    );
-                    self.counters.retries.inc();
-                    tokio::time::sleep(wait).await;
-                    backoff = (backoff * 2).min(retry.max_backoff);
-                    attempt += 1;
-                }
-                Err(e) => return Err(e),
+            let e = match result {
+                Ok(rejected) => return Ok(rejected),
+                Err(e) => e,
+            };
+            self.counters.failing_since.mark_failed();
+            let may_retry = e.is_retriable() && (self.persistent || attempt < retry.max_attempts);
+            if !may_retry {
+                return Err(Failure::Final(e));
             }
+            if self.closed_at.is_none() && queue.is_closed() {
+                self.closed_at = Some(Instant::now());
+            }
+            if self.out_of_time() {
+                return Err(Failure::OutOfTime);
+            }
+            let wait = e.retry_after().unwrap_or(backoff).min(retry.max_backoff);
+            warn!(
+                sink = %self.settings.name, attempt, error = %e, retry_in_ms = wait.as_millis() as u64,
+                "send failed; retrying"
+            );
+            self.counters.retries.inc();
+            // Sleep in short steps so a shutdown is noticed promptly.
+            let until = Instant::now() + wait;
+            while Instant::now() < until {
+                tokio::time::sleep((until - Instant::now()).min(Duration::from_millis(100))).await;
+                if self.closed_at.is_none() && queue.is_closed() {
+                    self.closed_at = Some(Instant::now());
+                }
+                if self.out_of_time() {
+                    return Err(Failure::OutOfTime);
+                }
+            }
+            backoff = (backoff * 2).min(retry.max_backoff);
+            attempt = attempt.saturating_add(1);
         }
     }
+}
+
+enum Failure {
+    Final(SinkError),
+    OutOfTime,
 }

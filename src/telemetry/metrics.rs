@@ -4,6 +4,10 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use std::sync::Arc;
+
+use super::histogram::LatencyHistogram;
+use super::prometheus::FailingSince;
 use crate::event::RejectReason;
 
 /// A relaxed monotonic counter.
@@ -49,6 +53,8 @@ pub struct ReceiveCounters {
     pub channel_full_waits: Counter,
     /// Datagrams the kernel dropped on our sockets because the receive buffer was full (from /proc/net/udp*).
     pub kernel_drops: Counter,
+    /// The same counts per sender.
+    pub hosts: HostCounters,
 }
 
 impl ReceiveCounters {
@@ -59,6 +65,70 @@ impl ReceiveCounters {
     /// Total rejected datagrams.
     pub fn rejected_total(&self) -> u64 {
         self.rejected.iter().map(Counter::get).sum()
+    }
+}
+
+/// Receive-side counts of one sender (Sense proxy node), by its IP address.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct HostStats {
+    /// Datagrams received from it.
+    pub received: u64,
+    /// Events accepted.
+    pub accepted: u64,
+    /// Events excluded by `excludeUser`.
+    pub excluded: u64,
+    /// Datagrams rejected, per [`RejectReason::index`].
+    pub rejected: [u64; RejectReason::ALL.len()],
+}
+
+impl HostStats {
+    /// Adds `other` to `self`.
+    pub fn add(&mut self, other: &HostStats) {
+        self.received += other.received;
+        self.accepted += other.accepted;
+        self.excluded += other.excluded;
+        for (a, b) in self.rejected.iter_mut().zip(other.rejected) {
+            *a += b;
+        }
+    }
+
+    /// True when every count is zero.
+    pub fn is_zero(&self) -> bool {
+        self.received == 0
+    }
+}
+
+/// Senders tracked individually; further ones are counted together under `0.0.0.0` ("other senders").
+pub const MAX_TRACKED_HOSTS: usize = 4096;
+
+/// Per-sender counters, merged from each reader once per slab (one lock per flush, none per datagram).
+#[derive(Debug, Default)]
+pub struct HostCounters {
+    hosts: std::sync::Mutex<Vec<(std::net::IpAddr, HostStats)>>,
+}
+
+impl HostCounters {
+    /// Adds a reader's local counts.
+    pub fn merge(&self, local: &[(std::net::IpAddr, HostStats)]) {
+        let mut hosts = self.hosts.lock().unwrap_or_else(|e| e.into_inner());
+        for (ip, stats) in local.iter().filter(|(_, s)| !s.is_zero()) {
+            let ip = if hosts.len() >= MAX_TRACKED_HOSTS && !hosts.iter().any(|(h, _)| h == ip) {
+                std::net::IpAddr::from([0, 0, 0, 0])
+            } else {
+                *ip
+            };
+            match hosts.iter_mut().find(|(h, _)| *h == ip) {
+                Some((_, s)) => s.add(stats),
+                None => hosts.push((ip, stats.clone())),
+            }
+        }
+    }
+
+    /// A copy of every sender's counts, most datagrams first.
+    pub fn snapshot(&self) -> Vec<(std::net::IpAddr, HostStats)> {
+        let mut v = self.hosts.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        v.sort_by(|a, b| b.1.received.cmp(&a.1.received).then(a.0.cmp(&b.0)));
+        v
     }
 }
 
@@ -77,6 +147,15 @@ pub struct SinkCounters {
     pub retries: Counter,
     /// Values we had to change to make them storable (InfluxDB 1.x: tag value ending in `\`).
     pub values_changed: Counter,
+    /// Events waiting in the disk spool now (a gauge).
+    pub spooled: Counter,
+    /// First send attempt → acknowledgement, per delivered request.
+    pub batch_latency: Arc<LatencyHistogram>,
+    /// Receive → acknowledgement, per delivered event (events replayed from the spool after a restart are not
+    /// observed: their receive times are not kept on disk).
+    pub event_latency: Arc<LatencyHistogram>,
+    /// Start of the current outage, if the destination is failing.
+    pub failing_since: Arc<FailingSince>,
 }
 
 /// Lets one log line through per `interval`, and counts what it held back. Lock-free.

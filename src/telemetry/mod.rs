@@ -11,7 +11,9 @@
 //!
 //! `RUST_LOG`, when set, overrides the level.
 
+pub mod histogram;
 pub mod metrics;
+pub mod prometheus;
 
 use tracing_subscriber::EnvFilter;
 

@@ -12,6 +12,7 @@ pub struct Influxd {
     child: Child,
     /// HTTP API address.
     pub addr: SocketAddr,
+    conf: std::path::PathBuf,
     _dir: tempfile::TempDir,
 }
 
@@ -30,24 +31,35 @@ impl Influxd {
         );
         let conf_path = dir.path().join("influxdb.conf");
         std::fs::write(&conf_path, conf).unwrap();
-        let child = Command::new(influxd_bin())
-            .arg("-config")
-            .arg(&conf_path)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start influxd (install the Debian package `influxdb`; the README test command does)");
         let addr: SocketAddr = format!("127.0.0.1:{http_port}").parse().unwrap();
-        let mut me = Influxd { child, addr, _dir: dir };
+        let child = spawn(&conf_path);
+        let mut me = Influxd {
+            child,
+            addr,
+            conf: conf_path,
+            _dir: dir,
+        };
+        me.wait_ready();
+        me
+    }
+
+    fn wait_ready(&mut self) {
+        let addr = self.addr;
         wait_for("influxd /ping", Duration::from_secs(30), || {
-            if let Some(status) = me.child.try_wait().unwrap() {
+            if let Some(status) = self.child.try_wait().unwrap() {
                 panic!("influxd exited early: {status}");
             }
             request(addr, "GET", "/ping", b"")
                 .filter(|(s, _)| *s == 204)
                 .map(|_| ())
         });
-        me
+    }
+
+    /// Starts influxd again (same ports, same data) after [`Influxd::kill`].
+    pub fn restart(&mut self) {
+        self.kill();
+        self.child = spawn(&self.conf);
+        self.wait_ready();
     }
 
     /// Runs an InfluxQL query against `db` and returns the JSON answer.
@@ -110,6 +122,16 @@ pub struct Point {
     pub tags: serde_json::Map<String, serde_json::Value>,
     /// Fields.
     pub fields: serde_json::Map<String, serde_json::Value>,
+}
+
+fn spawn(conf: &std::path::Path) -> Child {
+    Command::new(influxd_bin())
+        .arg("-config")
+        .arg(conf)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start influxd (install the Debian package `influxdb`; the README test command does)")
 }
 
 fn influxd_bin() -> &'static str {

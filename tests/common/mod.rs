@@ -5,7 +5,10 @@
 
 pub mod fixtures;
 pub mod http;
+pub mod influx_mock;
 pub mod influxd;
+pub mod mosquitto;
+pub mod nr_receiver;
 
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener, UdpSocket};
@@ -99,7 +102,7 @@ impl Engine {
                 .lock()
                 .unwrap()
                 .iter()
-                .find(|l| l.contains("listening"))
+                .find(|l| l.contains("listening") && !l.contains("metrics endpoint"))
                 .and_then(|l| {
                     let start = l.find("addr=")? + 5;
                     l[start..].split_whitespace().next()?.parse::<SocketAddr>().ok()

@@ -101,8 +101,14 @@ impl InfluxV1Transport {
     }
 }
 
+/// Two destinations writing to one database (`user_events` and `user_session`) must not race through setup:
+/// the second could see the database the first just created before its default retention policy exists, and
+/// write into `autogen`. Setup is therefore serialised process-wide (it runs once per destination).
+static PREPARE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 impl Transport for InfluxV1Transport {
     async fn prepare(&mut self) -> Result<(), SinkError> {
+        let _one_at_a_time = PREPARE.lock().await;
         let mut body = self.query("show databases", false).await?;
         let value: simd_json::OwnedValue = simd_json::to_owned_value(&mut body)
             .map_err(|e| SinkError::Setup(format!("unreadable `show databases` answer: {e}")))?;
@@ -141,19 +147,25 @@ impl Transport for InfluxV1Transport {
         Ok(())
     }
 
-    async fn send(&mut self, items: &[u8], _count: usize) -> Result<(), SinkError> {
+    async fn send(&mut self, items: &[u8], count: usize) -> Result<usize, SinkError> {
         let req = self.client.post(&self.write_url).body(items.to_vec());
         let resp = self.authed(req).send().await.map_err(connection_error)?;
         let status = resp.status().as_u16();
         if status == 204 || status == 200 {
-            return Ok(());
+            return Ok(0);
         }
         let retry_after = retry_after(resp.headers());
         let body = resp.bytes().await.unwrap_or_default();
+        let message = body_text(&body);
+        // `partial write: ... dropped=N`: the other points were written.
+        if let Some(dropped) = super::client_v2::partial_write_dropped(&message).filter(|&d| d < count) {
+            tracing::warn!(sink = "influxdb", dropped, lines = count, %message, "influxdb partial write");
+            return Ok(dropped);
+        }
         Err(SinkError::Status {
             status,
             retry_after,
-            message: body_text(&body),
+            message,
         })
     }
 }

@@ -11,8 +11,32 @@
 //! space are escaped, and a backslash is *never* doubled (`LAB\goran` is written as is). A tag value ending in `\`
 //! cannot be stored by InfluxDB 1.x at all, so its trailing backslashes are removed (the tag is left out if nothing
 //! remains) and the change is reported as [`Encoded::Changed`]. In string field values `\` and `"` are escaped.
+//!
+//! # v2 and v3 layouts ([`LineEncoder::with_version`])
+//! The same tag *set* as v1 (core tags, then config tags overriding or adding by name), but written the way the
+//! InfluxDB JavaScript clients Butler SOS uses for v2 (`@influxdata/influxdb-client`) and v3
+//! (`@influxdata/influxdb3-client`) write a `Point`: **tags sorted by key, fields sorted by key**, both in
+//! JavaScript's default sort order (UTF-16 code units), and a tag with an empty value left out. This is read from
+//! the clients' `Point.toLineProtocol` source, not observed on the wire; InfluxDB itself does not care about order.
+//! - v2 fields: `[appId_field, appName_field], userFull, userId` (Butler SOS `src/lib/influxdb/v2/user-events.js`).
+//! - v3 fields: `[appId_field, appName_field], userFull_field, userId_field` (v3 rejects a tag and a field with the
+//!   same name). Tag values other than `userFull` have `<`, `>`, `\`, CR and LF removed (reference/PROTOCOLS.md
+//!   a.4), so `appName` is stored as `unknown app name` while `appName_field` keeps `<unknown app name>`. A config
+//!   tag whose name is one of those four field names would make InfluxDB 3 reject every line; it is left out and the
+//!   line reported as [`Encoded::Changed`].
+//!
+//! Escaping per server parser (read from the parsers' source, not measured on a live 2.x/3.x server):
+//! - **v2**: InfluxDB 2.x parses tags with the same Go code as 1.x (`models/points.go`: only `\,`, `\=` and `\ `
+//!   are unescaped, `\\` stays two backslashes), so tags are escaped exactly as for v1, a trailing backslash is
+//!   removed and reported the same way. The JavaScript client escapes the same three characters (and turns CR, LF and
+//!   TAB into `\r`, `\n`, `\t`, which never reach us from a datagram), so for every value InfluxDB can store our v2
+//!   line is byte-identical to the one Butler SOS sends, apart from the timestamp.
+//! - **v3**: InfluxDB 3's Rust parser (`influxdb_line_protocol`) unescapes `\\`, `\,`, `\=` and `\ ` in tag keys and
+//!   values and rejects a value ending in a backslash. So `\` is doubled as well (`userFull=LAB\\goran`, stored as
+//!   `LAB\goran`: the same stored value as Butler SOS's `LAB\goran`, whose `\g` the parser keeps literally), and a
+//!   trailing backslash is still removed and reported. String fields are escaped as in v1 for both versions.
 
-use crate::config::Tag;
+use crate::config::{InfluxVersion, Tag};
 use crate::event::{Event, Field, UNKNOWN_APP_NAME};
 use crate::sink::{Encoded, Encoder};
 
@@ -38,6 +62,9 @@ const CORE_TAGS: [&str; 12] = [
 /// Why an event is not written to InfluxDB (Butler SOS's `validateRequiredFields`).
 pub const SKIP_MISSING_REQUIRED: &str = "missing_required_field";
 
+/// String field names of the v3 layout; a tag may not share one of them.
+const V3_FIELDS: [&str; 4] = ["appId_field", "appName_field", "userFull_field", "userId_field"];
+
 /// A config tag, prepared once.
 #[derive(Debug, Clone)]
 struct ConfigTag {
@@ -47,19 +74,57 @@ struct ConfigTag {
     core: Option<usize>,
 }
 
-/// Encodes events as v1 `user_events` lines.
+/// One tag key of the v2/v3 layouts, in sorted position, with its `,key=` already escaped.
+#[derive(Debug, Clone)]
+struct SortedTag {
+    prefix: Box<[u8]>,
+    source: TagSource,
+    escaping: ValueEscaping,
+}
+
+/// Where a v2/v3 tag's value comes from.
+#[derive(Debug, Clone, Copy)]
+enum TagSource {
+    /// A core tag no config tag overrides: index into [`CORE_TAGS`].
+    Core(usize),
+    /// A config tag (it also carries the value of a core tag of the same name): index into `tags`.
+    Config(usize),
+    /// A config tag v3 cannot store (its name is a v3 field name): left out, and the line reported as changed.
+    Refused,
+}
+
+/// How a v2/v3 tag value is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ValueEscaping {
+    /// v2: as v1 ([`escape_tag`]), trailing backslashes removed (a change).
+    Go,
+    /// v3 `userFull`: [`escape_tag_v3`] keeping backslashes, trailing ones removed (a change).
+    V3Keep,
+    /// v3, every other tag: [`escape_tag_v3`] stripping `<`, `>`, `\`, CR, LF (the layout, not a change).
+    V3Strip,
+}
+
+/// Encodes events as `user_events` lines in the v1, v2 or v3 layout.
 #[derive(Debug, Clone)]
 pub struct LineEncoder {
     tags: Vec<ConfigTag>,
     /// For each core tag, the config tag overriding it.
     overrides: [Option<usize>; CORE_TAGS.len()],
+    version: InfluxVersion,
+    /// v2/v3 only: every tag key the encoder can write, sorted like the JavaScript clients sort them.
+    sorted: Vec<SortedTag>,
     last_ts: u64,
 }
 
 impl LineEncoder {
-    /// An encoder adding `tags` (`userEvents.tags`) to every line. Duplicate names: the later value wins, at the
+    /// A v1 encoder adding `tags` (`userEvents.tags`) to every line. Duplicate names: the later value wins, at the
     /// position of the first (as assigning to a JavaScript object does).
     pub fn new(tags: &[Tag]) -> LineEncoder {
+        LineEncoder::with_version(tags, InfluxVersion::V1)
+    }
+
+    /// An encoder for `version`'s layout (see the module docs), adding `tags` to every line like [`LineEncoder::new`].
+    pub fn with_version(tags: &[Tag], version: InfluxVersion) -> LineEncoder {
         let mut prepared: Vec<ConfigTag> = Vec::new();
         for t in tags {
             if let Some(existing) = prepared.iter_mut().find(|c| c.name == t.name) {
@@ -79,12 +144,141 @@ impl LineEncoder {
                 overrides[c] = Some(i);
             }
         }
+        let mut sorted = Vec::new();
+        if version != InfluxVersion::V1 {
+            let mut keyed: Vec<(&str, TagSource)> = (0..CORE_TAGS.len())
+                .filter(|&i| overrides[i].is_none())
+                .map(|i| (CORE_TAGS[i], TagSource::Core(i)))
+                .collect();
+            for (j, t) in prepared.iter().enumerate() {
+                // The JavaScript clients skip an empty tag key.
+                if t.name.is_empty() {
+                    continue;
+                }
+                let source = if version == InfluxVersion::V3 && V3_FIELDS.contains(&t.name.as_str()) {
+                    tracing::warn!(
+                        tag = %t.name,
+                        "config tag has the name of an InfluxDB 3 field and cannot be stored there; it is left out"
+                    );
+                    TagSource::Refused
+                } else {
+                    TagSource::Config(j)
+                };
+                keyed.push((t.name.as_str(), source));
+            }
+            // JavaScript's default sort compares UTF-16 code units.
+            keyed.sort_by(|a, b| a.0.encode_utf16().cmp(b.0.encode_utf16()));
+            sorted = keyed
+                .into_iter()
+                .map(|(key, source)| {
+                    let key = key.trim_end_matches('\\');
+                    let mut prefix = vec![b','];
+                    let escaping = match version {
+                        InfluxVersion::V3 => {
+                            escape_tag_v3(&mut prefix, key, false);
+                            if key == "userFull" {
+                                ValueEscaping::V3Keep
+                            } else {
+                                ValueEscaping::V3Strip
+                            }
+                        }
+                        _ => {
+                            escape_tag(&mut prefix, key);
+                            ValueEscaping::Go
+                        }
+                    };
+                    prefix.push(b'=');
+                    SortedTag {
+                        prefix: prefix.into_boxed_slice(),
+                        source,
+                        escaping,
+                    }
+                })
+                .collect();
+        }
         LineEncoder {
             tags: prepared,
             overrides,
+            version,
+            sorted,
             last_ts: 0,
         }
     }
+
+    /// v1: tags in Butler SOS's insertion order, config tags overriding in place; fields sorted.
+    fn encode_v1(&self, core: &CoreValues<'_>, out: &mut Vec<u8>) -> bool {
+        let mut changed = false;
+        let mut present = 0u16;
+        for (i, value) in core.tags.iter().enumerate() {
+            let Some(value) = value.filter(|v| !v.is_empty()) else {
+                continue;
+            };
+            present |= 1 << i;
+            let value = self.overrides[i].map_or(value, |t| self.tags[t].value.as_str());
+            changed |= write_tag(out, CORE_TAGS[i], value);
+        }
+        for t in &self.tags {
+            if t.core.is_some_and(|c| present & (1 << c) != 0) {
+                continue;
+            }
+            changed |= write_tag(out, &t.name, &t.value);
+        }
+        out.push(b' ');
+        if let Some(app_id) = core.app_id {
+            write_field(out, "appId", app_id, true);
+            write_field(out, "appName", core.app_name, false);
+            write_field(out, "userFull", core.user_full, false);
+        } else {
+            write_field(out, "userFull", core.user_full, true);
+        }
+        write_field(out, "userId", core.user_id, false);
+        changed
+    }
+
+    /// v2/v3: tags and fields sorted by key, v3 tag values sanitised and field names suffixed.
+    fn encode_sorted(&self, core: &CoreValues<'_>, out: &mut Vec<u8>) -> bool {
+        let v3 = self.version == InfluxVersion::V3;
+        let mut changed = false;
+        for tag in &self.sorted {
+            let value = match tag.source {
+                TagSource::Core(i) => match core.tags[i] {
+                    Some(v) => v,
+                    None => continue,
+                },
+                TagSource::Config(j) => self.tags[j].value.as_str(),
+                TagSource::Refused => {
+                    changed = true;
+                    continue;
+                }
+            };
+            changed |= write_sorted_tag(out, tag, value);
+        }
+        out.push(b' ');
+        let (user_full, user_id) = if v3 {
+            ("userFull_field", "userId_field")
+        } else {
+            ("userFull", "userId")
+        };
+        if let Some(app_id) = core.app_id {
+            write_field(out, "appId_field", app_id, true);
+            write_field(out, "appName_field", core.app_name, false);
+            write_field(out, user_full, core.user_full, false);
+        } else {
+            write_field(out, user_full, core.user_full, true);
+        }
+        write_field(out, user_id, core.user_id, false);
+        changed
+    }
+}
+
+/// One event's values for the core tags and the string fields.
+struct CoreValues<'a> {
+    /// Per [`CORE_TAGS`] entry: its value, if the event has it (may be empty: an empty tag is left out).
+    tags: [Option<&'a str>; CORE_TAGS.len()],
+    user_full: &'a str,
+    user_id: &'a str,
+    app_id: Option<&'a str>,
+    app_name: &'a str,
 }
 
 impl Encoder for LineEncoder {
@@ -101,46 +295,31 @@ impl Encoder for LineEncoder {
         let app_id = ev.app_id();
         let app_name = ev.app_name.as_deref().unwrap_or(UNKNOWN_APP_NAME);
         let ua = ev.user_agent.as_deref();
-        let core: [Option<&str>; CORE_TAGS.len()] = [
-            Some(host),
-            Some(command),
-            Some(user_full),
-            Some(dir),
-            Some(id),
-            Some(origin),
+        let core = CoreValues {
+            tags: [
+                Some(host),
+                Some(command),
+                Some(user_full),
+                Some(dir),
+                Some(id),
+                Some(origin),
+                app_id,
+                app_id.map(|_| app_name),
+                ua.map(|u| u.browser_name.as_str()),
+                ua.map(|u| u.browser_major_version.as_str()),
+                ua.map(|u| u.os_name.as_str()),
+                ua.map(|u| u.os_version.as_str()),
+            ],
+            user_full,
+            user_id: id,
             app_id,
-            app_id.map(|_| app_name),
-            ua.map(|u| u.browser_name.as_str()),
-            ua.map(|u| u.browser_major_version.as_str()),
-            ua.map(|u| u.os_name.as_str()),
-            ua.map(|u| u.os_version.as_str()),
-        ];
-        let mut changed = false;
-        let mut present = 0u16;
+            app_name,
+        };
         out.extend_from_slice(MEASUREMENT.as_bytes());
-        for (i, value) in core.iter().enumerate() {
-            let Some(value) = value.filter(|v| !v.is_empty()) else {
-                continue;
-            };
-            present |= 1 << i;
-            let value = self.overrides[i].map_or(value, |t| self.tags[t].value.as_str());
-            changed |= write_tag(out, CORE_TAGS[i], value);
-        }
-        for t in &self.tags {
-            if t.core.is_some_and(|c| present & (1 << c) != 0) {
-                continue;
-            }
-            changed |= write_tag(out, &t.name, &t.value);
-        }
-        out.push(b' ');
-        if let Some(app_id) = app_id {
-            write_field(out, "appId", app_id, true);
-            write_field(out, "appName", app_name, false);
-            write_field(out, "userFull", user_full, false);
-        } else {
-            write_field(out, "userFull", user_full, true);
-        }
-        write_field(out, "userId", id, false);
+        let changed = match self.version {
+            InfluxVersion::V1 => self.encode_v1(&core, out),
+            InfluxVersion::V2 | InfluxVersion::V3 => self.encode_sorted(&core, out),
+        };
         let ts = ev.received_ns.max(self.last_ts + 1);
         self.last_ts = ts;
         out.push(b' ');
@@ -177,6 +356,72 @@ pub fn escape_tag(out: &mut Vec<u8>, s: &str) {
             out.extend_from_slice(&bytes[start..i]);
             out.push(b'\\');
             start = i;
+        }
+    }
+    out.extend_from_slice(&bytes[start..]);
+}
+
+/// Per byte, what v3 tag writing does with it: [`COPY`], [`ESCAPE`] (`,`, `=`, space), [`BACKSLASH`] (escaped, or
+/// stripped), [`STRIPPED`] (`<`, `>`, CR, LF: copied, or stripped). Stripping is Butler SOS's v3 layout
+/// (reference/PROTOCOLS.md a.4). One table lookup per byte keeps the common case (copy) to one branch.
+const V3_CLASS: [u8; 256] = {
+    let mut t = [COPY; 256];
+    t[b',' as usize] = ESCAPE;
+    t[b'=' as usize] = ESCAPE;
+    t[b' ' as usize] = ESCAPE;
+    t[b'\\' as usize] = BACKSLASH;
+    t[b'<' as usize] = STRIPPED;
+    t[b'>' as usize] = STRIPPED;
+    t[b'\r' as usize] = STRIPPED;
+    t[b'\n' as usize] = STRIPPED;
+    t
+};
+const COPY: u8 = 0;
+const ESCAPE: u8 = 1;
+const BACKSLASH: u8 = 2;
+const STRIPPED: u8 = 3;
+
+/// A v2/v3 tag: its prefix, then `value` escaped as `tag.escaping` says; returns true when the value had to be
+/// changed to be storable (trailing backslashes removed). A value that comes out empty leaves the tag out.
+fn write_sorted_tag(out: &mut Vec<u8>, tag: &SortedTag, value: &str) -> bool {
+    let (value, changed) = if tag.escaping == ValueEscaping::V3Strip {
+        (value, false)
+    } else {
+        let trimmed = value.trim_end_matches('\\');
+        (trimmed, trimmed.len() != value.len())
+    };
+    let mark = out.len();
+    out.extend_from_slice(&tag.prefix);
+    let value_start = out.len();
+    match tag.escaping {
+        ValueEscaping::Go => escape_tag(out, value),
+        ValueEscaping::V3Keep => escape_tag_v3(out, value, false),
+        ValueEscaping::V3Strip => escape_tag_v3(out, value, true),
+    }
+    if out.len() == value_start {
+        out.truncate(mark);
+    }
+    changed
+}
+
+/// Escapes `,`, `=`, space and `\` with a backslash (InfluxDB 3 semantics); with `strip`, drops `<`, `>`, `\`, CR
+/// and LF instead. Only ASCII bytes are touched, so the output stays valid UTF-8.
+pub fn escape_tag_v3(out: &mut Vec<u8>, s: &str, strip: bool) {
+    let bytes = s.as_bytes();
+    let mut start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        match V3_CLASS[b as usize] {
+            COPY => {}
+            BACKSLASH | STRIPPED if strip => {
+                out.extend_from_slice(&bytes[start..i]);
+                start = i + 1;
+            }
+            ESCAPE | BACKSLASH => {
+                out.extend_from_slice(&bytes[start..i]);
+                out.push(b'\\');
+                start = i;
+            }
+            _ => {}
         }
     }
     out.extend_from_slice(&bytes[start..]);

@@ -4,6 +4,8 @@
 //! - [`client`]: the HTTP transport (setup queries, `/write`, status handling).
 
 pub mod client;
+pub mod client_v2;
+pub mod client_v3;
 pub mod encode;
 
 pub use client::InfluxV1Transport;

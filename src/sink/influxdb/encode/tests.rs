@@ -1,5 +1,5 @@
 use super::*;
-use crate::config::Tag;
+use crate::config::{InfluxVersion, Tag};
 use crate::event::Event;
 use crate::parse::parse_into;
 use crate::testing::{fixture_cases, user_agent_for};
@@ -139,4 +139,234 @@ fn config_tags_override_core_tags_in_place_or_append_in_order() {
     // No app id on this event: the config `appId` tag is appended in config order.
     let (_, line) = encode_one(&mut enc, b"/qseow-proxy-session/;h;Start session;LAB;x;Hub;/hub/;m");
     assert!(line.starts_with("user_events,host=h,event_action=Start\\ session,userFull=LAB\\x,userDirectory=LAB,userId=x,origin=Hub,appId=cfg,env=B userFull="), "{line}");
+}
+
+// ---- v2 and v3 layouts -------------------------------------------------------------------------------------------
+
+fn fixture_03() -> Vec<u8> {
+    fixture_cases()
+        .into_iter()
+        .find(|c| c.name.starts_with("03_"))
+        .expect("fixture 03")
+        .datagram
+}
+
+/// Derived, not observed: the layout of Butler SOS's `v2/user-events.js` written the way influxdb-client-js's
+/// `Point.toLineProtocol` writes it (tags and fields sorted by key, empty tags left out, `,`/`=`/space escaped in
+/// tags, `\` and `"` in string fields). No v2 server or Butler SOS v2 capture was available to observe it.
+#[test]
+fn fixture_03_in_the_v2_layout() {
+    let mut enc = LineEncoder::with_version(&fixture_tags(), InfluxVersion::V2);
+    let (r, line) = encode_one(&mut enc, &fixture_03());
+    assert_eq!(r, Encoded::Yes);
+    let want = concat!(
+        r#"user_events,appId=a421f4a2-c311-4ef4-ba41-fe2e6a2b0d69,appName=<unknown\ app\ name>,env=DEV,"#,
+        r#"event_action=Open\ connection,host=OVERRIDDEN,origin=AppAccess,qs_host=NR_OVERRIDDEN,"#,
+        r#"uaBrowserMajorVersion=124,uaBrowserName=Chrome,uaOsName=Windows,uaOsVersion=NT\ 10.0,userDirectory=LAB,"#,
+        r#"userFull=LAB\goran,userId=goran "#,
+        r#"appId_field="a421f4a2-c311-4ef4-ba41-fe2e6a2b0d69",appName_field="<unknown app name>","#,
+        r#"userFull="LAB\\goran",userId="goran" 1700000000000000000"#,
+        "\n"
+    );
+    assert_eq!(line, want);
+}
+
+/// Derived, not observed: Butler SOS's `v3/user-events.js` layout (fields suffixed `_field`; tag values other than
+/// `userFull` without `<`, `>`, `\`, CR, LF) in influxdb3-client-js's sorted order, escaped for InfluxDB 3's parser
+/// (`\` doubled in tags).
+#[test]
+fn fixture_03_in_the_v3_layout() {
+    let mut enc = LineEncoder::with_version(&fixture_tags(), InfluxVersion::V3);
+    let (r, line) = encode_one(&mut enc, &fixture_03());
+    assert_eq!(r, Encoded::Yes);
+    let want = concat!(
+        r#"user_events,appId=a421f4a2-c311-4ef4-ba41-fe2e6a2b0d69,appName=unknown\ app\ name,env=DEV,"#,
+        r#"event_action=Open\ connection,host=OVERRIDDEN,origin=AppAccess,qs_host=NR_OVERRIDDEN,"#,
+        r#"uaBrowserMajorVersion=124,uaBrowserName=Chrome,uaOsName=Windows,uaOsVersion=NT\ 10.0,userDirectory=LAB,"#,
+        r#"userFull=LAB\\goran,userId=goran "#,
+        r#"appId_field="a421f4a2-c311-4ef4-ba41-fe2e6a2b0d69",appName_field="<unknown app name>","#,
+        r#"userFull_field="LAB\\goran",userId_field="goran" 1700000000000000000"#,
+        "\n"
+    );
+    assert_eq!(line, want);
+}
+
+#[test]
+fn without_an_app_the_v2_and_v3_lines_have_only_the_user_fields() {
+    let d = b"/qseow-proxy-session/;h;Start session;LAB;x;Hub;/hub/;m";
+    let (_, v2) = encode_one(&mut LineEncoder::with_version(&[], InfluxVersion::V2), d);
+    assert_eq!(
+        v2,
+        "user_events,event_action=Start\\ session,host=h,origin=Hub,userDirectory=LAB,userFull=LAB\\x,userId=x \
+         userFull=\"LAB\\\\x\",userId=\"x\" 1700000000000000000\n"
+    );
+    let (_, v3) = encode_one(&mut LineEncoder::with_version(&[], InfluxVersion::V3), d);
+    assert_eq!(
+        v3,
+        "user_events,event_action=Start\\ session,host=h,origin=Hub,userDirectory=LAB,userFull=LAB\\\\x,userId=x \
+         userFull_field=\"LAB\\\\x\",userId_field=\"x\" 1700000000000000000\n"
+    );
+}
+
+#[test]
+fn v3_tag_escaping_doubles_backslashes_and_strips_what_butler_sos_strips() {
+    // (input, escaped for userFull, escaped for every other tag)
+    let cases: &[(&str, &str, &str)] = &[
+        ("plain", "plain", "plain"),
+        ("a b", "a\\ b", "a\\ b"),
+        ("a,b=c", "a\\,b\\=c", "a\\,b\\=c"),
+        ("LAB\\goran", "LAB\\\\goran", "LABgoran"),
+        ("x\\,y", "x\\\\\\,y", "x\\,y"),
+        ("<unknown app name>", "<unknown\\ app\\ name>", "unknown\\ app\\ name"),
+        ("a\r\nb", "a\r\nb", "ab"),
+        ("é 😀", "é\\ 😀", "é\\ 😀"),
+    ];
+    for (input, full, other) in cases {
+        let mut out = Vec::new();
+        escape_tag_v3(&mut out, input, false);
+        assert_eq!(String::from_utf8(out).unwrap(), *full, "input {input:?} (userFull)");
+        let mut out = Vec::new();
+        escape_tag_v3(&mut out, input, true);
+        assert_eq!(String::from_utf8(out).unwrap(), *other, "input {input:?}");
+    }
+}
+
+#[test]
+fn v3_a_tag_value_made_only_of_stripped_characters_is_left_out_without_a_change() {
+    let tags = [Tag {
+        name: "env".into(),
+        value: "<>".into(),
+    }];
+    let (r, line) = encode_one(
+        &mut LineEncoder::with_version(&tags, InfluxVersion::V3),
+        b"/qseow-proxy-session/;h;Start session;LAB;x;Hub;/hub/;m",
+    );
+    assert_eq!(r, Encoded::Yes);
+    assert!(!line.contains("env="), "{line}");
+}
+
+#[test]
+fn v2_and_v3_trim_a_trailing_backslash_only_where_the_layout_keeps_backslashes() {
+    let d = b"/qseow-proxy-session/;h;Start session;LAB;bad\\;Hub;/hub/;m";
+    let (r, v2) = encode_one(&mut LineEncoder::with_version(&[], InfluxVersion::V2), d);
+    assert_eq!(r, Encoded::Changed);
+    assert!(v2.contains(",userFull=LAB\\bad,userId=bad "), "{v2}");
+    assert!(v2.contains("userFull=\"LAB\\\\bad\\\\\",userId=\"bad\\\\\""), "{v2}");
+    // v3: userId loses its backslash by the layout's rule; userFull keeps its inner one and loses the trailing one.
+    let (r, v3) = encode_one(&mut LineEncoder::with_version(&[], InfluxVersion::V3), d);
+    assert_eq!(r, Encoded::Changed);
+    assert!(v3.contains(",userFull=LAB\\\\bad,userId=bad "), "{v3}");
+    assert!(
+        v3.contains("userFull_field=\"LAB\\\\bad\\\\\",userId_field=\"bad\\\\\""),
+        "{v3}"
+    );
+}
+
+#[test]
+fn v3_leaves_out_a_config_tag_named_like_a_v3_field_and_reports_it() {
+    let tags = [Tag {
+        name: "userId_field".into(),
+        value: "x".into(),
+    }];
+    let d = b"/qseow-proxy-session/;h;Start session;LAB;x;Hub;/hub/;m";
+    let (r, v3) = encode_one(&mut LineEncoder::with_version(&tags, InfluxVersion::V3), d);
+    assert_eq!(r, Encoded::Changed);
+    assert_eq!(v3.matches("userId_field=").count(), 1, "{v3}");
+    // v2 allows a tag and a field of the same name, and has no field of that name anyway.
+    let (r, v2) = encode_one(&mut LineEncoder::with_version(&tags, InfluxVersion::V2), d);
+    assert_eq!(r, Encoded::Yes);
+    assert!(v2.contains(",userId_field=x "), "{v2}");
+}
+
+#[test]
+fn v2_config_tags_override_core_tags_and_everything_sorts_like_javascript() {
+    // U+1F600 sorts before U+FF21 in UTF-16 (a surrogate, 0xD83D < 0xFF21) but after it in UTF-8 (0xF0 > 0xEF).
+    let tags: Vec<Tag> = [
+        ("\u{FF21}", "b"),
+        ("😀", "a"),
+        ("appId", "cfg"),
+        ("host", ""),
+        ("Z", "z"),
+    ]
+    .iter()
+    .map(|(n, v)| Tag {
+        name: (*n).into(),
+        value: (*v).into(),
+    })
+    .collect();
+    let mut enc = LineEncoder::with_version(&tags, InfluxVersion::V2);
+    let (_, line) = encode_one(&mut enc, b"/qseow-proxy-session/;h;Start session;LAB;x;Hub;/hub/;m");
+    // `host` is overridden by an empty value, so it is left out (as the JavaScript client does).
+    assert!(
+        line.starts_with(
+            "user_events,Z=z,appId=cfg,event_action=Start\\ session,origin=Hub,userDirectory=LAB,userFull=LAB\\x,\
+             userId=x,😀=a,\u{FF21}=b userFull="
+        ),
+        "{line}"
+    );
+}
+
+#[test]
+fn v2_and_v3_timestamps_are_strictly_increasing_too() {
+    for version in [InfluxVersion::V2, InfluxVersion::V3] {
+        let mut enc = LineEncoder::with_version(&[], version);
+        let ts: Vec<String> = (0..2)
+            .map(|_| {
+                let (_, line) = encode_one(&mut enc, &fixture_03());
+                line.trim_end().rsplit_once(' ').unwrap().1.to_string()
+            })
+            .collect();
+        assert_eq!(ts, ["1700000000000000000", "1700000000000000001"], "{version:?}");
+    }
+}
+
+/// Scans one tag value the way InfluxDB 1.x/2.x's Go parser does (`models/points.go`): it ends at a `,` or space
+/// not preceded by `\`; then only `\,`, `\=` and `\ ` are unescaped. Returns (value, rest).
+fn scan_tag_go(s: &str) -> (String, &str) {
+    let b = s.as_bytes();
+    let mut i = 0;
+    while i < b.len() && !(matches!(b[i], b',' | b' ') && (i == 0 || b[i - 1] != b'\\')) {
+        i += 1;
+    }
+    let v = s[..i].replace("\\,", ",").replace("\\ ", " ").replace("\\=", "=");
+    (v, &s[i..])
+}
+
+/// Scans one tag value the way InfluxDB 3's parser does (`influxdb_line_protocol`): `\\`, `\,`, `\=`, `\ ` are
+/// escapes, any other `\x` is literal, an unescaped `,` or space ends the value. None when it ends in `\`.
+fn scan_tag_v3(s: &str) -> Option<(String, &str)> {
+    let mut out = String::new();
+    let mut chars = s.char_indices().peekable();
+    while let Some((i, c)) = chars.next() {
+        match c {
+            ',' | ' ' => return (!out.ends_with('\\')).then(|| (out, &s[i..])),
+            '\\' => match chars.peek() {
+                Some(&(_, n)) if matches!(n, '\\' | ',' | '=' | ' ') => {
+                    out.push(n);
+                    chars.next();
+                }
+                _ => out.push('\\'),
+            },
+            c => out.push(c),
+        }
+    }
+    (!out.ends_with('\\')).then_some((out, ""))
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::test_runner::Config::with_cases(512))]
+
+    /// Whatever a tag value holds (except a trailing backslash), the server reads back exactly that value.
+    #[test]
+    fn escaped_tags_read_back_as_the_original_value(s in "[a-z\\\\ ,=<>é😀\"]{0,12}") {
+        let s = s.trim_end_matches('\\');
+        let mut go = Vec::new();
+        escape_tag(&mut go, s);
+        let go = String::from_utf8(go).unwrap() + " f=1";
+        proptest::prop_assert_eq!(scan_tag_go(&go), (s.to_string(), " f=1"));
+        let mut v3 = Vec::new();
+        escape_tag_v3(&mut v3, s, false);
+        let v3 = String::from_utf8(v3).unwrap() + ",t=1";
+        proptest::prop_assert_eq!(scan_tag_v3(&v3), Some((s.to_string(), ",t=1")));
+    }
 }

@@ -1,0 +1,281 @@
+use std::io::{BufRead, BufReader, Read, Write as _};
+use std::net::{SocketAddr, TcpListener};
+use std::sync::mpsc;
+
+use super::*;
+use crate::config::{Secret, Tag};
+
+const KEY: &str = "NRII-unit-test-key-0123456789";
+
+fn account() -> NewRelicAccount {
+    NewRelicAccount {
+        name: "NR account A".into(),
+        id: "1111111".into(),
+        insert_key: Secret::new(KEY),
+    }
+}
+
+fn config(url: &str, headers: &[(&str, &str)]) -> NewRelicConfig {
+    NewRelicConfig {
+        enable: true,
+        event_url: url.into(),
+        event_headers: headers
+            .iter()
+            .map(|(n, v)| Tag {
+                name: (*n).into(),
+                value: (*v).into(),
+            })
+            .collect(),
+    }
+}
+
+/// One request as the server saw it.
+#[derive(Debug)]
+struct Seen {
+    request_line: String,
+    /// Header names as sent.
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl Seen {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// A scripted answer: status, extra headers, body.
+type Answer = (u16, Vec<(&'static str, String)>, String);
+
+/// A one-connection HTTP/1.1 server answering each request with the next of `answers` (status, extra headers,
+/// body), reporting what it saw.
+fn serve(answers: Vec<Answer>) -> (SocketAddr, mpsc::Receiver<Seen>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut answers = answers.into_iter();
+        'conns: while let Ok((stream, _)) = listener.accept() {
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut writer = stream;
+            loop {
+                let mut request_line = String::new();
+                if reader.read_line(&mut request_line).unwrap_or(0) == 0 {
+                    continue 'conns;
+                }
+                let mut headers = Vec::new();
+                loop {
+                    let mut line = String::new();
+                    reader.read_line(&mut line).unwrap();
+                    let line = line.trim_end();
+                    if line.is_empty() {
+                        break;
+                    }
+                    let (n, v) = line.split_once(':').unwrap();
+                    headers.push((n.trim().to_string(), v.trim().to_string()));
+                }
+                let len: usize = headers
+                    .iter()
+                    .find(|(n, _)| n.eq_ignore_ascii_case("content-length"))
+                    .map_or(0, |(_, v)| v.parse().unwrap());
+                let mut body = vec![0; len];
+                reader.read_exact(&mut body).unwrap();
+                let _ = tx.send(Seen {
+                    request_line: request_line.trim_end().to_string(),
+                    headers,
+                    body,
+                });
+                let Some((status, extra, text)) = answers.next() else {
+                    return;
+                };
+                let mut head = format!("HTTP/1.1 {status} X\r\nContent-Length: {}\r\n", text.len());
+                for (n, v) in extra {
+                    head.push_str(&format!("{n}: {v}\r\n"));
+                }
+                head.push_str("\r\n");
+                writer.write_all(head.as_bytes()).unwrap();
+                writer.write_all(text.as_bytes()).unwrap();
+            }
+        }
+    });
+    (addr, rx)
+}
+
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(f)
+}
+
+fn gunzip(body: &[u8]) -> String {
+    let mut out = String::new();
+    flate2::read::GzDecoder::new(body).read_to_string(&mut out).unwrap();
+    out
+}
+
+const ITEMS: &[u8] = br#"{"a":"1","eventType":"qs_userEvent"},{"a":"2","eventType":"qs_userEvent"},"#;
+
+#[test]
+fn posts_one_gzip_json_array_with_butler_sos_headers_and_our_user_agent() {
+    let (addr, seen) = serve(vec![(202, vec![], r#"{"success":true,"uuid":"u"}"#.into())]);
+    let cfg = config(
+        &format!("http://{addr}/"),
+        &[("X-Custom", "yes"), ("Api-Key", "configured-key-loses")],
+    );
+    let mut t = NewRelicTransport::new(&cfg, &account()).unwrap();
+    assert_eq!(t.url(), format!("http://{addr}/v1/accounts/1111111/events"));
+    block_on(t.send(ITEMS, 2)).unwrap();
+    let req = seen.recv().unwrap();
+    assert_eq!(req.request_line, "POST /v1/accounts/1111111/events HTTP/1.1");
+    assert_eq!(req.header("api-key"), Some(KEY));
+    assert_eq!(req.header("content-type"), Some("application/json"));
+    assert_eq!(req.header("content-encoding"), Some("gzip"));
+    assert_eq!(req.header("x-custom"), Some("yes"));
+    assert_eq!(
+        req.header("user-agent"),
+        Some(concat!("sense-ingest/", env!("CARGO_PKG_VERSION")))
+    );
+    assert_eq!(
+        gunzip(&req.body),
+        r#"[{"a":"1","eventType":"qs_userEvent"},{"a":"2","eventType":"qs_userEvent"}]"#
+    );
+}
+
+#[test]
+fn header_names_go_out_title_cased_like_butler_sos() {
+    let (addr, seen) = serve(vec![(200, vec![], String::new())]);
+    let mut t = NewRelicTransport::new(&config(&format!("http://{addr}"), &[]), &account()).unwrap();
+    block_on(t.send(ITEMS, 2)).unwrap();
+    let req = seen.recv().unwrap();
+    let names: Vec<&str> = req.headers.iter().map(|(n, _)| n.as_str()).collect();
+    for want in ["Api-Key", "Content-Type", "Content-Encoding", "User-Agent"] {
+        assert!(names.contains(&want), "{want} not in {names:?}");
+    }
+}
+
+#[test]
+fn statuses_map_to_retry_split_or_final() {
+    let echo = format!("{{\"error\":\"invalid key {KEY}\"}}");
+    let (addr, _seen) = serve(vec![
+        (200, vec![], String::new()),
+        (429, vec![("Retry-After", "3".into())], "slow down".into()),
+        (503, vec![], "unavailable".into()),
+        (408, vec![], String::new()),
+        (413, vec![], "too large".into()),
+        (403, vec![], echo),
+        (400, vec![], "bad".into()),
+        (301, vec![("Location", "http://elsewhere/".into())], String::new()),
+    ]);
+    let mut t = NewRelicTransport::new(&config(&format!("http://{addr}"), &[]), &account()).unwrap();
+    block_on(async {
+        t.send(ITEMS, 2).await.unwrap();
+
+        let e = t.send(ITEMS, 2).await.unwrap_err();
+        assert!(e.is_retriable());
+        assert_eq!(e.retry_after(), Some(Duration::from_secs(3)));
+
+        let e = t.send(ITEMS, 2).await.unwrap_err();
+        assert!(e.is_retriable() && !e.is_too_large(), "{e}");
+        assert!(e.to_string().contains("unavailable"), "{e}");
+
+        assert!(t.send(ITEMS, 2).await.unwrap_err().is_retriable());
+
+        let e = t.send(ITEMS, 2).await.unwrap_err();
+        assert!(e.is_too_large(), "{e}");
+
+        let e = t.send(ITEMS, 2).await.unwrap_err();
+        assert!(!e.is_retriable() && !e.is_too_large(), "{e}");
+        let text = e.to_string();
+        assert!(text.starts_with("status 403: "), "{text}");
+        assert!(text.contains("invalid key **REDACTED**"), "{text}");
+        assert!(text.contains("insertApiKey") && !text.contains(KEY), "{text}");
+        assert!(text.contains("\"NR account A\" (1111111)"), "{text}");
+
+        assert!(!t.send(ITEMS, 2).await.unwrap_err().is_retriable());
+
+        let e = t.send(ITEMS, 2).await.unwrap_err();
+        assert!(!e.is_retriable(), "{e}");
+        assert!(e.to_string().contains("http://elsewhere/"), "{e}");
+    });
+}
+
+#[test]
+fn a_body_over_one_megabyte_is_not_sent_but_answered_413_so_the_worker_splits() {
+    // Nothing listens here: an attempt to send would be a connection error, not a 413.
+    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut t = NewRelicTransport::new(&config(&format!("http://127.0.0.1:{port}"), &[]), &account()).unwrap();
+    let item = format!("{{\"v\":\"{}\"}},", "x".repeat(990));
+    let fits = item.repeat(1000); // 1000 × 999 bytes + brackets - comma = 999_001
+    let over = item.repeat(1002);
+    assert!(body_len(fits.as_bytes()) <= MAX_BODY_BYTES);
+    assert!(body_len(over.as_bytes()) > MAX_BODY_BYTES);
+    let e = block_on(t.send(over.as_bytes(), 1002)).unwrap_err();
+    assert!(e.is_too_large(), "{e}");
+    assert!(e.to_string().contains("not sent"), "{e}");
+    let e = block_on(t.send(fits.as_bytes(), 1000)).unwrap_err();
+    assert!(matches!(e, SinkError::Connection(_)), "{e}");
+    assert_eq!(max_body_bytes(), 1_000_000);
+}
+
+#[test]
+fn exactly_the_limit_is_allowed() {
+    // `[` + n bytes + `]` == 10^6.
+    let mut items = vec![b'x'; MAX_BODY_BYTES - 2];
+    items.push(b',');
+    assert_eq!(body_len(&items), MAX_BODY_BYTES);
+    items.insert(0, b'y');
+    assert_eq!(body_len(&items), MAX_BODY_BYTES + 1);
+}
+
+#[test]
+fn gzip_body_round_trips_and_empty_batches_send_nothing() {
+    assert_eq!(gunzip(&gzip_body(ITEMS, 16).unwrap()).len(), ITEMS.len() + 1);
+    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut t = NewRelicTransport::new(&config(&format!("http://127.0.0.1:{port}"), &[]), &account()).unwrap();
+    block_on(t.send(b"", 0)).unwrap();
+    block_on(t.prepare()).unwrap();
+}
+
+#[test]
+fn the_key_never_shows_in_debug_or_setup_errors() {
+    let t = NewRelicTransport::new(&config("https://insights-collector.newrelic.com", &[]), &account()).unwrap();
+    assert_eq!(
+        t.url(),
+        "https://insights-collector.newrelic.com/v1/accounts/1111111/events"
+    );
+    assert!(!format!("{t:?}").contains(KEY));
+    let mut bad = account();
+    bad.insert_key = Secret::new("NRII-bad\nkey");
+    let e = NewRelicTransport::new(&config("http://127.0.0.1:1", &[]), &bad).unwrap_err();
+    assert!(matches!(e, SinkError::Setup(_)));
+    assert!(!e.to_string().contains("NRII-bad"), "{e}");
+    let e = NewRelicTransport::new(&config("not a url", &[]), &account()).unwrap_err();
+    assert!(matches!(e, SinkError::Setup(_)), "{e}");
+    let e = NewRelicTransport::new(&config("http://127.0.0.1:1", &[("X", "a\u{1}b")]), &account()).unwrap_err();
+    assert!(e.to_string().contains("value not shown"), "{e}");
+}
+
+#[test]
+fn reserved_headers_from_the_config_are_ignored() {
+    let (addr, seen) = serve(vec![(202, vec![], String::new())]);
+    let cfg = config(
+        &format!("http://{addr}"),
+        &[
+            ("Content-Encoding", "identity"),
+            ("Host", "evil"),
+            ("Content-Type", "application/json; charset=utf-8"),
+        ],
+    );
+    let mut t = NewRelicTransport::new(&cfg, &account()).unwrap();
+    block_on(t.send(ITEMS, 2)).unwrap();
+    let req = seen.recv().unwrap();
+    assert_eq!(req.header("content-encoding"), Some("gzip"));
+    assert_eq!(req.header("host"), Some(addr.to_string().as_str()));
+    // Like Butler SOS, a configured Content-Type replaces the default.
+    assert_eq!(req.header("content-type"), Some("application/json; charset=utf-8"));
+}

@@ -1,0 +1,366 @@
+//! A destination's delivery queue: a bounded memory queue, then the disk spool.
+//!
+//! The sink's encoder thread pushes finished batches; its delivery thread takes them in order, sends them and
+//! acknowledges them. FIFO order holds across memory and disk by one rule: **a batch goes to the spool when the
+//! spool already holds something or the memory queue is full**, and the delivery side takes memory first, then the
+//! spool. So everything in memory is older than everything on disk, and the oldest undelivered batch is always the
+//! next one sent.
+//!
+//! Without a spool, a full memory queue makes the encoder wait (backpressure to the readers, then to the socket
+//! buffer; kernel drops are counted there).
+//!
+//! At shutdown, batches still in memory are written *in front of* the spool ([`super::spool::Spool::prepend`]),
+//! so the next start replays them first.
+
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::sync::{Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use tracing::error;
+
+use super::batch::EncodedBatch;
+use super::spool::{Evicted, Spool};
+
+/// Where and how much a destination may spool.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpoolSettings {
+    /// This destination's spool directory.
+    pub dir: PathBuf,
+    /// Cap on the spool's size on disk; beyond it the oldest segments are dropped (counted, ERROR).
+    pub max_bytes: u64,
+    /// How often appended data is fsynced.
+    pub fsync_interval: Duration,
+}
+
+/// Bounds of a destination's queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueSettings {
+    /// Bytes of encoded batches kept in memory before the spool is used.
+    pub max_memory_bytes: usize,
+    /// The disk spool, if enabled.
+    pub spool: Option<SpoolSettings>,
+}
+
+/// Where a batch handed to the delivery side came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// Taken out of the memory queue (owned by the delivery side now).
+    Memory,
+    /// A copy of the spool's oldest record (it stays on disk until acknowledged).
+    Spool,
+}
+
+/// What [`DeliveryQueue::next`] found.
+#[derive(Debug)]
+pub enum Next {
+    /// The oldest undelivered batch.
+    Batch(Origin, EncodedBatch),
+    /// Nothing yet (timed out).
+    Idle,
+    /// Closed and empty: the delivery side is done.
+    Closed,
+}
+
+#[derive(Debug)]
+struct State {
+    mem: VecDeque<EncodedBatch>,
+    mem_bytes: usize,
+    free: Vec<EncodedBatch>,
+    spool: Option<Spool>,
+    closed: bool,
+    last_sync: Instant,
+}
+
+/// The queue between one destination's encoder and its delivery.
+#[derive(Debug)]
+pub struct DeliveryQueue {
+    state: Mutex<State>,
+    ready: Condvar,
+    room: Condvar,
+    max_memory_bytes: usize,
+    fsync_interval: Duration,
+}
+
+/// Events the spool cap forced out, for the caller to count and log.
+pub type Dropped = u64;
+
+impl DeliveryQueue {
+    /// A queue; opens (and indexes) the spool when configured.
+    pub fn new(settings: &QueueSettings) -> std::io::Result<DeliveryQueue> {
+        let spool = match &settings.spool {
+            Some(s) => Some(Spool::open(&s.dir, s.max_bytes)?),
+            None => None,
+        };
+        Ok(DeliveryQueue {
+            state: Mutex::new(State {
+                mem: VecDeque::new(),
+                mem_bytes: 0,
+                free: Vec::new(),
+                spool,
+                closed: false,
+                last_sync: Instant::now(),
+            }),
+            ready: Condvar::new(),
+            room: Condvar::new(),
+            max_memory_bytes: settings.max_memory_bytes.max(1),
+            fsync_interval: settings
+                .spool
+                .as_ref()
+                .map_or(Duration::from_secs(1), |s| s.fsync_interval),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock leaves consistent data (every mutation is a single push/pop).
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Events waiting in the spool from an earlier run (at startup) or now.
+    pub fn spooled_events(&self) -> u64 {
+        self.lock().spool.as_ref().map_or(0, Spool::events)
+    }
+
+    /// Spool bytes on disk.
+    pub fn spooled_bytes(&self) -> u64 {
+        self.lock().spool.as_ref().map_or(0, Spool::bytes)
+    }
+
+    /// Empty buffers for the encoder's next batch (recycled from delivered batches when possible).
+    pub fn take_buffers(&self) -> Option<EncodedBatch> {
+        self.lock().free.pop()
+    }
+
+    /// Queues a finished batch. Returns how many events the spool cap evicted, and whether the batch went to disk.
+    /// Without a spool, waits while the memory queue is full.
+    pub fn push(&self, batch: EncodedBatch) -> (Dropped, bool) {
+        let mut st = self.lock();
+        let len = batch.bytes.len();
+        let mut evicted = Evicted::default();
+        let mut spooled = false;
+        let to_spool = match &st.spool {
+            Some(spool) => !spool.is_empty() || (st.mem_bytes + len > self.max_memory_bytes && !st.mem.is_empty()),
+            None => false,
+        };
+        if to_spool {
+            let State {
+                spool, free, last_sync, ..
+            } = &mut *st;
+            let spool = spool.as_mut().expect("to_spool implies a spool");
+            match spool.append(&batch) {
+                Ok(e) => {
+                    evicted = e;
+                    spooled = true;
+                    if last_sync.elapsed() >= self.fsync_interval {
+                        *last_sync = Instant::now();
+                        if let Err(e) = spool.sync() {
+                            error!(error = %e, "spool fsync failed");
+                        }
+                    }
+                    let mut b = batch;
+                    b.clear();
+                    if free.len() < 4 {
+                        free.push(b);
+                    }
+                }
+                Err(e) => {
+                    // The disk failed: keep the batch in memory (beyond the bound) rather than lose it.
+                    error!(error = %e, "cannot write to the spool; keeping the batch in memory");
+                    st.mem_bytes += len;
+                    st.mem.push_back(batch);
+                }
+            }
+        } else {
+            while st.spool.is_none() && st.mem_bytes + len > self.max_memory_bytes && !st.mem.is_empty() {
+                st = self.room.wait(st).unwrap_or_else(|e| e.into_inner());
+            }
+            st.mem_bytes += len;
+            st.mem.push_back(batch);
+        }
+        drop(st);
+        self.ready.notify_one();
+        (evicted.events, spooled)
+    }
+
+    /// Takes the oldest undelivered batch, waiting up to `wait`.
+    pub fn next(&self, wait: Duration) -> Next {
+        let mut st = self.lock();
+        let deadline = Instant::now() + wait;
+        loop {
+            if let Some(b) = st.mem.pop_front() {
+                st.mem_bytes -= b.bytes.len();
+                drop(st);
+                self.room.notify_one();
+                return Next::Batch(Origin::Memory, b);
+            }
+            if let Some(spool) = st.spool.as_mut() {
+                match spool.peek() {
+                    Ok(Some(b)) => return Next::Batch(Origin::Spool, b),
+                    Ok(None) => {}
+                    Err(e) => error!(error = %e, "cannot read the spool"),
+                }
+            }
+            if st.closed {
+                return Next::Closed;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Next::Idle;
+            }
+            st = self
+                .ready
+                .wait_timeout(st, deadline - now)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+    }
+
+    /// The batch was delivered (or dropped for good): forget it.
+    pub fn done(&self, origin: Origin, mut batch: EncodedBatch) {
+        let mut st = self.lock();
+        if origin == Origin::Spool {
+            if let Some(spool) = st.spool.as_mut() {
+                if let Err(e) = spool.pop(&batch) {
+                    error!(error = %e, "cannot advance the spool head; the batch may be sent again after a restart");
+                }
+            }
+        }
+        batch.clear();
+        if st.free.len() < 4 {
+            st.free.push(batch);
+        }
+    }
+
+    /// Puts an undelivered batch back at the front (shutdown deadline reached while it was being sent).
+    pub fn give_back(&self, origin: Origin, batch: EncodedBatch) {
+        if origin == Origin::Memory {
+            let mut st = self.lock();
+            st.mem_bytes += batch.bytes.len();
+            st.mem.push_front(batch);
+        }
+    }
+
+    /// No more batches will be pushed.
+    pub fn close(&self) {
+        self.lock().closed = true;
+        self.ready.notify_all();
+    }
+
+    /// At exit: writes what is still in memory in front of the spool (returns the events saved), or, without a
+    /// spool, returns them as lost.
+    pub fn persist_remaining(&self) -> (u64, Dropped) {
+        let mut st = self.lock();
+        let batches: Vec<EncodedBatch> = st.mem.drain(..).collect();
+        st.mem_bytes = 0;
+        let events: u64 = batches.iter().map(|b| b.len() as u64).sum();
+        match st.spool.as_mut() {
+            Some(spool) => {
+                let saved = spool.prepend(&batches).and_then(|()| spool.sync());
+                match saved {
+                    Ok(()) => (events, 0),
+                    Err(e) => {
+                        error!(error = %e, events, "cannot write undelivered batches to the spool; they are lost");
+                        (0, events)
+                    }
+                }
+            }
+            None => (0, events),
+        }
+    }
+
+    /// True once [`DeliveryQueue::close`] was called.
+    pub fn is_closed(&self) -> bool {
+        self.lock().closed
+    }
+
+    /// True when a spool is configured.
+    pub fn has_spool(&self) -> bool {
+        self.lock().spool.is_some()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn batch(tag: u8, n: usize) -> EncodedBatch {
+        let mut b = EncodedBatch::default();
+        for _ in 0..n {
+            b.bytes.extend_from_slice(&[tag; 10]);
+            b.ends.push(b.bytes.len() as u32);
+        }
+        b
+    }
+
+    fn settings(dir: &std::path::Path, mem: usize) -> QueueSettings {
+        QueueSettings {
+            max_memory_bytes: mem,
+            spool: Some(SpoolSettings {
+                dir: dir.to_path_buf(),
+                max_bytes: 1 << 30,
+                fsync_interval: Duration::ZERO,
+            }),
+        }
+    }
+
+    fn take(q: &DeliveryQueue) -> (Origin, u8) {
+        match q.next(Duration::ZERO) {
+            Next::Batch(o, b) => {
+                let tag = b.bytes[0];
+                q.done(o, b);
+                (o, tag)
+            }
+            other => panic!("expected a batch, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn order_holds_across_memory_and_spool() {
+        let dir = tempfile::tempdir().unwrap();
+        let q = DeliveryQueue::new(&settings(dir.path(), 25)).unwrap();
+        for tag in 1..=5 {
+            q.push(batch(tag, 1)); // 10 bytes each: two fit in memory, the rest spill
+        }
+        let got: Vec<(Origin, u8)> = (0..5).map(|_| take(&q)).collect();
+        assert_eq!(
+            got,
+            [
+                (Origin::Memory, 1),
+                (Origin::Memory, 2),
+                (Origin::Spool, 3),
+                (Origin::Spool, 4),
+                (Origin::Spool, 5)
+            ]
+        );
+        assert!(matches!(q.next(Duration::ZERO), Next::Idle));
+        q.close();
+        assert!(matches!(q.next(Duration::ZERO), Next::Closed));
+    }
+
+    #[test]
+    fn batches_left_in_memory_at_exit_are_replayed_first_after_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let q = DeliveryQueue::new(&settings(dir.path(), 25)).unwrap();
+            for tag in 1..=4 {
+                q.push(batch(tag, 2));
+            }
+            assert_eq!(q.persist_remaining(), (2, 0)); // batch 1 (2 events) was in memory; 2..4 spilled
+        }
+        let q = DeliveryQueue::new(&settings(dir.path(), 25)).unwrap();
+        assert_eq!(q.spooled_events(), 8);
+        let got: Vec<u8> = (0..4).map(|_| take(&q).1).collect();
+        assert_eq!(got, [1, 2, 3, 4]);
+    }
+
+    #[test]
+    fn without_a_spool_memory_is_the_bound_and_leftovers_are_reported_lost() {
+        let q = DeliveryQueue::new(&QueueSettings {
+            max_memory_bytes: 1000,
+            spool: None,
+        })
+        .unwrap();
+        q.push(batch(1, 3));
+        assert_eq!(q.persist_remaining(), (0, 3));
+    }
+}

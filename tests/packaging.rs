@@ -1,0 +1,539 @@
+//! The deployment files in `packaging/`: the Grafana dashboard (structure, and every query run against a real
+//! InfluxDB 1.x holding Butler SOS's `user_events` points), the systemd unit, the sysctl snippet and the
+//! Dockerfile, each checked against the engine's own defaults where they depend on them.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde_json::Value;
+
+use sense_ingest::config::EngineConfig;
+
+use crate::common::fixtures;
+use crate::common::http::request;
+use crate::common::influxd::Influxd;
+
+const DASHBOARD: &str = "packaging/grafana/sense-ingest-user-events.json";
+const UNIT: &str = "packaging/sense-ingest.service";
+const SYSCTL: &str = "packaging/99-sense-ingest.conf";
+const DOCKERFILE: &str = "packaging/Dockerfile";
+
+/// The templated datasource every panel and the host variable must use.
+const DS_VAR: &str = "DS_INFLUXDB";
+/// What `sense-ingest` waits after `shutdownTimeout` for sinks to write to their spool (`SPOOL_GRACE`).
+const SPOOL_GRACE: Duration = Duration::from_secs(5);
+
+fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn read(rel: &str) -> String {
+    std::fs::read_to_string(repo_root().join(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"))
+}
+
+fn dashboard() -> Value {
+    serde_json::from_str(&read(DASHBOARD)).unwrap_or_else(|e| panic!("{DASHBOARD} is not valid JSON: {e}"))
+}
+
+fn ds_ref() -> Value {
+    serde_json::json!({"type": "influxdb", "uid": format!("${{{DS_VAR}}}")})
+}
+
+/// Every (panel title, target) of the dashboard, rows' nested panels included.
+fn targets(d: &Value) -> Vec<(String, Value)> {
+    let mut out = Vec::new();
+    for p in all_panels(d) {
+        for t in p["targets"].as_array().into_iter().flatten() {
+            out.push((p["title"].as_str().unwrap_or("").to_string(), t.clone()));
+        }
+    }
+    out
+}
+
+fn all_panels(d: &Value) -> Vec<Value> {
+    let mut out = Vec::new();
+    for p in d["panels"].as_array().into_iter().flatten() {
+        out.push(p.clone());
+        out.extend(p["panels"].as_array().into_iter().flatten().cloned());
+    }
+    out
+}
+
+fn variable<'a>(d: &'a Value, name: &str) -> &'a Value {
+    d["templating"]["list"]
+        .as_array()
+        .expect("templating.list is an array")
+        .iter()
+        .find(|v| v["name"] == name)
+        .unwrap_or_else(|| panic!("templating.list has no variable {name:?}"))
+}
+
+/// `$name` and `${name}` references in `text` (letters, digits, `_`).
+fn var_refs(text: &str) -> Vec<String> {
+    let b = text.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'$' {
+            let braced = b.get(i + 1) == Some(&b'{');
+            let start = i + 1 + usize::from(braced);
+            let mut end = start;
+            while end < b.len() && (b[end].is_ascii_alphanumeric() || b[end] == b'_') {
+                end += 1;
+            }
+            if end > start {
+                out.push(text[start..end].to_string());
+            }
+            i = end.max(i + 1);
+        } else {
+            i += 1;
+        }
+    }
+    out
+}
+
+#[test]
+fn grafana_dashboard_imports_cleanly() {
+    let d = dashboard();
+    assert!(d["title"].as_str().is_some_and(|t| !t.trim().is_empty()), "title");
+    let uid = d["uid"].as_str().expect("uid is a string");
+    assert!(
+        !uid.is_empty() && uid.len() <= 40 && uid.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_'),
+        "uid {uid:?}: 1-40 characters of [A-Za-z0-9_-]"
+    );
+    let schema = d["schemaVersion"].as_u64().expect("schemaVersion is an integer");
+    assert!(
+        (36..=41).contains(&schema),
+        "schemaVersion {schema}: Grafana 10/11 dashboards"
+    );
+    assert!(
+        d["id"].is_null(),
+        "id must be null so the import creates a new dashboard"
+    );
+
+    // Panels: unique ids, a grid position each, inside the 24-column grid, no overlaps, core panel types only.
+    let panels = d["panels"].as_array().expect("panels is an array");
+    assert!(!panels.is_empty(), "no panels");
+    let mut ids = HashSet::new();
+    let mut boxes: Vec<(String, [u64; 4])> = Vec::new();
+    for p in all_panels(&d) {
+        let title = p["title"].as_str().unwrap_or("").to_string();
+        let id = p["id"].as_u64().unwrap_or_else(|| panic!("panel {title:?}: id"));
+        assert!(ids.insert(id), "panel id {id} used twice");
+        assert!(!title.trim().is_empty(), "panel {id} has no title");
+        let g = &p["gridPos"];
+        let [h, w, x, y] =
+            ["h", "w", "x", "y"].map(|k| g[k].as_u64().unwrap_or_else(|| panic!("{title}: gridPos.{k}")));
+        assert!(
+            h > 0 && w > 0 && x + w <= 24,
+            "{title}: gridPos {g} outside the 24-column grid"
+        );
+        for (other, [oh, ow, ox, oy]) in &boxes {
+            let apart = x + w <= *ox || *ox + ow <= x || y + h <= *oy || *oy + oh <= y;
+            assert!(apart, "panels {title:?} and {other:?} overlap");
+        }
+        boxes.push((title.clone(), [h, w, x, y]));
+        let ty = p["type"].as_str().unwrap_or("");
+        assert!(
+            ["timeseries", "stat", "table", "piechart", "bargauge", "text", "row"].contains(&ty),
+            "{title}: panel type {ty:?} is not a core panel"
+        );
+        if p["targets"].as_array().is_some_and(|t| !t.is_empty()) {
+            assert_eq!(p["datasource"], ds_ref(), "{title}: panel datasource");
+        }
+    }
+
+    // Variables: the InfluxDB datasource, and the Sense hosts from the datasource.
+    let ds = variable(&d, DS_VAR);
+    assert_eq!(ds["type"], "datasource");
+    assert_eq!(ds["query"], "influxdb");
+    let host = variable(&d, "host");
+    assert_eq!(host["type"], "query");
+    assert_eq!(host["datasource"], ds_ref());
+    assert_eq!(host["query"], r#"SHOW TAG VALUES FROM "user_events" WITH KEY = "host""#);
+    let defined: HashSet<String> = d["templating"]["list"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["name"].as_str().unwrap().to_string())
+        .collect();
+
+    // Targets: raw InfluxQL on user_events, time-filtered, templated datasource, only defined variables.
+    let all = targets(&d);
+    assert!(all.len() >= 6, "only {} queries", all.len());
+    for (title, t) in &all {
+        assert_eq!(t["datasource"], ds_ref(), "{title}: target datasource");
+        assert_eq!(t["rawQuery"], true, "{title}: rawQuery");
+        let q = t["query"].as_str().unwrap_or_else(|| panic!("{title}: query"));
+        assert!(q.contains(r#"FROM "user_events""#), "{title}: {q}");
+        assert!(
+            q.matches("$timeFilter").count() >= q.matches("FROM").count(),
+            "{title}: every SELECT needs WHERE $timeFilter: {q}"
+        );
+        for v in var_refs(q) {
+            assert!(
+                defined.contains(&v) || ["timeFilter", "__interval"].contains(&v.as_str()),
+                "{title}: ${v} is neither a dashboard variable nor a Grafana macro"
+            );
+        }
+    }
+    // Any ${...} anywhere (datasource uids included) must be a defined variable, or the import leaves it dangling.
+    let text = read(DASHBOARD);
+    for v in var_refs(&text)
+        .into_iter()
+        .filter(|v| text.contains(&format!("${{{v}}}")))
+    {
+        assert!(defined.contains(&v), "${{{v}}} is not a dashboard variable");
+    }
+
+    // What the dashboard is for.
+    let queries: Vec<&str> = all.iter().map(|(_, t)| t["query"].as_str().unwrap()).collect();
+    let has = |needles: &[&str]| queries.iter().any(|q| needles.iter().all(|n| q.contains(n)));
+    assert!(
+        has(&["'Start session'", r#"GROUP BY time($__interval), "host""#]),
+        "sessions started per host"
+    );
+    assert!(has(&[r#""event_action" fill(0)"#]), "events per minute by event_action");
+    assert!(has(&[r#"GROUP BY "appName""#]), "top apps");
+    assert!(has(&[r#"GROUP BY "uaBrowserName""#]), "browsers");
+    assert!(has(&[r#"GROUP BY "uaOsName""#]), "operating systems");
+    assert!(has(&[r#"count(distinct("userFull"))"#]), "active users");
+    let text_panel = all_panels(&d)
+        .into_iter()
+        .find(|p| p["type"] == "text")
+        .expect("a text panel on where losses are visible");
+    let content = text_panel["options"]["content"].as_str().unwrap();
+    for needle in ["summary", "kernel_drops", "dropped", "/metrics"] {
+        assert!(content.contains(needle), "loss panel does not mention {needle}");
+    }
+}
+
+/// Grafana's rendering of a multi-value variable inside an InfluxQL regex: `(a|b)`, each value regex-escaped.
+fn grafana_regex(values: &[String]) -> String {
+    let escaped: Vec<String> = values
+        .iter()
+        .map(|v| {
+            v.chars().fold(String::new(), |mut s, c| {
+                if r"\^$.|?*+()[]{}/".contains(c) {
+                    s.push('\\');
+                }
+                s.push(c);
+                s
+            })
+        })
+        .collect();
+    format!("({})", escaped.join("|"))
+}
+
+fn numbers(series: &Value) -> Vec<f64> {
+    series["values"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|row| row.as_array().unwrap().iter().skip(1).filter_map(Value::as_f64))
+        .collect()
+}
+
+#[test]
+fn grafana_dashboard_queries_run_on_influxdb_1x() {
+    // The points Butler SOS stored for the golden cases: the schema the dashboard must read.
+    let influx = Influxd::start();
+    influx.query("senseops", "CREATE DATABASE senseops");
+    let body: Vec<String> = fixtures::cases().iter().flat_map(|c| c.influx_bodies()).collect();
+    assert!(body.len() >= 5, "fixtures hold too few InfluxDB points");
+    let (status, answer) = request(influx.addr, "POST", "/write?db=senseops", body.join("\n").as_bytes()).unwrap();
+    assert_eq!(status, 204, "write: {answer}");
+
+    let d = dashboard();
+    let host_query = variable(&d, "host")["query"].as_str().unwrap().to_string();
+    let hosts: Vec<String> = influx.query("senseops", &host_query)["results"][0]["series"][0]["values"]
+        .as_array()
+        .expect("the host variable query returns values")
+        .iter()
+        .map(|kv| kv[1].as_str().unwrap().to_string())
+        .collect();
+    assert!(!hosts.is_empty());
+
+    let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis();
+    let time_filter = format!("time >= {}ms and time <= {}ms", now_ms - 6 * 3_600_000, now_ms + 60_000);
+    let mut checked = BTreeMap::new();
+    for p in all_panels(&d) {
+        let title = p["title"].as_str().unwrap().to_string();
+        let interval = p["interval"].as_str().unwrap_or("1m");
+        for t in p["targets"].as_array().into_iter().flatten() {
+            let q = t["query"]
+                .as_str()
+                .unwrap()
+                .replace("$timeFilter", &time_filter)
+                .replace("$__interval", interval)
+                .replace("$host", &grafana_regex(&hosts));
+            let v = influx.query("senseops", &q);
+            let result = &v["results"][0];
+            assert!(result.get("error").is_none(), "{title}: {q}\n{result}");
+            let series = result["series"]
+                .as_array()
+                .unwrap_or_else(|| panic!("{title}: no series for {q}"));
+            let values: Vec<f64> = series.iter().flat_map(numbers).collect();
+            assert!(
+                values.iter().any(|n| *n > 0.0),
+                "{title}: only zeros/nulls for {q}\n{result}"
+            );
+            checked.insert(title.clone(), series.len());
+        }
+    }
+    assert!(checked.len() >= 6, "checked only {checked:?}");
+}
+
+/// `[Section]` → key → values (a key may repeat, e.g. `SystemCallFilter=`).
+type Unit = BTreeMap<String, BTreeMap<String, Vec<String>>>;
+
+fn parse_unit(text: &str) -> Unit {
+    let mut unit = Unit::new();
+    let mut section = None;
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') || line.starts_with(';') {
+            continue;
+        }
+        if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            assert!(!unit.contains_key(name), "section [{name}] twice");
+            unit.insert(name.to_string(), BTreeMap::new());
+            section = Some(name.to_string());
+            continue;
+        }
+        assert!(
+            !line.ends_with('\\'),
+            "line {}: continuation lines are not used here",
+            n + 1
+        );
+        let (key, value) = line
+            .split_once('=')
+            .unwrap_or_else(|| panic!("line {}: {line:?}", n + 1));
+        let section = section
+            .as_ref()
+            .unwrap_or_else(|| panic!("line {}: key before any section", n + 1));
+        let keys = unit.get_mut(section).unwrap();
+        keys.entry(key.trim().to_string())
+            .or_default()
+            .push(value.trim().to_string());
+    }
+    unit
+}
+
+fn one<'a>(unit: &'a Unit, section: &str, key: &str) -> &'a str {
+    let values = unit[section]
+        .get(key)
+        .unwrap_or_else(|| panic!("[{section}] has no {key}="));
+    values.last().unwrap()
+}
+
+/// A list setting as systemd applies it: an empty assignment clears it, others add to it.
+fn effective_list(values: Option<&Vec<String>>) -> Vec<String> {
+    let mut out = Vec::new();
+    for v in values.into_iter().flatten() {
+        if v.is_empty() {
+            out.clear();
+        }
+        out.extend(v.split_whitespace().map(str::to_string));
+    }
+    out
+}
+
+/// A systemd time span in the forms used here (`30s`, `1min`, `90`).
+fn seconds(span: &str) -> u64 {
+    let digits: String = span.chars().take_while(char::is_ascii_digit).collect();
+    let n: u64 = digits.parse().unwrap_or_else(|_| panic!("time span {span:?}"));
+    match &span[digits.len()..] {
+        "" | "s" | "sec" => n,
+        "m" | "min" => n * 60,
+        other => panic!("time span unit {other:?}"),
+    }
+}
+
+#[test]
+fn systemd_unit_runs_the_engine_hardened_without_blocking_io_uring() {
+    let unit = parse_unit(&read(UNIT));
+    for section in ["Unit", "Service", "Install"] {
+        assert!(unit.contains_key(section), "no [{section}] section");
+    }
+    let exec = one(&unit, "Service", "ExecStart");
+    let args: Vec<&str> = exec.split_whitespace().collect();
+    assert!(
+        Path::new(args[0]).is_absolute(),
+        "ExecStart needs an absolute path: {exec}"
+    );
+    assert!(args[0].ends_with("/sense-ingest"), "{exec}");
+    assert_eq!(args[1..3], ["run", "--config"], "{exec}");
+    assert!(
+        args.get(3).is_some_and(|p| p.starts_with('/')),
+        "--config needs an absolute path: {exec}"
+    );
+    assert_eq!(one(&unit, "Service", "Type"), "simple");
+    assert_eq!(one(&unit, "Service", "User"), "sense-ingest");
+    assert_eq!(one(&unit, "Service", "Restart"), "on-failure");
+    assert_eq!(one(&unit, "Service", "KillSignal"), "SIGTERM");
+    assert_eq!(one(&unit, "Service", "StateDirectory"), "sense-ingest");
+    assert_eq!(one(&unit, "Service", "ProtectSystem"), "strict");
+    assert_eq!(one(&unit, "Install", "WantedBy"), "multi-user.target");
+
+    // systemd must not SIGKILL a graceful stop: sinks flush for shutdownTimeout, then spool for SPOOL_GRACE.
+    let stop = Duration::from_secs(seconds(one(&unit, "Service", "TimeoutStopSec")));
+    let needed = EngineConfig::default().shutdown_timeout + SPOOL_GRACE;
+    assert!(
+        stop > needed,
+        "TimeoutStopSec {stop:?} must exceed shutdownTimeout + spool grace ({needed:?})"
+    );
+
+    // Receiving needs IPv4/IPv6 sockets and /proc/net/udp*; a capability granted must also be bounded in.
+    let families = one(&unit, "Service", "RestrictAddressFamilies");
+    assert!(
+        families.contains("AF_INET") && families.contains("AF_INET6"),
+        "{families}"
+    );
+    let service = &unit["Service"];
+    assert_ne!(
+        service.get("PrivateNetwork").and_then(|v| v.last()).map(String::as_str),
+        Some("yes")
+    );
+    assert_ne!(
+        service.get("ProcSubset").and_then(|v| v.last()).map(String::as_str),
+        Some("pid")
+    );
+    let ambient = effective_list(service.get("AmbientCapabilities"));
+    let bounding = effective_list(service.get("CapabilityBoundingSet"));
+    for cap in &ambient {
+        assert!(
+            bounding.contains(cap),
+            "{cap} is ambient but not in the bounding set {bounding:?}"
+        );
+    }
+
+    // io_uring: an allow-list must include it (@system-service ⊃ @aio ⊃ io_uring_*), a deny-list must not name it.
+    const IO_URING_ALLOWED_BY: [&str; 4] = ["@system-service", "@aio", "io_uring_setup", "@known"];
+    for filter in service.get("SystemCallFilter").into_iter().flatten() {
+        if let Some(denied) = filter.strip_prefix('~') {
+            for name in denied.split_whitespace() {
+                assert!(
+                    !["@aio", "@system-service", "@known"].contains(&name) && !name.starts_with("io_uring"),
+                    "SystemCallFilter={filter} blocks io_uring"
+                );
+            }
+        } else if !filter.is_empty() {
+            assert!(
+                filter.split_whitespace().any(|n| IO_URING_ALLOWED_BY.contains(&n)),
+                "SystemCallFilter={filter} does not allow io_uring"
+            );
+        }
+    }
+}
+
+#[test]
+fn sysctl_snippet_allows_the_default_receive_buffer() {
+    let text = read(SYSCTL);
+    let value = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| l.strip_prefix("net.core.rmem_max"))
+        .and_then(|rest| rest.trim().strip_prefix('='))
+        .expect("net.core.rmem_max = N");
+    let rmem_max: usize = value.trim().parse().expect("a byte count");
+    let wanted = EngineConfig::default().recv_buffer_bytes;
+    assert!(
+        rmem_max >= wanted,
+        "net.core.rmem_max {rmem_max} < default recvBufferBytes {wanted}"
+    );
+}
+
+#[test]
+fn dockerfile_builds_the_workspace_and_runs_unprivileged() {
+    let text = read(DOCKERFILE);
+    // Instructions with their continuation lines joined.
+    let mut instructions: Vec<(String, String)> = Vec::new();
+    let mut pending = String::new();
+    for line in text.lines() {
+        let t = line.trim();
+        if pending.is_empty() && (t.is_empty() || t.starts_with('#')) {
+            continue;
+        }
+        match t.strip_suffix('\\') {
+            Some(head) => pending.push_str(head),
+            None => {
+                pending.push_str(t);
+                let (op, args) = pending.split_once(' ').unwrap_or((&pending, ""));
+                instructions.push((op.to_ascii_uppercase(), args.trim().to_string()));
+                pending.clear();
+            }
+        }
+    }
+    let all = |op: &str| -> Vec<&str> {
+        instructions
+            .iter()
+            .filter(|(o, _)| o == op)
+            .map(|(_, a)| a.as_str())
+            .collect()
+    };
+    let froms = all("FROM");
+    assert_eq!(froms.len(), 2, "multi-stage: {froms:?}");
+    assert!(
+        froms[0].starts_with("rust:") && froms[0].contains("bookworm"),
+        "{}",
+        froms[0]
+    );
+    assert_eq!(froms[1], "debian:bookworm-slim");
+    let stage_build = instructions.iter().position(|(o, _)| o == "FROM").unwrap();
+    let stage_runtime = instructions.iter().rposition(|(o, _)| o == "FROM").unwrap();
+
+    // The build stage copies every source path cargo needs; each exists in the repository.
+    let mut copied = HashSet::new();
+    for (op, args) in &instructions[stage_build..stage_runtime] {
+        if op == "COPY" && !args.starts_with("--from") {
+            let parts: Vec<&str> = args.split_whitespace().collect();
+            for src in &parts[..parts.len() - 1] {
+                assert!(repo_root().join(src).exists(), "COPY {src}: not in the repository");
+                copied.insert(src.trim_end_matches('/').to_string());
+            }
+        }
+    }
+    let manifest = read("Cargo.toml");
+    let members = manifest
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("members = "))
+        .expect("[workspace] members");
+    let mut needed: Vec<String> = vec!["Cargo.toml".into(), "Cargo.lock".into(), "src".into()];
+    needed.extend(
+        members
+            .trim_matches(['[', ']'])
+            .split(',')
+            .map(|m| m.trim().trim_matches('"').to_string()),
+    );
+    needed.extend(["benches".into(), "tests".into()]);
+    for n in needed.iter().filter(|n| *n != ".") {
+        assert!(copied.contains(n.as_str()), "the build stage does not COPY {n}");
+    }
+    assert!(
+        all("RUN").iter().any(|r| r.contains("cargo build --release --locked")),
+        "cargo build --release --locked"
+    );
+
+    let runtime = &instructions[stage_runtime..];
+    let user = runtime
+        .iter()
+        .rev()
+        .find(|(o, _)| o == "USER")
+        .map(|(_, a)| a.as_str())
+        .expect("USER");
+    assert!(!["root", "0", "root:root", "0:0"].contains(&user), "runs as root");
+    let exposed: Vec<&str> = all("EXPOSE").iter().flat_map(|a| a.split_whitespace()).collect();
+    assert!(
+        exposed.contains(&"9997/udp") && exposed.contains(&"9842/tcp"),
+        "{exposed:?}"
+    );
+    assert!(
+        all("VOLUME").iter().any(|v| v.contains("/var/lib/sense-ingest/spool")),
+        "spool volume"
+    );
+    assert_eq!(all("ENTRYPOINT"), [r#"["sense-ingest"]"#]);
+    assert_eq!(all("CMD"), [r#"["run", "--config", "/config/butler-sos.yaml"]"#]);
+}

@@ -25,7 +25,13 @@ use serde_norway::{Mapping, Value};
 
 use super::{load_str, raw};
 
+/// `cases` per property, or `PROPTEST_CASES` when set (for a long run: `PROPTEST_CASES=20000 cargo test --lib
+/// config::fuzz_tests`).
 fn config(cases: u32) -> ProptestConfig {
+    let cases = std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(cases);
     // No regression files: this module may only write its own source file.
     ProptestConfig {
         cases,
@@ -104,7 +110,7 @@ fn load_checked(text: &str) -> Result<(), TestCaseError> {
 }
 
 #[test]
-fn the_guard_skips_exactly_what_would_leave_the_process() {
+fn the_guard_skips_inputs_that_would_leave_the_process() {
     let udp = |host: &str| format!("Butler-SOS:\n  userEvents:\n    udpServerConfig:\n      serverHost: {host}\n");
     for local in [
         "127.0.0.1",

@@ -63,7 +63,7 @@ pub fn parse_into(datagram: &[u8], event: &mut Event) -> Result<ParseNotes, Reje
     }
     // Field i (1..=7) spans seps[i-1]+1 .. seps[i], the last one present running to the end. With exactly six
     // separators the message (field 7) is absent, hence empty.
-    let whole_valid = std::str::from_utf8(datagram).is_ok();
+    let mut all_valid = true;
     let text = event.text_mut();
     let mut spans = [Span::default(); 7];
     for (i, field) in Field::DATAGRAM.iter().enumerate() {
@@ -75,7 +75,7 @@ pub fn parse_into(datagram: &[u8], event: &mut Event) -> Result<ParseNotes, Reje
             &datagram[seps[n - 1] + 1..end]
         };
         let start = text.len();
-        push_sanitized(text, raw, field.max_units(), whole_valid);
+        all_valid &= push_sanitized(text, raw, field.max_units());
         spans[i] = Span::new(start..text.len());
     }
     for (field, span) in Field::DATAGRAM.iter().zip(spans) {
@@ -102,7 +102,7 @@ pub fn parse_into(datagram: &[u8], event: &mut Event) -> Result<ParseNotes, Reje
     event.set_app_id(app);
 
     Ok(ParseNotes {
-        invalid_utf8: !whole_valid,
+        invalid_utf8: !all_valid,
     })
 }
 
@@ -143,35 +143,33 @@ fn is_removed_control(c: char) -> bool {
     (c as u32) < 0x20 || c == '\u{7f}'
 }
 
-/// Appends `raw`, sanitised and cut to `max_units` UTF-16 code units, to `out`.
-///
-/// `known_valid` says the whole datagram is valid UTF-8 (so `raw`, split at ASCII `;`, is too).
-fn push_sanitized(out: &mut String, raw: &[u8], max_units: usize, known_valid: bool) {
-    if known_valid {
-        if let Ok(s) = std::str::from_utf8(raw) {
-            // Fast path: printable ASCII that fits (bytes >= code units, so len <= max is enough).
-            if s.len() <= max_units && raw.iter().all(|&b| (0x20..0x7f).contains(&b)) {
-                out.push_str(s);
-                return;
-            }
-            let mut units = 0;
-            push_chars(out, s, max_units, &mut units);
-            return;
-        }
+/// Appends `raw`, sanitised and cut to `max_units` UTF-16 code units, to `out`. Returns false when `raw` held
+/// invalid UTF-8 (replaced with U+FFFD). Each byte is validated once: fields are checked one by one instead of the
+/// whole datagram, which is the same because fields are split at ASCII `;`.
+fn push_sanitized(out: &mut String, raw: &[u8], max_units: usize) -> bool {
+    // Fast path: printable ASCII that fits (bytes >= code units, so len <= max is enough).
+    if raw.len() <= max_units && raw.iter().all(|&b| (0x20..0x7f).contains(&b)) {
+        out.push_str(std::str::from_utf8(raw).unwrap_or_default());
+        return true;
     }
     let mut units = 0;
+    if let Ok(s) = std::str::from_utf8(raw) {
+        push_chars(out, s, max_units, &mut units);
+        return true;
+    }
     for chunk in raw.utf8_chunks() {
         if !push_chars(out, chunk.valid(), max_units, &mut units) {
-            return;
+            break;
         }
         if !chunk.invalid().is_empty() {
             if units + 1 > max_units {
-                return;
+                break;
             }
             out.push('\u{FFFD}');
             units += 1;
         }
     }
+    false
 }
 
 /// Pushes the non-control chars of `s` until `max_units` would be exceeded. Returns false once the limit is hit.
@@ -188,6 +186,18 @@ fn push_chars(out: &mut String, s: &str, max_units: usize, units: &mut usize) ->
         out.push(c);
     }
     true
+}
+
+/// The `UserAgent:` searcher, built once (building a memmem searcher costs more than a short search).
+fn user_agent_finder() -> &'static memmem::Finder<'static> {
+    static FINDER: std::sync::OnceLock<memmem::Finder<'static>> = std::sync::OnceLock::new();
+    FINDER.get_or_init(|| memmem::Finder::new(b"UserAgent:"))
+}
+
+/// The `/app/` searcher, built once.
+fn app_finder() -> &'static memmem::Finder<'static> {
+    static FINDER: std::sync::OnceLock<memmem::Finder<'static>> = std::sync::OnceLock::new();
+    FINDER.get_or_init(|| memmem::Finder::new(b"/app/"))
 }
 
 /// JavaScript's `String.prototype.trim` whitespace (WhiteSpace and LineTerminator productions).
@@ -215,11 +225,12 @@ fn extract_user_agent(event: &mut Event) -> Span {
     let msg = event.span(Field::Message).range();
     let text = event.text_mut();
     let m = &text.as_bytes()[msg.clone()];
-    let Some(first) = memmem::find(m, MARKER) else {
+    let finder = user_agent_finder();
+    let Some(first) = finder.find(m) else {
         return Span::new(text.len()..text.len());
     };
     let after = first + MARKER.len();
-    let end = memmem::find(&m[after..], MARKER).map_or(m.len(), |p| after + p);
+    let end = finder.find(&m[after..]).map_or(m.len(), |p| after + p);
     let value = msg.start + after..msg.start + end;
     let trimmed = text[value.clone()].trim_matches(is_js_whitespace);
     let offset = trimmed.as_ptr() as usize - text.as_ptr() as usize;
@@ -241,7 +252,7 @@ pub fn app_id_range(context: &str) -> Option<std::ops::Range<usize>> {
     let rest = context.strip_prefix("/app/")?;
     let query = memchr::memchr(b'?', rest.as_bytes()).unwrap_or(rest.len());
     // `context.split('?')[0].split('/app/')[1]`: the id also ends at a second `/app/` before the query.
-    let end = memmem::find(&rest.as_bytes()[..query], b"/app/").unwrap_or(query);
+    let end = app_finder().find(&rest.as_bytes()[..query]).unwrap_or(query);
     is_npm_uuid(&rest[..end]).then_some(5..5 + end)
 }
 

@@ -6,8 +6,10 @@
 //! - [`gen`]: the traffic model and the fixed send schedule (deterministic per `--seed`).
 //! - [`send`]: `flood`: pacing, per-host sockets, `sendmmsg` batches, the report; `--record`.
 //! - [`mock`]: the InfluxDB 1.x / New Relic Event API mock sinks and sequence tracking.
-//! - [`drain`]: the raw `recvmmsg` receive baseline.
+//! - [`drain`]: the raw receive baseline (`recvmmsg`, io_uring multishot or tokio-uring).
+//! - [`uring`]: the io_uring receive loops of `drain` and the io_uring probe.
 //! - [`replay`]: sending a captured file; file framings.
+//! - [`procstat`]: `flood --measure-pid`: another process's CPU and memory from /proc.
 //! - [`stats`]: histograms, tables, `--json`.
 //!
 //! # Safety rule
@@ -18,9 +20,11 @@
 mod drain;
 mod gen;
 mod mock;
+mod procstat;
 mod replay;
 mod send;
 mod stats;
+mod uring;
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
@@ -54,7 +58,7 @@ enum Cmd {
     /// Send Qlik-shaped user-event datagrams on a fixed schedule; optionally serve mock sinks
     /// and measure end-to-end latency and exact loss.
     Flood(FloodArgs),
-    /// Receive and count only (recvmmsg, SO_REUSEPORT): the raw receive baseline.
+    /// Receive and count only (recvmmsg, io_uring or tokio-uring; SO_REUSEPORT): the raw receive baseline.
     Drain(DrainArgs),
     /// Send the datagrams of a file (one per line, or --framing len32).
     Replay(ReplayArgs),
@@ -135,6 +139,10 @@ struct FloodArgs {
     /// sender CPU. Latency is still measured from each datagram's intended time.
     #[arg(long, value_name = "DUR", default_value = "0s", value_parser = parse_duration)]
     tick: Duration,
+    /// Measure process PID (the engine under test): CPU from /proc/PID/stat (utime + stime) from the first
+    /// send to the end of the drain wait, per datagram sent; VmRSS and VmHWM from /proc/PID/status at the end.
+    #[arg(long, value_name = "PID", conflicts_with = "record")]
+    measure_pid: Option<u32>,
     /// Write the datagrams this run would send to FILE instead of sending them.
     #[arg(long, value_name = "FILE")]
     record: Option<PathBuf>,
@@ -159,6 +167,14 @@ struct DrainArgs {
     /// Receive buffer per socket (SO_RCVBUFFORCE when permitted, else SO_RCVBUF).
     #[arg(long, value_name = "BYTES", default_value_t = 32 << 20, value_parser = clap::value_parser!(u64).range(4096..=(1 << 31) - 1))]
     rcvbuf: u64,
+    /// recvmmsg (64 per call), io_uring (multishot recvmsg + provided buffer ring) or tokio-uring (recv_from,
+    /// 64 in flight). Falls back to recvmmsg, saying why, when io_uring is unavailable.
+    #[arg(long, value_enum, default_value_t = drain::Backend::Recvmmsg)]
+    backend: drain::Backend,
+    /// With --backend io_uring: set the ring up with SINGLE_ISSUER | DEFER_TASKRUN (kernel 6.1+). Off by default,
+    /// like the engine's reader.
+    #[arg(long)]
+    uring_defer_taskrun: bool,
     #[command(flatten)]
     common: Common,
 }
@@ -352,6 +368,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 start_delay: a.start_delay,
                 tick: a.tick,
                 progress: !a.common.quiet,
+                measure_pid: a.measure_pid,
             };
             let r = send::run_flood(&cfg, &shutdown)?;
             finish(r.table(), a.common.json.as_ref(), &r)
@@ -362,6 +379,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 listen: a.listen,
                 threads: a.threads as usize,
                 rcvbuf: a.rcvbuf as usize,
+                backend: a.backend,
+                uring_defer_taskrun: a.uring_defer_taskrun,
             };
             let r = drain::run(&cfg, a.duration, !a.common.quiet, &shutdown)?;
             finish(r.table(), a.common.json.as_ref(), &r)

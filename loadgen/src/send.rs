@@ -35,6 +35,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::gen::{Command, ModelConfig, Pattern, Schedule, SeqIn, TrafficModel};
 use crate::mock::{MockServer, RunClock, SeqTracker, SinkKind, TrackerCounts};
+use crate::procstat::{CpuTimes, Memory};
 use crate::replay::{write_frame, Framing};
 use crate::stats::{self, fmt_count, new_histogram, pct, LatencySummary};
 
@@ -248,6 +249,8 @@ pub struct FloodConfig {
     pub tick: Duration,
     /// Print a progress line every second on stderr.
     pub progress: bool,
+    /// Measure this process's CPU (from the first send to the end of the drain wait) and memory (at the end).
+    pub measure_pid: Option<u32>,
 }
 
 /// Datagrams per command.
@@ -378,6 +381,58 @@ pub struct FloodReport {
     pub per_host: Vec<HostSent>,
     /// One entry per active mock sink.
     pub sinks: Vec<SinkReport>,
+    /// `--measure-pid` (`null` without it; then every `engine_*` field is `null` too).
+    pub measure_pid: Option<u32>,
+    /// Wall time between the two CPU samples (first send -> end of the drain wait).
+    pub engine_measured_s: Option<f64>,
+    /// The measured process's user CPU over that time.
+    pub engine_cpu_user_s: Option<f64>,
+    /// Its system CPU over that time.
+    pub engine_cpu_sys_s: Option<f64>,
+    /// `engine_cpu_user_s + engine_cpu_sys_s`.
+    pub engine_cpu_s: Option<f64>,
+    /// Engine CPU / datagrams sent, in nanoseconds.
+    pub engine_cpu_ns_per_event: Option<f64>,
+    /// VmRSS at the end, KiB.
+    pub engine_rss_kib: Option<u64>,
+    /// VmHWM (peak RSS) at the end, KiB.
+    pub engine_hwm_kib: Option<u64>,
+    /// This loadgen process's own CPU (sender thread + mock sinks) from the first send to the end of the drain
+    /// wait: on a small machine it competes with the receiver under test.
+    pub loadgen_cpu_s: f64,
+}
+
+/// What `--measure-pid` found.
+#[derive(Clone, Copy, Debug, Default)]
+struct EngineUsage {
+    measured: Option<Duration>,
+    cpu: Option<(Duration, Duration)>,
+    mem: Memory,
+}
+
+impl EngineUsage {
+    /// Samples taken at the first send and after the drain wait.
+    fn from_samples(
+        pid: u32,
+        first: Option<(Instant, CpuTimes)>,
+        last: io::Result<(Instant, CpuTimes)>,
+        mem: io::Result<Memory>,
+    ) -> EngineUsage {
+        let mut u = EngineUsage::default();
+        match (first, last) {
+            (Some((t0, c0)), Ok((t1, c1))) => {
+                u.measured = Some(t1.saturating_duration_since(t0));
+                u.cpu = Some(c0.elapsed_until(&c1));
+            }
+            (None, _) => eprintln!("loadgen: --measure-pid {pid}: nothing was sent, so no CPU was measured"),
+            (_, Err(e)) => eprintln!("loadgen: --measure-pid {pid}: reading /proc/{pid}/stat at the end failed: {e}"),
+        }
+        match mem {
+            Ok(m) => u.mem = m,
+            Err(e) => eprintln!("loadgen: --measure-pid {pid}: reading /proc/{pid}/status failed: {e}"),
+        }
+        u
+    }
 }
 
 /// Runs a flood until the schedule ends or `shutdown` is set ([`Flood::prepare`] + [`Flood::run`]).
@@ -400,6 +455,9 @@ pub struct Flood {
 impl Flood {
     /// Validates the schedule, binds one socket per host and starts the mock sinks.
     pub fn prepare(cfg: &FloodConfig) -> anyhow::Result<Flood> {
+        if let Some(pid) = cfg.measure_pid {
+            CpuTimes::of(pid).with_context(|| format!("--measure-pid {pid}: cannot read /proc/{pid}/stat"))?;
+        }
         let schedule = Arc::new(Schedule::new(cfg.pattern, cfg.rate, cfg.duration).map_err(anyhow::Error::msg)?);
         let model = TrafficModel::new(cfg.model.clone(), (*schedule).clone());
         let hosts = model.host_names().len();
@@ -499,6 +557,9 @@ impl Flood {
         let mut next = 0u64;
         let mut interrupted = false;
         let mut progress = Progress::new(start, cfg.progress);
+        // --measure-pid: the engine's CPU when the first datagram is about to go out; and our own.
+        let mut engine_first: Option<(Instant, CpuTimes)> = None;
+        let mut self_first: Option<Duration> = None;
 
         // Sends and clears host `h`'s batch, recording send lag against the intended times.
         let mut flush =
@@ -526,6 +587,15 @@ impl Flood {
             if now < start {
                 std::thread::sleep((start - now).min(MAX_SLEEP));
                 continue;
+            }
+            if self_first.is_none() {
+                let (u, s) = stats::process_cpu();
+                self_first = Some(u + s);
+            }
+            if engine_first.is_none() {
+                if let Some(pid) = cfg.measure_pid {
+                    engine_first = CpuTimes::of(pid).ok().map(|c| (Instant::now(), c));
+                }
             }
             let now_ns = (now - start).as_nanos() as u64;
             let due = schedule.intended_ns(next);
@@ -572,6 +642,14 @@ impl Flood {
             progress.tick(outcome.sent, &mocks);
         }
         let waited = send_end.elapsed();
+        let loadgen_cpu = {
+            let (u, s) = stats::process_cpu();
+            (u + s).saturating_sub(self_first.unwrap_or(u + s))
+        };
+        let engine = cfg.measure_pid.map(|pid| {
+            let last = CpuTimes::of(pid).map(|c| (Instant::now(), c));
+            EngineUsage::from_samples(pid, engine_first, last, Memory::of(pid))
+        });
         progress.tick_final(outcome.sent, &mocks);
 
         unsent.sort_unstable();
@@ -644,6 +722,18 @@ impl Flood {
                 })
                 .collect(),
             sinks,
+            measure_pid: cfg.measure_pid,
+            engine_measured_s: engine.and_then(|e| e.measured).map(stats::secs),
+            engine_cpu_user_s: engine.and_then(|e| e.cpu).map(|(u, _)| stats::secs(u)),
+            engine_cpu_sys_s: engine.and_then(|e| e.cpu).map(|(_, s)| stats::secs(s)),
+            engine_cpu_s: engine.and_then(|e| e.cpu).map(|(u, s)| stats::secs(u + s)),
+            engine_cpu_ns_per_event: engine
+                .and_then(|e| e.cpu)
+                .filter(|_| outcome.sent > 0)
+                .map(|(u, s)| ((u + s).as_nanos() as f64 / outcome.sent as f64).round()),
+            engine_rss_kib: engine.and_then(|e| e.mem.rss_kib),
+            engine_hwm_kib: engine.and_then(|e| e.mem.hwm_kib),
+            loadgen_cpu_s: stats::secs(loadgen_cpu),
         })
     }
 }
@@ -790,6 +880,26 @@ impl FloodReport {
                 ));
             }
         }
+        if let Some(pid) = self.measure_pid {
+            let opt = |v: Option<f64>, digits: usize| v.map_or("n/a".to_string(), |v| format!("{v:.digits$}"));
+            s.push_str(&format!(
+                "engine    pid {pid}: cpu user {}s + sys {}s = {}s over {}s (first send -> end of drain wait) = {} ns/event\n",
+                opt(self.engine_cpu_user_s, 2),
+                opt(self.engine_cpu_sys_s, 2),
+                opt(self.engine_cpu_s, 2),
+                opt(self.engine_measured_s, 2),
+                opt(self.engine_cpu_ns_per_event, 0),
+            ));
+            s.push_str(&format!(
+                "          RSS {} KiB at the end, peak (VmHWM) {} KiB\n",
+                self.engine_rss_kib.map_or("n/a".to_string(), fmt_count),
+                self.engine_hwm_kib.map_or("n/a".to_string(), fmt_count),
+            ));
+        }
+        s.push_str(&format!(
+            "loadgen   own cpu (sender + mocks) {:.2}s from the first send to the end of the drain wait\n",
+            self.loadgen_cpu_s
+        ));
         if self.sinks.is_empty() {
             s.push_str(&format!("  {:<32} {:<22} {:>12}\n", "host", "source", "sent"));
             for h in &self.per_host {
@@ -914,6 +1024,8 @@ mod tests {
             listen: "127.0.0.1:0".parse().unwrap(),
             threads: 1,
             rcvbuf: 8 << 20,
+            backend: drain::Backend::Recvmmsg,
+            uring_defer_taskrun: false,
         })
         .unwrap();
         let cfg = FloodConfig {
@@ -929,9 +1041,27 @@ mod tests {
             start_delay: Duration::ZERO,
             tick: Duration::ZERO,
             progress: false,
+            // This test process is the "engine" (it runs the drain).
+            measure_pid: Some(std::process::id()),
         };
         let report = run_flood(&cfg, &AtomicBool::new(false)).unwrap();
         assert_eq!(report.planned, 1000);
+        assert_eq!(report.measure_pid, Some(std::process::id()));
+        assert!(
+            report.engine_measured_s.unwrap() >= 0.45,
+            "{:?}",
+            report.engine_measured_s
+        );
+        assert!(report.engine_cpu_s.is_some() && report.engine_cpu_ns_per_event.is_some());
+        assert!(report.engine_rss_kib.unwrap() > 0 && report.engine_hwm_kib.unwrap() >= report.engine_rss_kib.unwrap());
+        assert!(report.table().contains("ns/event"));
+        // A process that does not exist is refused before anything is sent.
+        let gone = FloodConfig {
+            measure_pid: Some(4_000_000_000),
+            ..cfg.clone()
+        };
+        let e = format!("{:#}", run_flood(&gone, &AtomicBool::new(false)).unwrap_err());
+        assert!(e.contains("--measure-pid 4000000000"), "{e}");
         assert_eq!(report.sent, 1000);
         assert_eq!(report.per_host.iter().map(|h| h.sent).sum::<u64>(), 1000);
         // Each host used its own source port.
@@ -1036,6 +1166,7 @@ mod tests {
             start_delay: Duration::ZERO,
             tick: Duration::ZERO,
             progress: false,
+            measure_pid: None,
         };
         let flood = Flood::prepare(&cfg).unwrap();
         let influx = flood.mock_addr(SinkKind::Influxdb).unwrap();

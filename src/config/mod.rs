@@ -426,7 +426,7 @@ pub struct EngineConfig {
     pub recv_buffer_bytes: usize,
     /// `eventsPerSlab`: events handed over per channel message (default 256).
     pub events_per_slab: usize,
-    /// `channelCapacity`: slabs queued per sink before readers wait (default 1024).
+    /// `channelCapacity`: slabs queued per sink before readers wait (default 128).
     pub channel_capacity: usize,
     /// `batch`: sink batching.
     pub batch: BatchConfig,
@@ -508,7 +508,7 @@ impl Default for EngineConfig {
             backend: ReaderBackend::Auto,
             recv_buffer_bytes: 16 << 20,
             events_per_slab: 256,
-            channel_capacity: 1024,
+            channel_capacity: 128,
             batch: BatchConfig::default(),
             retry: RetryConfig::default(),
             stdout: false,

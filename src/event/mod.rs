@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 /// Initial capacity of an event's text buffer, in bytes. Typical Qlik user events are 200-600 bytes; a larger
 /// event grows the buffer once and the slab keeps that capacity.
-pub const EVENT_TEXT_CAPACITY: usize = 1024;
+pub const EVENT_TEXT_CAPACITY: usize = 512;
 
 /// `appName` of an event whose app id is valid but not in the app-name map (Butler SOS's placeholder).
 pub const UNKNOWN_APP_NAME: &str = "<unknown app name>";

@@ -116,12 +116,16 @@ if [ "$SKIP_BUILD" != 1 ]; then
     if [ ! -d "$SRC" ]; then
       mkdir -p "$SRC.tmp" && git archive HEAD | tar -x -C "$SRC.tmp" && mv "$SRC.tmp" "$SRC"
     fi
+    # The workspace's Cargo.lock must match every member: use the working tree's loadgen (the measuring tool,
+    # built above from the same files); the engine itself is exactly HEAD.
+    rm -rf "$SRC/loadgen" && cp -r loadgen "$SRC/loadgen"
     echo "bench-e2e: building sense-ingest (release) from commit $HEAD_SHA in $SRC"
     (cd "$SRC" && CARGO_TARGET_DIR=/tmp/bench-build/target cargo build --release -q --locked --bin sense-ingest)
-    ENGINE_BIN=${ENGINE_BIN:-/tmp/bench-build/target/release/sense-ingest}
+    echo "$HEAD_SHA (clean export of HEAD)" >/tmp/bench-build/target/release/sense-ingest.source
   else
     echo "bench-e2e: building sense-ingest (release, working tree${DIRTY:+, with uncommitted changes})"
     cargo build --release -q --bin sense-ingest
+    echo "$HEAD_SHA (working tree${DIRTY:+ with uncommitted engine changes})" >target/release/sense-ingest.source
   fi
 fi
 ENGINE_BIN=${ENGINE_BIN:-$( [ "$ENGINE_SRC" = head ] && echo /tmp/bench-build/target/release/sense-ingest || echo "$ROOT/target/release/sense-ingest")}
@@ -136,7 +140,7 @@ s = socket.socket(socket.AF_INET, kind); s.bind(("127.0.0.1", 0)); print(s.getso
 
 {
   echo "date_utc: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
-  echo "commit: $HEAD_SHA (engine from $ENGINE_SRC${DIRTY:+; working tree has uncommitted engine changes})"
+  echo "commit: engine $(cat "$ENGINE_BIN.source" 2>/dev/null || echo "unknown: $ENGINE_BIN was not built by this script"); HEAD is $HEAD_SHA"
   echo "cpu: $(lscpu | sed -n 's/^Model name: *//p' | head -1), $(nproc) cpus"
   echo "kernel: $(uname -r)"
   echo "uptime_before: $(uptime)"
@@ -160,6 +164,8 @@ wait_for_lines() {
   done
 }
 
+# (The loadgen commands run under `timeout --foreground`: a plain `timeout` passes a TERM on to the command *and*
+# to its own process group, and loadgen takes a second signal as "exit at once with 130".)
 # Stops PID (a child of this shell) with SIGTERM and waits up to SECONDS; sets STOP_RC to its exit status
 # (KILLED if it had to be killed).
 stop_pid() {
@@ -207,12 +213,12 @@ run_drain() {
   quiet_gate "$name"
   port=$(free_port udp)
   echo "bench-e2e: [$name] loadgen drain --backend $backend --threads $READERS <- flood $RATE/s x $DURATION"
-  "${NICE_CMD[@]}" timeout --signal=TERM $((DUR_S + 60)) "$LOADGEN_BIN" drain --listen "127.0.0.1:$port" --threads "$READERS" \
+  "${NICE_CMD[@]}" timeout --foreground --signal=TERM $((DUR_S + 60)) "$LOADGEN_BIN" drain --listen "127.0.0.1:$port" --threads "$READERS" \
     --backend "$backend" "$@" --json "$RESULTS_DIR/$name-drain.json" >"$RESULTS_DIR/$name-drain.txt" 2>"$RESULTS_DIR/$name-drain.log" &
   pid=$!
   PIDS+=("$pid")
   wait_for_lines "$RESULTS_DIR/$name-drain.log" "drain listening" 1 10 "$pid"
-  "${NICE_CMD[@]}" timeout --signal=TERM $((DUR_S + 30)) "$LOADGEN_BIN" flood --target "127.0.0.1:$port" "${FLOOD_COMMON[@]}" \
+  "${NICE_CMD[@]}" timeout --foreground --signal=TERM $((DUR_S + 30)) "$LOADGEN_BIN" flood --target "127.0.0.1:$port" "${FLOOD_COMMON[@]}" \
     --json "$RESULTS_DIR/$name-flood.json" >"$RESULTS_DIR/$name-flood.txt" 2>"$RESULTS_DIR/$name-flood.log"
   sleep 1 # the receive side catches up (drops are counted by the kernel, not by waiting)
   stop_pid "$pid" 10
@@ -261,7 +267,7 @@ EOF
   if [ "$backend" = io_uring ] && ! grep -q 'io_uring' <(grep "listening" "$RESULTS_DIR/$name-engine.log"); then
     echo "bench-e2e: [$name] WARNING: the engine did not start io_uring readers (see $name-engine.log)" >&2
   fi
-  "${NICE_CMD[@]}" timeout --signal=TERM $((DUR_S + WAIT_S + 40)) "$LOADGEN_BIN" flood --target "127.0.0.1:$udp" "${FLOOD_COMMON[@]}" \
+  "${NICE_CMD[@]}" timeout --foreground --signal=TERM $((DUR_S + WAIT_S + 40)) "$LOADGEN_BIN" flood --target "127.0.0.1:$udp" "${FLOOD_COMMON[@]}" \
     --mock-influx "127.0.0.1:$tcp" --start-delay 1s --drain-wait "$DRAIN_WAIT" --measure-pid "$pid" \
     --json "$RESULTS_DIR/$name-flood.json" >"$RESULTS_DIR/$name-flood.txt" 2>"$RESULTS_DIR/$name-flood.log"
   stop_pid "$pid" 20

@@ -25,7 +25,9 @@
 //!     let mut batch = config.engine.batch;
 //!     // Keep batches under the Event API's 1 MB so the transport's local 413 split stays the exception.
 //!     batch.max_bytes = batch.max_bytes.min(new_relic::max_body_bytes() - 64 * 1024);
-//!     let settings = WorkerSettings { name: format!("new_relic:{}", account.name), batch, retry: config.engine.retry };
+//!     // The engine also gives each account a spool (see `pipeline::start`); this sketch keeps a memory queue.
+//!     let name = format!("new_relic:{}", account.name);
+//!     let settings = WorkerSettings::in_memory(&name, batch, config.engine.retry);
 //!     let counters = Arc::new(SinkCounters::default());
 //! #   let rx = rx.clone();
 //!     std::thread::spawn(move || worker::run(settings, rx, encoder, transport, counters));

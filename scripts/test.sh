@@ -10,6 +10,8 @@ cd "$(dirname "$0")/.."
 missing=()
 [ -x /usr/bin/influxd ] || command -v influxd >/dev/null 2>&1 || missing+=(influxdb)
 [ -x /usr/sbin/mosquitto ] || command -v mosquitto >/dev/null 2>&1 || missing+=(mosquitto)
+# openssl makes the MQTT TLS test's certificates (present on Debian images, installed if not).
+command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing test dependencies: ${missing[*]}"
   sudo=""

@@ -669,6 +669,25 @@ fn kind(value: &Value) -> String {
     }
 }
 
+/// Largest CA bundle read (a system bundle is ~200 KB).
+const MAX_CA_FILE_BYTES: u64 = 4 << 20;
+
+/// Reads a regular file of at most [`MAX_CA_FILE_BYTES`]; a device, FIFO or huge file is an error rather than a
+/// hang or an out-of-memory (`/dev/zero`, `/dev/stdin`).
+fn read_small_file(path: &Path) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let file = std::fs::File::open(path)?;
+    if !file.metadata()?.is_file() {
+        return Err(std::io::Error::other("not a regular file"));
+    }
+    let mut data = Vec::new();
+    file.take(MAX_CA_FILE_BYTES + 1).read_to_end(&mut data)?;
+    if data.len() as u64 > MAX_CA_FILE_BYTES {
+        return Err(std::io::Error::other(format!("larger than {MAX_CA_FILE_BYTES} bytes")));
+    }
+    Ok(data)
+}
+
 /// `text` with its first character lowercased (for OS error texts in our lowercase messages).
 fn lower_first(text: &str) -> String {
     let mut chars = text.chars();
@@ -1363,7 +1382,7 @@ fn mqtt_config(node: &Node<'_>, in_use: bool, rep: &mut Report) -> MqttConfig {
         Some(path) => {
             let path = PathBuf::from(path);
             if tls_on {
-                match std::fs::read(&path) {
+                match read_small_file(&path) {
                     Ok(pem) if !pem.windows(27).any(|w| w == b"-----BEGIN CERTIFICATE-----") => rep.error(
                         &ca_node.path,
                         format!(
@@ -2274,6 +2293,13 @@ sense-ingest:
             "Butler-SOS: {mqttConfig: {username: sense, password: [hunter2]}}",
             "Butler-SOS.mqttConfig.password: expected a string, got a list (value not shown)",
         );
+    }
+
+    #[test]
+    fn a_ca_file_that_is_not_a_regular_file_is_an_error_not_a_hang() {
+        let errors = errors("Butler-SOS: {mqttConfig: {tls: {enable: true, caFile: /dev/zero}}}");
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(errors[0].contains("Butler-SOS.mqttConfig.tls.caFile") && errors[0].contains("not a regular file"));
     }
 
     #[test]

@@ -1392,3 +1392,43 @@ fn golden_rejects_are_the_documented_cases() {
         }
     }
 }
+
+#[test]
+fn printable_ascii_check_finds_a_bad_byte_at_any_position() {
+    for len in [0usize, 1, 31, 32, 33, 64, 95, 200] {
+        let ok = vec![b'a'; len];
+        assert!(super::is_printable_ascii(&ok), "len {len}");
+        for pos in 0..len {
+            for bad in [0x00u8, 0x1f, 0x7f, 0x80, 0xff] {
+                let mut v = ok.clone();
+                v[pos] = bad;
+                assert!(!super::is_printable_ascii(&v), "len {len} pos {pos} byte {bad:#x}");
+            }
+            for good in [0x20u8, b'~'] {
+                let mut v = ok.clone();
+                v[pos] = good;
+                assert!(super::is_printable_ascii(&v));
+            }
+        }
+    }
+}
+
+#[test]
+fn separators_are_found_at_every_offset_and_stop_at_seven() {
+    for len in 0usize..40 {
+        for mask in [0u64, 1, 0b1010_1010, u64::MAX, 0x8000_0001_0000_8001, 0x0f0f_f0f0_1234_5678] {
+            let d: Vec<u8> = (0..len)
+                .map(|i| if mask >> (i % 64) & 1 == 1 { b';' } else { b'x' + (i % 3) as u8 })
+                .collect();
+            let want: Vec<usize> = d.iter().enumerate().filter(|(_, &b)| b == b';').map(|(i, _)| i).take(7).collect();
+            let mut seps = [0usize; 7];
+            let n = super::find_separators(&d, &mut seps);
+            assert_eq!(&seps[..n], &want[..], "len {len} mask {mask:#x}");
+        }
+    }
+    // Bytes next to ';' in value (0x3a, 0x3c, 0xbb) must not be taken for it.
+    let d = [0x3a, 0x3c, 0xbb, b';', 0x3b ^ 0x80, 0x00, 0xff, b';', 1, 2];
+    let mut seps = [0usize; 7];
+    assert_eq!(super::find_separators(&d, &mut seps), 2);
+    assert_eq!(&seps[..2], &[3, 7]);
+}

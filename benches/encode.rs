@@ -1,14 +1,14 @@
-//! encode/{influxdb,mqtt_json}/{one,batch_1000}: one event → wire bytes into a reused buffer.
+//! encode/{influxdb,new_relic,new_relic_scrambled,mqtt_json}/{one,batch_1000}: events → wire bytes appended to a
+//! reused buffer, as the sink workers do (their batch buffers are recycled after each delivery).
 
-use std::sync::Arc;
-
-use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use sense_ingest::config::Tag;
 use sense_ingest::enrich::user_agent::UserAgentCache;
 use sense_ingest::event::{Event, Field};
 use sense_ingest::parse::parse_into;
 use sense_ingest::sink::influxdb::LineEncoder;
 use sense_ingest::sink::json::EventJson;
+use sense_ingest::sink::new_relic::NewRelicEncoder;
 use sense_ingest::sink::{Encoded, Encoder};
 
 mod common;
@@ -34,67 +34,94 @@ fn tags() -> Vec<Tag> {
     ]
 }
 
+/// Benches `encode` on one typical event and on a mixed batch of 1000, after checking its output for the typical
+/// event once (`check` gets the bytes).
+fn bench_encoder(
+    c: &mut Criterion,
+    name: &str,
+    typical: &Event,
+    batch: &[Event],
+    mut encode: impl FnMut(&Event, &mut Vec<u8>),
+    check: impl Fn(&str),
+) {
+    let mut out = Vec::with_capacity(1 << 20);
+    encode(typical, &mut out);
+    check(std::str::from_utf8(&out).expect("UTF-8"));
+    let mut g = c.benchmark_group(format!("encode/{name}"));
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("one", |b| {
+        b.iter(|| {
+            out.clear();
+            encode(std::hint::black_box(typical), &mut out)
+        })
+    });
+    g.throughput(Throughput::Elements(batch.len() as u64));
+    g.bench_function("batch_1000", |b| {
+        b.iter(|| {
+            out.clear();
+            for ev in batch {
+                encode(ev, &mut out);
+            }
+        })
+    });
+    g.finish();
+}
+
 fn encode(c: &mut Criterion) {
     let mut cache = UserAgentCache::new(64);
     let typical = event(common::TYPICAL, &mut cache);
-    let batch: Arc<Vec<Event>> = Arc::new(common::mixed(1000).iter().map(|d| event(d, &mut cache)).collect());
+    let batch: Vec<Event> = common::mixed(1000).iter().map(|d| event(d, &mut cache)).collect();
 
     let mut influx = LineEncoder::new(&tags());
-    let json = EventJson::new(&tags());
-    let mut out = Vec::with_capacity(1 << 20);
-    assert_eq!(influx.encode(&typical, &mut out), Encoded::Yes);
-    assert!(out.starts_with(b"user_events,host=sense1.lab.example,event_action=Open\\ connection"));
-    out.clear();
-    json.write(&typical, &mut out);
-    assert!(
-        out.ends_with(br#""uaOsVersion":"NT 10.0"}"#),
-        "{}",
-        String::from_utf8_lossy(&out)
+    bench_encoder(
+        c,
+        "influxdb",
+        &typical,
+        &batch,
+        |ev, out| assert_ne!(influx.encode(ev, out), Encoded::Skipped("")),
+        |s| {
+            assert!(
+                s.starts_with("user_events,host=sense1.lab.example,event_action=Open\\ connection"),
+                "{s}"
+            )
+        },
     );
-
-    let mut g = c.benchmark_group("encode/influxdb");
-    g.throughput(Throughput::Elements(1));
-    g.bench_function("one", |b| {
-        b.iter(|| {
-            out.clear();
-            influx.encode(std::hint::black_box(&typical), &mut out)
-        })
-    });
-    g.throughput(Throughput::Elements(1000));
-    g.bench_function("batch_1000", |b| {
-        b.iter_batched_ref(
-            || Vec::with_capacity(1 << 20),
-            |buf: &mut Vec<u8>| {
-                for ev in batch.iter() {
-                    influx.encode(ev, buf);
-                }
-            },
-            BatchSize::SmallInput,
-        )
-    });
-    g.finish();
-
-    let mut g = c.benchmark_group("encode/mqtt_json");
-    g.throughput(Throughput::Elements(1));
-    g.bench_function("one", |b| {
-        b.iter(|| {
-            out.clear();
-            json.write(std::hint::black_box(&typical), &mut out)
-        })
-    });
-    g.throughput(Throughput::Elements(1000));
-    g.bench_function("batch_1000", |b| {
-        b.iter_batched_ref(
-            || Vec::with_capacity(1 << 20),
-            |buf: &mut Vec<u8>| {
-                for ev in batch.iter() {
-                    json.write(ev, buf);
-                }
-            },
-            BatchSize::SmallInput,
-        )
-    });
-    g.finish();
+    let mut nr = NewRelicEncoder::new(&tags(), false);
+    bench_encoder(
+        c,
+        "new_relic",
+        &typical,
+        &batch,
+        |ev, out| {
+            nr.encode(ev, out);
+        },
+        |s| {
+            assert!(
+                s.contains(r#""qs_host":"NR","qs_event_action":"Open connection""#),
+                "{s}"
+            )
+        },
+    );
+    let mut nr_scrambled = NewRelicEncoder::new(&tags(), true);
+    bench_encoder(
+        c,
+        "new_relic_scrambled",
+        &typical,
+        &batch,
+        |ev, out| {
+            nr_scrambled.encode(ev, out);
+        },
+        |s| assert!(!s.contains("goran"), "{s}"),
+    );
+    let json = EventJson::new(&tags());
+    bench_encoder(
+        c,
+        "mqtt_json",
+        &typical,
+        &batch,
+        |ev, out| json.write(ev, out),
+        |s| assert!(s.ends_with(r#""uaOsVersion":"NT 10.0"}"#), "{s}"),
+    );
 }
 
 criterion_group!(benches, encode);

@@ -111,7 +111,7 @@ fn find_separators(d: &[u8], seps: &mut [usize; 7]) -> usize {
         let mut word = [0u8; 8];
         word.copy_from_slice(chunk);
         let x = u64::from_le_bytes(word) ^ SEMI; // a zero byte where d has ';'
-        // Exact per byte (no carry crosses bytes): the high bit is set only for bytes of `x` that are zero.
+                                                 // Exact per byte (no carry crosses bytes): the high bit is set only for bytes of `x` that are zero.
         let mut zeros = !(((x & LOW7) + LOW7) | x | LOW7);
         while zeros != 0 {
             seps[count] = base + (zeros.trailing_zeros() / 8) as usize;

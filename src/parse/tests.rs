@@ -1416,11 +1416,30 @@ fn printable_ascii_check_finds_a_bad_byte_at_any_position() {
 #[test]
 fn separators_are_found_at_every_offset_and_stop_at_seven() {
     for len in 0usize..40 {
-        for mask in [0u64, 1, 0b1010_1010, u64::MAX, 0x8000_0001_0000_8001, 0x0f0f_f0f0_1234_5678] {
+        for mask in [
+            0u64,
+            1,
+            0b1010_1010,
+            u64::MAX,
+            0x8000_0001_0000_8001,
+            0x0f0f_f0f0_1234_5678,
+        ] {
             let d: Vec<u8> = (0..len)
-                .map(|i| if mask >> (i % 64) & 1 == 1 { b';' } else { b'x' + (i % 3) as u8 })
+                .map(|i| {
+                    if mask >> (i % 64) & 1 == 1 {
+                        b';'
+                    } else {
+                        b'x' + (i % 3) as u8
+                    }
+                })
                 .collect();
-            let want: Vec<usize> = d.iter().enumerate().filter(|(_, &b)| b == b';').map(|(i, _)| i).take(7).collect();
+            let want: Vec<usize> = d
+                .iter()
+                .enumerate()
+                .filter(|(_, &b)| b == b';')
+                .map(|(i, _)| i)
+                .take(7)
+                .collect();
             let mut seps = [0usize; 7];
             let n = super::find_separators(&d, &mut seps);
             assert_eq!(&seps[..n], &want[..], "len {len} mask {mask:#x}");

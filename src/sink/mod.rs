@@ -11,6 +11,7 @@ pub mod json;
 pub mod mqtt;
 pub mod new_relic;
 pub mod queue;
+pub mod scan;
 pub mod spool;
 pub mod stdout;
 pub mod worker;

@@ -37,8 +37,10 @@
 //!   trailing backslash is still removed and reported. String fields are escaped as in v1 for both versions.
 
 use crate::config::{InfluxVersion, Tag};
-use crate::event::{Event, Field, UNKNOWN_APP_NAME};
-use crate::sink::{Encoded, Encoder};
+use std::sync::Arc;
+
+use crate::event::{Command, Event, Field, UserAgentInfo, UNKNOWN_APP_NAME};
+use crate::sink::{scan, Encoded, Encoder};
 
 /// The measurement Butler SOS writes user events to.
 pub const MEASUREMENT: &str = "user_events";
@@ -69,6 +71,8 @@ const V3_FIELDS: [&str; 4] = ["appId_field", "appName_field", "userFull_field", 
 #[derive(Debug, Clone)]
 struct ConfigTag {
     name: String,
+    /// `,name=` with the name escaped (and trailing backslashes removed), for v1.
+    prefix: Box<[u8]>,
     value: String,
     /// Index into [`CORE_TAGS`] when the name collides with a core tag.
     core: Option<usize>,
@@ -113,6 +117,8 @@ pub struct LineEncoder {
     version: InfluxVersion,
     /// v2/v3 only: every tag key the encoder can write, sorted like the JavaScript clients sort them.
     sorted: Vec<SortedTag>,
+    /// v1, when no config tag overrides a UA tag: the UA tags, encoded once per user agent.
+    ua_tags: Option<UaTagCache>,
     last_ts: u64,
 }
 
@@ -131,8 +137,12 @@ impl LineEncoder {
                 existing.value = t.value.clone();
             } else {
                 let core = CORE_TAGS.iter().position(|c| *c == t.name);
+                let mut prefix = vec![b','];
+                escape_tag(&mut prefix, t.name.trim_end_matches('\\'));
+                prefix.push(b'=');
                 prepared.push(ConfigTag {
                     name: t.name.clone(),
+                    prefix: prefix.into_boxed_slice(),
                     value: t.value.clone(),
                     core,
                 });
@@ -201,27 +211,42 @@ impl LineEncoder {
             overrides,
             version,
             sorted,
+            ua_tags: (version == InfluxVersion::V1 && overrides[UA_FIRST..].iter().all(Option::is_none))
+                .then(UaTagCache::new),
             last_ts: 0,
         }
     }
 
     /// v1: tags in Butler SOS's insertion order, config tags overriding in place; fields sorted.
-    fn encode_v1(&self, core: &CoreValues<'_>, out: &mut Vec<u8>) -> bool {
+    fn encode_v1(&mut self, core: &CoreValues<'_>, out: &mut Vec<u8>) -> bool {
         let mut changed = false;
         let mut present = 0u16;
         for (i, value) in core.tags.iter().enumerate() {
             let Some(value) = value.filter(|v| !v.is_empty()) else {
                 continue;
             };
+            if i == UA_FIRST {
+                if let (Some(ua), Some(cache)) = (core.ua, self.ua_tags.as_mut()) {
+                    // No config tag overrides a UA tag (else there is no cache), so `present` needs no UA bits.
+                    changed |= cache.write(ua, out);
+                    break;
+                }
+            }
             present |= 1 << i;
+            if i == COMMAND && self.overrides[i].is_none() {
+                if let Some(prefixed) = command_tag(core.command) {
+                    out.extend_from_slice(prefixed);
+                    continue;
+                }
+            }
             let value = self.overrides[i].map_or(value, |t| self.tags[t].value.as_str());
-            changed |= write_tag(out, CORE_TAGS[i], value);
+            changed |= write_tag(out, CORE_PREFIXES[i], value);
         }
         for t in &self.tags {
             if t.core.is_some_and(|c| present & (1 << c) != 0) {
                 continue;
             }
-            changed |= write_tag(out, &t.name, &t.value);
+            changed |= write_tag(out, &t.prefix, &t.value);
         }
         out.push(b' ');
         if let Some(app_id) = core.app_id {
@@ -271,8 +296,74 @@ impl LineEncoder {
     }
 }
 
+/// Index of `event_action` in [`CORE_TAGS`].
+const COMMAND: usize = 1;
+/// Index of the first user-agent tag in [`CORE_TAGS`]; the four UA tags are the last ones.
+const UA_FIRST: usize = 8;
+
+/// `,event_action=<command>` for the four known commands, escaped.
+fn command_tag(command: Command) -> Option<&'static [u8]> {
+    match command {
+        Command::StartSession => Some(b",event_action=Start\\ session"),
+        Command::StopSession => Some(b",event_action=Stop\\ session"),
+        Command::OpenConnection => Some(b",event_action=Open\\ connection"),
+        Command::CloseConnection => Some(b",event_action=Close\\ connection"),
+        Command::Other => None,
+    }
+}
+
+/// The v1 user-agent tags (`,uaBrowserName=...` to `,uaOsVersion=...`), encoded once per distinct
+/// [`UserAgentInfo`] and reused: events share their UA facts through an `Arc` from the readers' caches, so a few
+/// hundred distinct values cover a farm's traffic. Direct-mapped by the `Arc`'s address; each slot keeps its
+/// `Arc` (so the address cannot be reused by another value while cached) and reuses its buffer, so a warm cache
+/// allocates nothing.
+#[derive(Debug, Clone)]
+struct UaTagCache {
+    slots: Vec<UaSlot>,
+}
+
+#[derive(Debug, Clone, Default)]
+struct UaSlot {
+    ua: Option<Arc<UserAgentInfo>>,
+    encoded: Vec<u8>,
+    changed: bool,
+}
+
+impl UaTagCache {
+    const SLOTS: usize = 256;
+
+    fn new() -> UaTagCache {
+        UaTagCache {
+            slots: vec![UaSlot::default(); Self::SLOTS],
+        }
+    }
+
+    /// Appends `ua`'s tags; returns true when a value had to be changed (as [`write_tag`]).
+    fn write(&mut self, ua: &Arc<UserAgentInfo>, out: &mut Vec<u8>) -> bool {
+        let at = (Arc::as_ptr(ua) as usize >> 4) % Self::SLOTS;
+        let slot = &mut self.slots[at];
+        if !slot.ua.as_ref().is_some_and(|cached| Arc::ptr_eq(cached, ua)) {
+            slot.encoded.clear();
+            slot.changed = false;
+            let values = [&ua.browser_name, &ua.browser_major_version, &ua.os_name, &ua.os_version];
+            for (k, value) in values.into_iter().enumerate() {
+                if !value.is_empty() {
+                    slot.changed |= write_tag(&mut slot.encoded, CORE_PREFIXES[UA_FIRST + k], value);
+                }
+            }
+            slot.ua = Some(Arc::clone(ua));
+        }
+        out.extend_from_slice(&slot.encoded);
+        slot.changed
+    }
+}
+
 /// One event's values for the core tags and the string fields.
 struct CoreValues<'a> {
+    /// The command, classified.
+    command: Command,
+    /// The user-agent facts the UA tags come from.
+    ua: Option<&'a Arc<UserAgentInfo>>,
     /// Per [`CORE_TAGS`] entry: its value, if the event has it (may be empty: an empty tag is left out).
     tags: [Option<&'a str>; CORE_TAGS.len()],
     user_full: &'a str,
@@ -296,6 +387,8 @@ impl Encoder for LineEncoder {
         let app_name = ev.app_name.as_deref().unwrap_or(UNKNOWN_APP_NAME);
         let ua = ev.user_agent.as_deref();
         let core = CoreValues {
+            command: ev.command,
+            ua: ev.user_agent.as_ref(),
             tags: [
                 Some(host),
                 Some(command),
@@ -333,16 +426,30 @@ impl Encoder for LineEncoder {
     }
 }
 
-/// Writes `,key=value`; returns true when the value had to be changed. An empty value (after removing trailing
-/// backslashes) leaves the tag out, as line protocol cannot carry empty tag values.
-fn write_tag(out: &mut Vec<u8>, key: &str, value: &str) -> bool {
+/// `,key=` of each [`CORE_TAGS`] entry (none needs escaping).
+const CORE_PREFIXES: [&[u8]; CORE_TAGS.len()] = [
+    b",host=",
+    b",event_action=",
+    b",userFull=",
+    b",userDirectory=",
+    b",userId=",
+    b",origin=",
+    b",appId=",
+    b",appName=",
+    b",uaBrowserName=",
+    b",uaBrowserMajorVersion=",
+    b",uaOsName=",
+    b",uaOsVersion=",
+];
+
+/// Writes `prefix` (`,key=`, escaped) and `value`; returns true when the value had to be changed. An empty value
+/// (after removing trailing backslashes) leaves the tag out, as line protocol cannot carry empty tag values.
+fn write_tag(out: &mut Vec<u8>, prefix: &[u8], value: &str) -> bool {
     let trimmed = value.trim_end_matches('\\');
     if trimmed.is_empty() {
         return !value.is_empty();
     }
-    out.push(b',');
-    escape_tag(out, key.trim_end_matches('\\'));
-    out.push(b'=');
+    out.extend_from_slice(prefix);
     escape_tag(out, trimmed);
     trimmed.len() != value.len()
 }
@@ -350,6 +457,10 @@ fn write_tag(out: &mut Vec<u8>, key: &str, value: &str) -> bool {
 /// Escapes `,`, `=` and space with a backslash; backslashes themselves are left alone (InfluxDB 1.x semantics).
 pub fn escape_tag(out: &mut Vec<u8>, s: &str) {
     let bytes = s.as_bytes();
+    if !scan::any_of(bytes, [b',', b'=', b' ']) {
+        out.extend_from_slice(bytes);
+        return;
+    }
     let mut start = 0;
     for (i, &b) in bytes.iter().enumerate() {
         if matches!(b, b',' | b'=' | b' ') {
@@ -408,6 +519,10 @@ fn write_sorted_tag(out: &mut Vec<u8>, tag: &SortedTag, value: &str) -> bool {
 /// and LF instead. Only ASCII bytes are touched, so the output stays valid UTF-8.
 pub fn escape_tag_v3(out: &mut Vec<u8>, s: &str, strip: bool) {
     let bytes = s.as_bytes();
+    if !scan::any_of(bytes, [b',', b'=', b' ', b'\\', b'<', b'>', b'\r', b'\n']) {
+        out.extend_from_slice(bytes);
+        return;
+    }
     let mut start = 0;
     for (i, &b) in bytes.iter().enumerate() {
         match V3_CLASS[b as usize] {
@@ -427,14 +542,21 @@ pub fn escape_tag_v3(out: &mut Vec<u8>, s: &str, strip: bool) {
     out.extend_from_slice(&bytes[start..]);
 }
 
-/// Writes `[,]key="value"` with `\` and `"` escaped in the value.
+/// Writes `[,]key="value"` with `\` and `"` escaped in the value. `key` is one of this module's field names, which
+/// need no escaping.
 fn write_field(out: &mut Vec<u8>, key: &str, value: &str, first: bool) {
+    debug_assert!(!scan::any_of(key.as_bytes(), [b',', b'=', b' ']));
     if !first {
         out.push(b',');
     }
-    escape_tag(out, key);
+    out.extend_from_slice(key.as_bytes());
     out.extend_from_slice(b"=\"");
     let bytes = value.as_bytes();
+    if !scan::any_of(bytes, [b'\\', b'"']) {
+        out.extend_from_slice(bytes);
+        out.push(b'"');
+        return;
+    }
     let mut start = 0;
     for (i, &b) in bytes.iter().enumerate() {
         if b == b'\\' || b == b'"' {

@@ -370,3 +370,65 @@ proptest::proptest! {
         proptest::prop_assert_eq!(scan_tag_v3(&v3), Some((s.to_string(), ",t=1")));
     }
 }
+
+#[test]
+fn core_prefixes_are_the_core_tag_names() {
+    for (name, prefix) in CORE_TAGS.iter().zip(CORE_PREFIXES) {
+        assert_eq!(prefix, format!(",{name}=").as_bytes());
+    }
+}
+
+#[test]
+fn cached_user_agent_tags_match_a_fresh_encoding_for_every_user_agent() {
+    // More distinct user agents than cache slots, cycled twice, each line compared with a fresh encoder's (whose
+    // cache is empty): a stale or colliding slot would show as a different line.
+    let uas: Vec<Arc<UserAgentInfo>> = (0..300)
+        .map(|i| {
+            Arc::new(UserAgentInfo {
+                browser_name: format!("Browser {i}"),
+                browser_major_version: format!("{i}"),
+                os_name: if i % 3 == 0 { String::new() } else { "Windows".into() },
+                os_version: if i % 5 == 0 { "ends\\".into() } else { "NT 10.0".into() },
+            })
+        })
+        .collect();
+    let mut ev = Event::new();
+    parse_into(&fixture_03(), &mut ev).unwrap();
+    let mut cached = LineEncoder::new(&fixture_tags());
+    for round in 0..2 {
+        for ua in &uas {
+            ev.user_agent = Some(Arc::clone(ua));
+            let (mut a, mut b) = (Vec::new(), Vec::new());
+            let got = cached.encode(&ev, &mut a);
+            let want = LineEncoder::new(&fixture_tags()).encode(&ev, &mut b);
+            let strip_ts = |v: &[u8]| String::from_utf8(v[..v.iter().rposition(|&c| c == b' ').unwrap()].to_vec());
+            assert_eq!(strip_ts(&a), strip_ts(&b), "round {round}");
+            assert_eq!(got, want);
+        }
+    }
+    // A config tag overriding a UA tag disables the cache and still overrides in place.
+    let mut tags = fixture_tags();
+    tags.push(Tag {
+        name: "uaOsName".into(),
+        value: "Fixed".into(),
+    });
+    let mut enc = LineEncoder::new(&tags);
+    ev.user_agent = Some(Arc::clone(&uas[1]));
+    let mut out = Vec::new();
+    enc.encode(&ev, &mut out);
+    let line = String::from_utf8(out).unwrap();
+    assert!(
+        line.contains(",uaBrowserMajorVersion=1,uaOsName=Fixed,uaOsVersion=NT\\ 10.0"),
+        "{line}"
+    );
+}
+
+#[test]
+fn known_commands_use_their_pre_escaped_tag() {
+    for cmd in ["Start session", "Stop session", "Open connection", "Close connection"] {
+        let mut expected = b",event_action=".to_vec();
+        escape_tag(&mut expected, cmd);
+        assert_eq!(command_tag(Command::classify(cmd)), Some(&expected[..]));
+    }
+    assert_eq!(command_tag(Command::Other), None);
+}

@@ -36,6 +36,12 @@ impl EncodedBatch {
         &self.bytes[at(range.start)..at(range.end)]
     }
 
+    /// Items `range` of `body`, a shared copy of this batch's `bytes` (zero-copy slice).
+    pub fn item_bytes(&self, body: &bytes::Bytes, range: Range<usize>) -> bytes::Bytes {
+        let at = |i: usize| if i == 0 { 0 } else { self.ends[i - 1] as usize };
+        body.slice(at(range.start)..at(range.end))
+    }
+
     /// Empties the batch, keeping its buffers.
     pub fn clear(&mut self) {
         self.ends.clear();
@@ -177,6 +183,32 @@ mod tests {
         assert_eq!(b.deadline(), Some(t0 + Duration::from_millis(250)));
         assert!(!b.should_flush(t0 + Duration::from_millis(249)));
         assert!(b.should_flush(t0 + Duration::from_millis(250)));
+    }
+
+    #[test]
+    fn shared_item_slices_match_items_and_the_buffer_comes_back_without_a_copy() {
+        let t0 = Instant::now();
+        let mut b = Batch::new(limits(100, 1 << 20, 250));
+        for s in ["a\n", "bb\n", "ccc\n"] {
+            push(&mut b, s, t0);
+        }
+        let mut data = b.take(EncodedBatch::default());
+        let ptr = data.bytes.as_ptr();
+        let body = bytes::Bytes::from(std::mem::take(&mut data.bytes));
+        for range in [0..3, 0..1, 1..3, 2..2] {
+            let slice = data.item_bytes(&body, range.clone());
+            assert_eq!(&slice[..], &body[..][data_range(&data, range)]);
+        }
+        let in_flight = data.item_bytes(&body, 1..3);
+        drop(in_flight);
+        let back = Vec::from(body.try_into_mut().expect("no other handle"));
+        assert_eq!(back.as_ptr(), ptr, "same allocation");
+        assert_eq!(back, b"a\nbb\nccc\n");
+    }
+
+    fn data_range(data: &EncodedBatch, range: Range<usize>) -> Range<usize> {
+        let at = |i: usize| if i == 0 { 0 } else { data.ends[i - 1] as usize };
+        at(range.start)..at(range.end)
     }
 
     #[test]

@@ -98,4 +98,10 @@ pub trait Transport {
     /// Sends `items` (whole encoded items, concatenated) holding `count` events. `Ok(n)`: accepted, except `n`
     /// events the destination says it rejected (a partial write); those are counted as dropped.
     async fn send(&mut self, items: &[u8], count: usize) -> Result<usize, SinkError>;
+
+    /// [`Transport::send`] for items the worker holds in a shared buffer: a transport that sends them unchanged
+    /// (InfluxDB v1) can hand the buffer to the HTTP client without copying it. Default: `send`.
+    async fn send_shared(&mut self, items: bytes::Bytes, count: usize) -> Result<usize, SinkError> {
+        self.send(&items, count).await
+    }
 }

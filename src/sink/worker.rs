@@ -19,6 +19,7 @@ use std::ops::Range;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 use tracing::{debug, error, info, warn};
 
@@ -188,11 +189,16 @@ fn deliver_loop<T: Transport>(
     };
     loop {
         match queue.next(Duration::from_millis(200)) {
-            Next::Batch(origin, batch) => {
+            Next::Batch(origin, mut batch) => {
                 if delivery.closed_at.is_none() && queue.is_closed() {
                     delivery.closed_at = Some(Instant::now());
                 }
-                match rt.block_on(delivery.deliver(&mut transport, &batch, &queue)) {
+                // The items go to the HTTP client as one shared buffer (no copy per request) and come back for
+                // reuse once the client has let go of them.
+                let body = Bytes::from(std::mem::take(&mut batch.bytes));
+                let outcome = rt.block_on(delivery.deliver(&mut transport, &batch, &body, &queue));
+                batch.bytes = reclaim(body);
+                match outcome {
                     Outcome::Finished => {
                         queue.done(origin, batch);
                         if origin == Origin::Spool {
@@ -242,11 +248,12 @@ impl Delivery<'_> {
             .is_some_and(|t| t.elapsed() >= self.settings.shutdown_timeout)
     }
 
-    /// Delivers a whole batch, splitting on 413.
+    /// Delivers a whole batch, splitting on 413. `body` holds the batch's items (`batch.bytes` is empty meanwhile).
     async fn deliver<T: Transport>(
         &mut self,
         transport: &mut T,
         batch: &EncodedBatch,
+        body: &Bytes,
         queue: &DeliveryQueue,
     ) -> Outcome {
         let started = Instant::now();
@@ -260,7 +267,7 @@ impl Delivery<'_> {
             }
             let first_attempt = Instant::now();
             match self
-                .send_with_retries(transport, batch.items(range.clone()), count, queue)
+                .send_with_retries(transport, batch.item_bytes(body, range.clone()), count, queue)
                 .await
             {
                 Ok(rejected) => {
@@ -308,7 +315,7 @@ impl Delivery<'_> {
         debug!(
             sink = %self.settings.name,
             events = batch.len(),
-            bytes = batch.bytes.len(),
+            bytes = body.len(),
             elapsed_ms = started.elapsed().as_millis() as u64,
             "batch flushed"
         );
@@ -318,7 +325,7 @@ impl Delivery<'_> {
     async fn send_with_retries<T: Transport>(
         &mut self,
         transport: &mut T,
-        items: &[u8],
+        items: Bytes,
         count: usize,
         queue: &DeliveryQueue,
     ) -> Result<usize, Failure> {
@@ -327,12 +334,12 @@ impl Delivery<'_> {
         let mut attempt: u32 = 1;
         loop {
             let result = if self.prepared {
-                transport.send(items, count).await
+                transport.send_shared(items.clone(), count).await
             } else {
                 match transport.prepare().await {
                     Ok(()) => {
                         self.prepared = true;
-                        transport.send(items, count).await
+                        transport.send_shared(items.clone(), count).await
                     }
                     Err(e) => Err(e),
                 }
@@ -372,6 +379,15 @@ impl Delivery<'_> {
             backoff = (backoff * 2).min(retry.max_backoff);
             attempt = attempt.saturating_add(1);
         }
+    }
+}
+
+/// The buffer behind `body` as a `Vec` again: without a copy when nothing else holds it any more (the usual case:
+/// the HTTP client drops its handle once the request is written), else a copy (a request still in flight).
+fn reclaim(body: Bytes) -> Vec<u8> {
+    match body.try_into_mut() {
+        Ok(unique) => Vec::from(unique),
+        Err(shared) => shared.to_vec(),
     }
 }
 

@@ -148,7 +148,18 @@ impl Transport for InfluxV1Transport {
     }
 
     async fn send(&mut self, items: &[u8], count: usize) -> Result<usize, SinkError> {
-        let req = self.client.post(&self.write_url).body(items.to_vec());
+        self.write(bytes::Bytes::copy_from_slice(items), count).await
+    }
+
+    async fn send_shared(&mut self, items: bytes::Bytes, count: usize) -> Result<usize, SinkError> {
+        self.write(items, count).await
+    }
+}
+
+impl InfluxV1Transport {
+    /// One write request with `items` as the body (no copy: `Bytes` is shared with the worker's batch).
+    async fn write(&mut self, items: bytes::Bytes, count: usize) -> Result<usize, SinkError> {
+        let req = self.client.post(&self.write_url).body(items);
         let resp = self.authed(req).send().await.map_err(connection_error)?;
         let status = resp.status().as_u16();
         if status == 204 || status == 200 {

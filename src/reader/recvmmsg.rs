@@ -75,7 +75,14 @@ impl RecvmmsgReceiver {
         sock.set_read_timeout(Some(POLL_INTERVAL))?;
         while !core.should_stop() {
             match self.receive(sock, core, libc::MSG_WAITFORONE) {
-                Ok(n) if n < BATCH => core.flush(), // nothing more queued: hand over before blocking
+                // Nothing more queued: wait what is left of the slab's linger time for the next datagram, and hand
+                // the slab over if none comes (or the time is up) before blocking for long.
+                Ok(n) if n < BATCH => {
+                    let left = core.linger_left(now_unix_ns());
+                    if !left.is_some_and(|left| !left.is_zero() && readable_within(sock, left)) {
+                        core.flush();
+                    }
+                }
                 Ok(_) => {}
                 Err(e) => match e.kind() {
                     io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted => {}
@@ -158,4 +165,17 @@ pub fn sockaddr_to_std(ss: &libc::sockaddr_storage) -> Option<std::net::SocketAd
         }
         _ => None,
     }
+}
+
+/// True when `sock` has a datagram to read within `timeout` (rounded up to whole milliseconds, as `poll` counts).
+fn readable_within(sock: &UdpSocket, timeout: std::time::Duration) -> bool {
+    let mut fds = libc::pollfd {
+        fd: sock.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    let ms = timeout.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32;
+    // SAFETY: `fds` is one valid pollfd on our stack for the duration of the call.
+    let ready = unsafe { libc::poll(&mut fds, 1, ms) };
+    ready > 0 && fds.revents & libc::POLLIN != 0
 }

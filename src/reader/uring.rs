@@ -198,13 +198,18 @@ impl UringReceiver {
     pub fn run(&mut self, core: &mut ReaderCore) -> io::Result<()> {
         let mut received_any = false;
         while !core.should_stop() {
-            self.wait(POLL_INTERVAL)?;
+            // With events pending, wait only for what is left of their linger time.
+            let timeout = core.linger_left(now_unix_ns()).unwrap_or(POLL_INTERVAL);
+            self.wait(timeout)?;
             let pass = self.process_completions(core, &mut received_any)?;
             if pass.ended {
                 self.arm()?;
             }
-            // Flush before waiting again, so a quiet link never holds events back.
-            core.flush();
+            // Hand the slab over when the link went quiet (nothing arrived while waiting) or its linger time is
+            // up; otherwise keep filling it.
+            if pass.completions == 0 || core.linger_left(now_unix_ns()).is_some_and(|left| left.is_zero()) {
+                core.flush();
+            }
         }
         let cancel = opcode::AsyncCancel::new(ARM_TOKEN).build().user_data(CANCEL_TOKEN);
         // SAFETY: a cancel SQE references no memory of ours.
@@ -240,7 +245,10 @@ impl UringReceiver {
     /// Handles every completion available now and gives the buffers back to the ring.
     fn process_completions(&mut self, core: &mut ReaderCore, received_any: &mut bool) -> io::Result<Pass> {
         let now = now_unix_ns();
-        let mut pass = Pass { ended: false };
+        let mut pass = Pass {
+            ended: false,
+            completions: 0,
+        };
         // Split borrows: the completion queue borrows the ring; buffers and the template are separate fields.
         let (buffers_ptr, buf_size) = (self.buffers.ptr, self.buf_size);
         let msghdr = &*self.msghdr;
@@ -250,6 +258,7 @@ impl UringReceiver {
             if cqe.user_data() != ARM_TOKEN {
                 continue; // the cancel request's own completion
             }
+            pass.completions += 1;
             if !cqueue::more(cqe.flags()) {
                 pass.ended = true;
             }
@@ -307,6 +316,8 @@ impl UringReceiver {
 struct Pass {
     /// The multishot request terminated (a completion without `IORING_CQE_F_MORE`): re-arm, or at shutdown, done.
     ended: bool,
+    /// Completions handled in this pass.
+    completions: usize,
 }
 
 /// The running kernel's (major, minor), from uname.

@@ -11,9 +11,10 @@
 //! # Sending and the confirmation rule
 //! [`MqttTransport`] owns the rumqttc client. Its event loop runs as a task ([`client::drive`]) on the delivery
 //! thread's single-threaded runtime, which the worker keeps running while it waits for batches, answers and
-//! backoffs, so keep-alives and acks flow continuously. `prepare` waits until the broker accepted the connection.
-//! `send` publishes every message of the batch, in order, with the configured QoS and retain flag, and returns
-//! `Ok` only once every one of them is **confirmed** on the same connection:
+//! backoffs, so keep-alives and acks flow continuously. `start` connects at once (before the first event);
+//! `prepare` waits until the broker accepted the connection. `send` publishes every message of the batch, in
+//! order, with the configured QoS and retain flag, and returns `Ok` only once every one of them is **confirmed**
+//! on the same connection:
 //! - QoS 0: written to the socket (MQTT has no ack; a broker that dies right after can lose it unnoticed);
 //! - QoS 1: the broker's PUBACK; QoS 2: the broker's PUBCOMP.
 //!
@@ -231,7 +232,7 @@ impl MqttTransport {
     }
 
     /// Starts the event loop task (once; must run inside the delivery runtime).
-    fn start(&mut self) {
+    fn start_event_loop(&mut self) {
         let Some(options) = self.options.take() else {
             return;
         };
@@ -257,7 +258,7 @@ impl MqttTransport {
 
     /// Waits up to [`CONNECT_WAIT`] for a connection.
     async fn connected(&mut self) -> Result<(), SinkError> {
-        self.start();
+        self.start_event_loop();
         let deadline = tokio::time::Instant::now() + CONNECT_WAIT;
         loop {
             let changed = self.link.changed();
@@ -326,6 +327,11 @@ impl MqttTransport {
 }
 
 impl Transport for MqttTransport {
+    /// Connects at once, so the broker sees the client (and a refusal is logged) before the first event.
+    async fn start(&mut self) {
+        self.start_event_loop();
+    }
+
     async fn prepare(&mut self) -> Result<(), SinkError> {
         self.connected().await
     }

@@ -484,9 +484,11 @@ fn a_broker_outage_longer_than_the_memory_queue_spools_then_replays_every_event_
         (n > 0).then_some(n)
     });
     assert!(
-        std::fs::read_dir(spool.path().join("mqtt"))
+        std::fs::read_dir(spool.path().join("mqtt")).unwrap().any(|e| e
             .unwrap()
-            .any(|e| e.unwrap().file_name().to_string_lossy().ends_with(".spool")),
+            .file_name()
+            .to_string_lossy()
+            .ends_with(".spool")),
         "a segment file in the mqtt spool folder"
     );
 
@@ -541,7 +543,11 @@ fn sigterm_during_a_broker_outage_keeps_the_spool_and_the_next_run_delivers_it()
     let log = first.stderr_text();
     assert!(log.contains(&format!("accepted={EVENTS}")), "{log}");
     assert_eq!(mqtt_summary(&log), (0, 0), "{log}");
-    assert_eq!(mqtt_counter(&log, "spooled"), EVENTS as u64, "every event on disk:\n{log}");
+    assert_eq!(
+        mqtt_counter(&log, "spooled"),
+        EVENTS as u64,
+        "every event on disk:\n{log}"
+    );
 
     broker.start_again();
     let mut second = Engine::start_with_yaml(&yaml);
@@ -601,7 +607,12 @@ fn a_full_spool_drops_the_oldest_events_counted_with_one_error_line() {
             .filter(|l| l.contains("ERROR") && l.contains("spool full: oldest events dropped"))
             .map(|l| {
                 let at = l.find("events=").expect("events= in the line") + 7;
-                l[at..].split(|c: char| !c.is_ascii_digit()).next().unwrap().parse().unwrap()
+                l[at..]
+                    .split(|c: char| !c.is_ascii_digit())
+                    .next()
+                    .unwrap()
+                    .parse()
+                    .unwrap()
             })
             .collect()
     };
@@ -620,11 +631,19 @@ fn a_full_spool_drops_the_oldest_events_counted_with_one_error_line() {
 
     let seqs: Vec<usize> = got.iter().filter(|m| m.topic == ALL).map(seq_of).collect();
     assert!(seqs.windows(2).all(|w| w[0] < w[1]), "in order: {seqs:?}");
-    let gap_start = seqs.iter().zip(0..).find(|(s, i)| *s != i).map_or(seqs.len(), |(_, i)| i);
-    assert!(gap_start <= 2 * BATCH, "only batches out of the spool are older: gap at {gap_start}");
+    let gap_start = seqs
+        .iter()
+        .zip(0..)
+        .find(|(s, i)| *s != i)
+        .map_or(seqs.len(), |(_, i)| i);
+    assert!(
+        gap_start <= 2 * BATCH,
+        "only batches out of the spool are older: gap at {gap_start}"
+    );
     let expected: Vec<usize> = (0..gap_start).chain(gap_start + dropped as usize..EVENTS).collect();
     assert_eq!(seqs, expected, "the dropped events are one run starting at {gap_start}");
     assert_eq!(arrivals(&got), in_publish_order(expected), "{log}");
+    eprintln!("spool cap: {dropped} of {EVENTS} events dropped (one run from event {gap_start}), the rest delivered");
 }
 
 /// TLS with `caFile`: the engine verifies the broker's certificate against the test CA.

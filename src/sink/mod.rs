@@ -47,7 +47,8 @@ pub trait Encoder: Send {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum SinkError {
-    /// No HTTP exchange happened (refused, reset, timeout).
+    /// No exchange completed (refused, reset, timeout; MQTT: not connected, connection lost or no progress before
+    /// every message was confirmed).
     #[error("connection failed: {0}")]
     Connection(String),
     /// The destination answered with a non-success status.

@@ -646,6 +646,43 @@ fn a_full_spool_drops_the_oldest_events_counted_with_one_error_line() {
     eprintln!("spool cap: {dropped} of {EVENTS} events dropped (one run from event {gap_start}), the rest delivered");
 }
 
+/// (h) The client's event loop keeps running while the sink has nothing to send (it runs on the delivery
+/// thread's runtime, which waits for batches asynchronously): with `keepAlive: 1s` the broker sees PINGREQs
+/// from an idle engine and never drops it, and an event sent afterwards goes out on that same connection.
+#[test]
+fn an_idle_engine_keeps_its_connection_alive_with_pings() {
+    let broker = Mosquitto::start_with(BrokerOptions {
+        debug_log: true,
+        ..Default::default()
+    });
+    let sub = Subscriber::connect(broker.port);
+    let client_id = format!("idle-engine-{}", std::process::id());
+    let mut engine = Engine::start_with_yaml(&config_for(
+        broker.port,
+        &[
+            ("Butler-SOS.mqttConfig.keepAlive", Yaml::from("1s")),
+            ("Butler-SOS.mqttConfig.clientId", Yaml::from(client_id.as_str())),
+        ],
+    ));
+    wait_connected(&engine);
+    let pings = |log: &str| {
+        log.lines()
+            .filter(|l| l.contains("Received PINGREQ from") && l.contains(&client_id))
+            .count()
+    };
+    wait_for("three PINGREQs from the idle engine", Duration::from_secs(20), || {
+        (pings(&broker.log()) >= 3).then_some(())
+    });
+    let first = fixtures::cases().into_iter().next().unwrap();
+    send_datagrams(engine.target(), std::slice::from_ref(&first.datagram));
+    sub.wait_for_count(2, Duration::from_secs(20));
+    assert!(engine.terminate().success());
+    let log = engine.stderr_text();
+    assert!(!log.contains("lost the MQTT broker connection"), "{log}");
+    assert!(!log.contains("reconnected"), "{log}");
+    assert_eq!(mqtt_summary(&log), (1, 0), "{log}");
+}
+
 /// TLS with `caFile`: the engine verifies the broker's certificate against the test CA.
 #[test]
 fn tls_with_a_ca_file() {

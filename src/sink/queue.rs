@@ -376,6 +376,45 @@ mod tests {
     }
 
     #[test]
+    fn the_async_wait_wakes_on_a_push_from_another_thread_and_on_close() {
+        let q = std::sync::Arc::new(
+            DeliveryQueue::new(&QueueSettings {
+                max_memory_bytes: 1000,
+                spool: None,
+            })
+            .unwrap(),
+        );
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        for round in 0..50u8 {
+            let pusher = {
+                let q = std::sync::Arc::clone(&q);
+                std::thread::spawn(move || q.push(batch(round, 1)))
+            };
+            // A lost wake-up would show as `Idle` after the (long) wait instead of the batch.
+            match rt.block_on(q.next_async(Duration::from_secs(30))) {
+                Next::Batch(o, b) => {
+                    assert_eq!(b.bytes[0], round);
+                    q.done(o, b);
+                }
+                other => panic!("round {round}: expected the pushed batch, got {other:?}"),
+            }
+            pusher.join().unwrap();
+        }
+        let closer = {
+            let q = std::sync::Arc::clone(&q);
+            std::thread::spawn(move || q.close())
+        };
+        assert!(matches!(
+            rt.block_on(q.next_async(Duration::from_secs(30))),
+            Next::Closed
+        ));
+        closer.join().unwrap();
+    }
+
+    #[test]
     fn without_a_spool_memory_is_the_bound_and_leftovers_are_reported_lost() {
         let q = DeliveryQueue::new(&QueueSettings {
             max_memory_bytes: 1000,

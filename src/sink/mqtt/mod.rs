@@ -21,8 +21,9 @@
 //! Otherwise (not connected within [`CONNECT_WAIT`], connection lost, no progress for [`PROGRESS_TIMEOUT`]) it
 //! returns `SinkError::Connection`: the worker backs off and retries the **whole batch**, while new batches wait
 //! in the memory queue and then the spool. So delivery is **at least once**: messages of a batch that reached the
-//! broker before the failure are published again, and a subscriber may see them twice. Order is kept: a batch is
-//! sent only after the one before it was confirmed.
+//! broker before the failure are published again, and a subscriber may see them twice (the repeat starts over
+//! from the batch's first message). Batches keep their order: one is sent only after the one before it was
+//! confirmed (or dropped for good).
 //!
 //! # Counters (per event, like the other destinations)
 //! - `delivered`: events whose messages were all confirmed.

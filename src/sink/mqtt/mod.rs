@@ -175,8 +175,9 @@ pub struct MqttTransport {
     broker: String,
     qos: QoS,
     retain: bool,
-    /// Largest payload handed to rumqttc (its encoder would fail the whole connection on a bigger one).
-    max_payload: usize,
+    /// Largest PUBLISH packet handed to rumqttc: its encoder fails the whole connection on a bigger one, which
+    /// would retry the same batch for ever. Checked per item, since spooled items may carry older topics.
+    max_packet: usize,
     client: Option<AsyncClient>,
     driver: Option<JoinHandle<()>>,
     link: Arc<Link>,
@@ -222,7 +223,7 @@ impl MqttTransport {
             broker,
             qos: config::qos(config.qos),
             retain: config.retain,
-            max_payload,
+            max_packet,
             client: None,
             driver: None,
             link: Arc::new(Link::default()),
@@ -360,12 +361,14 @@ impl Transport for MqttTransport {
                 }
             };
             read += 1;
-            if item.payload.len() > self.max_payload {
+            let longest_topic = item.topics().iter().map(|t| t.len()).max().unwrap_or(0);
+            let packet = item.payload.len() + longest_topic + config::PUBLISH_OVERHEAD;
+            if packet > self.max_packet {
                 rejected += 1;
                 if let Some(suppressed) = self.reject_log.allow() {
                     error!(
-                        bytes = item.payload.len(),
-                        max = self.max_payload,
+                        bytes = packet,
+                        max = self.max_packet,
                         suppressed,
                         "mqtt payload over the size bound; event not published"
                     );
@@ -453,6 +456,38 @@ mod tests {
         assert!(matches!(nothing.encode(&stop, &mut out), Encoded::Skipped(_)));
         assert!(out.is_empty());
         assert_eq!(nothing.encode(&start, &mut out), Encoded::Yes);
+    }
+
+    #[test]
+    fn without_a_broker_prepare_and_send_fail_retriably_and_close_returns() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let config = MqttConfig {
+            broker_host: "127.0.0.1".into(),
+            broker_port: port,
+            ..Default::default()
+        };
+        let json = EventJson::new(&[]);
+        let mut transport = MqttTransport::new(&config, &routing(), &json).unwrap();
+        let item = frame::item_bytes(&["all"], b"{}");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            transport.start().await;
+            let e = transport.prepare().await.unwrap_err();
+            assert!(e.is_retriable(), "{e}");
+            assert!(e.to_string().contains(&format!("127.0.0.1:{port}")), "{e}");
+            let e = transport.send(&item, 1).await.unwrap_err();
+            assert!(matches!(e, SinkError::Connection(_)), "{e}");
+            tokio::time::timeout(Duration::from_secs(2), transport.close())
+                .await
+                .unwrap();
+        });
     }
 
     #[test]

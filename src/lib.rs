@@ -10,7 +10,7 @@
 //! - [`parse`]: datagram bytes to `Event`; memchr, no I/O, no allocation.
 //! - [`enrich`]: user-agent facts (Bowser-compatible, cached per reader) and app names.
 //! - [`reader`]: UDP sockets (io_uring multishot or recvmmsg) → parse → slab → channels. Knows no sink.
-//! - [`sink`]: destinations (InfluxDB, stdout). Each knows events and its wire format, nothing of UDP.
+//! - [`sink`]: destinations (InfluxDB, New Relic, MQTT, stdout). Each knows events and its wire format, nothing of UDP.
 //! - [`pipeline`]: the only module that knows readers *and* sinks: builds, wires, runs, shuts down.
 //! - [`telemetry`]: logging setup (Butler SOS level names) and the counters every loss path bumps.
 //! - [`appender`]: the Qlik Sense proxy `LocalLogConfig.xml` for a receiver.

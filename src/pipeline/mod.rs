@@ -26,6 +26,7 @@ use crate::sink::influxdb::client_v2::InfluxV2Transport;
 use crate::sink::influxdb::client_v3::InfluxV3Transport;
 use crate::sink::influxdb::{InfluxV1Transport, LineEncoder};
 use crate::sink::json::EventJson;
+use crate::sink::mqtt::{MqttEncoder, MqttTransport};
 use crate::sink::new_relic::{NewRelicEncoder, NewRelicTransport};
 use crate::sink::queue::{QueueSettings, SpoolSettings};
 use crate::sink::stdout;
@@ -140,14 +141,12 @@ pub fn start(config: &Config, stop: Arc<AtomicBool>) -> Result<Engine, StartErro
         ));
     }
     if config.user_events.send_to_mqtt.enable {
-        let (mqtt, routing) = (config.mqtt.clone(), config.user_events.send_to_mqtt.clone());
-        let json = EventJson::new(tags);
-        let c = Arc::new(SinkCounters::default());
-        sinks.push(("mqtt".into(), Arc::clone(&c)));
-        starts.push((
-            "mqtt".into(),
-            Box::new(move |rx| sink::mqtt::run(mqtt, routing, json, rx, c)),
-        ));
+        let (routing, json) = (&config.user_events.send_to_mqtt, EventJson::new(tags));
+        let transport = MqttTransport::new(&config.mqtt, routing, &json);
+        let settings = worker_settings(config, "mqtt", engine.batch);
+        let start = batched(settings, MqttEncoder::new(routing, json), transport).map_err(|e| format!("mqtt: {e}"))?;
+        sinks.push(("mqtt".into(), start.1));
+        starts.push(("mqtt".into(), start.0));
     }
     if config.user_events.send_to_new_relic.enable {
         let routing = &config.user_events.send_to_new_relic;
@@ -290,7 +289,7 @@ pub fn start(config: &Config, stop: Arc<AtomicBool>) -> Result<Engine, StartErro
     })
 }
 
-/// A batched HTTP destination: its worker start and its counters.
+/// A batched destination: its worker start and its counters.
 fn batched<E, T>(
     settings: WorkerSettings,
     encoder: E,

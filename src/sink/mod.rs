@@ -1,9 +1,9 @@
 //! Destinations. A sink knows [`Event`]s and its wire format, nothing of UDP.
 //!
-//! Batched HTTP destinations share one worker ([`worker::run`]): it takes slabs from the sink's channel, encodes
-//! every event at once into a reused [`batch::Batch`] (so the slab goes back to the pool immediately), and flushes
-//! by count, bytes or age through the sink's [`Transport`], with retries by [`SinkError::is_retriable`], splitting on
-//! 413, and a counter for every event that is not delivered.
+//! The batched destinations (InfluxDB, New Relic, MQTT) share one worker ([`worker::run`]): it takes slabs from the
+//! sink's channel, encodes every event at once into a reused [`batch::Batch`] (so the slab goes back to the pool
+//! immediately), and flushes by count, bytes or age through the sink's [`Transport`], with retries by
+//! [`SinkError::is_retriable`], splitting on 413, and a counter for every event that is not delivered.
 
 pub mod batch;
 pub mod influxdb;
@@ -48,7 +48,8 @@ pub trait Encoder: Send {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum SinkError {
-    /// No HTTP exchange happened (refused, reset, timeout).
+    /// No exchange completed (refused, reset, timeout; MQTT: not connected, connection lost or no progress before
+    /// every message was confirmed).
     #[error("connection failed: {0}")]
     Connection(String),
     /// The destination answered with a non-success status.
@@ -89,10 +90,14 @@ impl SinkError {
     }
 }
 
-/// Sends encoded batches to one destination. Implementations own their HTTP client and run inside the sink
-/// worker's own single-threaded runtime.
+/// Sends encoded batches to one destination. Implementations own their client (HTTP, MQTT) and run inside the sink
+/// worker's own single-threaded runtime; tasks they spawn there run whenever the delivery thread waits (for a
+/// batch, an answer or a backoff).
 #[allow(async_fn_in_trait)]
 pub trait Transport {
+    /// Called once on the delivery runtime before anything else: starts background work that should not wait for
+    /// the first batch (MQTT: connect, and keep the connection with keep-alives). Default: nothing.
+    async fn start(&mut self) {}
     /// One-time setup before the first write (e.g. create the database); retried like a write until it succeeds.
     async fn prepare(&mut self) -> Result<(), SinkError>;
     /// Sends `items` (whole encoded items, concatenated) holding `count` events. `Ok(n)`: accepted, except `n`
@@ -104,4 +109,8 @@ pub trait Transport {
     async fn send_shared(&mut self, items: bytes::Bytes, count: usize) -> Result<usize, SinkError> {
         self.send(&items, count).await
     }
+
+    /// Called once when delivery ends (shutdown), before the runtime stops; must return within about a second.
+    /// Default: nothing (MQTT sends DISCONNECT).
+    async fn close(&mut self) {}
 }

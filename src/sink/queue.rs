@@ -78,6 +78,8 @@ pub struct DeliveryQueue {
     state: Mutex<State>,
     ready: Condvar,
     room: Condvar,
+    /// Wakes [`DeliveryQueue::next_async`]; `notify_one` keeps a permit when nobody waits, so no wake-up is lost.
+    wake: tokio::sync::Notify,
     max_memory_bytes: usize,
     fsync_interval: Duration,
 }
@@ -103,6 +105,7 @@ impl DeliveryQueue {
             }),
             ready: Condvar::new(),
             room: Condvar::new(),
+            wake: tokio::sync::Notify::new(),
             max_memory_bytes: settings.max_memory_bytes.max(1),
             fsync_interval: settings
                 .spool
@@ -179,6 +182,7 @@ impl DeliveryQueue {
         }
         drop(st);
         self.ready.notify_one();
+        self.wake.notify_one();
         (evicted.events, spooled)
     }
 
@@ -215,6 +219,23 @@ impl DeliveryQueue {
         }
     }
 
+    /// [`DeliveryQueue::next`] for the delivery thread's runtime: the wait is asynchronous, so tasks on that
+    /// runtime (the MQTT client's event loop with its keep-alives and acks) keep running while the queue is empty.
+    pub async fn next_async(&self, wait: Duration) -> Next {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            match self.next(Duration::ZERO) {
+                Next::Idle => {}
+                found => return found,
+            }
+            // A push between the check above and this wait left a permit (`notify_one`): at worst one spurious
+            // wake-up, never a missed one.
+            if tokio::time::timeout_at(deadline, self.wake.notified()).await.is_err() {
+                return Next::Idle;
+            }
+        }
+    }
+
     /// The batch was delivered (or dropped for good): forget it.
     pub fn done(&self, origin: Origin, mut batch: EncodedBatch) {
         let mut st = self.lock();
@@ -244,6 +265,7 @@ impl DeliveryQueue {
     pub fn close(&self) {
         self.lock().closed = true;
         self.ready.notify_all();
+        self.wake.notify_one();
     }
 
     /// At exit: writes what is still in memory in front of the spool (returns the events saved), or, without a
@@ -351,6 +373,45 @@ mod tests {
         assert_eq!(q.spooled_events(), 8);
         let got: Vec<u8> = (0..4).map(|_| take(&q).1).collect();
         assert_eq!(got, [1, 2, 3, 4]);
+    }
+
+    #[test]
+    fn the_async_wait_wakes_on_a_push_from_another_thread_and_on_close() {
+        let q = std::sync::Arc::new(
+            DeliveryQueue::new(&QueueSettings {
+                max_memory_bytes: 1000,
+                spool: None,
+            })
+            .unwrap(),
+        );
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        for round in 0..50u8 {
+            let pusher = {
+                let q = std::sync::Arc::clone(&q);
+                std::thread::spawn(move || q.push(batch(round, 1)))
+            };
+            // A lost wake-up would show as `Idle` after the (long) wait instead of the batch.
+            match rt.block_on(q.next_async(Duration::from_secs(30))) {
+                Next::Batch(o, b) => {
+                    assert_eq!(b.bytes[0], round);
+                    q.done(o, b);
+                }
+                other => panic!("round {round}: expected the pushed batch, got {other:?}"),
+            }
+            pusher.join().unwrap();
+        }
+        let closer = {
+            let q = std::sync::Arc::clone(&q);
+            std::thread::spawn(move || q.close())
+        };
+        assert!(matches!(
+            rt.block_on(q.next_async(Duration::from_secs(30))),
+            Next::Closed
+        ));
+        closer.join().unwrap();
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! The batched sink worker shared by every HTTP destination: an encoder thread and a delivery thread joined by
+//! The batched sink worker shared by every queued destination (HTTP and MQTT): an encoder thread and a delivery thread joined by
 //! a [`DeliveryQueue`].
 //!
 //! - **Encoder** (the calling thread): takes slabs from the sink's channel (crossbeam's blocking `recv` never runs
@@ -6,7 +6,7 @@
 //!   hands the batch to the queue when it is full or its oldest event reached `max_age`. It never waits for the
 //!   destination: while the destination is slow or down, batches wait in the queue's memory, then in its disk
 //!   spool. When the channel disconnects (readers stopped), the last batch is queued and the queue closed.
-//! - **Delivery** (its own thread, with a single-threaded tokio runtime for the HTTP client): takes the oldest
+//! - **Delivery** (its own thread, with a single-threaded tokio runtime for the transport's client): takes the oldest
 //!   batch, `prepare`s the destination once (retried like a write), sends; on 413 splits in halves (down to single
 //!   events); on a retriable error backs off (doubling from `initial_backoff` to `max_backoff`, or `Retry-After`).
 //!   With a spool, retriable failures are retried until the destination recovers (the spool holds the backlog);
@@ -180,6 +180,7 @@ fn deliver_loop<T: Transport>(
             return;
         }
     };
+    rt.block_on(transport.start());
     let mut delivery = Delivery {
         settings: &settings,
         counters: &counters,
@@ -188,7 +189,9 @@ fn deliver_loop<T: Transport>(
         closed_at: None,
     };
     loop {
-        match queue.next(Duration::from_millis(200)) {
+        // Waiting inside the runtime (not on the queue's condvar) lets the transport's background tasks run
+        // between batches.
+        match rt.block_on(queue.next_async(Duration::from_millis(200))) {
             Next::Batch(origin, mut batch) => {
                 if delivery.closed_at.is_none() && queue.is_closed() {
                     delivery.closed_at = Some(Instant::now());
@@ -215,6 +218,7 @@ fn deliver_loop<T: Transport>(
             Next::Closed => break,
         }
     }
+    rt.block_on(transport.close());
     let (saved, lost) = queue.persist_remaining();
     counters.spooled.set(queue.spooled_events());
     if saved > 0 {

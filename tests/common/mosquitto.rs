@@ -22,6 +22,8 @@ pub struct BrokerOptions {
     pub persistence: bool,
     /// Also listen with TLS on [`Mosquitto::tls_port`], with these files.
     pub tls: Option<TlsFiles>,
+    /// Log every packet (`log_type debug`: PINGREQ, PUBLISH, ...) to [`Mosquitto::log`].
+    pub debug_log: bool,
 }
 
 /// A test CA and a server certificate for 127.0.0.1 / localhost it signed.
@@ -168,6 +170,9 @@ impl Mosquitto {
             "log_dest file {d}/mosquitto.log\nlog_type error\nlog_type warning\nlog_type notice\n\
              log_type information\nconnection_messages true\nmax_queued_messages 0\n"
         ));
+        if options.debug_log {
+            conf.push_str("log_type debug\n");
+        }
         if options.persistence {
             conf.push_str(&format!(
                 "persistence true\npersistence_location {d}/\nautosave_interval 0\n"

@@ -88,8 +88,8 @@ fn hostname() -> String {
         .unwrap_or_default()
 }
 
-/// rumqttc options for `config`: clean session (unacknowledged publishes are kept by the sink itself across
-/// reconnects, see `client.rs`), credentials, keep-alive, TLS, and an outgoing packet limit of `max_packet`.
+/// rumqttc options for `config`: clean session (after a lost connection the worker re-publishes the whole
+/// unconfirmed batch, see `client.rs`), credentials, keep-alive, TLS, and an outgoing packet limit of `max_packet`.
 pub(crate) fn mqtt_options(config: &MqttConfig, client_id: String, max_packet: usize) -> Result<MqttOptions, String> {
     let mut options = MqttOptions::new(client_id, config.broker_host.trim(), config.broker_port);
     options.set_clean_session(true);

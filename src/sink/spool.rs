@@ -10,7 +10,7 @@
 //! ```
 //!
 //! A record is one encoded batch (whole wire items, so it can still be split on 413). New records are appended to
-//! the newest segment, which rolls over at [`SEGMENT_BYTES`]. The file `head` holds `<segment id> <offset>`: the
+//! the newest segment, which rolls over at an eighth of the cap (see [`SEGMENT_BYTES`]). The file `head` holds `<segment id> <offset>`: the
 //! first record not yet delivered; it is rewritten (write + rename) after each delivery. Fully delivered segments
 //! are deleted.
 //!
@@ -32,8 +32,12 @@ use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 const MAGIC: u32 = u32::from_le_bytes(*b"SPL1");
-/// A segment is finished (fsynced, a new one started) once it reaches this size.
+/// A segment is finished (fsynced, a new one started) once it reaches its size: an eighth of the spool's cap,
+/// between [`MIN_SEGMENT_BYTES`] and this, so the cap evicts in steps of about an eighth of it (one record, a whole
+/// batch, may still make a segment larger).
 pub const SEGMENT_BYTES: u64 = 16 << 20;
+/// The smallest segment size.
+pub const MIN_SEGMENT_BYTES: u64 = 64 << 10;
 /// Ids start here so [`Spool::prepend`] has room below.
 const FIRST_ID: u64 = 1 << 40;
 
@@ -61,6 +65,8 @@ pub struct Evicted {
 pub struct Spool {
     dir: PathBuf,
     max_bytes: u64,
+    /// Size at which the newest segment is finished (see [`SEGMENT_BYTES`]).
+    segment_bytes: u64,
     segments: VecDeque<Segment>,
     /// Read position in the oldest segment.
     head_offset: u64,
@@ -86,6 +92,7 @@ impl Spool {
         let mut spool = Spool {
             dir: dir.to_path_buf(),
             max_bytes,
+            segment_bytes: (max_bytes / 8).clamp(MIN_SEGMENT_BYTES, SEGMENT_BYTES),
             segments: VecDeque::new(),
             head_offset: 0,
             writer: None,
@@ -137,7 +144,7 @@ impl Spool {
         let events = batch.len() as u32;
         let record = encode_record(batch);
         let needs_new = match self.segments.back() {
-            Some(s) => s.bytes + record.len() as u64 > SEGMENT_BYTES && s.bytes > 0,
+            Some(s) => s.bytes + record.len() as u64 > self.segment_bytes && s.bytes > 0,
             None => true,
         };
         if needs_new {
@@ -513,5 +520,27 @@ mod tests {
         assert!(evicted > 0);
         assert!(s.bytes() <= SEGMENT_BYTES + SEGMENT_BYTES / 2 + (1 << 21));
         assert_eq!(s.events() + evicted, 40 * 7);
+    }
+
+    #[test]
+    fn a_small_cap_evicts_in_small_steps_and_holds() {
+        let dir = tempfile::tempdir().unwrap();
+        let cap = 1 << 20;
+        let mut s = Spool::open(dir.path(), cap).unwrap();
+        let mut batch = EncodedBatch::default();
+        for _ in 0..10 {
+            batch.bytes.extend(std::iter::repeat_n(b'x', 2_000));
+            batch.ends.push(batch.bytes.len() as u32);
+        }
+        let mut evicted = 0;
+        for _ in 0..200 {
+            let e = s.append(&batch).unwrap().events;
+            // One eviction step drops about one segment (an eighth of the cap), never most of the spool.
+            assert!(e <= 80, "evicted {e} events at once");
+            evicted += e;
+            assert!(s.bytes() <= cap + cap / 8, "spool {} over cap {cap}", s.bytes());
+        }
+        assert!(evicted > 0);
+        assert_eq!(s.events() + evicted, 200 * 10);
     }
 }

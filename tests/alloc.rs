@@ -65,6 +65,7 @@ fn steady_state_allocates_nothing_per_event() {
         stop: Arc::new(AtomicBool::new(false)),
         app_names: AppNames::empty(),
         admission: Admission::default(),
+        event_counts: None,
     });
     let mut core = ReaderCore::new(shared);
     let tags = [Tag {

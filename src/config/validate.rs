@@ -359,11 +359,6 @@ impl<'a> Map<'a> {
             path: join(&self.path, key),
         }
     }
-
-    /// Path of `key` in this mapping.
-    fn path_of(&self, key: &str) -> String {
-        join(&self.path, key)
-    }
 }
 
 impl<'a> Node<'a> {

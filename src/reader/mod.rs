@@ -34,6 +34,7 @@ use crate::event::slab::{Slab, SlabPool, SlabWriter};
 use crate::event::{Field, RejectReason};
 use crate::parse::parse_into;
 use crate::reader::admission::Admission;
+use crate::telemetry::event_counts::{EventCounts, LocalEventCounts};
 use crate::telemetry::metrics::{HostStats, RateLimit, ReceiveCounters};
 
 /// How long a backend waits for data before it checks the stop flag.
@@ -65,6 +66,8 @@ pub struct ReaderShared {
     pub app_names: Arc<AppNames>,
     /// Source validation and rate limit.
     pub admission: Admission,
+    /// Butler SOS's event counts (`qlikSenseEvents.eventCount`), when they are written.
+    pub event_counts: Option<Arc<EventCounts>>,
 }
 
 /// Per-datagram work common to both backends.
@@ -75,6 +78,8 @@ pub struct ReaderCore {
     ua_cache: UserAgentCache,
     app_names: AppNameView,
     local: LocalCounts,
+    /// This reader's event counts, merged into `shared.event_counts` at each flush (`None` when off).
+    event_counts: Option<LocalEventCounts>,
 }
 
 /// Counts kept per reader and published to the shared atomics once per slab, so readers never contend on a
@@ -108,12 +113,14 @@ impl ReaderCore {
     pub fn new(shared: Arc<ReaderShared>) -> ReaderCore {
         let slab = Some(shared.pool.take());
         let app_names = AppNameView::new(Arc::clone(&shared.app_names));
+        let event_counts = shared.event_counts.as_ref().map(|_| LocalEventCounts::default());
         ReaderCore {
             shared,
             slab,
             ua_cache: UserAgentCache::new(UA_CACHE_ENTRIES),
             app_names,
             local: LocalCounts::default(),
+            event_counts,
         }
     }
 
@@ -153,6 +160,10 @@ impl ReaderCore {
         let ev = slab.next_slot();
         match parse_into(data, ev) {
             Ok(notes) => {
+                // Butler SOS counts every recognised event before its exclude check.
+                if let Some(counts) = &mut self.event_counts {
+                    counts.count(ev.source, ev.get(Field::Host), ev.get(Field::Origin));
+                }
                 let excluded = self
                     .shared
                     .excluded
@@ -183,7 +194,14 @@ impl ReaderCore {
                     self.flush();
                 }
             }
-            Err(reason) => self.reject(reason, data, peer),
+            Err(reason) => {
+                if reason == RejectReason::UnknownSource {
+                    if let Some(counts) = &mut self.event_counts {
+                        counts.count_unknown();
+                    }
+                }
+                self.reject(reason, data, peer);
+            }
         }
     }
 
@@ -231,6 +249,9 @@ impl ReaderCore {
     }
 
     fn publish_counts(&mut self) {
+        if let (Some(local), Some(shared)) = (&mut self.event_counts, &self.shared.event_counts) {
+            shared.merge(local);
+        }
         let c = &self.shared.counters;
         let mut total = HostStats::default();
         for (_, h) in &self.local.hosts {

@@ -48,9 +48,13 @@ pub struct Engine {
     _dir: Option<tempfile::TempDir>,
 }
 
-/// The engine binary built by cargo for these tests.
+/// The engine binary built by cargo for these tests, or `SENSE_INGEST_BIN` when set (a copy taken right after the
+/// build: with one target directory shared by several checkouts, the built binary can be replaced by another
+/// checkout's build while the tests run).
 pub fn engine_bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_sense-ingest"))
+    std::env::var_os("SENSE_INGEST_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_sense-ingest")))
 }
 
 fn pump(reader: impl std::io::Read + Send + 'static, sink: Arc<Mutex<Vec<String>>>) {

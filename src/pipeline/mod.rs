@@ -231,6 +231,13 @@ pub fn start(config: &Config, stop: Arc<AtomicBool>) -> Result<Engine, StartErro
         let mut state = MetricsState::new(Arc::clone(&counters), metrics_sinks);
         state.backend = Arc::clone(&backend_in_use);
         state.readers_bound = Arc::clone(&readers_bound);
+        if let Some(alarm) = &silent_hosts {
+            let alarm = Arc::clone(alarm);
+            state.silent_hosts = Some(Arc::new(move || {
+                let alarm = alarm.lock().unwrap_or_else(|e| e.into_inner());
+                alarm.silent_hosts().into_iter().map(str::to_owned).collect()
+            }));
+        }
         let p = &config.prometheus;
         let addr = (p.host.as_str(), p.port)
             .to_socket_addrs()

@@ -23,7 +23,9 @@
 //! Each reader counts into its own [`LocalEventCounts`] (no lock, no atomic; an allocation only the first time a
 //! reader sees a key) and merges it into the shared [`EventCounts`] once per slab, under one lock.
 
+use std::borrow::Borrow;
 use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
 use std::sync::Mutex;
 
 use crate::event::Source;
@@ -71,7 +73,7 @@ impl From<Source> for CountedSource {
 pub const UNKNOWN: &str = "Unknown";
 
 /// One counter's key. Ordered by source, host, subsystem (the order lines are written in).
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct EventCountKey {
     /// `source` tag.
     pub source: CountedSource,
@@ -79,6 +81,50 @@ pub struct EventCountKey {
     pub host: String,
     /// `subsystem` tag (never empty).
     pub subsystem: String,
+}
+
+/// A key as borrowed parts, so the shared map is searched without building an owned key (no allocation per
+/// merge once every key is known). [`EventCountKey`] hashes exactly like its parts, as `Borrow` requires.
+trait KeyParts {
+    fn parts(&self) -> (CountedSource, &str, &str);
+}
+
+impl KeyParts for EventCountKey {
+    fn parts(&self) -> (CountedSource, &str, &str) {
+        (self.source, &self.host, &self.subsystem)
+    }
+}
+
+impl KeyParts for (CountedSource, &str, &str) {
+    fn parts(&self) -> (CountedSource, &str, &str) {
+        *self
+    }
+}
+
+impl<'a> Borrow<dyn KeyParts + 'a> for EventCountKey {
+    fn borrow(&self) -> &(dyn KeyParts + 'a) {
+        self
+    }
+}
+
+impl Hash for dyn KeyParts + '_ {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.parts().hash(state);
+    }
+}
+
+impl PartialEq for dyn KeyParts + '_ {
+    fn eq(&self, other: &Self) -> bool {
+        self.parts() == other.parts()
+    }
+}
+
+impl Eq for dyn KeyParts + '_ {}
+
+impl Hash for EventCountKey {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.parts().hash(state);
+    }
 }
 
 /// The counts of every reader, merged; taken by the writer at each write.
@@ -98,18 +144,17 @@ impl EventCounts {
         let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
         for e in local.entries.iter_mut().filter(|e| e.count > 0) {
             let n = std::mem::take(&mut e.count);
-            // A borrowed lookup would need a key type of borrowed strings; an owned key per merge is cheap
-            // (a handful of keys, once per slab), and only new keys are kept.
-            let key = EventCountKey {
-                source: e.source,
-                host: e.host.clone(),
-                subsystem: e.subsystem.clone(),
-            };
+            let parts = (e.source, e.host.as_str(), e.subsystem.as_str());
             let full = counts.len() >= MAX_KEYS;
-            match counts.get_mut(&key) {
+            match counts.get_mut(&parts as &dyn KeyParts) {
                 Some(c) => *c += n,
                 None if full => self.overflow.add(n),
                 None => {
+                    let key = EventCountKey {
+                        source: e.source,
+                        host: e.host.clone(),
+                        subsystem: e.subsystem.clone(),
+                    };
                     counts.insert(key, n);
                 }
             }
@@ -121,11 +166,11 @@ impl EventCounts {
         }
     }
 
-    /// Takes every count (the map is empty afterwards), sorted by key. The writer gives them back with
+    /// Takes every count, sorted by key; the map is empty afterwards (it keeps its capacity; a key is allocated
+    /// again the first time it is counted after a write: once per key per write period, never per event). The writer gives them back with
     /// [`EventCounts::restore`] when the write fails.
     pub fn take(&self) -> Vec<(EventCountKey, u64)> {
-        let taken = std::mem::take(&mut *self.counts.lock().unwrap_or_else(|e| e.into_inner()));
-        let mut v: Vec<_> = taken.into_iter().collect();
+        let mut v: Vec<_> = self.counts.lock().unwrap_or_else(|e| e.into_inner()).drain().collect();
         v.sort();
         v
     }

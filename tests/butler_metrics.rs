@@ -345,3 +345,29 @@ fn v3_queue_metrics_and_event_counts_are_byte_exact() {
     }
     assert!(engine.terminate().success());
 }
+
+#[test]
+fn counts_not_yet_written_are_written_at_shutdown() {
+    let mock = InfluxV2Mock::start("myorg", TOKEN, 1 << 20);
+    // A period far longer than the test: only the last write at shutdown can carry the counts.
+    let qse = EVENT_COUNTS.replace("writeFrequency: 300", "writeFrequency: 600000");
+    let yaml = config(&influx_section(2, mock.addr().port(), "metrics"), &qse, "")
+        .replace("logLevel: info", "logLevel: verbose");
+    let mut engine = Engine::start_with_yaml(&yaml);
+    send_datagrams(engine.target(), &vec![session("sense9", "anna", "Hub"); 2]);
+    wait_for("both events handled", WAIT, || {
+        (engine.stderr_text().matches("user event").count() >= 2).then_some(())
+    });
+    assert!(
+        count_lines(&mock.lines()).is_empty(),
+        "nothing written before the period ends"
+    );
+    assert!(engine.terminate().success());
+    let lines = count_lines(&mock.lines());
+    assert_eq!(lines.len(), 1, "{lines:?}\n{}", engine.stderr_text());
+    assert_eq!(
+        without_ts(&lines[0].raw),
+        "event_count,env=DEV,event_type=user,host=sense9,site=lab,source=qseow-proxy-session,subsystem=Hub \
+         counter=2i"
+    );
+}

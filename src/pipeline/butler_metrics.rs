@@ -15,7 +15,8 @@
 //! # Shutdown
 //! On stop the writer waits (up to `shutdownTimeout`) until every reader has finished (they merge their last
 //! counts when they stop; the writer only holds a [`Weak`] reference, so it never keeps the channels open), then
-//! writes both measurements a last time and returns.
+//! writes both measurements a last time (at most [`FINAL_WRITE_TIMEOUT`]) and returns. Counts of a last write
+//! that fails are lost: there is no spool for them (logged at WARN).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
@@ -39,6 +40,10 @@ use crate::telemetry::metrics::{now_unix_ns, ReceiveCounters, SinkCounters};
 
 /// How often the thread checks the stop flag while it waits.
 const STOP_POLL: Duration = Duration::from_millis(50);
+
+/// Longest the last write at shutdown may take (a hung InfluxDB must not hold up the exit beyond the engine's
+/// grace period for sinks).
+const FINAL_WRITE_TIMEOUT: Duration = Duration::from_secs(4);
 
 /// What the writer reads: the settings, and the engine's counters and queues.
 #[derive(Debug)]
@@ -331,11 +336,23 @@ fn run(m: ButlerMetrics, stop: Arc<AtomicBool>) {
     while w.m.readers.strong_count() > 0 && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(10));
     }
-    if w.events.is_some() {
-        rt.block_on(w.write_event_counts());
-    }
-    if w.queue.is_some() {
-        rt.block_on(w.write_queue_metrics());
+    let last = async {
+        if w.events.is_some() {
+            w.write_event_counts().await;
+        }
+        if w.queue.is_some() {
+            w.write_queue_metrics().await;
+        }
+    };
+    // The timer must be created inside the runtime.
+    if rt
+        .block_on(async { tokio::time::timeout(FINAL_WRITE_TIMEOUT, last).await })
+        .is_err()
+    {
+        warn!(
+            timeout_s = FINAL_WRITE_TIMEOUT.as_secs(),
+            "the last Butler SOS metrics write at shutdown did not finish in time; its counts are lost"
+        );
     }
 }
 

@@ -33,6 +33,7 @@ fn pipeline(c: &mut Criterion) {
         stop: Arc::new(AtomicBool::new(false)),
         app_names: AppNames::empty(),
         admission: Admission::default(),
+        event_counts: None,
     });
     let mut core = ReaderCore::new(shared);
     let mut encoder = LineEncoder::new(&[]);

@@ -1,5 +1,6 @@
 //! Steady state allocates nothing per event: a counting global allocator around the whole in-memory path
-//! (reader core → slab → channel → InfluxDB and MQTT-JSON encoders → reused batch buffers), after a warm-up.
+//! (reader core with event counting → slab → channel → InfluxDB and MQTT-JSON encoders → reused batch buffers),
+//! after a warm-up.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::net::SocketAddr;
@@ -14,6 +15,7 @@ use sense_ingest::reader::{ReaderCore, ReaderShared};
 use sense_ingest::sink::influxdb::LineEncoder;
 use sense_ingest::sink::json::EventJson;
 use sense_ingest::sink::Encoder;
+use sense_ingest::telemetry::event_counts::EventCounts;
 use sense_ingest::telemetry::metrics::ReceiveCounters;
 
 struct Counting;
@@ -65,6 +67,8 @@ fn steady_state_allocates_nothing_per_event() {
         stop: Arc::new(AtomicBool::new(false)),
         app_names: AppNames::empty(),
         admission: Admission::default(),
+        // Butler SOS's event counts on: counted per reader, merged once per slab, no allocation once keys are known.
+        event_counts: Some(Arc::new(EventCounts::default())),
     });
     let mut core = ReaderCore::new(shared);
     let tags = [Tag {

@@ -250,3 +250,39 @@ impl Drop for KillOnDrop {
         }
     }
 }
+
+#[test]
+fn silent_hosts_are_exported_while_silent_and_cleared_when_they_send_again() {
+    // Inline config (no fixture needed): no destination, the metrics endpoint on a free port, a 1 s silence.
+    let yaml = "Butler-SOS:
+  logLevel: info
+  userEvents:
+    enable: true
+    udpServerConfig: {serverHost: 127.0.0.1, portUserActivityEvents: 0}
+  prometheus: {enable: true, host: 127.0.0.1, port: 0}
+sense-ingest:
+  silentHostAfter: 1s
+";
+    let engine = Engine::start_with_yaml(yaml);
+    let addr = metrics_addr(&engine);
+    let metrics = get_metrics(addr).expect("metrics endpoint");
+    assert_eq!(metrics.get("sense_ingest_silent_hosts"), Some(&0.0));
+    let session = |host: &str| {
+        format!("/qseow-proxy-session/;{host};Start session;LAB;anna;Hub;/hub/;Start session for user 'LAB\\anna'")
+            .into_bytes()
+    };
+    send_datagrams(engine.target(), &[session("sense1"), session("sense2")]);
+    let both = r#"sense_ingest_silent_host{host="sense1"}"#;
+    let other = r#"sense_ingest_silent_host{host="sense2"}"#;
+    wait_for("both hosts reported silent", Duration::from_secs(10), || {
+        let m = get_metrics(addr)?;
+        (m.get("sense_ingest_silent_hosts") == Some(&2.0) && m.get(both) == Some(&1.0) && m.get(other) == Some(&1.0))
+            .then_some(())
+    });
+    send_datagrams(engine.target(), &[session("sense1")]);
+    wait_for("sense1 no longer silent", Duration::from_secs(10), || {
+        let m = get_metrics(addr)?;
+        (m.get("sense_ingest_silent_hosts") == Some(&1.0) && !m.contains_key(both) && m.get(other) == Some(&1.0))
+            .then_some(())
+    });
+}

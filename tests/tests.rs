@@ -6,6 +6,8 @@ mod common;
 mod analytics;
 /// Appender XML written by `sense-ingest appender`, parsed back.
 mod appender;
+/// Butler SOS's own measurements (event counts, queue metrics) into a real InfluxDB 1.x and the v2/v3 stand-ins.
+mod butler_metrics;
 /// `check-config` on good and broken Butler SOS files.
 mod check_config;
 /// Every fixture case through the real binary into a real InfluxDB 1.x, with both reader backends.

@@ -108,6 +108,9 @@ pub struct Config {
     pub new_relic: NewRelicConfig,
     /// `Butler-SOS.prometheus`.
     pub prometheus: PrometheusConfig,
+    /// `Butler-SOS.qlikSenseEvents` event counts: `Some` when they are written (`influxdbConfig.enable`,
+    /// `qlikSenseEvents.influxdb.enable` and `qlikSenseEvents.eventCount.enable` all true).
+    pub event_count: Option<MetricsWriteConfig>,
     /// `sense-ingest:` (engine-only settings).
     pub engine: EngineConfig,
 }
@@ -153,6 +156,20 @@ pub struct UdpServerConfig {
     pub rate_limit_per_minute: Option<u32>,
     /// `messageQueue.backpressureThreshold` (%, default 80): a destination channel this full logs a WARN.
     pub backpressure_threshold_pct: u8,
+    /// `queueMetrics.influxdb`: `Some` when queue metrics are written (`queueMetrics.influxdb.enable` and
+    /// `influxdbConfig.enable` both true).
+    pub queue_metrics: Option<MetricsWriteConfig>,
+}
+
+/// One of Butler SOS's own InfluxDB measurements (event counts, queue metrics): how often, where, which tags.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MetricsWriteConfig {
+    /// `writeFrequency` (milliseconds in the file): one write per period.
+    pub write_frequency: Duration,
+    /// `measurementName`: never empty.
+    pub measurement: String,
+    /// `tags[] {name, value}`: added to every point after the built-in tags, overriding one of the same name.
+    pub tags: Vec<Tag>,
 }
 
 impl Default for UdpServerConfig {
@@ -163,6 +180,7 @@ impl Default for UdpServerConfig {
             allowed_sources: None,
             rate_limit_per_minute: None,
             backpressure_threshold_pct: 80,
+            queue_metrics: None,
         }
     }
 }

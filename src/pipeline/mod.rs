@@ -1,6 +1,7 @@
 //! The only module that knows readers *and* sinks: it builds them from the validated config, wires them with
 //! bounded channels, runs them, and shuts them down in order (readers stop → channels drain → sinks flush).
 
+pub mod butler_metrics;
 pub mod shutdown;
 
 use std::net::ToSocketAddrs;
@@ -32,6 +33,7 @@ use crate::sink::queue::{QueueSettings, SpoolSettings};
 use crate::sink::stdout;
 use crate::sink::worker::{self, WorkerSettings};
 use crate::sink::{self, Encoder, SinkError, Transport};
+use crate::telemetry::event_counts::EventCounts;
 use crate::telemetry::metrics::{ReceiveCounters, SinkCounters};
 use crate::telemetry::prometheus::{self, MetricsState, SinkMetrics};
 
@@ -189,6 +191,7 @@ pub fn start(config: &Config, stop: Arc<AtomicBool>) -> Result<Engine, StartErro
     };
     let in_flight = engine.channel_capacity * outputs.len().max(1) + engine.reader_threads * 2;
     let pool = SlabPool::new(engine.events_per_slab, in_flight);
+    let event_counts = config.event_count.as_ref().map(|_| Arc::new(EventCounts::default()));
     let shared = Arc::new(ReaderShared {
         pool,
         outputs,
@@ -201,6 +204,7 @@ pub fn start(config: &Config, stop: Arc<AtomicBool>) -> Result<Engine, StartErro
             config.user_events.udp.allowed_sources.as_deref(),
             config.user_events.udp.rate_limit_per_minute,
         ),
+        event_counts: event_counts.clone(),
     });
 
     // Bind everything first: a bind error stops startup before any thread receives.
@@ -226,6 +230,13 @@ pub fn start(config: &Config, stop: Arc<AtomicBool>) -> Result<Engine, StartErro
         let mut state = MetricsState::new(Arc::clone(&counters), metrics_sinks);
         state.backend = Arc::clone(&backend_in_use);
         state.readers_bound = Arc::clone(&readers_bound);
+        if let Some(alarm) = &silent_hosts {
+            let alarm = Arc::clone(alarm);
+            state.silent_hosts = Some(Arc::new(move || {
+                let alarm = alarm.lock().unwrap_or_else(|e| e.into_inner());
+                alarm.silent_hosts().into_iter().map(str::to_owned).collect()
+            }));
+        }
         let p = &config.prometheus;
         let addr = (p.host.as_str(), p.port)
             .to_socket_addrs()
@@ -251,6 +262,23 @@ pub fn start(config: &Config, stop: Arc<AtomicBool>) -> Result<Engine, StartErro
                 .map_err(|e| format!("cannot start reader thread: {e}"))?;
             readers.push(handle);
         }
+    }
+    if event_counts.is_some() || config.user_events.udp.queue_metrics.is_some() {
+        let metrics = butler_metrics::ButlerMetrics {
+            influx: config.influxdb.clone(),
+            event_count: config.event_count.clone().zip(event_counts),
+            queue_metrics: config.user_events.udp.queue_metrics.clone(),
+            counters: Arc::clone(&counters),
+            sinks: sinks.clone(),
+            channels: channels.iter().map(|(_, rx)| rx.clone()).collect(),
+            channel_capacity: engine.channel_capacity,
+            backpressure_threshold_pct: config.user_events.udp.backpressure_threshold_pct,
+            readers: Arc::downgrade(&shared),
+            shutdown_timeout: engine.shutdown_timeout,
+        };
+        let handle = butler_metrics::spawn(metrics, Arc::clone(&stop))
+            .map_err(|e| format!("cannot start the Butler SOS metrics thread: {e}"))?;
+        sink_threads.push(handle);
     }
     drop(shared);
     readers_bound.store(true, Ordering::Relaxed);

@@ -75,6 +75,26 @@ impl Admission {
         entry.1 += 1;
         Ok(())
     }
+
+    /// Butler SOS's `rate_limit_current` (its `RateLimiter.getCurrentRate`), per sender: the busiest sender's
+    /// admitted datagrams in the current minute, extrapolated to a per-minute rate
+    /// (`round(count / elapsed_s * 60)`, 0 at the very start of a minute). 0 when the rate limit is off.
+    pub fn busiest_rate_per_minute(&self, now_ns: u64) -> u64 {
+        let Some(rate) = &self.rate else { return 0 };
+        let minute = now_ns / 60_000_000_000;
+        let elapsed_ns = now_ns % 60_000_000_000;
+        let windows = rate.windows.lock().unwrap_or_else(|e| e.into_inner());
+        let busiest = windows
+            .values()
+            .filter(|(m, _)| *m == minute)
+            .map(|(_, n)| *n)
+            .max()
+            .unwrap_or(0);
+        if elapsed_ns == 0 {
+            return 0;
+        }
+        (f64::from(busiest) * 60e9 / elapsed_ns as f64).round() as u64
+    }
 }
 
 #[cfg(test)]
@@ -103,6 +123,12 @@ mod tests {
         assert_eq!(a.check_rate(x, t + 1), Ok(()));
         assert_eq!(a.check_rate(x, t + 2), Err(RejectReason::RateLimited));
         assert_eq!(a.check_rate(y, t + 3), Ok(()), "another sender has its own window");
+        assert_eq!(
+            a.busiest_rate_per_minute(t + 30_000_000_000),
+            4,
+            "2 in 30 s is 4 per minute"
+        );
+        assert_eq!(Admission::new(None, None).busiest_rate_per_minute(t + 1), 0);
         assert_eq!(
             a.check_rate(x, t + 60_000_000_000),
             Ok(()),

@@ -34,6 +34,7 @@ use crate::event::slab::{Slab, SlabPool, SlabWriter};
 use crate::event::{Field, RejectReason};
 use crate::parse::parse_into;
 use crate::reader::admission::Admission;
+use crate::telemetry::event_counts::{EventCounts, LocalEventCounts};
 use crate::telemetry::metrics::{HostStats, RateLimit, ReceiveCounters};
 
 /// How long a backend waits for data before it checks the stop flag.
@@ -72,6 +73,8 @@ pub struct ReaderShared {
     pub app_names: Arc<AppNames>,
     /// Source validation and rate limit.
     pub admission: Admission,
+    /// Butler SOS's event counts (`qlikSenseEvents.eventCount`), when they are written.
+    pub event_counts: Option<Arc<EventCounts>>,
 }
 
 /// Per-datagram work common to both backends.
@@ -84,6 +87,8 @@ pub struct ReaderCore {
     local: LocalCounts,
     /// Receive time of the oldest event in the current slab (0: the slab holds none).
     pending_since_ns: u64,
+    /// This reader's event counts, merged into `shared.event_counts` at each flush (`None` when off).
+    event_counts: Option<LocalEventCounts>,
 }
 
 /// Counts kept per reader and published to the shared atomics once per slab, so readers never contend on a
@@ -117,6 +122,7 @@ impl ReaderCore {
     pub fn new(shared: Arc<ReaderShared>) -> ReaderCore {
         let slab = Some(shared.pool.take());
         let app_names = AppNameView::new(Arc::clone(&shared.app_names));
+        let event_counts = shared.event_counts.as_ref().map(|_| LocalEventCounts::default());
         ReaderCore {
             shared,
             slab,
@@ -124,6 +130,7 @@ impl ReaderCore {
             app_names,
             local: LocalCounts::default(),
             pending_since_ns: 0,
+            event_counts,
         }
     }
 
@@ -172,6 +179,10 @@ impl ReaderCore {
         let ev = slab.next_slot();
         match parse_into(data, ev) {
             Ok(notes) => {
+                // Butler SOS counts every recognised event before its exclude check.
+                if let Some(counts) = &mut self.event_counts {
+                    counts.count(ev.source, ev.get(Field::Host), ev.get(Field::Origin));
+                }
                 let excluded = self
                     .shared
                     .excluded
@@ -205,7 +216,14 @@ impl ReaderCore {
                     self.flush();
                 }
             }
-            Err(reason) => self.reject(reason, data, peer),
+            Err(reason) => {
+                if reason == RejectReason::UnknownSource {
+                    if let Some(counts) = &mut self.event_counts {
+                        counts.count_unknown();
+                    }
+                }
+                self.reject(reason, data, peer);
+            }
         }
     }
 
@@ -254,6 +272,9 @@ impl ReaderCore {
     }
 
     fn publish_counts(&mut self) {
+        if let (Some(local), Some(shared)) = (&mut self.event_counts, &self.shared.event_counts) {
+            shared.merge(local);
+        }
         let c = &self.shared.counters;
         let mut total = HostStats::default();
         for (_, h) in &self.local.hosts {

@@ -23,8 +23,8 @@
 //! - Integrity: a record whose checksum or framing is wrong ends its segment (counted, logged at ERROR); the rest
 //!   of that segment is skipped, later segments are read normally.
 //! - Bounded: when the spool would exceed `max_bytes`, whole oldest segments are deleted and their events counted
-//!   as dropped (the caller logs them at ERROR). The segment being read is never the one deleted while others
-//!   exist.
+//!   as dropped (the caller logs them at ERROR). Neither the segment being written nor, while its head record is
+//!   out for delivery, the head segment is deleted: the oldest segments after it go instead.
 
 use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions};
@@ -74,6 +74,9 @@ pub struct Spool {
     reader: Option<(u64, File)>,
     /// Records found damaged since open.
     pub corrupt_records: u64,
+    /// The head record was handed out by [`Spool::peek`] and is not popped yet (it is being delivered): its
+    /// segment must not be evicted, or the later [`Spool::pop`] would skip a different, undelivered record.
+    head_in_flight: bool,
 }
 
 impl Spool {
@@ -98,6 +101,7 @@ impl Spool {
             writer: None,
             reader: None,
             corrupt_records: 0,
+            head_in_flight: false,
         };
         for id in ids {
             if id < head_id {
@@ -249,7 +253,10 @@ impl Spool {
             let (_, f) = self.reader.as_mut().expect("reader opened above");
             f.seek(SeekFrom::Start(self.head_offset))?;
             match read_record(f)? {
-                Some(r) => return Ok(Some(r)),
+                Some(r) => {
+                    self.head_in_flight = true;
+                    return Ok(Some(r));
+                }
                 None => {
                     // Damaged or torn record: the rest of this segment is unusable.
                     self.corrupt_records += 1;
@@ -267,6 +274,7 @@ impl Spool {
 
     /// Consumes the record last returned by [`Spool::peek`] (it was delivered, or dropped for good).
     pub fn pop(&mut self, record: &EncodedBatch) -> io::Result<()> {
+        self.head_in_flight = false;
         let len = 12 + record_body_len(record) as u64;
         self.head_offset += len;
         if let Some(seg) = self.segments.front_mut() {
@@ -294,7 +302,15 @@ impl Spool {
     }
 
     fn drop_front_segment(&mut self) -> io::Result<()> {
-        if let Some(seg) = self.segments.pop_front() {
+        self.head_in_flight = false;
+        self.remove_segment(0);
+        self.head_offset = 0;
+        self.write_head()
+    }
+
+    /// Deletes segment `index` (its file and index entry).
+    fn remove_segment(&mut self, index: usize) {
+        if let Some(seg) = self.segments.remove(index) {
             if self.reader.as_ref().is_some_and(|(rid, _)| *rid == seg.id) {
                 self.reader = None;
             }
@@ -303,15 +319,20 @@ impl Spool {
             }
             let _ = fs::remove_file(self.path(seg.id));
         }
-        self.head_offset = 0;
-        self.write_head()
     }
 
+    /// Deletes the oldest segments while over the cap, never the one being written, nor the head segment while
+    /// its head record is being delivered (then the oldest segments after it go).
     fn evict_over_cap(&mut self) -> io::Result<Evicted> {
         let mut evicted = Evicted::default();
-        while self.bytes() > self.max_bytes && self.segments.len() > 1 {
-            let events = self.segments.front().map_or(0, |s| s.events);
-            self.drop_front_segment()?;
+        let keep_front = usize::from(self.head_in_flight);
+        while self.bytes() > self.max_bytes && self.segments.len() > 1 + keep_front {
+            let events = self.segments.get(keep_front).map_or(0, |s| s.events);
+            if keep_front == 0 {
+                self.drop_front_segment()?;
+            } else {
+                self.remove_segment(keep_front);
+            }
             evicted.segments += 1;
             evicted.events += events;
         }
@@ -520,6 +541,36 @@ mod tests {
         assert!(evicted > 0);
         assert!(s.bytes() <= SEGMENT_BYTES + SEGMENT_BYTES / 2 + (1 << 21));
         assert_eq!(s.events() + evicted, 40 * 7);
+    }
+
+    #[test]
+    fn the_head_segment_is_not_evicted_while_its_head_record_is_being_delivered() {
+        let dir = tempfile::tempdir().unwrap();
+        let cap = 1 << 20;
+        let mut s = Spool::open(dir.path(), cap).unwrap();
+        let batch = |tag: u8| {
+            let mut b = EncodedBatch::default();
+            for _ in 0..10 {
+                b.bytes.extend(std::iter::repeat_n(tag, 2_000));
+                b.ends.push(b.bytes.len() as u32);
+            }
+            b
+        };
+        s.append(&batch(b'a')).unwrap();
+        s.append(&batch(b'b')).unwrap();
+        let head = s.peek().unwrap().expect("a record");
+        assert_eq!(head.bytes[0], b'a');
+        // Far over the cap while the head record is out for delivery.
+        let mut evicted = 0;
+        for _ in 0..200 {
+            evicted += s.append(&batch(b'z')).unwrap().events;
+        }
+        assert!(evicted > 0);
+        // Delivered: popping it must advance to the record after it ('b'), not skip an undelivered one.
+        s.pop(&head).unwrap();
+        let next = s.peek().unwrap().expect("the next record");
+        assert_eq!(next.bytes[0], b'b');
+        assert_eq!(s.events() + evicted + 10, 202 * 10, "every event is spooled, evicted or delivered once");
     }
 
     #[test]

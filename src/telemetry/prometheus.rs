@@ -143,7 +143,6 @@ impl fmt::Debug for SinkMetrics {
 }
 
 /// Everything `/metrics` and `/health` report, shared with the engine through `Arc`s.
-#[derive(Debug)]
 pub struct MetricsState {
     /// Receive counters (the same `Arc` as `Engine::counters`).
     pub receive: Arc<ReceiveCounters>,
@@ -159,6 +158,27 @@ pub struct MetricsState {
     pub started: Instant,
     /// The build's version (`sense_ingest_build_info{version=..}`).
     pub version: &'static str,
+    /// The Sense hosts silent now (sorted), when `sense-ingest.silentHostAfter` is set: exported as
+    /// `sense_ingest_silent_hosts` and one `sense_ingest_silent_host{host}` per host. `None`: neither is exported
+    /// (no alarm runs, so "0 silent" would be a claim nobody checked).
+    pub silent_hosts: Option<SilentHosts>,
+}
+
+/// Reads the silent hosts (a closure, so telemetry does not depend on the alarm's module).
+pub type SilentHosts = Arc<dyn Fn() -> Vec<String> + Send + Sync>;
+
+impl fmt::Debug for MetricsState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MetricsState")
+            .field("receive", &self.receive)
+            .field("sinks", &self.sinks)
+            .field("readers_bound", &self.readers_bound)
+            .field("backend", &self.backend)
+            .field("started", &self.started)
+            .field("version", &self.version)
+            .field("silent_hosts", &self.silent_hosts.as_ref().map(|_| "<fn>"))
+            .finish()
+    }
 }
 
 impl MetricsState {
@@ -172,6 +192,7 @@ impl MetricsState {
             backend: Arc::new(Mutex::new("")),
             started: Instant::now(),
             version: env!("CARGO_PKG_VERSION"),
+            silent_hosts: None,
         }
     }
 
@@ -343,6 +364,23 @@ impl MetricsState {
         out.sample("build_info", &[("version", self.version)], 1);
         let uptime = Float(self.started.elapsed().as_secs_f64());
         out.scalar("uptime_seconds", GAUGE, "Seconds since the engine started.", uptime);
+        if let Some(silent_hosts) = &self.silent_hosts {
+            let hosts = silent_hosts();
+            out.scalar(
+                "silent_hosts",
+                GAUGE,
+                "Known Sense hosts that sent no user event for sense-ingest.silentHostAfter.",
+                hosts.len(),
+            );
+            out.family(
+                "silent_host",
+                GAUGE,
+                "1 for each Sense host silent now (absent once it sends again).",
+            );
+            for host in &hosts {
+                out.sample("silent_host", &[("host", host)], 1);
+            }
+        }
         out.0
     }
 
@@ -646,6 +684,29 @@ mod tests {
 
     fn lines(text: &str) -> Vec<&str> {
         text.lines().collect()
+    }
+
+    #[test]
+    fn silent_hosts_render_as_a_count_and_one_gauge_per_host_only_when_watched() {
+        let mut s = state();
+        assert!(!s.render().contains("silent_host"), "no alarm, no claim");
+        s.silent_hosts = Some(Arc::new(|| vec!["sense\"1".to_owned(), "sense2".to_owned()]));
+        let text = s.render();
+        let want = "# HELP sense_ingest_silent_hosts Known Sense hosts that sent no user event for \
+                    sense-ingest.silentHostAfter.\n\
+                    # TYPE sense_ingest_silent_hosts gauge\n\
+                    sense_ingest_silent_hosts 2\n\
+                    # HELP sense_ingest_silent_host 1 for each Sense host silent now (absent once it sends again).\n\
+                    # TYPE sense_ingest_silent_host gauge\n\
+                    sense_ingest_silent_host{host=\"sense\\\"1\"} 1\n\
+                    sense_ingest_silent_host{host=\"sense2\"} 1\n";
+        assert!(text.ends_with(want), "{text}");
+        s.silent_hosts = Some(Arc::new(Vec::new));
+        let text = s.render();
+        assert!(
+            text.contains("\nsense_ingest_silent_hosts 0\n") && !text.contains("silent_host{"),
+            "{text}"
+        );
     }
 
     #[test]

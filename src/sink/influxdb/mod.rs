@@ -2,7 +2,9 @@
 //!
 //! - [`encode`]: line protocol for one event (pure).
 //! - [`client`]: the HTTP transport (setup queries, `/write`, status handling).
+//! - [`butler_metrics`]: line protocol for Butler SOS's own measurements (event counts, queue metrics).
 
+pub mod butler_metrics;
 pub mod client;
 pub mod client_v2;
 pub mod client_v3;

@@ -501,7 +501,8 @@ pub struct SpoolConfig {
     pub dir: Option<PathBuf>,
     /// `maxBytes` (default 1 GiB) per destination; beyond it the oldest spooled events are dropped (counted, ERROR).
     pub max_bytes: u64,
-    /// `memoryBytes` (default 32 MiB) of encoded batches per destination kept in memory before spooling.
+    /// `memoryBytes` (default 32 MiB): memory of the encoded batches per destination kept in memory before spooling,
+    /// counted by their allocated buffers (a batch's buffer is sized for a full batch).
     pub memory_bytes: usize,
     /// `fsyncInterval` (default 1 s): how often spooled data is flushed to stable storage.
     pub fsync_interval: Duration,

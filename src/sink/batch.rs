@@ -36,6 +36,12 @@ impl EncodedBatch {
         &self.bytes[at(range.start)..at(range.end)]
     }
 
+    /// The memory this batch holds (allocated capacity, not just its length: a batch's buffer is allocated for a
+    /// full batch up front), which is what the memory queue's bound counts.
+    pub fn footprint(&self) -> usize {
+        self.bytes.capacity() + self.ends.capacity() * size_of::<u32>() + self.received_ns.capacity() * size_of::<u64>()
+    }
+
     /// Items `range` of `body`, a shared copy of this batch's `bytes` (zero-copy slice).
     pub fn item_bytes(&self, body: &bytes::Bytes, range: Range<usize>) -> bytes::Bytes {
         let at = |i: usize| if i == 0 { 0 } else { self.ends[i - 1] as usize };

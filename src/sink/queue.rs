@@ -138,7 +138,7 @@ impl DeliveryQueue {
     /// Without a spool, waits while the memory queue is full.
     pub fn push(&self, batch: EncodedBatch) -> (Dropped, bool) {
         let mut st = self.lock();
-        let len = batch.bytes.len();
+        let len = batch.footprint();
         let mut evicted = Evicted::default();
         let mut spooled = false;
         let to_spool = match &st.spool {
@@ -192,7 +192,7 @@ impl DeliveryQueue {
         let deadline = Instant::now() + wait;
         loop {
             if let Some(b) = st.mem.pop_front() {
-                st.mem_bytes -= b.bytes.len();
+                st.mem_bytes -= b.footprint();
                 drop(st);
                 self.room.notify_one();
                 return Next::Batch(Origin::Memory, b);
@@ -256,7 +256,7 @@ impl DeliveryQueue {
     pub fn give_back(&self, origin: Origin, batch: EncodedBatch) {
         if origin == Origin::Memory {
             let mut st = self.lock();
-            st.mem_bytes += batch.bytes.len();
+            st.mem_bytes += batch.footprint();
             st.mem.push_front(batch);
         }
     }
@@ -339,9 +339,10 @@ mod tests {
     #[test]
     fn order_holds_across_memory_and_spool() {
         let dir = tempfile::tempdir().unwrap();
-        let q = DeliveryQueue::new(&settings(dir.path(), 25)).unwrap();
+        let one = batch(1, 1).footprint();
+        let q = DeliveryQueue::new(&settings(dir.path(), 2 * one + one / 2)).unwrap();
         for tag in 1..=5 {
-            q.push(batch(tag, 1)); // 10 bytes each: two fit in memory, the rest spill
+            q.push(batch(tag, 1)); // two fit in memory, the rest spill
         }
         let got: Vec<(Origin, u8)> = (0..5).map(|_| take(&q)).collect();
         assert_eq!(

@@ -12,7 +12,7 @@ pub mod nr_receiver;
 
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener, UdpSocket};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -48,9 +48,14 @@ pub struct Engine {
     _dir: Option<tempfile::TempDir>,
 }
 
-/// The engine binary built by cargo for these tests.
+/// The engine binary built by cargo for these tests, or `$SENSE_INGEST_BIN` when set (a copy of it: with a
+/// target dir shared by several checkouts, the one cargo names can be replaced by another checkout's build while
+/// the tests run).
 pub fn engine_bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_sense-ingest"))
+    match std::env::var_os("SENSE_INGEST_BIN") {
+        Some(bin) => PathBuf::from(bin),
+        None => PathBuf::from(env!("CARGO_BIN_EXE_sense-ingest")),
+    }
 }
 
 fn pump(reader: impl std::io::Read + Send + 'static, sink: Arc<Mutex<Vec<String>>>) {
@@ -178,7 +183,11 @@ pub fn send_datagrams(target: SocketAddr, datagrams: &[Vec<u8>]) {
     }
 }
 
-/// The shared fixtures folder.
-pub fn shared_dir() -> &'static Path {
-    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared"))
+/// The shared fixtures folder: `../shared` next to the checkout, or `$SENSE_INGEST_SHARED_DIR` when set (a
+/// checkout elsewhere, e.g. a git worktree).
+pub fn shared_dir() -> PathBuf {
+    match std::env::var_os("SENSE_INGEST_SHARED_DIR") {
+        Some(dir) => PathBuf::from(dir),
+        None => PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared")),
+    }
 }

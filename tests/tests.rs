@@ -6,6 +6,8 @@ mod common;
 mod analytics;
 /// Appender XML written by `sense-ingest appender`, parsed back.
 mod appender;
+/// 200,000 events through InfluxDB and Mosquitto outages and an engine restart: every event arrives, counters add up.
+mod chaos;
 /// `check-config` on good and broken Butler SOS files.
 mod check_config;
 /// Every fixture case through the real binary into a real InfluxDB 1.x, with both reader backends.

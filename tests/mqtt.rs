@@ -634,8 +634,15 @@ fn a_full_spool_drops_the_oldest_events_counted_with_one_error_line() {
     let log = engine.stderr_text();
     // One ERROR line per eviction step, each a small part of the spool (segments are an eighth of the cap).
     let steps = evicted_lines(&log);
-    assert_eq!(steps.iter().sum::<u64>(), dropped, "the ERROR lines add up to the drops:\n{log}");
-    assert!(steps.iter().all(|&n| n < EVENTS as u64 / 4), "small eviction steps: {steps:?}");
+    assert_eq!(
+        steps.iter().sum::<u64>(),
+        dropped,
+        "the ERROR lines add up to the drops:\n{log}"
+    );
+    assert!(
+        steps.iter().all(|&n| n < EVENTS as u64 / 4),
+        "small eviction steps: {steps:?}"
+    );
     assert_eq!(mqtt_summary(&log), (EVENTS as u64 - dropped, dropped), "{log}");
     assert_eq!(got.len(), want, "no duplicates");
 

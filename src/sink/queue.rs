@@ -68,7 +68,8 @@ struct State {
     mem_bytes: usize,
     free: Vec<EncodedBatch>,
     spool: Option<Spool>,
-    closed: bool,
+    /// When [`DeliveryQueue::close`] was called.
+    closed_at: Option<Instant>,
     last_sync: Instant,
 }
 
@@ -100,7 +101,7 @@ impl DeliveryQueue {
                 mem_bytes: 0,
                 free: Vec::new(),
                 spool,
-                closed: false,
+                closed_at: None,
                 last_sync: Instant::now(),
             }),
             ready: Condvar::new(),
@@ -204,7 +205,7 @@ impl DeliveryQueue {
                     Err(e) => error!(error = %e, "cannot read the spool"),
                 }
             }
-            if st.closed {
+            if st.closed_at.is_some() {
                 return Next::Closed;
             }
             let now = Instant::now();
@@ -263,9 +264,14 @@ impl DeliveryQueue {
 
     /// No more batches will be pushed.
     pub fn close(&self) {
-        self.lock().closed = true;
+        self.lock().closed_at.get_or_insert_with(Instant::now);
         self.ready.notify_all();
         self.wake.notify_one();
+    }
+
+    /// How long ago the queue was closed (`None` while it is open): the shutdown clock of the delivery side.
+    pub fn closed_for(&self) -> Option<Duration> {
+        self.lock().closed_at.map(|t| t.elapsed())
     }
 
     /// At exit: writes what is still in memory in front of the spool (returns the events saved), or, without a
@@ -292,7 +298,7 @@ impl DeliveryQueue {
 
     /// True once [`DeliveryQueue::close`] was called.
     pub fn is_closed(&self) -> bool {
-        self.lock().closed
+        self.lock().closed_at.is_some()
     }
 
     /// True when a spool is configured.

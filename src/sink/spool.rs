@@ -570,7 +570,11 @@ mod tests {
         s.pop(&head).unwrap();
         let next = s.peek().unwrap().expect("the next record");
         assert_eq!(next.bytes[0], b'b');
-        assert_eq!(s.events() + evicted + 10, 202 * 10, "every event is spooled, evicted or delivered once");
+        assert_eq!(
+            s.events() + evicted + 10,
+            202 * 10,
+            "every event is spooled, evicted or delivered once"
+        );
     }
 
     #[test]

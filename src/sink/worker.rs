@@ -14,6 +14,10 @@
 //!   events as `dropped` with an ERROR naming the destination's own message.
 //! - **Shutdown**: after the queue is closed, delivery continues until it is empty or `shutdown_timeout` passed;
 //!   then whatever is still in memory is written in front of the spool (or, without one, counted as dropped).
+//!   The budget is checked before each batch, between retries and while a request is in flight: a request still
+//!   unanswered when it runs out is abandoned and its batch kept (the destination may have stored it anyway, so
+//!   it can arrive twice after the restart: at least once). A destination that is up but slow, with a backlog in
+//!   memory and in the spool, therefore cannot hold the shutdown past the budget.
 
 use std::ops::Range;
 use std::sync::Arc;
@@ -186,16 +190,18 @@ fn deliver_loop<T: Transport>(
         counters: &counters,
         prepared: false,
         persistent: queue.has_spool(),
-        closed_at: None,
     };
     loop {
+        // While the destination keeps answering, only this check ends delivery at shutdown: without it a slow
+        // destination with a backlog (memory and spool) kept the worker delivering past the budget, the engine
+        // stopped waiting for it and exited 1, and what was still in memory was neither delivered nor spooled.
+        if delivery.out_of_time(&queue) {
+            break;
+        }
         // Waiting inside the runtime (not on the queue's condvar) lets the transport's background tasks run
         // between batches.
         match rt.block_on(queue.next_async(Duration::from_millis(200))) {
             Next::Batch(origin, mut batch) => {
-                if delivery.closed_at.is_none() && queue.is_closed() {
-                    delivery.closed_at = Some(Instant::now());
-                }
                 // The items go to the HTTP client as one shared buffer (no copy per request) and come back for
                 // reuse once the client has let go of them.
                 let body = Bytes::from(std::mem::take(&mut batch.bytes));
@@ -243,13 +249,19 @@ struct Delivery<'a> {
     prepared: bool,
     /// A spool holds the backlog, so retriable failures are retried without limit.
     persistent: bool,
-    closed_at: Option<Instant>,
+}
+
+/// Resolves once `queue` has been closed for `budget` (the shutdown budget is spent). Checks every 100 ms.
+async fn budget_spent(queue: &DeliveryQueue, budget: Duration) {
+    while queue.closed_for().is_none_or(|d| d < budget) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 impl Delivery<'_> {
-    fn out_of_time(&self) -> bool {
-        self.closed_at
-            .is_some_and(|t| t.elapsed() >= self.settings.shutdown_timeout)
+    /// True once the queue has been closed for the shutdown budget.
+    fn out_of_time(&self, queue: &DeliveryQueue) -> bool {
+        queue.closed_for().is_some_and(|d| d >= self.settings.shutdown_timeout)
     }
 
     /// Delivers a whole batch, splitting on 413. `body` holds the batch's items (`batch.bytes` is empty meanwhile).
@@ -337,16 +349,23 @@ impl Delivery<'_> {
         let mut backoff = retry.initial_backoff;
         let mut attempt: u32 = 1;
         loop {
-            let result = if self.prepared {
-                transport.send_shared(items.clone(), count).await
-            } else {
-                match transport.prepare().await {
-                    Ok(()) => {
-                        self.prepared = true;
-                        transport.send_shared(items.clone(), count).await
+            let prepared = &mut self.prepared;
+            let attempt_once = async {
+                if *prepared {
+                    transport.send_shared(items.clone(), count).await
+                } else {
+                    match transport.prepare().await {
+                        Ok(()) => {
+                            *prepared = true;
+                            transport.send_shared(items.clone(), count).await
+                        }
+                        Err(e) => Err(e),
                     }
-                    Err(e) => Err(e),
                 }
+            };
+            let result = tokio::select! {
+                result = attempt_once => result,
+                () = budget_spent(queue, self.settings.shutdown_timeout) => return Err(Failure::OutOfTime),
             };
             let e = match result {
                 Ok(rejected) => return Ok(rejected),
@@ -357,10 +376,7 @@ impl Delivery<'_> {
             if !may_retry {
                 return Err(Failure::Final(e));
             }
-            if self.closed_at.is_none() && queue.is_closed() {
-                self.closed_at = Some(Instant::now());
-            }
-            if self.out_of_time() {
+            if self.out_of_time(queue) {
                 return Err(Failure::OutOfTime);
             }
             let wait = e.retry_after().unwrap_or(backoff).min(retry.max_backoff);
@@ -373,10 +389,7 @@ impl Delivery<'_> {
             let until = Instant::now() + wait;
             while Instant::now() < until {
                 tokio::time::sleep((until - Instant::now()).min(Duration::from_millis(100))).await;
-                if self.closed_at.is_none() && queue.is_closed() {
-                    self.closed_at = Some(Instant::now());
-                }
-                if self.out_of_time() {
+                if self.out_of_time(queue) {
                     return Err(Failure::OutOfTime);
                 }
             }
@@ -398,4 +411,106 @@ fn reclaim(body: Bytes) -> Vec<u8> {
 enum Failure {
     Final(SinkError),
     OutOfTime,
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+    use crate::sink::queue::SpoolSettings;
+
+    /// Accepts every batch after `delay` (forever when `None`), counting the events it accepted.
+    struct SlowTransport {
+        delay: Option<Duration>,
+        accepted: Arc<AtomicUsize>,
+    }
+
+    impl Transport for SlowTransport {
+        async fn prepare(&mut self) -> Result<(), SinkError> {
+            Ok(())
+        }
+        async fn send(&mut self, _items: &[u8], count: usize) -> Result<usize, SinkError> {
+            match self.delay {
+                Some(d) => tokio::time::sleep(d).await,
+                None => std::future::pending::<()>().await,
+            }
+            self.accepted.fetch_add(count, Ordering::Relaxed);
+            Ok(0)
+        }
+    }
+
+    const BATCHES: usize = 200;
+    const PER_BATCH: usize = 10;
+
+    /// A closed queue holding [`BATCHES`] batches of [`PER_BATCH`] events: half in memory, the rest in a spool in
+    /// `dir`.
+    fn backlog(dir: &std::path::Path) -> Arc<DeliveryQueue> {
+        let queue = DeliveryQueue::new(&QueueSettings {
+            max_memory_bytes: BATCHES / 2 * PER_BATCH * 5,
+            spool: Some(SpoolSettings {
+                dir: dir.to_path_buf(),
+                max_bytes: 1 << 30,
+                fsync_interval: Duration::from_secs(1),
+            }),
+        })
+        .unwrap();
+        let limits = BatchConfig {
+            max_events: PER_BATCH,
+            max_bytes: 1 << 20,
+            max_age: Duration::from_secs(1),
+        };
+        let mut batch = Batch::new(limits);
+        for _ in 0..BATCHES {
+            for _ in 0..PER_BATCH {
+                batch.buf().extend_from_slice(b"line\n");
+                batch.commit(Instant::now(), 1);
+            }
+            queue.push(batch.take(Batch::buffers(limits)));
+        }
+        assert!(queue.spooled_events() > 0, "part of the backlog is on disk");
+        queue.close();
+        Arc::new(queue)
+    }
+
+    /// Runs the delivery side on `queue` with a 300 ms shutdown budget; returns how long it took, the events
+    /// the transport accepted and the counters.
+    fn shut_down(queue: &Arc<DeliveryQueue>, delay: Option<Duration>) -> (Duration, usize, Arc<SinkCounters>) {
+        let mut settings = WorkerSettings::in_memory("test", BatchConfig::default(), RetryConfig::default());
+        settings.shutdown_timeout = Duration::from_millis(300);
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let counters = Arc::new(SinkCounters::default());
+        let transport = SlowTransport {
+            delay,
+            accepted: Arc::clone(&accepted),
+        };
+        let started = Instant::now();
+        deliver_loop(settings, Arc::clone(queue), transport, Arc::clone(&counters));
+        (started.elapsed(), accepted.load(Ordering::Relaxed), counters)
+    }
+
+    #[test]
+    fn a_slow_destination_with_a_backlog_cannot_hold_the_shutdown_past_its_budget() {
+        let dir = tempfile::tempdir().unwrap();
+        let queue = backlog(dir.path());
+        // 200 batches at 20 ms each would take 4 s.
+        let (took, accepted, counters) = shut_down(&queue, Some(Duration::from_millis(20)));
+        assert!(took < Duration::from_secs(2), "delivery went on for {took:?}");
+        assert!(accepted > 0 && accepted < BATCHES * PER_BATCH, "{accepted}");
+        assert_eq!(counters.delivered.get(), accepted as u64);
+        assert_eq!(counters.dropped.get(), 0);
+        // Everything not delivered is in the spool (the memory part was written in front of it).
+        assert_eq!(queue.spooled_events() + accepted as u64, (BATCHES * PER_BATCH) as u64);
+    }
+
+    #[test]
+    fn a_request_unanswered_when_the_budget_runs_out_is_abandoned_and_its_batch_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let queue = backlog(dir.path());
+        let (took, accepted, counters) = shut_down(&queue, None);
+        assert!(took < Duration::from_secs(2), "delivery went on for {took:?}");
+        assert_eq!(accepted, 0);
+        assert_eq!(counters.dropped.get(), 0);
+        assert_eq!(queue.spooled_events(), (BATCHES * PER_BATCH) as u64);
+    }
 }

@@ -1,4 +1,7 @@
 //! A real InfluxDB 1.x (`influxd` from the Debian package) on free loopback ports in a temp dir.
+//!
+//! Its config differs from the defaults in one limit: `max-values-per-tag = 0` (unlimited; default 100,000),
+//! because the chaos test stores 200,000 distinct user ids, each a tag value.
 
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
@@ -26,7 +29,7 @@ impl Influxd {
         let conf = format!(
             "reporting-disabled = true\nbind-address = \"127.0.0.1:{rpc_port}\"\n\
              [meta]\n  dir = \"{d}/meta\"\n[data]\n  dir = \"{d}/data\"\n  wal-dir = \"{d}/wal\"\n  \
-             query-log-enabled = false\n[http]\n  bind-address = \"127.0.0.1:{http_port}\"\n  log-enabled = false\n\
+             query-log-enabled = false\n  max-values-per-tag = 0\n[http]\n  bind-address = \"127.0.0.1:{http_port}\"\n  log-enabled = false\n\
              [monitor]\n  store-enabled = false\n[continuous_queries]\n  enabled = false\n"
         );
         let conf_path = dir.path().join("influxdb.conf");
@@ -58,8 +61,21 @@ impl Influxd {
     /// Starts influxd again (same ports, same data) after [`Influxd::kill`].
     pub fn restart(&mut self) {
         self.kill();
-        self.child = spawn(&self.conf);
+        self.start_again();
         self.wait_ready();
+    }
+
+    /// Starts influxd again after [`Influxd::kill`] without waiting: see [`Influxd::is_ready`].
+    pub fn start_again(&mut self) {
+        self.child = spawn(&self.conf);
+    }
+
+    /// True once `/ping` answers 204 (panics when influxd exited).
+    pub fn is_ready(&mut self) -> bool {
+        if let Some(status) = self.child.try_wait().unwrap() {
+            panic!("influxd exited early: {status}");
+        }
+        request(self.addr, "GET", "/ping", b"").is_some_and(|(s, _)| s == 204)
     }
 
     /// Runs an InfluxQL query against `db` and returns the JSON answer.

@@ -12,7 +12,7 @@ pub mod nr_receiver;
 
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener, UdpSocket};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -181,7 +181,11 @@ pub fn send_datagrams(target: SocketAddr, datagrams: &[Vec<u8>]) {
     }
 }
 
-/// The shared fixtures folder.
-pub fn shared_dir() -> &'static Path {
-    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared"))
+/// The shared fixtures folder: `../shared` next to the checkout, or `$SENSE_INGEST_SHARED_DIR` when set (a
+/// checkout elsewhere, e.g. a git worktree).
+pub fn shared_dir() -> PathBuf {
+    match std::env::var_os("SENSE_INGEST_SHARED_DIR") {
+        Some(dir) => PathBuf::from(dir),
+        None => PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared")),
+    }
 }

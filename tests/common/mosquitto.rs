@@ -362,6 +362,20 @@ impl Subscriber {
 
     /// Connects, subscribes and returns once the broker acknowledged the subscription.
     pub fn connect_with(port: u16, options: SubscriberOptions) -> Subscriber {
+        let messages = Arc::new(Mutex::new(Vec::new()));
+        let list = Arc::clone(&messages);
+        let mut sub = Subscriber::connect_with_handler(port, options, move |m| list.lock().unwrap().push(m));
+        sub.messages = messages;
+        sub
+    }
+
+    /// Like [`Subscriber::connect_with`], but hands every message to `on_message` (on the subscriber's thread)
+    /// instead of keeping it: for streams too long to hold ([`Subscriber::received`] stays empty).
+    pub fn connect_with_handler(
+        port: u16,
+        options: SubscriberOptions,
+        mut on_message: impl FnMut(Received) + Send + 'static,
+    ) -> Subscriber {
         static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let id = options.client_id.clone().unwrap_or_else(|| {
             format!(
@@ -378,17 +392,11 @@ impl Subscriber {
             mqtt.set_credentials(user.clone(), password.clone());
         }
         let (client, mut connection) = Client::new(mqtt, 100);
-        let messages = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(AtomicBool::new(false));
         let subscribed = Arc::new(AtomicBool::new(false));
         let refused = Arc::new(Mutex::new(None::<String>));
         {
-            let (messages, stop, subscribed, refused) = (
-                Arc::clone(&messages),
-                Arc::clone(&stop),
-                Arc::clone(&subscribed),
-                Arc::clone(&refused),
-            );
+            let (stop, subscribed, refused) = (Arc::clone(&stop), Arc::clone(&subscribed), Arc::clone(&refused));
             let client = client.clone();
             let (filter, qos) = (options.filter.clone(), to_qos(options.qos));
             std::thread::spawn(move || {
@@ -403,7 +411,7 @@ impl Subscriber {
                         }
                         Ok(Event::Incoming(Incoming::SubAck(_))) => subscribed.store(true, Ordering::Relaxed),
                         Ok(Event::Incoming(Incoming::Publish(p))) => {
-                            messages.lock().unwrap().push(Received {
+                            on_message(Received {
                                 topic: p.topic.clone(),
                                 payload: p.payload.to_vec(),
                                 qos: p.qos as u8,
@@ -432,7 +440,11 @@ impl Subscriber {
             );
             std::thread::sleep(Duration::from_millis(20));
         }
-        Subscriber { messages, client, stop }
+        Subscriber {
+            messages: Arc::new(Mutex::new(Vec::new())),
+            client,
+            stop,
+        }
     }
 
     /// A copy of everything received so far.

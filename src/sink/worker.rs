@@ -14,6 +14,12 @@
 //!   events as `dropped` with an ERROR naming the destination's own message.
 //! - **Shutdown**: after the queue is closed, delivery continues until it is empty or `shutdown_timeout` passed;
 //!   then whatever is still in memory is written in front of the spool (or, without one, counted as dropped).
+//! - **Per-sender accounting**: every batch records each item's sender ([`EncodedBatch::sender_of`], also in the
+//!   spool), so each outcome is counted per destination *and* per sender (`SinkCounters::hosts`): skipped
+//!   events once per slab from a local tally, delivered and dropped events once per delivered or failed range of
+//!   items, spool-cap evictions per evicted segment, the spooled gauge whenever the spool changes. No lock and,
+//!   in steady state, no allocation per event. When a destination reports a partial write (`Ok(n)`) without
+//!   saying which items it refused, the last `n` items of the range are counted as the dropped ones.
 
 use std::ops::Range;
 use std::sync::Arc;
@@ -27,7 +33,27 @@ use super::queue::{DeliveryQueue, Next, Origin, QueueSettings};
 use super::{Encoded, Encoder, SinkError, Transport};
 use crate::config::{BatchConfig, RetryConfig};
 use crate::event::slab::Slab;
-use crate::telemetry::metrics::{now_unix_ns, SinkCounters};
+use crate::telemetry::metrics::{now_unix_ns, HostTally, SinkCounters, SinkOutcome};
+
+/// Counts items `range` of `batch` per sender under `outcome` (`scratch` is a reused tally). The destination's
+/// totals are counted by the caller.
+fn count_hosts(
+    counters: &SinkCounters,
+    outcome: SinkOutcome,
+    batch: &EncodedBatch,
+    range: Range<usize>,
+    scratch: &mut HostTally,
+) {
+    scratch.clear();
+    batch.tally(range, scratch);
+    counters.hosts.add(outcome, scratch);
+}
+
+/// Publishes the spool's size now, in total and per sender.
+fn publish_spooled(queue: &DeliveryQueue, counters: &SinkCounters) {
+    counters.spooled.set(queue.spooled_events());
+    counters.hosts.set_spooled(&queue.spooled_hosts());
+}
 
 /// Everything a worker needs besides its encoder and transport.
 #[derive(Debug, Clone)]
@@ -89,7 +115,7 @@ pub fn run<E, T>(
     if backlog > 0 {
         info!(sink = %settings.name, events = backlog, "replaying spooled events from an earlier run");
     }
-    counters.spooled.set(backlog);
+    publish_spooled(&queue, &counters);
     let delivery = {
         let queue = Arc::clone(&queue);
         let counters = Arc::clone(&counters);
@@ -102,8 +128,14 @@ pub fn run<E, T>(
         Ok(h) => h,
         Err(e) => {
             error!(sink = %settings.name, error = %e, "cannot start the delivery thread; sink disabled");
+            let mut lost = HostTally::default();
             for slab in rx.iter() {
                 counters.dropped.add(slab.len() as u64);
+                lost.clear();
+                for event in slab.events() {
+                    lost.add(event.peer.ip().to_canonical(), 1);
+                }
+                counters.hosts.add(SinkOutcome::Dropped, &lost);
             }
             return;
         }
@@ -114,14 +146,18 @@ pub fn run<E, T>(
         let empty = queue.take_buffers().unwrap_or_else(|| Batch::buffers(settings.batch));
         let full = batch.take(empty);
         let (evicted, spooled) = queue.push(full);
-        if spooled {
-            counters.spooled.set(queue.spooled_events());
+        if evicted.events > 0 {
+            counters.dropped.add(evicted.events);
+            counters.dropped_spool_cap.add(evicted.events);
+            counters.hosts.add(SinkOutcome::DroppedSpoolCap, &evicted.hosts);
+            error!(sink = %settings.name, events = evicted.events, "spool full: oldest events dropped");
         }
-        if evicted > 0 {
-            counters.dropped.add(evicted);
-            error!(sink = %settings.name, events = evicted, "spool full: oldest events dropped");
+        if spooled {
+            publish_spooled(&queue, &counters);
         }
     };
+    // Skipped events of the current slab, per sender; merged once per slab.
+    let mut skipped = HostTally::default();
     loop {
         let wait = batch
             .deadline()
@@ -131,20 +167,26 @@ pub fn run<E, T>(
                 let now = Instant::now();
                 for event in slab.events() {
                     let mark = batch.buf().len();
+                    let sender = event.peer.ip().to_canonical();
                     match encoder.encode(event, batch.buf()) {
-                        Encoded::Yes => batch.commit(now, event.received_ns),
+                        Encoded::Yes => batch.commit(now, event.received_ns, Some(sender)),
                         Encoded::Changed => {
                             counters.values_changed.inc();
-                            batch.commit(now, event.received_ns);
+                            batch.commit(now, event.received_ns, Some(sender));
                         }
                         Encoded::Skipped(_) => {
                             batch.truncate_to(mark);
                             counters.skipped.inc();
+                            skipped.add(sender, 1);
                         }
                     }
                     if batch.is_full() {
                         hand_over(&mut batch);
                     }
+                }
+                if !skipped.is_empty() {
+                    counters.hosts.add(SinkOutcome::Skipped, &skipped);
+                    skipped.clear();
                 }
             }
             Err(RecvTimeoutError::Timeout) => {}
@@ -152,7 +194,7 @@ pub fn run<E, T>(
         }
         let now_ns = now_unix_ns();
         if encoder.tick(now_ns, batch.buf()) > 0 {
-            batch.commit(Instant::now(), now_ns);
+            batch.commit(Instant::now(), now_ns, None); // an engine-generated line: no sender
         }
         if batch.should_flush(Instant::now()) {
             hand_over(&mut batch);
@@ -185,6 +227,7 @@ fn deliver_loop<T: Transport>(
         prepared: false,
         persistent: queue.has_spool(),
         closed_at: None,
+        scratch: HostTally::default(),
     };
     loop {
         match queue.next(Duration::from_millis(200)) {
@@ -196,7 +239,7 @@ fn deliver_loop<T: Transport>(
                     Outcome::Finished => {
                         queue.done(origin, batch);
                         if origin == Origin::Spool {
-                            counters.spooled.set(queue.spooled_events());
+                            publish_spooled(&queue, &counters);
                         }
                     }
                     Outcome::OutOfTime => {
@@ -209,10 +252,15 @@ fn deliver_loop<T: Transport>(
             Next::Closed => break,
         }
     }
-    let (saved, lost) = queue.persist_remaining();
-    counters.spooled.set(queue.spooled_events());
+    let (saved, lost_batches) = queue.persist_remaining();
+    publish_spooled(&queue, &counters);
     if saved > 0 {
         warn!(sink = %settings.name, events = saved, "shutdown budget spent: undelivered events kept in the spool");
+    }
+    let mut lost = 0;
+    for b in &lost_batches {
+        lost += b.len() as u64;
+        count_hosts(&counters, SinkOutcome::Dropped, b, 0..b.len(), &mut delivery.scratch);
     }
     if lost > 0 {
         counters.dropped.add(lost);
@@ -234,9 +282,15 @@ struct Delivery<'a> {
     /// A spool holds the backlog, so retriable failures are retried without limit.
     persistent: bool,
     closed_at: Option<Instant>,
+    /// Reused per-sender tally.
+    scratch: HostTally,
 }
 
 impl Delivery<'_> {
+    fn count_hosts(&mut self, outcome: SinkOutcome, batch: &EncodedBatch, range: Range<usize>) {
+        count_hosts(self.counters, outcome, batch, range, &mut self.scratch);
+    }
+
     fn out_of_time(&self) -> bool {
         self.closed_at
             .is_some_and(|t| t.elapsed() >= self.settings.shutdown_timeout)
@@ -265,11 +319,15 @@ impl Delivery<'_> {
             {
                 Ok(rejected) => {
                     let rejected = rejected.min(count);
+                    // Which items were refused is not reported: count the last `rejected` ones as dropped.
+                    let split = range.end - rejected;
                     if rejected > 0 {
                         self.counters.dropped.add(rejected as u64);
+                        self.count_hosts(SinkOutcome::Dropped, batch, split..range.end);
                         error!(sink = %self.settings.name, events = rejected, "destination rejected part of a batch");
                     }
                     self.counters.delivered.add((count - rejected) as u64);
+                    self.count_hosts(SinkOutcome::Delivered, batch, range.start..split);
                     self.counters.batches.inc();
                     self.counters.batch_latency.record(first_attempt.elapsed());
                     self.counters.failing_since.mark_ok();
@@ -289,6 +347,10 @@ impl Delivery<'_> {
                     // re-sending the delivered part, so it is counted as lost.
                     let rest: usize = count + pending.iter().map(|r| r.len()).sum::<usize>();
                     self.counters.dropped.add(rest as u64);
+                    self.count_hosts(SinkOutcome::Dropped, batch, range);
+                    for r in pending.drain(..) {
+                        self.count_hosts(SinkOutcome::Dropped, batch, r);
+                    }
                     error!(sink = %self.settings.name, events = rest, "shutdown budget spent mid-batch; events lost");
                     return Outcome::Finished;
                 }
@@ -301,6 +363,7 @@ impl Delivery<'_> {
                 Err(Failure::Final(e)) => {
                     self.counters.failing_since.mark_failed();
                     self.counters.dropped.add(count as u64);
+                    self.count_hosts(SinkOutcome::Dropped, batch, range);
                     error!(sink = %self.settings.name, events = count, error = %e, "batch not delivered; events lost");
                 }
             }

@@ -309,7 +309,7 @@ impl SinkHostCounters {
     /// A copy of every sender's counts, by sender address.
     pub fn snapshot(&self) -> Vec<(IpAddr, HostSinkStats)> {
         let mut v = self.lock().clone();
-        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v.sort_by_key(|(ip, _)| *ip);
         v
     }
 }

@@ -30,3 +30,5 @@ mod receive;
 mod reliability;
 /// Sentinel secrets in the config never appear in check-config, run logs (level silly), stdout or Debug output.
 mod secrets;
+/// TLS to InfluxDB and New Relic through a TLS-terminating proxy: private CA, wrong CA, verification off.
+mod tls;

@@ -228,6 +228,7 @@ fn deliver_loop<T: Transport>(
         persistent: queue.has_spool(),
         closed_at: None,
         scratch: HostTally::default(),
+        tls_error_logged: false,
     };
     loop {
         match queue.next(Duration::from_millis(200)) {
@@ -284,6 +285,8 @@ struct Delivery<'a> {
     closed_at: Option<Instant>,
     /// Reused per-sender tally.
     scratch: HostTally,
+    /// The current outage's TLS failure was logged at ERROR already.
+    tls_error_logged: bool,
 }
 
 impl Delivery<'_> {
@@ -401,10 +404,22 @@ impl Delivery<'_> {
                 }
             };
             let e = match result {
-                Ok(rejected) => return Ok(rejected),
+                Ok(rejected) => {
+                    self.tls_error_logged = false;
+                    return Ok(rejected);
+                }
                 Err(e) => e,
             };
             self.counters.failing_since.mark_failed();
+            if matches!(e, SinkError::Tls(_)) && !self.tls_error_logged {
+                // Once per outage: a TLS failure does not heal by itself (wrong CA file, certificate, name).
+                self.tls_error_logged = true;
+                error!(
+                    sink = %self.settings.name, error = %e,
+                    "TLS handshake with the destination failed: check its certificate and the CA settings \
+                     (sense-ingest.influxdbTls / newRelicTls); events stay queued and are retried"
+                );
+            }
             let may_retry = e.is_retriable() && (self.persistent || attempt < retry.max_attempts);
             if !may_retry {
                 return Err(Failure::Final(e));

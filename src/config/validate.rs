@@ -2102,7 +2102,8 @@ sense-ingest:
         one_error(
             "Butler-SOS: {}\nsense-ingest: {threads: 4}\n",
             "sense-ingest.threads: unknown key, expected one of: readerThreads, backend, recvBufferBytes, \
-             eventsPerSlab, channelCapacity, batch, retry, stdout, appNames, shutdownTimeout, listen, spool, unhealthyAfter, analytics, silentHostAfter",
+             eventsPerSlab, channelCapacity, batch, retry, stdout, appNames, shutdownTimeout, listen, spool, unhealthyAfter, analytics, silentHostAfter, \
+             influxdbTls, newRelicTls",
         );
     }
 

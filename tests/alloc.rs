@@ -1,22 +1,25 @@
 //! Steady state allocates nothing per event: a counting global allocator around the whole in-memory path
-//! (reader core with event counting → slab → channel → InfluxDB and MQTT-JSON encoders → reused batch buffers),
-//! after a warm-up.
+//! (reader core with event counting → slab → channel → InfluxDB and MQTT-JSON encoders → reused batch buffers
+//! with each item's sender → per-sender tallies of delivered ranges), after a warm-up.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
-use sense_ingest::config::Tag;
+use std::time::{Duration, Instant};
+
+use sense_ingest::config::{BatchConfig, Tag};
 use sense_ingest::enrich::app_names::AppNames;
 use sense_ingest::event::slab::SlabPool;
 use sense_ingest::reader::admission::Admission;
 use sense_ingest::reader::{ReaderCore, ReaderShared};
+use sense_ingest::sink::batch::{Batch, EncodedBatch};
 use sense_ingest::sink::influxdb::LineEncoder;
 use sense_ingest::sink::json::EventJson;
 use sense_ingest::sink::Encoder;
 use sense_ingest::telemetry::event_counts::EventCounts;
-use sense_ingest::telemetry::metrics::ReceiveCounters;
+use sense_ingest::telemetry::metrics::{HostTally, ReceiveCounters, SinkCounters, SinkOutcome};
 
 struct Counting;
 
@@ -77,20 +80,40 @@ fn steady_state_allocates_nothing_per_event() {
     }];
     let mut influx = LineEncoder::new(&tags);
     let json = EventJson::new(&tags);
-    let peer: SocketAddr = "127.0.0.1:40000".parse().unwrap();
+    // Two Sense nodes, interleaved in runs.
+    let peers: [SocketAddr; 2] = ["127.0.0.1:40000".parse().unwrap(), "127.0.0.2:40000".parse().unwrap()];
+    let mut batch = Batch::new(BatchConfig {
+        max_events: 500,
+        max_bytes: 4 << 20,
+        max_age: Duration::from_secs(1),
+    });
+    let mut spare = Some(EncodedBatch::default());
+    let mut tally = HostTally::default();
+    let sink = SinkCounters::default();
     let mut lp = Vec::with_capacity(4 << 20);
     let mut js = Vec::with_capacity(4 << 20);
     let mut round = |lp: &mut Vec<u8>, js: &mut Vec<u8>| {
         lp.clear();
         js.clear();
-        for d in &datagrams {
-            core.handle(d, false, peer, 1_795_755_112_298_000_000);
+        for (i, d) in datagrams.iter().enumerate() {
+            core.handle(d, false, peers[(i / 7) % 2], 1_795_755_112_298_000_000);
         }
         core.flush();
         let mut n = 0;
         while let Ok(slab) = rx.try_recv() {
+            let now = Instant::now();
             for ev in slab.events() {
                 influx.encode(ev, lp);
+                influx.encode(ev, batch.buf());
+                batch.commit(now, ev.received_ns, Some(ev.peer.ip().to_canonical()));
+                if batch.is_full() {
+                    // What the worker does per delivered range: tally per sender, merge once.
+                    let full = batch.take(spare.take().expect("one spare buffer set"));
+                    tally.clear();
+                    full.tally(0..full.len(), &mut tally);
+                    sink.hosts.add(SinkOutcome::Delivered, &tally);
+                    spare = Some(full);
+                }
                 json.write(ev, js);
                 n += 1;
             }
@@ -111,6 +134,14 @@ fn steady_state_allocates_nothing_per_event() {
     eprintln!(
         "allocations in steady state: {allocs} for {events} events ({:.6} per event)",
         allocs as f64 / events
+    );
+    let hosts = sink.hosts.snapshot();
+    assert_eq!(hosts.len(), 2, "{hosts:?}");
+    let delivered: u64 = hosts.iter().map(|(_, h)| h.delivered).sum();
+    assert_eq!(
+        delivered,
+        ((3 + rounds) * datagrams.len()) as u64,
+        "batches of 500 divide the rounds"
     );
     assert_eq!(
         allocs, 0,

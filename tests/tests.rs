@@ -16,6 +16,8 @@ mod check_config;
 mod golden_influxdb;
 /// Hostile datagrams among good ones: good events unchanged, every datagram counted, no crash.
 mod hostile;
+/// Loss accounting per Sense host: two senders, per-destination outcomes on /metrics and in the final summary.
+mod hosts;
 /// InfluxDB v2 and v3 layouts, setup, gzip, retries, 413 splits and refused tokens, into contract-enforcing mocks.
 mod influxdb_v2_v3;
 /// MQTT through the real binary into a real mosquitto: fixtures, credentials, QoS/retain, TLS, broker restarts.
@@ -32,3 +34,5 @@ mod receive;
 mod reliability;
 /// Sentinel secrets in the config never appear in check-config, run logs (level silly), stdout or Debug output.
 mod secrets;
+/// TLS to InfluxDB and New Relic through a TLS-terminating proxy: private CA, wrong CA, verification off.
+mod tls;

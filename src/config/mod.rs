@@ -256,6 +256,25 @@ pub struct InfluxConfig {
     pub v2: InfluxV2Config,
     /// `v3Config`.
     pub v3: InfluxV3Config,
+    /// `sense-ingest.influxdbTls` (Butler SOS always uses plain http): `enable` switches every InfluxDB version
+    /// to https on `host:port`.
+    pub tls: HttpTls,
+}
+
+/// TLS settings of an HTTP destination (`sense-ingest.influxdbTls`, `sense-ingest.newRelicTls`; Butler SOS has
+/// none). TLS is rustls. By default the server certificate is verified against the Mozilla root programme's
+/// CAs built into the binary (webpki roots) and its name must match the host; `ca_file` replaces those roots
+/// with the file's CAs (a private CA); `insecure_skip_verify` accepts any certificate (logged at WARN at start).
+/// Validation guarantees `ca_file` is a readable regular file of at most 4 MiB holding at least one PEM
+/// certificate whenever the destination uses TLS, and that `ca_file` and `insecure_skip_verify` are not both set.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HttpTls {
+    /// `enable` (InfluxDB only): use https. New Relic follows the scheme of `newRelic.event.url`.
+    pub enable: bool,
+    /// `caFile`: PEM file with the CA certificate(s) to trust instead of the built-in roots.
+    pub ca_file: Option<PathBuf>,
+    /// `insecureSkipVerify`: accept any server certificate and name (testing only).
+    pub insecure_skip_verify: bool,
 }
 
 /// `influxdbConfig.v1Config`.
@@ -365,6 +384,8 @@ pub struct NewRelicConfig {
     pub event_url: String,
     /// `event.header[] {name, value}`: extra request headers.
     pub event_headers: Vec<Tag>,
+    /// `sense-ingest.newRelicTls`: CA and verification for an https `event.url` (`enable` is unused).
+    pub tls: HttpTls,
 }
 
 /// `Butler-SOS.prometheus`.

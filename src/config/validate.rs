@@ -31,9 +31,10 @@ use serde_norway::{Mapping, Value};
 
 use super::raw;
 use super::{
-    BatchConfig, Config, EngineConfig, ExcludedUser, InfluxConfig, InfluxV1Config, InfluxV2Config, InfluxV3Config,
-    InfluxVersion, LogLevel, MetricsWriteConfig, MqttConfig, MqttRouting, MqttTls, NewRelicAccount, NewRelicConfig,
-    NewRelicRouting, PrometheusConfig, ReaderBackend, RetryConfig, Secret, Tag, UdpServerConfig, UserEventsConfig,
+    BatchConfig, Config, EngineConfig, ExcludedUser, HttpTls, InfluxConfig, InfluxV1Config, InfluxV2Config,
+    InfluxV3Config, InfluxVersion, LogLevel, MetricsWriteConfig, MqttConfig, MqttRouting, MqttTls, NewRelicAccount,
+    NewRelicConfig, NewRelicRouting, PrometheusConfig, ReaderBackend, RetryConfig, Secret, Tag, UdpServerConfig,
+    UserEventsConfig,
 };
 
 /// One problem in a config file: the full key path (`Butler-SOS.userEvents.tags[1].value`; the file name for
@@ -253,7 +254,11 @@ const ENGINE_KEYS: &[&str] = &[
     "unhealthyAfter",
     "analytics",
     "silentHostAfter",
+    "influxdbTls",
+    "newRelicTls",
 ];
+const ENGINE_INFLUX_TLS_KEYS: &[&str] = &["enable", "caFile", "insecureSkipVerify"];
+const ENGINE_NEW_RELIC_TLS_KEYS: &[&str] = &["caFile", "insecureSkipVerify"];
 const ENGINE_ANALYTICS_KEYS: &[&str] = &["enable", "orphanAfter", "gaugeInterval", "maxTracked"];
 const ENGINE_SPOOL_KEYS: &[&str] = &["enable", "dir", "maxBytes", "memoryBytes", "fsyncInterval"];
 const ENGINE_BATCH_KEYS: &[&str] = &["maxEvents", "maxBytes", "maxAge"];
@@ -869,11 +874,13 @@ fn build_config(root: &Value, rep: &mut Report) -> Config {
     config.event_count = qlik_sense_events(&bsos.get("qlikSenseEvents"), in_use.event_count, rep);
     config.user_events = user_events(&bsos.get("userEvents"), &config, &accounts, listen_overridden, rep);
 
-    let (engine, listen) = engine_config(&top.get("sense-ingest"), rep);
+    let (engine, extras) = engine_config(&top.get("sense-ingest"), &in_use, &config.new_relic.event_url, rep);
     config.engine = engine;
-    if let Some(listen) = listen {
+    if let Some(listen) = extras.listen {
         config.user_events.udp.listen = listen;
     }
+    config.influxdb.tls = extras.influxdb_tls;
+    config.new_relic.tls = extras.new_relic_tls;
     config
 }
 
@@ -1371,6 +1378,8 @@ fn influx_config(node: &Node<'_>, needed: Option<&str>, rep: &mut Report) -> Inf
         v1,
         v2,
         v3,
+        // Set from `sense-ingest.influxdbTls` once the engine section is read.
+        tls: HttpTls::default(),
     }
 }
 
@@ -1543,6 +1552,8 @@ fn new_relic_config(node: &Node<'_>, in_use: bool, rep: &mut Report) -> NewRelic
         enable,
         event_url: url.to_owned(),
         event_headers,
+        // Set from `sense-ingest.newRelicTls` once the engine section is read.
+        tls: HttpTls::default(),
     }
 }
 
@@ -1627,11 +1638,99 @@ fn measurement_name(node: &Node<'_>, needed: Option<&str>, rep: &mut Report) -> 
     }
 }
 
-/// `sense-ingest:` (engine settings; defaults in [`EngineConfig::default`]). Returns the config and the
-/// `listen` override, if set.
-fn engine_config(node: &Node<'_>, rep: &mut Report) -> (EngineConfig, Option<Vec<SocketAddr>>) {
+/// What `sense-ingest:` sets outside [`EngineConfig`].
+struct EngineExtras {
+    /// The `listen` override, if set.
+    listen: Option<Vec<SocketAddr>>,
+    /// `influxdbTls`, for [`InfluxConfig::tls`].
+    influxdb_tls: HttpTls,
+    /// `newRelicTls`, for [`NewRelicConfig::tls`].
+    new_relic_tls: HttpTls,
+}
+
+/// `sense-ingest.influxdbTls` / `newRelicTls` (see [`HttpTls`]). `tls_used` says whether the destination will
+/// make TLS connections: only then is `caFile` read (otherwise it is only type-checked, like
+/// `mqttConfig.tls.caFile`). `enable` is read only when `with_enable`.
+fn http_tls(m: &Map<'_>, with_enable: bool, in_use: bool, https_url: bool, rep: &mut Report) -> HttpTls {
+    let enable = with_enable && m.get("enable").bool_or(rep, false);
+    let tls_used = in_use && (enable || https_url);
+    let insecure = m.get("insecureSkipVerify").bool_or(rep, false);
+    let ca_node = m.get("caFile");
+    let ca_file = match ca_node.text(rep) {
+        Some(path) if path.trim().is_empty() => {
+            rep.error(
+                &ca_node.path,
+                "must not be empty (leave it out to use the built-in roots)",
+            );
+            None
+        }
+        Some(path) => {
+            let path = PathBuf::from(path);
+            if insecure {
+                rep.error(
+                    &ca_node.path,
+                    format!(
+                        "has no effect with {} true: set one or the other",
+                        m.get("insecureSkipVerify").path
+                    ),
+                );
+            } else if tls_used {
+                check_ca_file(&ca_node.path, &path, rep);
+            }
+            Some(path)
+        }
+        None => None,
+    };
+    HttpTls {
+        enable,
+        ca_file,
+        insecure_skip_verify: insecure,
+    }
+}
+
+/// Reports at `key` unless `path` is a readable regular file of at most [`MAX_CA_FILE_BYTES`] with at least one
+/// PEM certificate.
+fn check_ca_file(key: &str, path: &Path, rep: &mut Report) {
+    match read_small_file(path) {
+        Ok(pem) if !pem.windows(27).any(|w| w == b"-----BEGIN CERTIFICATE-----") => rep.error(
+            key,
+            format!(
+                "{} holds no PEM certificate (-----BEGIN CERTIFICATE-----)",
+                path.display()
+            ),
+        ),
+        Ok(_) => {}
+        Err(err) => rep.error(
+            key,
+            format!("cannot read {}: {}", path.display(), lower_first(&err.to_string())),
+        ),
+    }
+}
+
+/// `sense-ingest:` (engine settings; defaults in [`EngineConfig::default`]). `in_use` and `new_relic_url` decide
+/// which TLS CA files must be readable.
+fn engine_config(
+    node: &Node<'_>,
+    in_use: &InUse,
+    new_relic_url: &str,
+    rep: &mut Report,
+) -> (EngineConfig, EngineExtras) {
     let mut engine = EngineConfig::default();
     let m = node.mapping(rep, ENGINE_KEYS);
+    let influxdb_tls = http_tls(
+        &m.get("influxdbTls").mapping(rep, ENGINE_INFLUX_TLS_KEYS),
+        true,
+        in_use.influxdb,
+        false,
+        rep,
+    );
+    let new_relic_tls = http_tls(
+        &m.get("newRelicTls").mapping(rep, ENGINE_NEW_RELIC_TLS_KEYS),
+        false,
+        in_use.new_relic,
+        new_relic_url.starts_with("https://"),
+        rep,
+    );
     let size = |n: u64| usize::try_from(n).unwrap_or(usize::MAX);
 
     if let Some(n) = m.get("readerThreads").uint(rep, 1, 1024) {
@@ -1772,7 +1871,14 @@ fn engine_config(node: &Node<'_>, rep: &mut Report) -> (EngineConfig, Option<Vec
             })
             .collect::<Vec<_>>()
     });
-    (engine, listen)
+    (
+        engine,
+        EngineExtras {
+            listen,
+            influxdb_tls,
+            new_relic_tls,
+        },
+    )
 }
 
 #[cfg(test)]
@@ -2078,7 +2184,8 @@ sense-ingest:
         one_error(
             "Butler-SOS: {}\nsense-ingest: {threads: 4}\n",
             "sense-ingest.threads: unknown key, expected one of: readerThreads, backend, recvBufferBytes, \
-             eventsPerSlab, channelCapacity, batch, retry, stdout, appNames, shutdownTimeout, listen, spool, unhealthyAfter, analytics, silentHostAfter",
+             eventsPerSlab, channelCapacity, batch, retry, stdout, appNames, shutdownTimeout, listen, spool, unhealthyAfter, analytics, silentHostAfter, \
+             influxdbTls, newRelicTls",
         );
     }
 
@@ -2374,6 +2481,90 @@ sense-ingest:
             "Butler-SOS: {mqttConfig: {username: sense, password: [hunter2]}}",
             "Butler-SOS.mqttConfig.password: expected a string, got a list (value not shown)",
         );
+    }
+
+    /// InfluxDB 1.x in use with `sense-ingest.influxdbTls` set to `tls` (a YAML flow mapping).
+    fn with_influx_tls(tls: &str) -> String {
+        format!(
+            "{}sense-ingest:\n  influxdbTls: {tls}\n",
+            with_influx(
+                "{enable: true, host: db.example, version: 1, v1Config: {dbName: senseops, retentionPolicy: {name: rp, duration: 10d}}}"
+            )
+        )
+    }
+
+    #[test]
+    fn influxdb_and_new_relic_tls_settings_are_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = dir.path().join("ca.pem");
+        std::fs::write(&ca, "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n").unwrap();
+        let c = ok(&with_influx_tls(&format!("{{enable: true, caFile: {}}}", ca.display()))).config;
+        assert_eq!(
+            c.influxdb.tls,
+            HttpTls {
+                enable: true,
+                ca_file: Some(ca.clone()),
+                insecure_skip_verify: false
+            }
+        );
+        assert_eq!(c.new_relic.tls, HttpTls::default());
+        let c = ok("Butler-SOS: {newRelic: {event: {url: https://nr.example}}}\n\
+                    sense-ingest: {newRelicTls: {insecureSkipVerify: true}}")
+        .config;
+        assert!(c.new_relic.tls.insecure_skip_verify && !c.new_relic.tls.enable);
+        // Defaults: plain http to InfluxDB (as Butler SOS), built-in roots, verification on.
+        let c = ok(&with_influx_tls("{}")).config;
+        assert_eq!(c.influxdb.tls, HttpTls::default());
+    }
+
+    #[test]
+    fn tls_errors_name_the_key() {
+        one_error(
+            &with_influx_tls("{enable: true, caFile: /nonexistent/ca.pem}"),
+            "sense-ingest.influxdbTls.caFile: cannot read /nonexistent/ca.pem: no such file or directory (os error 2)",
+        );
+        one_error(
+            &with_influx_tls("{enable: true, caFile: /dev/zero}"),
+            "sense-ingest.influxdbTls.caFile: cannot read /dev/zero: not a regular file",
+        );
+        one_error(
+            &with_influx_tls("{enable: true, caFile: ''}"),
+            "sense-ingest.influxdbTls.caFile: must not be empty (leave it out to use the built-in roots)",
+        );
+        one_error(
+            &with_influx_tls("{enable: true, caFile: /x.pem, insecureSkipVerify: true}"),
+            "sense-ingest.influxdbTls.caFile: has no effect with sense-ingest.influxdbTls.insecureSkipVerify true: \
+             set one or the other",
+        );
+        one_error(
+            &with_influx_tls("{enable: yes please}"),
+            "sense-ingest.influxdbTls.enable: expected true or false, got \"yes please\"",
+        );
+        let errs = errors("Butler-SOS: {}\nsense-ingest: {newRelicTls: {enable: true, verify: false}}");
+        assert_eq!(errs.len(), 2, "{errs:?}");
+        assert!(
+            errs.iter().all(|e| e.starts_with("sense-ingest.newRelicTls.")),
+            "{errs:?}"
+        );
+        // Not in use (or TLS off): the CA file is only type-checked.
+        ok("Butler-SOS: {}\nsense-ingest: {influxdbTls: {enable: true, caFile: /nonexistent.pem}}");
+        ok(&with_influx_tls("{enable: false, caFile: /nonexistent.pem}"));
+    }
+
+    #[test]
+    fn a_new_relic_ca_file_is_read_when_the_url_is_https() {
+        let yaml = |url: &str| {
+            format!(
+                "Butler-SOS:\n  userEvents: {{enable: true, sendToNewRelic: {{enable: true, destinationAccount: [A]}}}}\n  \
+                 newRelic: {{enable: true, event: {{url: {url}}}}}\n  thirdPartyToolsCredentials: {{newRelic: \
+                 [{{accountName: A, insertApiKey: k, accountId: 1}}]}}\nsense-ingest: {{newRelicTls: {{caFile: /nonexistent.pem}}}}\n"
+            )
+        };
+        one_error(
+            &yaml("https://nr.example"),
+            "sense-ingest.newRelicTls.caFile: cannot read /nonexistent.pem: no such file or directory (os error 2)",
+        );
+        ok(&yaml("http://127.0.0.1:1"));
     }
 
     #[test]

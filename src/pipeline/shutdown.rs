@@ -1,5 +1,6 @@
 //! Signals, the monitor thread (kernel drops, periodic summary) and the shutdown summary.
 
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -13,7 +14,7 @@ use crate::enrich::app_names::AppNames;
 use crate::event::slab::Slab;
 use crate::event::RejectReason;
 use crate::reader::socket::kernel_drops;
-use crate::telemetry::metrics::{now_unix_ns, ReceiveCounters, SinkCounters};
+use crate::telemetry::metrics::{now_unix_ns, HostSinkStats, HostStats, ReceiveCounters, SinkCounters};
 
 /// How often the summary line is logged (at info, only when something changed).
 pub const SUMMARY_INTERVAL: Duration = Duration::from_secs(60);
@@ -63,7 +64,7 @@ pub fn monitor(m: Monitored, stop: Arc<AtomicBool>) {
     let mut last_reload_check = Instant::now();
     let baseline = kernel_drops(&inodes).unwrap_or(0);
     let mut last_summary = Instant::now();
-    let mut last_received = 0;
+    let mut last_state = state_of(&counters, &sinks);
     while !stop.load(Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(200));
         if let Some(drops) = kernel_drops(&inodes) {
@@ -106,29 +107,53 @@ pub fn monitor(m: Monitored, stop: Arc<AtomicBool>) {
         }
         if last_summary.elapsed() >= SUMMARY_INTERVAL {
             last_summary = Instant::now();
-            let received = counters.received.get();
-            if received != last_received {
-                last_received = received;
+            let state = state_of(&counters, &sinks);
+            if state != last_state {
+                last_state = state;
                 log_summary(&counters, &sinks, "periodic");
             }
         }
     }
 }
 
-/// One INFO line with every counter.
-pub fn log_summary(counters: &ReceiveCounters, sinks: &[(String, Arc<SinkCounters>)], kind: &str) {
+/// Every counter the summary shows, to tell whether anything changed since the last summary.
+fn state_of(counters: &ReceiveCounters, sinks: &[(String, Arc<SinkCounters>)]) -> Vec<u64> {
+    let mut v = vec![
+        counters.received.get(),
+        counters.kernel_drops.get(),
+        counters.invalid_utf8.get(),
+    ];
+    for (_, c) in sinks {
+        v.extend([
+            c.delivered.get(),
+            c.skipped.get(),
+            c.dropped.get(),
+            c.retries.get(),
+            c.spooled.get(),
+        ]);
+    }
+    v
+}
+
+/// One INFO `summary` line with every counter, then one INFO `sender totals` line per sender (busiest first, at
+/// most [`SUMMARY_HOSTS`]) with its receive counts and, per destination that counts per sender, its
+/// `delivered`, `skipped`, `dropped` (of which `spool_cap`) and `spooled` events. Per sender and destination:
+/// `received == accepted + excluded + rejected` and `accepted == delivered + skipped + dropped + spooled`
+/// once nothing is in flight (kernel drops happen before a sender is known and are only counted in total).
+pub fn log_summary(counters: &ReceiveCounters, sinks_in: &[(String, Arc<SinkCounters>)], kind: &str) {
     let rejected: Vec<String> = RejectReason::ALL
         .iter()
         .map(|r| format!("{}={}", r.key(), counters.rejected[r.index()].get()))
         .collect();
-    let sinks: Vec<String> = sinks
+    let sinks: Vec<String> = sinks_in
         .iter()
         .map(|(name, c)| {
             format!(
-                "{name}(delivered={} skipped={} dropped={} values_changed={} retries={} spooled={})",
+                "{name}(delivered={} skipped={} dropped={} spool_cap={} values_changed={} retries={} spooled={})",
                 c.delivered.get(),
                 c.skipped.get(),
                 c.dropped.get(),
+                c.dropped_spool_cap.get(),
                 c.values_changed.get(),
                 c.retries.get(),
                 c.spooled.get()
@@ -147,16 +172,41 @@ pub fn log_summary(counters: &ReceiveCounters, sinks: &[(String, Arc<SinkCounter
         sinks = %sinks.join(" "),
         "summary"
     );
-    let hosts = counters.hosts.snapshot();
+    let per_sink: Vec<(&str, Vec<(IpAddr, HostSinkStats)>)> = sinks_in
+        .iter()
+        .map(|(name, c)| (name.as_str(), c.hosts.snapshot()))
+        .collect();
+    let mut hosts = counters.hosts.snapshot();
+    // Senders only a destination knows (events replayed from the spool of an earlier run) are listed too.
+    for (_, sink_hosts) in &per_sink {
+        for (ip, _) in sink_hosts {
+            if !hosts.iter().any(|(h, _)| h == ip) {
+                hosts.push((*ip, HostStats::default()));
+            }
+        }
+    }
     for (ip, h) in hosts.iter().take(SUMMARY_HOSTS) {
         let rejected: Vec<String> = RejectReason::ALL
             .iter()
             .filter(|r| h.rejected[r.index()] > 0)
             .map(|r| format!("{}={}", r.key(), h.rejected[r.index()]))
             .collect();
+        let destinations: Vec<String> = per_sink
+            .iter()
+            .filter(|(_, sink_hosts)| !sink_hosts.is_empty())
+            .map(|(name, sink_hosts)| {
+                let s = sink_hosts
+                    .binary_search_by(|(h, _)| h.cmp(ip))
+                    .map_or_else(|_| HostSinkStats::default(), |i| sink_hosts[i].1);
+                format!(
+                    "{name}(delivered={} skipped={} dropped={} spool_cap={} spooled={})",
+                    s.delivered, s.skipped, s.dropped, s.dropped_spool_cap, s.spooled
+                )
+            })
+            .collect();
         info!(
             kind, sender = %ip, received = h.received, accepted = h.accepted, excluded = h.excluded,
-            rejected = %rejected.join(" "), "sender totals"
+            rejected = %rejected.join(" "), destinations = %destinations.join(" "), "sender totals"
         );
     }
     if hosts.len() > SUMMARY_HOSTS {

@@ -1,9 +1,16 @@
 //! Encoded batches and the flush rule (max events / max bytes / max age). Pure: the clock is passed in.
 
+use std::collections::HashMap;
+use std::net::IpAddr;
 use std::ops::Range;
 use std::time::{Duration, Instant};
 
 use crate::config::BatchConfig;
+use crate::telemetry::metrics::{HostTally, MAX_TRACKED_HOSTS, OTHER_SENDERS};
+
+/// `sender_of` value of an item no sender is accounted for: a line the engine generated itself (session gauges)
+/// or an item read back from a spool record written before senders were recorded.
+pub const NO_SENDER: u16 = u16::MAX;
 
 /// Whole encoded items (one per event) back to back, with each item's end offset, so a batch can be split
 /// between items (413) and spooled without re-encoding. This is what the delivery queue, the spool and the
@@ -17,6 +24,12 @@ pub struct EncodedBatch {
     /// Receive time (Unix ns) of each item's event, for latency metrics. Not spooled: empty for batches read back
     /// from the spool.
     pub received_ns: Vec<u64>,
+    /// The distinct senders (canonical IP of `Event::peer`) of this batch's items, in order of first appearance;
+    /// at most [`MAX_TRACKED_HOSTS`] + 1 (further senders share [`OTHER_SENDERS`]).
+    pub senders: Vec<IpAddr>,
+    /// Per item, the index of its sender in `senders`, or [`NO_SENDER`]. Either empty (nothing attributed, e.g.
+    /// hand-built batches in tests) or one entry per item; an index is always `< senders.len()`.
+    pub sender_of: Vec<u16>,
 }
 
 impl EncodedBatch {
@@ -39,7 +52,11 @@ impl EncodedBatch {
     /// The memory this batch holds (allocated capacity, not just its length: a batch's buffer is allocated for a
     /// full batch up front), which is what the memory queue's bound counts.
     pub fn footprint(&self) -> usize {
-        self.bytes.capacity() + self.ends.capacity() * size_of::<u32>() + self.received_ns.capacity() * size_of::<u64>()
+        self.bytes.capacity()
+            + self.ends.capacity() * size_of::<u32>()
+            + self.received_ns.capacity() * size_of::<u64>()
+            + self.sender_of.capacity() * size_of::<u16>()
+            + self.senders.capacity() * size_of::<IpAddr>()
     }
 
     /// Items `range` of `body`, a shared copy of this batch's `bytes` (zero-copy slice).
@@ -48,11 +65,48 @@ impl EncodedBatch {
         body.slice(at(range.start)..at(range.end))
     }
 
+    /// The sender of item `i`, if one is accounted for.
+    pub fn sender(&self, i: usize) -> Option<IpAddr> {
+        let s = *self.sender_of.get(i)?;
+        self.senders.get(usize::from(s)).copied()
+    }
+
+    /// Adds the events of items `range` to `tally`, per sender (items without a sender are left out).
+    pub fn tally(&self, range: Range<usize>, tally: &mut HostTally) {
+        let Some(of) = self.sender_of.get(range) else {
+            return;
+        };
+        // Runs of one sender are the rule: count a run, then add it once.
+        let mut run: Option<(u16, u64)> = None;
+        for &s in of {
+            match &mut run {
+                Some((r, n)) if *r == s => *n += 1,
+                _ => {
+                    if let Some((r, n)) = run {
+                        self.add_run(r, n, tally);
+                    }
+                    run = Some((s, 1));
+                }
+            }
+        }
+        if let Some((r, n)) = run {
+            self.add_run(r, n, tally);
+        }
+    }
+
+    fn add_run(&self, sender: u16, n: u64, tally: &mut HostTally) {
+        if let Some(ip) = self.senders.get(usize::from(sender)) {
+            tally.add(*ip, n);
+        }
+    }
+
     /// Empties the batch, keeping its buffers.
     pub fn clear(&mut self) {
         self.ends.clear();
         self.bytes.clear();
         self.received_ns.clear();
+        self.senders.clear();
+        self.sender_of.clear();
     }
 }
 
@@ -62,6 +116,10 @@ pub struct Batch {
     data: EncodedBatch,
     oldest: Option<Instant>,
     limits: BatchConfig,
+    /// `data.senders` indexed by address (rebuilt per batch; keeps its capacity).
+    sender_index: HashMap<IpAddr, u16>,
+    /// The last sender looked up and its index (events arrive in runs from one sender).
+    last_sender: Option<(IpAddr, u16)>,
 }
 
 impl Batch {
@@ -71,6 +129,8 @@ impl Batch {
             data: Batch::buffers(limits),
             oldest: None,
             limits,
+            sender_index: HashMap::new(),
+            last_sender: None,
         }
     }
 
@@ -80,6 +140,8 @@ impl Batch {
             ends: Vec::with_capacity(limits.max_events.min(1 << 16)),
             bytes: Vec::with_capacity(limits.max_bytes.min(16 << 20) + 4096),
             received_ns: Vec::with_capacity(limits.max_events.min(1 << 16)),
+            senders: Vec::new(),
+            sender_of: Vec::with_capacity(limits.max_events.min(1 << 16)),
         }
     }
 
@@ -93,12 +155,50 @@ impl Batch {
         self.data.bytes.truncate(len);
     }
 
-    /// Records that one item (of an event received at `received_ns`) now ends at the buffer's end; `now` starts
-    /// the age clock on the first item.
-    pub fn commit(&mut self, now: Instant, received_ns: u64) {
+    /// Records that one item (of an event received at `received_ns` from `sender`, `None` for a line the engine
+    /// generated) now ends at the buffer's end; `now` starts the age clock on the first item.
+    pub fn commit(&mut self, now: Instant, received_ns: u64, sender: Option<IpAddr>) {
+        let index = match sender {
+            Some(ip) => self.sender_index(ip),
+            None => NO_SENDER,
+        };
         self.data.ends.push(self.data.bytes.len() as u32);
         self.data.received_ns.push(received_ns);
+        self.data.sender_of.push(index);
         self.oldest.get_or_insert(now);
+    }
+
+    /// The index of `ip` in this batch's sender table, adding it on first sight (no allocation once the table
+    /// and its index have grown to the number of senders).
+    fn sender_index(&mut self, ip: IpAddr) -> u16 {
+        if let Some((last, i)) = self.last_sender {
+            if last == ip {
+                return i;
+            }
+        }
+        let i = match self.sender_index.get(&ip) {
+            Some(&i) => i,
+            None => {
+                // Past the cap, further senders share OTHER_SENDERS (added once, possibly as entry cap + 1), so
+                // the table never exceeds MAX_TRACKED_HOSTS + 1 entries, far below NO_SENDER.
+                let key = if self.data.senders.len() >= MAX_TRACKED_HOSTS {
+                    OTHER_SENDERS
+                } else {
+                    ip
+                };
+                match self.sender_index.get(&key) {
+                    Some(&i) => i,
+                    None => {
+                        let i = self.data.senders.len() as u16;
+                        self.data.senders.push(key);
+                        self.sender_index.insert(key, i);
+                        i
+                    }
+                }
+            }
+        };
+        self.last_sender = Some((ip, i));
+        i
     }
 
     /// Number of items.
@@ -135,6 +235,8 @@ impl Batch {
     pub fn take(&mut self, mut empty: EncodedBatch) -> EncodedBatch {
         empty.clear();
         self.oldest = None;
+        self.sender_index.clear();
+        self.last_sender = None;
         std::mem::replace(&mut self.data, empty)
     }
 
@@ -158,7 +260,7 @@ mod tests {
 
     fn push(b: &mut Batch, s: &str, now: Instant) {
         b.buf().extend_from_slice(s.as_bytes());
-        b.commit(now, 0);
+        b.commit(now, 0, None);
     }
 
     #[test]
@@ -233,5 +335,42 @@ mod tests {
         assert_eq!(taken.len(), 3);
         assert!(b.is_empty());
         assert_eq!(b.deadline(), None);
+    }
+
+    #[test]
+    fn items_keep_their_sender_and_ranges_tally_per_sender() {
+        let t0 = Instant::now();
+        let mut b = Batch::new(limits(100, 1 << 20, 250));
+        let (a, c): (IpAddr, IpAddr) = ("127.0.0.1".parse().unwrap(), "127.0.0.2".parse().unwrap());
+        for sender in [Some(a), Some(a), Some(c), None, Some(a)] {
+            b.buf().extend_from_slice(b"x\n");
+            b.commit(t0, 0, sender);
+        }
+        let data = b.data();
+        assert_eq!(data.senders, [a, c]);
+        assert_eq!(data.sender_of, [0, 0, 1, NO_SENDER, 0]);
+        assert_eq!((data.sender(2), data.sender(3)), (Some(c), None));
+        let mut t = HostTally::default();
+        data.tally(1..5, &mut t);
+        assert_eq!((t.get(a), t.get(c), t.total()), (2, 1, 3));
+        let taken = b.take(EncodedBatch::default());
+        assert_eq!(taken.senders.len(), 2);
+        b.buf().extend_from_slice(b"y\n");
+        b.commit(t0, 0, Some(c));
+        assert_eq!(b.data().senders, [c], "a new batch starts a new sender table");
+        assert_eq!(b.data().sender_of, [0]);
+    }
+
+    #[test]
+    fn a_batch_of_hand_built_items_has_no_senders() {
+        let b = EncodedBatch {
+            ends: vec![1],
+            bytes: b"x".to_vec(),
+            ..EncodedBatch::default()
+        };
+        let mut t = HostTally::default();
+        b.tally(0..1, &mut t);
+        assert!(t.is_empty());
+        assert_eq!(b.sender(0), None);
     }
 }

@@ -6,6 +6,7 @@
 //! [`SinkError::is_retriable`], splitting on 413, and a counter for every event that is not delivered.
 
 pub mod batch;
+pub mod http;
 pub mod influxdb;
 pub mod json;
 pub mod mqtt;
@@ -65,13 +66,17 @@ pub enum SinkError {
     /// The destination is set up wrongly or refused our setup calls.
     #[error("setup failed: {0}")]
     Setup(String),
+    /// The TLS handshake failed (certificate not trusted, wrong name, protocol mismatch). Retried like a
+    /// connection error, so nothing is lost while the CA settings are fixed, but logged at ERROR.
+    #[error("tls handshake failed: {0}")]
+    Tls(String),
 }
 
 impl SinkError {
     /// Connection errors, 408, 429 and 5xx are worth retrying; other answers are final.
     pub fn is_retriable(&self) -> bool {
         match self {
-            SinkError::Connection(_) | SinkError::Setup(_) => true,
+            SinkError::Connection(_) | SinkError::Setup(_) | SinkError::Tls(_) => true,
             SinkError::Status { status, .. } => matches!(status, 408 | 429 | 500..=599),
         }
     }

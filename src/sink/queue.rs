@@ -21,6 +21,7 @@ use tracing::error;
 
 use super::batch::EncodedBatch;
 use super::spool::{Evicted, Spool};
+use crate::telemetry::metrics::HostTally;
 
 /// Where and how much a destination may spool.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -85,9 +86,6 @@ pub struct DeliveryQueue {
     fsync_interval: Duration,
 }
 
-/// Events the spool cap forced out, for the caller to count and log.
-pub type Dropped = u64;
-
 impl DeliveryQueue {
     /// A queue; opens (and indexes) the spool when configured.
     pub fn new(settings: &QueueSettings) -> std::io::Result<DeliveryQueue> {
@@ -125,6 +123,11 @@ impl DeliveryQueue {
         self.lock().spool.as_ref().map_or(0, Spool::events)
     }
 
+    /// Events waiting in the spool now, per sender.
+    pub fn spooled_hosts(&self) -> HostTally {
+        self.lock().spool.as_ref().map_or_else(HostTally::default, Spool::hosts)
+    }
+
     /// Spool bytes on disk.
     pub fn spooled_bytes(&self) -> u64 {
         self.lock().spool.as_ref().map_or(0, Spool::bytes)
@@ -135,9 +138,9 @@ impl DeliveryQueue {
         self.lock().free.pop()
     }
 
-    /// Queues a finished batch. Returns how many events the spool cap evicted, and whether the batch went to disk.
-    /// Without a spool, waits while the memory queue is full.
-    pub fn push(&self, batch: EncodedBatch) -> (Dropped, bool) {
+    /// Queues a finished batch. Returns what the spool cap evicted (events, per sender; for the caller to count
+    /// and log), and whether the batch went to disk. Without a spool, waits while the memory queue is full.
+    pub fn push(&self, batch: EncodedBatch) -> (Evicted, bool) {
         let mut st = self.lock();
         let len = batch.footprint();
         let mut evicted = Evicted::default();
@@ -184,7 +187,7 @@ impl DeliveryQueue {
         drop(st);
         self.ready.notify_one();
         self.wake.notify_one();
-        (evicted.events, spooled)
+        (evicted, spooled)
     }
 
     /// Takes the oldest undelivered batch, waiting up to `wait`.
@@ -274,9 +277,9 @@ impl DeliveryQueue {
         self.lock().closed_at.map(|t| t.elapsed())
     }
 
-    /// At exit: writes what is still in memory in front of the spool (returns the events saved), or, without a
-    /// spool, returns them as lost.
-    pub fn persist_remaining(&self) -> (u64, Dropped) {
+    /// At exit: writes what is still in memory in front of the spool and returns the events saved, with the
+    /// batches that could not be saved (no spool, or the disk failed) for the caller to count as lost.
+    pub fn persist_remaining(&self) -> (u64, Vec<EncodedBatch>) {
         let mut st = self.lock();
         let batches: Vec<EncodedBatch> = st.mem.drain(..).collect();
         st.mem_bytes = 0;
@@ -285,14 +288,14 @@ impl DeliveryQueue {
             Some(spool) => {
                 let saved = spool.prepend(&batches).and_then(|()| spool.sync());
                 match saved {
-                    Ok(()) => (events, 0),
+                    Ok(()) => (events, Vec::new()),
                     Err(e) => {
                         error!(error = %e, events, "cannot write undelivered batches to the spool; they are lost");
-                        (0, events)
+                        (0, batches)
                     }
                 }
             }
-            None => (0, events),
+            None => (0, batches),
         }
     }
 
@@ -374,7 +377,8 @@ mod tests {
             for tag in 1..=4 {
                 q.push(batch(tag, 2));
             }
-            assert_eq!(q.persist_remaining(), (2, 0)); // batch 1 (2 events) was in memory; 2..4 spilled
+            let (saved, lost) = q.persist_remaining(); // batch 1 (2 events) was in memory; 2..4 spilled
+            assert_eq!((saved, lost.len()), (2, 0));
         }
         let q = DeliveryQueue::new(&settings(dir.path(), 25)).unwrap();
         assert_eq!(q.spooled_events(), 8);
@@ -429,6 +433,7 @@ mod tests {
         })
         .unwrap();
         q.push(batch(1, 3));
-        assert_eq!(q.persist_remaining(), (0, 3));
+        let (saved, lost) = q.persist_remaining();
+        assert_eq!((saved, lost.len(), lost[0].len()), (0, 1, 3));
     }
 }

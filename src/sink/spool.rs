@@ -5,9 +5,21 @@
 //! records:
 //!
 //! ```text
-//! magic u32 "SPL1" | body_len u32 | crc32(body) u32 | body
-//! body = events u32 | items u32 | item_end u32 × items | item bytes
+//! magic u32 "SPL2" | body_len u32 | crc32(body) u32 | body
+//! body = events u32 | items u32 | item_end u32 × items
+//!      | senders u32 | sender [u8; 16] × senders | sender_of u16 × items
+//!      | item bytes
 //! ```
+//!
+//! All integers are little-endian. A sender is an IP address in its 16-byte IPv6 form (IPv4 as `::ffff:a.b.c.d`,
+//! read back as IPv4); `sender_of` is each item's index into the sender table, or `0xffff` when no sender is
+//! accounted for (a line the engine generated). So events replayed after a restart are still counted per Sense
+//! host.
+//!
+//! **Format versions.** Version 1 records (magic `SPL1`, written before senders were recorded: the body has no
+//! sender table and no `sender_of`) are still read and delivered; their events count per destination but under
+//! no sender. New records are always version 2. A segment may mix both (a v1 segment appended to after an
+//! upgrade). A record with any other magic is damaged (see Integrity).
 //!
 //! A record is one encoded batch (whole wire items, so it can still be split on 413). New records are appended to
 //! the newest segment, which rolls over at an eighth of the cap (see [`SEGMENT_BYTES`]). The file `head` holds `<segment id> <offset>`: the
@@ -23,15 +35,22 @@
 //! - Integrity: a record whose checksum or framing is wrong ends its segment (counted, logged at ERROR); the rest
 //!   of that segment is skipped, later segments are read normally.
 //! - Bounded: when the spool would exceed `max_bytes`, whole oldest segments are deleted and their events counted
-//!   as dropped (the caller logs them at ERROR). Neither the segment being written nor, while its head record is
-//!   out for delivery, the head segment is deleted: the oldest segments after it go instead.
+//!   as dropped, per sender (the caller logs them at ERROR). Neither the segment being written nor, while its
+//!   head record is out for delivery, the head segment is deleted: the oldest segments after it go instead.
+//! - Accounting: each segment keeps its undelivered events per sender, so [`Spool::hosts`] is what is spooled
+//!   per sender now and [`Evicted::hosts`] what the cap dropped.
 
 use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
-const MAGIC: u32 = u32::from_le_bytes(*b"SPL1");
+/// Magic of the current record format (with senders).
+const MAGIC: u32 = u32::from_le_bytes(*b"SPL2");
+/// Magic of version 1 records (no senders), still read.
+const MAGIC_V1: u32 = u32::from_le_bytes(*b"SPL1");
+/// Size of the record header (magic, body length, checksum).
+const HEADER_BYTES: u64 = 12;
 /// A segment is finished (fsynced, a new one started) once it reaches its size: an eighth of the spool's cap,
 /// between [`MIN_SEGMENT_BYTES`] and this, so the cap evicts in steps of about an eighth of it (one record, a whole
 /// batch, may still make a segment larger).
@@ -41,7 +60,10 @@ pub const MIN_SEGMENT_BYTES: u64 = 64 << 10;
 /// Ids start here so [`Spool::prepend`] has room below.
 const FIRST_ID: u64 = 1 << 40;
 
-use super::batch::EncodedBatch;
+use std::net::{IpAddr, Ipv6Addr};
+
+use super::batch::{EncodedBatch, NO_SENDER};
+use crate::telemetry::metrics::HostTally;
 
 #[derive(Debug)]
 struct Segment {
@@ -49,15 +71,30 @@ struct Segment {
     bytes: u64,
     /// Events in the segment that are not yet delivered (for drop accounting).
     events: u64,
+    /// The part of `events` with a known sender, per sender.
+    hosts: HostTally,
+}
+
+impl Segment {
+    fn new(id: u64) -> Segment {
+        Segment {
+            id,
+            bytes: 0,
+            events: 0,
+            hosts: HostTally::default(),
+        }
+    }
 }
 
 /// Outcome of making room under the cap.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Evicted {
     /// Segments deleted.
     pub segments: u64,
     /// Events they held.
     pub events: u64,
+    /// The part of `events` with a known sender, per sender.
+    pub hosts: HostTally,
 }
 
 /// The spool of one destination.
@@ -74,9 +111,10 @@ pub struct Spool {
     reader: Option<(u64, File)>,
     /// Records found damaged since open.
     pub corrupt_records: u64,
-    /// The head record was handed out by [`Spool::peek`] and is not popped yet (it is being delivered): its
-    /// segment must not be evicted, or the later [`Spool::pop`] would skip a different, undelivered record.
-    head_in_flight: bool,
+    /// On-disk length of the record last returned by [`Spool::peek`] (v1 and v2 records differ). While set, that
+    /// head record is out for delivery: its segment must not be evicted, or the later [`Spool::pop`] would skip a
+    /// different, undelivered record.
+    peeked_len: Option<u64>,
 }
 
 impl Spool {
@@ -101,7 +139,7 @@ impl Spool {
             writer: None,
             reader: None,
             corrupt_records: 0,
-            head_in_flight: false,
+            peeked_len: None,
         };
         for id in ids {
             if id < head_id {
@@ -109,16 +147,16 @@ impl Spool {
                 continue;
             }
             let start = if id == head_id { head_offset } else { 0 };
-            let (events, end, corrupt) = scan(&spool.path(id), start)?;
+            let (seg, corrupt) = scan(&spool.path(id), id, start)?;
             spool.corrupt_records += corrupt;
-            if events == 0 && corrupt == 0 && end <= start {
+            if seg.events == 0 && corrupt == 0 && seg.bytes <= start {
                 let _ = fs::remove_file(spool.path(id));
                 continue;
             }
             if spool.segments.is_empty() {
                 spool.head_offset = start;
             }
-            spool.segments.push_back(Segment { id, bytes: end, events });
+            spool.segments.push_back(seg);
         }
         spool.write_head()?;
         Ok(spool)
@@ -143,6 +181,15 @@ impl Spool {
         self.segments.iter().map(|s| s.events).sum()
     }
 
+    /// Events not yet delivered, per sender (events without a known sender are left out).
+    pub fn hosts(&self) -> HostTally {
+        let mut t = HostTally::default();
+        for s in &self.segments {
+            t.add_all(&s.hosts);
+        }
+        t
+    }
+
     /// Appends a batch after everything spooled. May evict the oldest segments to stay under the cap.
     pub fn append(&mut self, batch: &EncodedBatch) -> io::Result<Evicted> {
         let events = batch.len() as u32;
@@ -154,11 +201,7 @@ impl Spool {
         if needs_new {
             self.finish_writer()?;
             let id = self.segments.back().map_or(FIRST_ID, |s| s.id + 1);
-            self.segments.push_back(Segment {
-                id,
-                bytes: 0,
-                events: 0,
-            });
+            self.segments.push_back(Segment::new(id));
         }
         let seg = self.segments.back_mut().expect("a segment was just ensured");
         let id = seg.id;
@@ -173,6 +216,7 @@ impl Spool {
         f.write_all(&record)?;
         seg.bytes += record.len() as u64;
         seg.events += u64::from(events);
+        batch.tally(0..batch.len(), &mut seg.hosts);
         self.evict_over_cap()
     }
 
@@ -185,16 +229,13 @@ impl Spool {
         let id = self.segments.front().map_or(FIRST_ID, |s| s.id - 1);
         let path = self.path(id);
         let mut f = File::create(&path)?;
-        let mut seg = Segment {
-            id,
-            bytes: 0,
-            events: 0,
-        };
+        let mut seg = Segment::new(id);
         for batch in batches {
             let record = encode_record(batch);
             f.write_all(&record)?;
             seg.bytes += record.len() as u64;
             seg.events += batch.len() as u64;
+            batch.tally(0..batch.len(), &mut seg.hosts);
         }
         f.sync_all()?;
         // The head file holds one offset, for the first segment: the old head segment's delivered prefix is cut
@@ -253,8 +294,8 @@ impl Spool {
             let (_, f) = self.reader.as_mut().expect("reader opened above");
             f.seek(SeekFrom::Start(self.head_offset))?;
             match read_record(f)? {
-                Some(r) => {
-                    self.head_in_flight = true;
+                Some((r, len)) => {
+                    self.peeked_len = Some(len);
                     return Ok(Some(r));
                 }
                 None => {
@@ -262,6 +303,7 @@ impl Spool {
                     self.corrupt_records += 1;
                     let seg = self.segments.front_mut().expect("checked above");
                     seg.events = 0;
+                    seg.hosts.clear();
                     seg.bytes = self.head_offset;
                     if self.segments.len() == 1 {
                         return Ok(None);
@@ -274,11 +316,18 @@ impl Spool {
 
     /// Consumes the record last returned by [`Spool::peek`] (it was delivered, or dropped for good).
     pub fn pop(&mut self, record: &EncodedBatch) -> io::Result<()> {
-        self.head_in_flight = false;
-        let len = 12 + record_body_len(record) as u64;
+        let len = self
+            .peeked_len
+            .take()
+            .unwrap_or_else(|| HEADER_BYTES + record_body_len(record) as u64);
         self.head_offset += len;
         if let Some(seg) = self.segments.front_mut() {
             seg.events = seg.events.saturating_sub(record.len() as u64);
+            let mut delivered = HostTally::default();
+            record.tally(0..record.len(), &mut delivered);
+            for &(ip, n) in delivered.iter() {
+                seg.hosts.sub(ip, n);
+            }
             if self.head_offset >= seg.bytes && self.segments.len() > 1 {
                 self.drop_front_segment()?;
             }
@@ -302,7 +351,7 @@ impl Spool {
     }
 
     fn drop_front_segment(&mut self) -> io::Result<()> {
-        self.head_in_flight = false;
+        self.peeked_len = None;
         self.remove_segment(0);
         self.head_offset = 0;
         self.write_head()
@@ -325,16 +374,18 @@ impl Spool {
     /// its head record is being delivered (then the oldest segments after it go).
     fn evict_over_cap(&mut self) -> io::Result<Evicted> {
         let mut evicted = Evicted::default();
-        let keep_front = usize::from(self.head_in_flight);
+        let keep_front = usize::from(self.peeked_len.is_some());
         while self.bytes() > self.max_bytes && self.segments.len() > 1 + keep_front {
-            let events = self.segments.get(keep_front).map_or(0, |s| s.events);
+            if let Some(seg) = self.segments.get(keep_front) {
+                evicted.events += seg.events;
+                evicted.hosts.add_all(&seg.hosts);
+            }
             if keep_front == 0 {
                 self.drop_front_segment()?;
             } else {
                 self.remove_segment(keep_front);
             }
             evicted.segments += 1;
-            evicted.events += events;
         }
         Ok(evicted)
     }
@@ -353,15 +404,17 @@ fn read_head(dir: &Path) -> Option<(u64, u64)> {
     Some((it.next()?.parse().ok()?, it.next()?.parse().ok()?))
 }
 
+/// Body length of `r` as a version 2 record.
 fn record_body_len(r: &EncodedBatch) -> usize {
-    8 + 4 * r.ends.len() + r.bytes.len()
+    8 + 4 * r.ends.len() + 4 + 16 * r.senders.len() + 2 * r.ends.len() + r.bytes.len()
 }
 
+/// A batch as one version 2 record (header and body).
 fn encode_record(batch: &EncodedBatch) -> Vec<u8> {
     let (ends, bytes) = (&batch.ends, &batch.bytes);
     let events = ends.len() as u32;
-    let body_len = 8 + 4 * ends.len() + bytes.len();
-    let mut out = Vec::with_capacity(12 + body_len);
+    let body_len = record_body_len(batch);
+    let mut out = Vec::with_capacity(HEADER_BYTES as usize + body_len);
     out.extend_from_slice(&MAGIC.to_le_bytes());
     out.extend_from_slice(&(body_len as u32).to_le_bytes());
     out.extend_from_slice(&[0; 4]); // crc, filled below
@@ -370,52 +423,114 @@ fn encode_record(batch: &EncodedBatch) -> Vec<u8> {
     for e in ends.iter() {
         out.extend_from_slice(&e.to_le_bytes());
     }
+    out.extend_from_slice(&(batch.senders.len() as u32).to_le_bytes());
+    for ip in &batch.senders {
+        let v6 = match ip {
+            IpAddr::V4(v4) => v4.to_ipv6_mapped(),
+            IpAddr::V6(v6) => *v6,
+        };
+        out.extend_from_slice(&v6.octets());
+    }
+    for i in 0..ends.len() {
+        let s = batch.sender_of.get(i).copied().unwrap_or(NO_SENDER);
+        out.extend_from_slice(&s.to_le_bytes());
+    }
     out.extend_from_slice(bytes);
-    let crc = crc32fast::hash(&out[12..]);
+    let crc = crc32fast::hash(&out[HEADER_BYTES as usize..]);
     out[8..12].copy_from_slice(&crc.to_le_bytes());
     out
 }
 
-/// Reads one record at the file's position; `Ok(None)` for a torn or damaged record.
-fn read_record(f: &mut File) -> io::Result<Option<EncodedBatch>> {
-    let mut header = [0u8; 12];
+/// A little-endian `u32` at `at`, if `body` is long enough.
+fn u32_at(body: &[u8], at: usize) -> Option<u32> {
+    let b = body.get(at..at.checked_add(4)?)?;
+    Some(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+}
+
+/// Reads one record (version 1 or 2) at the file's position, with its on-disk length; `Ok(None)` for a torn or
+/// damaged record. Every length and index is checked against the body, so a damaged record never panics.
+fn read_record(f: &mut File) -> io::Result<Option<(EncodedBatch, u64)>> {
+    let mut header = [0u8; HEADER_BYTES as usize];
     if !read_full(f, &mut header)? {
         return Ok(None);
     }
-    let word = |i: usize| u32::from_le_bytes([header[i], header[i + 1], header[i + 2], header[i + 3]]);
-    if word(0) != MAGIC {
+    let (Some(magic), Some(body_len), Some(crc)) = (u32_at(&header, 0), u32_at(&header, 4), u32_at(&header, 8)) else {
+        return Ok(None);
+    };
+    if magic != MAGIC && magic != MAGIC_V1 {
         return Ok(None);
     }
-    let body_len = word(4) as usize;
+    let body_len = body_len as usize;
     if body_len < 8 || body_len > (SEGMENT_BYTES as usize) * 4 {
         return Ok(None);
     }
     let mut body = vec![0u8; body_len];
-    if !read_full(f, &mut body)? || crc32fast::hash(&body) != word(8) {
+    if !read_full(f, &mut body)? || crc32fast::hash(&body) != crc {
         return Ok(None);
     }
-    let events = u32::from_le_bytes([body[0], body[1], body[2], body[3]]) as usize;
-    let items = u32::from_le_bytes([body[4], body[5], body[6], body[7]]) as usize;
-    let ends_end = 8 + 4 * items;
-    if ends_end > body_len {
-        return Ok(None);
-    }
-    let ends: Vec<u32> = body[8..ends_end]
+    let batch = if magic == MAGIC {
+        decode_body(&body, true)
+    } else {
+        decode_body(&body, false)
+    };
+    Ok(batch.map(|b| (b, HEADER_BYTES + body_len as u64)))
+}
+
+/// The batch in a record body; `with_senders` for version 2.
+fn decode_body(body: &[u8], with_senders: bool) -> Option<EncodedBatch> {
+    let events = u32_at(body, 0)? as usize;
+    let items = u32_at(body, 4)? as usize;
+    let ends_end = items.checked_mul(4)?.checked_add(8)?;
+    let ends: Vec<u32> = body
+        .get(8..ends_end)?
         .chunks_exact(4)
         .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
         .collect();
-    let bytes = body[ends_end..].to_vec();
+    let (senders, sender_of, bytes_start) = if with_senders {
+        let count = u32_at(body, ends_end)? as usize;
+        let table_start = ends_end + 4;
+        let table_end = count.checked_mul(16)?.checked_add(table_start)?;
+        let senders: Vec<IpAddr> = body
+            .get(table_start..table_end)?
+            .chunks_exact(16)
+            .map(|c| {
+                let mut o = [0u8; 16];
+                o.copy_from_slice(c);
+                Ipv6Addr::from(o).to_canonical()
+            })
+            .collect();
+        let of_end = items.checked_mul(2)?.checked_add(table_end)?;
+        let sender_of: Vec<u16> = body
+            .get(table_end..of_end)?
+            .chunks_exact(2)
+            .map(|c| u16::from_le_bytes([c[0], c[1]]))
+            .collect();
+        if sender_of
+            .iter()
+            .any(|&s| s != NO_SENDER && usize::from(s) >= senders.len())
+        {
+            return None;
+        }
+        // Without any sender, every entry is NO_SENDER: keep the batch's "nothing attributed" form.
+        let sender_of = if senders.is_empty() { Vec::new() } else { sender_of };
+        (senders, sender_of, of_end)
+    } else {
+        (Vec::new(), Vec::new(), ends_end)
+    };
+    let bytes = body.get(bytes_start..)?.to_vec();
     if events != items
         || ends.last().is_some_and(|&e| e as usize != bytes.len())
         || ends.windows(2).any(|w| w[0] > w[1])
     {
-        return Ok(None);
+        return None;
     }
-    Ok(Some(EncodedBatch {
+    Some(EncodedBatch {
         ends,
         bytes,
         received_ns: Vec::new(),
-    }))
+        senders,
+        sender_of,
+    })
 }
 
 fn read_full(f: &mut File, buf: &mut [u8]) -> io::Result<bool> {
@@ -429,24 +544,25 @@ fn read_full(f: &mut File, buf: &mut [u8]) -> io::Result<bool> {
     Ok(true)
 }
 
-/// Counts the events of the intact records of a segment from `start`; returns (events, end of the last intact
-/// record, damaged records).
-fn scan(path: &Path, start: u64) -> io::Result<(u64, u64, u64)> {
+/// Indexes segment `id` from `start`: its intact records' events (in total and per sender) and the end of the last
+/// intact record as `bytes`; also returns the number of damaged records (0 or 1: one ends the segment).
+fn scan(path: &Path, id: u64, start: u64) -> io::Result<(Segment, u64)> {
     let mut f = File::open(path)?;
     let len = f.metadata()?.len();
     f.seek(SeekFrom::Start(start))?;
-    let mut pos = start;
-    let mut events = 0;
-    while pos < len {
+    let mut seg = Segment::new(id);
+    seg.bytes = start;
+    while seg.bytes < len {
         match read_record(&mut f)? {
-            Some(r) => {
-                events += r.len() as u64;
-                pos += 12 + record_body_len(&r) as u64;
+            Some((r, record_len)) => {
+                seg.events += r.len() as u64;
+                r.tally(0..r.len(), &mut seg.hosts);
+                seg.bytes += record_len;
             }
-            None => return Ok((events, pos, 1)),
+            None => return Ok((seg, 1)),
         }
     }
-    Ok((events, pos, 0))
+    Ok((seg, 0))
 }
 
 #[cfg(test)]
@@ -597,5 +713,112 @@ mod tests {
         }
         assert!(evicted > 0);
         assert_eq!(s.events() + evicted, 200 * 10);
+    }
+
+    /// A batch of `n` items, item `i` from sender `senders[i % senders.len()]`.
+    fn from_senders(n: u32, senders: &[IpAddr]) -> EncodedBatch {
+        let mut b = rec(n);
+        b.senders = senders.to_vec();
+        b.sender_of = (0..n).map(|i| (i as usize % senders.len()) as u16).collect();
+        b
+    }
+
+    /// A version 1 record (before senders were recorded), as the previous release wrote it.
+    fn v1_record(batch: &EncodedBatch) -> Vec<u8> {
+        let mut body = Vec::new();
+        body.extend_from_slice(&(batch.len() as u32).to_le_bytes());
+        body.extend_from_slice(&(batch.len() as u32).to_le_bytes());
+        for e in &batch.ends {
+            body.extend_from_slice(&e.to_le_bytes());
+        }
+        body.extend_from_slice(&batch.bytes);
+        let mut out = Vec::new();
+        out.extend_from_slice(b"SPL1");
+        out.extend_from_slice(&(body.len() as u32).to_le_bytes());
+        out.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
+        out.extend_from_slice(&body);
+        out
+    }
+
+    #[test]
+    fn senders_survive_the_spool_and_a_reopen_per_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let a: IpAddr = "127.0.0.1".parse().unwrap();
+        let b: IpAddr = "2001:db8::7".parse().unwrap();
+        let mut s = Spool::open(dir.path(), 1 << 30).unwrap();
+        let mut first = from_senders(3, &[a, b]);
+        first.sender_of[1] = NO_SENDER; // an engine-generated line
+        s.append(&first).unwrap();
+        s.append(&from_senders(2, &[b])).unwrap();
+        assert_eq!((s.hosts().get(a), s.hosts().get(b)), (2, 2));
+        drop(s);
+        let mut s = Spool::open(dir.path(), 1 << 30).unwrap();
+        assert_eq!((s.hosts().get(a), s.hosts().get(b), s.events()), (2, 2, 5));
+        let got = s.peek().unwrap().unwrap();
+        assert_eq!(got.senders, [a, b], "IPv4 comes back as IPv4, IPv6 as IPv6");
+        assert_eq!(got.sender_of, [0, NO_SENDER, 0]);
+        assert_eq!((got.ends, got.bytes), (first.ends, first.bytes));
+        let got = s.peek().unwrap().unwrap();
+        s.pop(&got).unwrap();
+        assert_eq!((s.hosts().get(a), s.hosts().get(b)), (0, 2));
+    }
+
+    #[test]
+    fn version_1_records_are_still_read_and_count_under_no_sender() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = rec(3);
+        fs::write(dir.path().join(format!("seg-{FIRST_ID:020}.spool")), v1_record(&old)).unwrap();
+        let a: IpAddr = "10.0.0.1".parse().unwrap();
+        let mut s = Spool::open(dir.path(), 1 << 30).unwrap();
+        assert_eq!((s.events(), s.hosts().total()), (3, 0));
+        s.append(&from_senders(2, &[a])).unwrap(); // a v2 record after the v1 one, same segment
+        drop(s);
+        let mut s = Spool::open(dir.path(), 1 << 30).unwrap();
+        assert_eq!((s.events(), s.hosts().get(a)), (5, 2));
+        let r = s.peek().unwrap().unwrap();
+        assert_eq!(
+            (r.ends.clone(), r.bytes.clone(), r.senders.len()),
+            (old.ends, old.bytes, 0)
+        );
+        s.pop(&r).unwrap();
+        let r = s.peek().unwrap().unwrap();
+        assert_eq!(r.senders, [a]);
+        s.pop(&r).unwrap();
+        assert!(s.is_empty());
+    }
+
+    #[test]
+    fn the_cap_reports_evicted_events_per_sender() {
+        let dir = tempfile::tempdir().unwrap();
+        let a: IpAddr = "127.0.0.1".parse().unwrap();
+        let b: IpAddr = "127.0.0.2".parse().unwrap();
+        let mut s = Spool::open(dir.path(), SEGMENT_BYTES + SEGMENT_BYTES / 2).unwrap();
+        let mut big = from_senders(8, &[a, a, a, b]);
+        big.bytes.clear();
+        big.ends.clear();
+        for _ in 0..8 {
+            big.bytes.extend(std::iter::repeat_n(b'x', 150_000));
+            big.ends.push(big.bytes.len() as u32);
+        }
+        let mut evicted = HostTally::default();
+        let mut total = 0;
+        for _ in 0..40 {
+            let e = s.append(&big).unwrap();
+            total += e.events;
+            evicted.add_all(&e.hosts);
+        }
+        assert!(total > 0);
+        assert_eq!(evicted.total(), total);
+        assert_eq!((evicted.get(a), evicted.get(b)), (total / 4 * 3, total / 4));
+        assert_eq!(s.hosts().total() + total, 40 * 8);
+    }
+
+    #[test]
+    fn damaged_sender_tables_are_rejected_not_trusted() {
+        let mut b = from_senders(2, &["127.0.0.1".parse().unwrap()]);
+        b.sender_of[1] = 5; // no such sender
+        let record = encode_record(&b);
+        assert_eq!(decode_body(&record[12..], true), None);
+        assert_eq!(decode_body(&record[12..20], true), None);
     }
 }

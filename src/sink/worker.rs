@@ -18,6 +18,12 @@
 //!   unanswered when it runs out is abandoned and its batch kept (the destination may have stored it anyway, so
 //!   it can arrive twice after the restart: at least once). A destination that is up but slow, with a backlog in
 //!   memory and in the spool, therefore cannot hold the shutdown past the budget.
+//! - **Per-sender accounting**: every batch records each item's sender ([`EncodedBatch::sender_of`], also in the
+//!   spool), so each outcome is counted per destination *and* per sender (`SinkCounters::hosts`): skipped
+//!   events once per slab from a local tally, delivered and dropped events once per delivered or failed range of
+//!   items, spool-cap evictions per evicted segment, the spooled gauge whenever the spool changes. No lock and,
+//!   in steady state, no allocation per event. When a destination reports a partial write (`Ok(n)`) without
+//!   saying which items it refused, the last `n` items of the range are counted as the dropped ones.
 
 use std::ops::Range;
 use std::sync::Arc;
@@ -32,7 +38,27 @@ use super::queue::{DeliveryQueue, Next, Origin, QueueSettings};
 use super::{Encoded, Encoder, SinkError, Transport};
 use crate::config::{BatchConfig, RetryConfig};
 use crate::event::slab::Slab;
-use crate::telemetry::metrics::{now_unix_ns, SinkCounters};
+use crate::telemetry::metrics::{now_unix_ns, HostTally, SinkCounters, SinkOutcome};
+
+/// Counts items `range` of `batch` per sender under `outcome` (`scratch` is a reused tally). The destination's
+/// totals are counted by the caller.
+fn count_hosts(
+    counters: &SinkCounters,
+    outcome: SinkOutcome,
+    batch: &EncodedBatch,
+    range: Range<usize>,
+    scratch: &mut HostTally,
+) {
+    scratch.clear();
+    batch.tally(range, scratch);
+    counters.hosts.add(outcome, scratch);
+}
+
+/// Publishes the spool's size now, in total and per sender.
+fn publish_spooled(queue: &DeliveryQueue, counters: &SinkCounters) {
+    counters.spooled.set(queue.spooled_events());
+    counters.hosts.set_spooled(&queue.spooled_hosts());
+}
 
 /// Everything a worker needs besides its encoder and transport.
 #[derive(Debug, Clone)]
@@ -94,7 +120,7 @@ pub fn run<E, T>(
     if backlog > 0 {
         info!(sink = %settings.name, events = backlog, "replaying spooled events from an earlier run");
     }
-    counters.spooled.set(backlog);
+    publish_spooled(&queue, &counters);
     let delivery = {
         let queue = Arc::clone(&queue);
         let counters = Arc::clone(&counters);
@@ -107,8 +133,14 @@ pub fn run<E, T>(
         Ok(h) => h,
         Err(e) => {
             error!(sink = %settings.name, error = %e, "cannot start the delivery thread; sink disabled");
+            let mut lost = HostTally::default();
             for slab in rx.iter() {
                 counters.dropped.add(slab.len() as u64);
+                lost.clear();
+                for event in slab.events() {
+                    lost.add(event.peer.ip().to_canonical(), 1);
+                }
+                counters.hosts.add(SinkOutcome::Dropped, &lost);
             }
             return;
         }
@@ -119,14 +151,18 @@ pub fn run<E, T>(
         let empty = queue.take_buffers().unwrap_or_else(|| Batch::buffers(settings.batch));
         let full = batch.take(empty);
         let (evicted, spooled) = queue.push(full);
-        if spooled {
-            counters.spooled.set(queue.spooled_events());
+        if evicted.events > 0 {
+            counters.dropped.add(evicted.events);
+            counters.dropped_spool_cap.add(evicted.events);
+            counters.hosts.add(SinkOutcome::DroppedSpoolCap, &evicted.hosts);
+            error!(sink = %settings.name, events = evicted.events, "spool full: oldest events dropped");
         }
-        if evicted > 0 {
-            counters.dropped.add(evicted);
-            error!(sink = %settings.name, events = evicted, "spool full: oldest events dropped");
+        if spooled {
+            publish_spooled(&queue, &counters);
         }
     };
+    // Skipped events of the current slab, per sender; merged once per slab.
+    let mut skipped = HostTally::default();
     loop {
         let wait = batch
             .deadline()
@@ -136,20 +172,26 @@ pub fn run<E, T>(
                 let now = Instant::now();
                 for event in slab.events() {
                     let mark = batch.buf().len();
+                    let sender = event.peer.ip().to_canonical();
                     match encoder.encode(event, batch.buf()) {
-                        Encoded::Yes => batch.commit(now, event.received_ns),
+                        Encoded::Yes => batch.commit(now, event.received_ns, Some(sender)),
                         Encoded::Changed => {
                             counters.values_changed.inc();
-                            batch.commit(now, event.received_ns);
+                            batch.commit(now, event.received_ns, Some(sender));
                         }
                         Encoded::Skipped(_) => {
                             batch.truncate_to(mark);
                             counters.skipped.inc();
+                            skipped.add(sender, 1);
                         }
                     }
                     if batch.is_full() {
                         hand_over(&mut batch);
                     }
+                }
+                if !skipped.is_empty() {
+                    counters.hosts.add(SinkOutcome::Skipped, &skipped);
+                    skipped.clear();
                 }
             }
             Err(RecvTimeoutError::Timeout) => {}
@@ -157,7 +199,7 @@ pub fn run<E, T>(
         }
         let now_ns = now_unix_ns();
         if encoder.tick(now_ns, batch.buf()) > 0 {
-            batch.commit(Instant::now(), now_ns);
+            batch.commit(Instant::now(), now_ns, None); // an engine-generated line: no sender
         }
         if batch.should_flush(Instant::now()) {
             hand_over(&mut batch);
@@ -190,6 +232,8 @@ fn deliver_loop<T: Transport>(
         counters: &counters,
         prepared: false,
         persistent: queue.has_spool(),
+        scratch: HostTally::default(),
+        tls_error_logged: false,
     };
     loop {
         // While the destination keeps answering, only this check ends delivery at shutdown: without it a slow
@@ -211,7 +255,7 @@ fn deliver_loop<T: Transport>(
                     Outcome::Finished => {
                         queue.done(origin, batch);
                         if origin == Origin::Spool {
-                            counters.spooled.set(queue.spooled_events());
+                            publish_spooled(&queue, &counters);
                         }
                     }
                     Outcome::OutOfTime => {
@@ -225,10 +269,15 @@ fn deliver_loop<T: Transport>(
         }
     }
     rt.block_on(transport.close());
-    let (saved, lost) = queue.persist_remaining();
-    counters.spooled.set(queue.spooled_events());
+    let (saved, lost_batches) = queue.persist_remaining();
+    publish_spooled(&queue, &counters);
     if saved > 0 {
         warn!(sink = %settings.name, events = saved, "shutdown budget spent: undelivered events kept in the spool");
+    }
+    let mut lost = 0;
+    for b in &lost_batches {
+        lost += b.len() as u64;
+        count_hosts(&counters, SinkOutcome::Dropped, b, 0..b.len(), &mut delivery.scratch);
     }
     if lost > 0 {
         counters.dropped.add(lost);
@@ -249,6 +298,10 @@ struct Delivery<'a> {
     prepared: bool,
     /// A spool holds the backlog, so retriable failures are retried without limit.
     persistent: bool,
+    /// Reused per-sender tally.
+    scratch: HostTally,
+    /// The current outage's TLS failure was logged at ERROR already.
+    tls_error_logged: bool,
 }
 
 /// Resolves once `queue` has been closed for `budget` (the shutdown budget is spent). Checks every 100 ms.
@@ -259,6 +312,10 @@ async fn budget_spent(queue: &DeliveryQueue, budget: Duration) {
 }
 
 impl Delivery<'_> {
+    fn count_hosts(&mut self, outcome: SinkOutcome, batch: &EncodedBatch, range: Range<usize>) {
+        count_hosts(self.counters, outcome, batch, range, &mut self.scratch);
+    }
+
     /// True once the queue has been closed for the shutdown budget.
     fn out_of_time(&self, queue: &DeliveryQueue) -> bool {
         queue.closed_for().is_some_and(|d| d >= self.settings.shutdown_timeout)
@@ -288,11 +345,15 @@ impl Delivery<'_> {
             {
                 Ok(rejected) => {
                     let rejected = rejected.min(count);
+                    // Which items were refused is not reported: count the last `rejected` ones as dropped.
+                    let split = range.end - rejected;
                     if rejected > 0 {
                         self.counters.dropped.add(rejected as u64);
+                        self.count_hosts(SinkOutcome::Dropped, batch, split..range.end);
                         error!(sink = %self.settings.name, events = rejected, "destination rejected part of a batch");
                     }
                     self.counters.delivered.add((count - rejected) as u64);
+                    self.count_hosts(SinkOutcome::Delivered, batch, range.start..split);
                     self.counters.batches.inc();
                     self.counters.batch_latency.record(first_attempt.elapsed());
                     self.counters.failing_since.mark_ok();
@@ -312,6 +373,10 @@ impl Delivery<'_> {
                     // re-sending the delivered part, so it is counted as lost.
                     let rest: usize = count + pending.iter().map(|r| r.len()).sum::<usize>();
                     self.counters.dropped.add(rest as u64);
+                    self.count_hosts(SinkOutcome::Dropped, batch, range);
+                    for r in pending.drain(..) {
+                        self.count_hosts(SinkOutcome::Dropped, batch, r);
+                    }
                     error!(sink = %self.settings.name, events = rest, "shutdown budget spent mid-batch; events lost");
                     return Outcome::Finished;
                 }
@@ -324,6 +389,7 @@ impl Delivery<'_> {
                 Err(Failure::Final(e)) => {
                     self.counters.failing_since.mark_failed();
                     self.counters.dropped.add(count as u64);
+                    self.count_hosts(SinkOutcome::Dropped, batch, range);
                     error!(sink = %self.settings.name, events = count, error = %e, "batch not delivered; events lost");
                 }
             }
@@ -368,10 +434,22 @@ impl Delivery<'_> {
                 () = budget_spent(queue, self.settings.shutdown_timeout) => return Err(Failure::OutOfTime),
             };
             let e = match result {
-                Ok(rejected) => return Ok(rejected),
+                Ok(rejected) => {
+                    self.tls_error_logged = false;
+                    return Ok(rejected);
+                }
                 Err(e) => e,
             };
             self.counters.failing_since.mark_failed();
+            if matches!(e, SinkError::Tls(_)) && !self.tls_error_logged {
+                // Once per outage: a TLS failure does not heal by itself (wrong CA file, certificate, name).
+                self.tls_error_logged = true;
+                error!(
+                    sink = %self.settings.name, error = %e,
+                    "TLS handshake with the destination failed: check its certificate and the CA settings \
+                     (sense-ingest.influxdbTls / newRelicTls); events stay queued and are retried"
+                );
+            }
             let may_retry = e.is_retriable() && (self.persistent || attempt < retry.max_attempts);
             if !may_retry {
                 return Err(Failure::Final(e));
@@ -464,7 +542,7 @@ mod tests {
         for _ in 0..BATCHES {
             for _ in 0..PER_BATCH {
                 batch.buf().extend_from_slice(b"line\n");
-                batch.commit(Instant::now(), 1);
+                batch.commit(Instant::now(), 1, None);
             }
             queue.push(batch.take(Batch::buffers(limits)));
         }

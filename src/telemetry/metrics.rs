@@ -1,6 +1,7 @@
 //! Typed counters (Vector's internal-events idea): each loss path has a counter, and per-datagram problems are
 //! counted here and logged through a [`RateLimit`] rather than per datagram.
 
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -98,36 +99,217 @@ impl HostStats {
     }
 }
 
-/// Senders tracked individually; further ones are counted together under `0.0.0.0` ("other senders").
+/// Senders tracked individually; further ones are counted together under [`OTHER_SENDERS`].
 pub const MAX_TRACKED_HOSTS: usize = 4096;
+
+/// The key under which senders beyond [`MAX_TRACKED_HOSTS`] are counted together ("other senders").
+pub const OTHER_SENDERS: IpAddr = IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED);
+
+/// The entry of `ip` in a per-sender list, created at zero when missing. Once the list holds
+/// [`MAX_TRACKED_HOSTS`] senders, a new sender is counted under [`OTHER_SENDERS`], so the list (and a
+/// `/metrics` page) stays bounded whatever the traffic. The receive side and each destination apply the same
+/// rule; a sender reaches a destination only after the receive side counted it, so with up to
+/// `MAX_TRACKED_HOSTS` senders both sides track the same ones (beyond that, the boundary may differ by the few
+/// senders that appeared at the same moment).
+fn host_slot<T: Default>(hosts: &mut Vec<(IpAddr, T)>, ip: IpAddr) -> &mut T {
+    let pos = match hosts.iter().position(|(h, _)| *h == ip) {
+        Some(i) => i,
+        None if hosts.len() >= MAX_TRACKED_HOSTS => match hosts.iter().position(|(h, _)| *h == OTHER_SENDERS) {
+            Some(i) => i,
+            None => {
+                hosts.push((OTHER_SENDERS, T::default()));
+                hosts.len() - 1
+            }
+        },
+        None => {
+            hosts.push((ip, T::default()));
+            hosts.len() - 1
+        }
+    };
+    &mut hosts[pos].1
+}
 
 /// Per-sender counters, merged from each reader once per slab (one lock per flush, none per datagram).
 #[derive(Debug, Default)]
 pub struct HostCounters {
-    hosts: std::sync::Mutex<Vec<(std::net::IpAddr, HostStats)>>,
+    hosts: std::sync::Mutex<Vec<(IpAddr, HostStats)>>,
 }
 
 impl HostCounters {
     /// Adds a reader's local counts.
-    pub fn merge(&self, local: &[(std::net::IpAddr, HostStats)]) {
+    pub fn merge(&self, local: &[(IpAddr, HostStats)]) {
         let mut hosts = self.hosts.lock().unwrap_or_else(|e| e.into_inner());
         for (ip, stats) in local.iter().filter(|(_, s)| !s.is_zero()) {
-            let ip = if hosts.len() >= MAX_TRACKED_HOSTS && !hosts.iter().any(|(h, _)| h == ip) {
-                std::net::IpAddr::from([0, 0, 0, 0])
-            } else {
-                *ip
-            };
-            match hosts.iter_mut().find(|(h, _)| *h == ip) {
-                Some((_, s)) => s.add(stats),
-                None => hosts.push((ip, stats.clone())),
-            }
+            host_slot(&mut hosts, *ip).add(stats);
         }
     }
 
     /// A copy of every sender's counts, most datagrams first.
-    pub fn snapshot(&self) -> Vec<(std::net::IpAddr, HostStats)> {
+    pub fn snapshot(&self) -> Vec<(IpAddr, HostStats)> {
         let mut v = self.hosts.lock().unwrap_or_else(|e| e.into_inner()).clone();
         v.sort_by(|a, b| b.1.received.cmp(&a.1.received).then(a.0.cmp(&b.0)));
+        v
+    }
+}
+
+/// Event counts per sender, kept locally by one thread (a sink's encoder or delivery thread, a spool segment)
+/// and merged into shared counters once per slab or batch, so the hot path takes no lock and, once the vector
+/// has grown to the number of senders, allocates nothing.
+///
+/// Senders are few (one per Sense proxy node), so this is a short vector with the last sender's index cached:
+/// events arrive in runs from one sender.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct HostTally {
+    entries: Vec<(IpAddr, u64)>,
+    last: usize,
+}
+
+impl HostTally {
+    /// Adds `n` events of `ip`.
+    pub fn add(&mut self, ip: IpAddr, n: u64) {
+        if n == 0 {
+            return;
+        }
+        if self.entries.get(self.last).is_none_or(|(h, _)| *h != ip) {
+            self.last = match self.entries.iter().position(|(h, _)| *h == ip) {
+                Some(i) => i,
+                None => {
+                    self.entries.push((ip, 0));
+                    self.entries.len() - 1
+                }
+            };
+        }
+        self.entries[self.last].1 += n;
+    }
+
+    /// Subtracts up to `n` events of `ip` (never below zero).
+    pub fn sub(&mut self, ip: IpAddr, n: u64) {
+        if let Some((_, c)) = self.entries.iter_mut().find(|(h, _)| *h == ip) {
+            *c = c.saturating_sub(n);
+        }
+    }
+
+    /// Adds every count of `other`.
+    pub fn add_all(&mut self, other: &HostTally) {
+        for &(ip, n) in other.iter() {
+            self.add(ip, n);
+        }
+    }
+
+    /// Each sender with a non-zero count.
+    pub fn iter(&self) -> impl Iterator<Item = &(IpAddr, u64)> {
+        self.entries.iter().filter(|(_, n)| *n > 0)
+    }
+
+    /// The count of `ip`.
+    pub fn get(&self, ip: IpAddr) -> u64 {
+        self.entries.iter().find(|(h, _)| *h == ip).map_or(0, |(_, n)| *n)
+    }
+
+    /// The sum of all counts.
+    pub fn total(&self) -> u64 {
+        self.entries.iter().map(|(_, n)| n).sum()
+    }
+
+    /// True when every count is zero.
+    pub fn is_empty(&self) -> bool {
+        self.entries.iter().all(|(_, n)| *n == 0)
+    }
+
+    /// Forgets every count, keeping the vector's capacity (and its senders, at zero, while they are few).
+    pub fn clear(&mut self) {
+        if self.entries.len() > 64 {
+            self.entries.clear();
+            self.last = 0;
+        } else {
+            for (_, n) in self.entries.iter_mut() {
+                *n = 0;
+            }
+        }
+    }
+}
+
+/// What happened to events of one sender at one destination. Destination-side counterpart of [`HostStats`]:
+/// for each sender and each destination that counts per sender (every batched destination and `stdout`; MQTT
+/// counts per destination only),
+/// `accepted == delivered + skipped + dropped + spooled + (events still in channels or the memory queue)`.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct HostSinkStats {
+    /// Events the destination acknowledged.
+    pub delivered: u64,
+    /// Events not sent by the destination's rule (counted, not lost).
+    pub skipped: u64,
+    /// Events lost, all causes (refused, retries exhausted, spool cap, shutdown without a spool).
+    pub dropped: u64,
+    /// The part of `dropped` that the spool's size cap evicted.
+    pub dropped_spool_cap: u64,
+    /// Events waiting in the disk spool now (a gauge).
+    pub spooled: u64,
+}
+
+/// How a counted event ended at a destination (see [`SinkHostCounters::add`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SinkOutcome {
+    /// Acknowledged by the destination.
+    Delivered,
+    /// Not sent by rule.
+    Skipped,
+    /// Lost (refused, retries exhausted, shutdown without a spool).
+    Dropped,
+    /// Lost because the spool's size cap evicted it (also counted as dropped).
+    DroppedSpoolCap,
+}
+
+/// One destination's per-sender counts, merged from the sink's threads once per slab or batch (one lock per
+/// merge, none per event).
+#[derive(Debug, Default)]
+pub struct SinkHostCounters {
+    hosts: std::sync::Mutex<Vec<(IpAddr, HostSinkStats)>>,
+}
+
+impl SinkHostCounters {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<(IpAddr, HostSinkStats)>> {
+        // Every mutation is a plain add or store: a panic elsewhere leaves consistent numbers.
+        self.hosts.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Counts every sender's events of `tally` under `outcome`. The destination's totals are counted by the
+    /// caller: they also include events without a sender (engine-generated lines, pre-v2 spool records).
+    pub fn add(&self, outcome: SinkOutcome, tally: &HostTally) {
+        if tally.is_empty() {
+            return;
+        }
+        let mut hosts = self.lock();
+        for &(ip, n) in tally.iter() {
+            let s = host_slot(&mut hosts, ip);
+            match outcome {
+                SinkOutcome::Delivered => s.delivered += n,
+                SinkOutcome::Skipped => s.skipped += n,
+                SinkOutcome::Dropped => s.dropped += n,
+                SinkOutcome::DroppedSpoolCap => {
+                    s.dropped += n;
+                    s.dropped_spool_cap += n;
+                }
+            }
+        }
+    }
+
+    /// Sets the spooled gauge of every sender: `spooled` holds what the spool holds now; senders not in it have
+    /// nothing spooled.
+    pub fn set_spooled(&self, spooled: &HostTally) {
+        let mut hosts = self.lock();
+        for (_, s) in hosts.iter_mut() {
+            s.spooled = 0;
+        }
+        for &(ip, n) in spooled.iter() {
+            host_slot(&mut hosts, ip).spooled += n;
+        }
+    }
+
+    /// A copy of every sender's counts, by sender address.
+    pub fn snapshot(&self) -> Vec<(IpAddr, HostSinkStats)> {
+        let mut v = self.lock().clone();
+        v.sort_by_key(|(ip, _)| *ip);
         v
     }
 }
@@ -149,6 +331,11 @@ pub struct SinkCounters {
     pub values_changed: Counter,
     /// Events waiting in the disk spool now (a gauge).
     pub spooled: Counter,
+    /// The part of `dropped` that the spool's size cap evicted.
+    pub dropped_spool_cap: Counter,
+    /// `delivered`, `skipped`, `dropped` and `spooled` per sender (empty for MQTT, which counts per destination
+    /// only).
+    pub hosts: SinkHostCounters,
     /// First send attempt → acknowledgement, per delivered request.
     pub batch_latency: Arc<LatencyHistogram>,
     /// Receive → acknowledgement, per delivered event (events replayed from the spool after a restart are not

@@ -22,7 +22,7 @@ use tracing::{debug, info, warn};
 
 use crate::event::RejectReason;
 use crate::telemetry::histogram::{HistogramSnapshot, LatencyHistogram};
-use crate::telemetry::metrics::{now_unix_ns, RateLimit, ReceiveCounters, SinkCounters};
+use crate::telemetry::metrics::{now_unix_ns, HostSinkStats, HostStats, RateLimit, ReceiveCounters, SinkCounters};
 
 /// `Content-Type` of `/metrics`.
 pub const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -251,6 +251,8 @@ impl MetricsState {
             out.scalar(name, COUNTER, help, get(r));
         }
 
+        self.render_hosts(&mut out);
+
         type SinkValue = fn(&SinkMetrics) -> u64;
         let per_sink: [(&str, &str, &str, SinkValue); 7] = [
             (
@@ -382,6 +384,102 @@ impl MetricsState {
             }
         }
         out.0
+    }
+
+    /// The per-sender families: receive outcomes by `host` (the sender's IP; `0.0.0.0` holds senders beyond the
+    /// tracking cap), and destination outcomes by `host` and `destination` (the sink name). Only senders seen so
+    /// far appear; a rejected-reason sample appears once it is non-zero. Destinations that do not count per
+    /// sender (MQTT) have no per-sender samples.
+    fn render_hosts(&self, out: &mut Exposition) {
+        let hosts = self.receive.hosts.snapshot();
+        let names: Vec<String> = hosts.iter().map(|(ip, _)| ip.to_string()).collect();
+        type HostValue = fn(&HostStats) -> u64;
+        let per_host: [(&str, &str, HostValue); 3] = [
+            (
+                "host_datagrams_received_total",
+                "Datagrams read from the user-event sockets, per sender.",
+                |h| h.received,
+            ),
+            (
+                "host_events_accepted_total",
+                "Events parsed and handed to the sinks, per sender.",
+                |h| h.accepted,
+            ),
+            (
+                "host_events_excluded_total",
+                "Events dropped by userEvents.excludeUser, per sender.",
+                |h| h.excluded,
+            ),
+        ];
+        for (name, help, get) in per_host {
+            out.family(name, COUNTER, help);
+            for ((_, h), host) in hosts.iter().zip(&names) {
+                out.sample(name, &[("host", host)], get(h));
+            }
+        }
+        let name = "host_datagrams_rejected_total";
+        out.family(name, COUNTER, "Datagrams rejected, per sender and reason.");
+        for ((_, h), host) in hosts.iter().zip(&names) {
+            for reason in RejectReason::ALL {
+                let n = h.rejected[reason.index()];
+                if n > 0 {
+                    out.sample(name, &[("host", host), ("reason", reason.key())], n);
+                }
+            }
+        }
+
+        let sinks: Vec<(&str, Vec<(String, HostSinkStats)>)> = self
+            .sinks
+            .iter()
+            .map(|s| {
+                let hosts = s.counters.hosts.snapshot();
+                (
+                    s.name.as_str(),
+                    hosts.into_iter().map(|(ip, h)| (ip.to_string(), h)).collect(),
+                )
+            })
+            .collect();
+        type HostSinkValue = fn(&HostSinkStats) -> u64;
+        let per_host_sink: [(&str, &str, &str, HostSinkValue); 5] = [
+            (
+                "host_events_delivered_total",
+                COUNTER,
+                "Events the destination acknowledged, per sender.",
+                |h| h.delivered,
+            ),
+            (
+                "host_events_skipped_total",
+                COUNTER,
+                "Events the destination does not send by rule (counted, not lost), per sender.",
+                |h| h.skipped,
+            ),
+            (
+                "host_events_dropped_total",
+                COUNTER,
+                "Events lost at the destination (all causes, spool cap included), per sender.",
+                |h| h.dropped,
+            ),
+            (
+                "host_events_dropped_spool_cap_total",
+                COUNTER,
+                "Events the spool's size cap evicted (also in host_events_dropped_total), per sender.",
+                |h| h.dropped_spool_cap,
+            ),
+            (
+                "host_spooled_events",
+                GAUGE,
+                "Events waiting in the destination's disk spool, per sender.",
+                |h| h.spooled,
+            ),
+        ];
+        for (name, kind, help, get) in per_host_sink {
+            out.family(name, kind, help);
+            for (destination, hosts) in &sinks {
+                for (host, h) in hosts {
+                    out.sample(name, &[("host", host), ("destination", destination)], get(h));
+                }
+            }
+        }
     }
 
     /// `(200, "ok")` when the readers are bound and no sink has been failing for longer than `max_failing`, else
@@ -633,6 +731,9 @@ fn reason_phrase(status: u16) -> &'static str {
 #[cfg(test)]
 mod tests {
     use std::collections::{HashMap, HashSet};
+    use std::net::IpAddr;
+
+    use crate::telemetry::metrics::{HostTally, SinkOutcome};
 
     use super::*;
 
@@ -656,6 +757,29 @@ mod tests {
         receive.invalid_utf8.add(3);
         receive.kernel_drops.set(7);
         receive.channel_full_waits.add(5);
+        let (h1, h2): (IpAddr, IpAddr) = ("127.0.0.1".parse().unwrap(), "::1".parse().unwrap());
+        let mut rejected = [0; RejectReason::ALL.len()];
+        rejected[RejectReason::UnknownSource.index()] = 2;
+        receive.hosts.merge(&[
+            (
+                h1,
+                HostStats {
+                    received: 16,
+                    accepted: 15,
+                    excluded: 1,
+                    rejected: [0; RejectReason::ALL.len()],
+                },
+            ),
+            (
+                h2,
+                HostStats {
+                    received: 8,
+                    accepted: 5,
+                    excluded: 0,
+                    rejected,
+                },
+            ),
+        ]);
 
         let influx = Arc::new(SinkCounters::default());
         influx.delivered.add(19);
@@ -664,6 +788,15 @@ mod tests {
         influx.retries.add(2);
         influx.values_changed.add(6);
         influx.spooled.set(11);
+        let mut t = HostTally::default();
+        t.add(h1, 14);
+        t.add(h2, 5);
+        influx.hosts.add(SinkOutcome::Delivered, &t);
+        t.clear();
+        t.add(h1, 1);
+        influx.hosts.add(SinkOutcome::Skipped, &t);
+        influx.hosts.add(SinkOutcome::DroppedSpoolCap, &t);
+        influx.hosts.set_spooled(&t);
         let influx = SinkMetrics::new("influxdb", influx, || (3, 64));
         influx.batch_latency.record(Duration::from_millis(3));
         influx.batch_latency.record(Duration::from_millis(40));
@@ -739,6 +872,37 @@ mod tests {
             .filter(|l| l.starts_with("sense_ingest_datagrams_rejected_total{"))
             .count();
         assert_eq!(rejected, RejectReason::ALL.len());
+    }
+
+    #[test]
+    fn per_sender_metrics_render_by_host_and_destination() {
+        let text = state().render();
+        let l = lines(&text);
+        for want in [
+            r#"sense_ingest_host_datagrams_received_total{host="127.0.0.1"} 16"#,
+            r#"sense_ingest_host_datagrams_received_total{host="::1"} 8"#,
+            r#"sense_ingest_host_events_accepted_total{host="::1"} 5"#,
+            r#"sense_ingest_host_events_excluded_total{host="127.0.0.1"} 1"#,
+            r#"sense_ingest_host_datagrams_rejected_total{host="::1",reason="unknown_source"} 2"#,
+            r#"sense_ingest_host_events_delivered_total{host="127.0.0.1",destination="influxdb"} 14"#,
+            r#"sense_ingest_host_events_delivered_total{host="::1",destination="influxdb"} 5"#,
+            r#"sense_ingest_host_events_skipped_total{host="127.0.0.1",destination="influxdb"} 1"#,
+            r#"sense_ingest_host_events_dropped_total{host="127.0.0.1",destination="influxdb"} 1"#,
+            r#"sense_ingest_host_events_dropped_spool_cap_total{host="127.0.0.1",destination="influxdb"} 1"#,
+            r#"sense_ingest_host_spooled_events{host="127.0.0.1",destination="influxdb"} 1"#,
+            r#"sense_ingest_host_spooled_events{host="::1",destination="influxdb"} 0"#,
+        ] {
+            assert!(l.contains(&want), "missing {want:?} in\n{text}");
+        }
+        assert!(
+            !text.contains(r#"host="127.0.0.1",reason="#),
+            "zero reject reasons are left out: {text}"
+        );
+        assert!(
+            !l.iter()
+                .any(|l| l.starts_with("sense_ingest_host_") && l.contains("new_relic")),
+            "a destination without per-sender counts has no per-sender samples: {text}"
+        );
     }
 
     #[test]

@@ -12,6 +12,7 @@ use std::time::Duration;
 use reqwest::header::{HeaderMap, RETRY_AFTER};
 use tracing::info;
 
+use super::client_v2::{base_url, http_client};
 use crate::config::{InfluxConfig, Secret};
 use crate::sink::{SinkError, Transport};
 
@@ -31,20 +32,11 @@ pub struct InfluxV1Transport {
 }
 
 impl InfluxV1Transport {
-    /// A transport for `config` (`host`, `port`, `v1Config`). Plain HTTP, as Butler SOS's v1 client uses.
+    /// A transport for `config` (`host`, `port`, `v1Config`). Plain HTTP as Butler SOS's v1 client uses, or https
+    /// with `sense-ingest.influxdbTls.enable`.
     pub fn new(config: &InfluxConfig) -> Result<InfluxV1Transport, SinkError> {
-        let client = reqwest::Client::builder()
-            .timeout(Duration::from_secs(30))
-            .connect_timeout(Duration::from_secs(5))
-            .user_agent(concat!("sense-ingest/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| SinkError::Setup(e.to_string()))?;
-        let host = if config.host.contains(':') {
-            format!("[{}]", config.host)
-        } else {
-            config.host.clone()
-        };
-        let base = format!("http://{host}:{}", config.port);
+        let client = http_client(Duration::from_secs(30), &config.tls)?;
+        let base = base_url(&config.host, config.port, config.tls.enable);
         let db = config.v1.db_name.clone();
         let write_url = format!("{base}/write?db={}&precision=n", url_encode(&db));
         Ok(InfluxV1Transport {
@@ -182,8 +174,8 @@ impl InfluxV1Transport {
 }
 
 fn connection_error(e: reqwest::Error) -> SinkError {
-    // reqwest's Display includes the URL, which carries no secret here (credentials go in a header).
-    SinkError::Connection(e.without_url().to_string())
+    // The URL carries no secret here (credentials go in a header), but it is left out like elsewhere.
+    crate::sink::http::request_error(e, None)
 }
 
 /// `Retry-After` in seconds (the HTTP-date form is treated as absent).

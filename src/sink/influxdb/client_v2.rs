@@ -27,7 +27,8 @@ use reqwest::header::{HeaderValue, AUTHORIZATION, CONTENT_ENCODING, CONTENT_TYPE
 use tracing::{info, warn};
 
 use super::client::{body_text, retry_after, url_encode};
-use crate::config::{InfluxConfig, Secret};
+use crate::config::{HttpTls, InfluxConfig, Secret};
+use crate::sink::http::{request_error, with_tls};
 use crate::sink::{SinkError, Transport};
 
 /// The request timeout for setup and writes.
@@ -48,17 +49,18 @@ pub struct InfluxV2Transport {
 }
 
 impl InfluxV2Transport {
-    /// A transport for `config` (`host`, `port`, `v2Config`). Plain HTTP, as Butler SOS's v2 client uses.
+    /// A transport for `config` (`host`, `port`, `v2Config`). Plain HTTP as Butler SOS's v2 client uses, or https
+    /// with `sense-ingest.influxdbTls.enable`.
     pub fn new(config: &InfluxConfig) -> Result<InfluxV2Transport, SinkError> {
         let v2 = &config.v2;
-        let base = base_url(&config.host, config.port);
+        let base = base_url(&config.host, config.port, config.tls.enable);
         let write_url = format!(
             "{base}/api/v2/write?org={}&bucket={}&precision=ns",
             url_encode(&v2.org),
             url_encode(&v2.bucket)
         );
         Ok(InfluxV2Transport {
-            client: http_client(TIMEOUT)?,
+            client: http_client(TIMEOUT, &config.tls)?,
             base,
             write_url,
             org: v2.org.clone(),
@@ -217,21 +219,23 @@ pub(crate) fn partial_write_dropped(message: &str) -> Option<usize> {
     message[at..at + digits].parse().ok()
 }
 
-/// `http://host:port`, with an IPv6 literal in brackets.
-pub(crate) fn base_url(host: &str, port: u16) -> String {
+/// `http://host:port` (`https://` with `tls`), with an IPv6 literal in brackets.
+pub(crate) fn base_url(host: &str, port: u16, tls: bool) -> String {
+    let scheme = if tls { "https" } else { "http" };
     if host.contains(':') && !host.starts_with('[') {
-        format!("http://[{host}]:{port}")
+        format!("{scheme}://[{host}]:{port}")
     } else {
-        format!("http://{host}:{port}")
+        format!("{scheme}://{host}:{port}")
     }
 }
 
-/// The HTTP client both transports use.
-pub(crate) fn http_client(timeout: Duration) -> Result<reqwest::Client, SinkError> {
-    reqwest::Client::builder()
+/// The HTTP client every InfluxDB transport uses, with `sense-ingest.influxdbTls` applied.
+pub(crate) fn http_client(timeout: Duration, tls: &HttpTls) -> Result<reqwest::Client, SinkError> {
+    let builder = reqwest::Client::builder()
         .timeout(timeout)
         .connect_timeout(Duration::from_secs(5).min(timeout))
-        .user_agent(concat!("sense-ingest/", env!("CARGO_PKG_VERSION")))
+        .user_agent(concat!("sense-ingest/", env!("CARGO_PKG_VERSION")));
+    with_tls(builder, tls, "sense-ingest.influxdbTls", "influxdb")?
         .build()
         .map_err(|e| SinkError::Setup(e.to_string()))
 }
@@ -270,7 +274,7 @@ pub(crate) fn status_error(status: u16, retry_after: Option<Duration>, body: &[u
 
 pub(crate) fn connection_error(e: reqwest::Error) -> SinkError {
     // The URL carries no secret (the token goes in a header), but leave it out like the v1 client does.
-    SinkError::Connection(e.without_url().to_string())
+    request_error(e, None)
 }
 
 #[cfg(test)]

@@ -49,11 +49,12 @@ pub struct InfluxV3Transport {
 }
 
 impl InfluxV3Transport {
-    /// A transport for `config` (`host`, `port`, `v3Config`). Plain HTTP, as Butler SOS's v3 client uses; the
+    /// A transport for `config` (`host`, `port`, `v3Config`). Plain HTTP as Butler SOS's v3 client uses (https with
+    /// `sense-ingest.influxdbTls.enable`); the
     /// request timeout is `writeTimeout` (10 s when unset).
     pub fn new(config: &InfluxConfig) -> Result<InfluxV3Transport, SinkError> {
         let v3 = &config.v3;
-        let base = base_url(&config.host, config.port);
+        let base = base_url(&config.host, config.port, config.tls.enable);
         let write_url = format!(
             "{base}/api/v3/write_lp?db={}&precision=nanosecond&accept_partial=true",
             url_encode(&v3.database)
@@ -64,7 +65,7 @@ impl InfluxV3Transport {
             v3.write_timeout
         };
         Ok(InfluxV3Transport {
-            client: http_client(timeout)?,
+            client: http_client(timeout, &config.tls)?,
             base,
             write_url,
             database: v3.database.clone(),

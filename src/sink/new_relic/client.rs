@@ -31,6 +31,7 @@ use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_ENCODING, CONT
 use tracing::{debug, warn};
 
 use crate::config::{NewRelicAccount, NewRelicConfig};
+use crate::sink::http::{request_error, with_tls};
 use crate::sink::influxdb::client::{body_text, retry_after};
 use crate::sink::{SinkError, Transport};
 
@@ -131,9 +132,15 @@ impl NewRelicTransport {
             .user_agent(concat!("sense-ingest/", env!("CARGO_PKG_VERSION")))
             .redirect(reqwest::redirect::Policy::none())
             // `Api-Key`, `Content-Type` as Butler SOS (axios) writes them, for picky proxies in between.
-            .http1_title_case_headers()
-            .build()
-            .map_err(|e| SinkError::Setup(e.to_string()))?;
+            .http1_title_case_headers();
+        let client = with_tls(
+            client,
+            &config.tls,
+            "sense-ingest.newRelicTls",
+            &format!("new_relic:{}", account.name),
+        )?
+        .build()
+        .map_err(|e| SinkError::Setup(e.to_string()))?;
         Ok(NewRelicTransport {
             client,
             url,
@@ -215,7 +222,7 @@ impl Transport for NewRelicTransport {
             .body(body)
             .send()
             .await
-            .map_err(|e| SinkError::Connection(format!("new relic account {}: {}", self.account, e.without_url())))?;
+            .map_err(|e| request_error(e, Some(&format!("new relic account {}", self.account))))?;
         let status = resp.status();
         if status.is_success() {
             return Ok(0);

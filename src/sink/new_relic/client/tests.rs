@@ -26,6 +26,7 @@ fn config(url: &str, headers: &[(&str, &str)]) -> NewRelicConfig {
                 value: (*v).into(),
             })
             .collect(),
+        tls: Default::default(),
     }
 }
 

@@ -1765,7 +1765,8 @@ fn engine_config(
             .map_or(defaults.max_events, size),
         max_bytes: batch
             .get("maxBytes")
-            .uint(rep, 1024, 1 << 30)
+            // At most 32 MiB: a batch is one spool record, and the spool reads records of up to 64 MiB.
+            .uint(rep, 1024, 32 << 20)
             .map_or(defaults.max_bytes, size),
         max_age: batch.get("maxAge").duration(rep).unwrap_or(defaults.max_age),
     };

@@ -47,6 +47,10 @@ pub const POLL_INTERVAL: Duration = Duration::from_millis(100);
 /// hands its slab over (see the backends).
 pub const LINGER: Duration = Duration::from_millis(1);
 
+/// Senders a reader counts locally between two publications; beyond it the counts are published (and the list
+/// restarted) at once, so a flood from many source addresses cannot make the per-datagram lookup slow.
+const LOCAL_HOSTS_MAX: usize = 64;
+
 /// Distinct user agents a reader's cache holds before it is cleared.
 const UA_CACHE_ENTRIES: usize = 4096;
 
@@ -157,6 +161,10 @@ impl ReaderCore {
     /// receive buffer (and therefore than `maxMessageSize`).
     pub fn handle(&mut self, data: &[u8], truncated: bool, peer: SocketAddr, received_ns: u64) {
         let ip = peer.ip().to_canonical();
+        if self.local.hosts.len() > LOCAL_HOSTS_MAX {
+            // Many senders (a scan, spoofed sources): publish now rather than scan an ever longer list.
+            self.publish_counts();
+        }
         self.local.host(ip).received += 1;
         trace!(target: "ingest::wire", %peer, payload = %String::from_utf8_lossy(data), "datagram");
         if !self.shared.admission.is_open() {
@@ -295,7 +303,7 @@ impl ReaderCore {
         for (_, h) in self.local.hosts.iter_mut() {
             *h = HostStats::default();
         }
-        if self.local.hosts.len() > 64 {
+        if self.local.hosts.len() > LOCAL_HOSTS_MAX {
             self.local.hosts.clear(); // many senders: start over rather than scan a long list
         }
     }

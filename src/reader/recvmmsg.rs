@@ -83,7 +83,13 @@ impl RecvmmsgReceiver {
                         core.flush();
                     }
                 }
-                Ok(_) => {}
+                // A full batch: keep the slab while events linger, but publish counts of a stream of rejected or
+                // excluded datagrams (nothing lingering) at once.
+                Ok(_) => {
+                    if core.linger_left(now_unix_ns()).is_none_or(|left| left.is_zero()) {
+                        core.flush();
+                    }
+                }
                 Err(e) => match e.kind() {
                     io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted => {}
                     _ => {

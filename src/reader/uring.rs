@@ -210,23 +210,31 @@ impl UringReceiver {
     /// left in a ring buffer; what is still queued on the socket is the caller's to drain.
     pub fn run(&mut self, core: &mut ReaderCore) -> io::Result<()> {
         let mut received_any = false;
+        let mut last_completions = 0;
         while !core.should_stop() {
             // Idle: sleep until the first datagram. With events pending, sleep until LINGER_WAKE_COMPLETIONS more
             // datagrams arrived or their linger time is up, whichever is first: the kernel does not wake us per
             // datagram meanwhile, so at low rates a reader wakes about once per linger period instead of once per
             // datagram (each wake-up costs a few microseconds of context switch on this kind of VM).
+            // Busy (the last pass was large): do not wait for a count at all. Deferred receive work is counted
+            // per armed request, not per datagram, so waiting for LINGER_WAKE_COMPLETIONS would sleep out the
+            // whole linger time at high rates and cap a reader at one ring of datagrams per linger period.
+            let busy = last_completions >= LINGER_WAKE_COMPLETIONS;
             let (want, timeout) = match core.linger_left(now_unix_ns()) {
-                Some(left) => (LINGER_WAKE_COMPLETIONS, left),
+                Some(left) if !busy => (LINGER_WAKE_COMPLETIONS, left),
+                Some(left) => (1, left),
                 None => (1, POLL_INTERVAL),
             };
             self.wait_for(want, timeout)?;
             let pass = self.process_completions(core, &mut received_any)?;
+            last_completions = pass.completions;
             if pass.ended {
                 self.arm()?;
             }
-            // Hand the slab over when the link went quiet (nothing arrived while waiting) or its linger time is
-            // up; otherwise keep filling it.
-            if pass.completions == 0 || core.linger_left(now_unix_ns()).is_some_and(|left| left.is_zero()) {
+            // Hand the slab over (and publish the counters) when the link went quiet (nothing arrived while
+            // waiting), when no accepted event lingers (e.g. only rejected or excluded datagrams arrived: their
+            // counts must not wait), or when the linger time is up; otherwise keep filling it.
+            if pass.completions == 0 || core.linger_left(now_unix_ns()).is_none_or(|left| left.is_zero()) {
                 core.flush();
             }
         }
@@ -241,18 +249,13 @@ impl UringReceiver {
         self.ring.submit()?;
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
         while std::time::Instant::now() < deadline {
-            self.wait(std::time::Duration::from_millis(20))?;
+            self.wait_for(1, std::time::Duration::from_millis(20))?;
             if self.process_completions(core, &mut received_any)?.ended {
                 break;
             }
         }
         core.flush();
         Ok(())
-    }
-
-    /// Submits pending SQEs and waits up to `timeout` for at least one completion.
-    fn wait(&mut self, timeout: std::time::Duration) -> io::Result<()> {
-        self.wait_for(1, timeout)
     }
 
     /// Submits pending SQEs and waits up to `timeout` until `want` completions are ready.

@@ -43,10 +43,39 @@ impl EncodedBatch {
         self.ends.is_empty()
     }
 
+    /// Byte range of items `range` (item indices) in `bytes`.
+    fn span(&self, range: Range<usize>) -> Range<usize> {
+        let at = |i: usize| if i == 0 { 0 } else { self.ends[i - 1] as usize };
+        at(range.start)..at(range.end)
+    }
+
     /// Bytes of items `range` (item indices).
     pub fn items(&self, range: Range<usize>) -> &[u8] {
-        let at = |i: usize| if i == 0 { 0 } else { self.ends[i - 1] as usize };
-        &self.bytes[at(range.start)..at(range.end)]
+        &self.bytes[self.span(range)]
+    }
+
+    /// A new batch of items `ranges` (in the given order) of this batch, whose bytes are `body` (this batch's
+    /// `bytes`, or a shared copy of them), with their receive times and senders.
+    pub fn extract(&self, body: &[u8], ranges: &[Range<usize>]) -> EncodedBatch {
+        let mut out = EncodedBatch {
+            senders: self.senders.clone(),
+            ..EncodedBatch::default()
+        };
+        let timed = self.received_ns.len() == self.len();
+        let attributed = self.sender_of.len() == self.len();
+        for range in ranges {
+            for i in range.clone() {
+                out.bytes.extend_from_slice(&body[self.span(i..i + 1)]);
+                out.ends.push(out.bytes.len() as u32);
+                if timed {
+                    out.received_ns.push(self.received_ns[i]);
+                }
+                if attributed {
+                    out.sender_of.push(self.sender_of[i]);
+                }
+            }
+        }
+        out
     }
 
     /// The memory this batch holds (allocated capacity, not just its length: a batch's buffer is allocated for a
@@ -61,8 +90,7 @@ impl EncodedBatch {
 
     /// Items `range` of `body`, a shared copy of this batch's `bytes` (zero-copy slice).
     pub fn item_bytes(&self, body: &bytes::Bytes, range: Range<usize>) -> bytes::Bytes {
-        let at = |i: usize| if i == 0 { 0 } else { self.ends[i - 1] as usize };
-        body.slice(at(range.start)..at(range.end))
+        body.slice(self.span(range))
     }
 
     /// The sender of item `i`, if one is accounted for.
@@ -134,14 +162,18 @@ impl Batch {
         }
     }
 
-    /// Fresh buffers sized for `limits`.
+    /// Fresh buffers for a batch within `limits`. They start small (256 KiB of bytes, 4096 items) and grow as a
+    /// batch needs: buffers are recycled after delivery, so in steady state they have grown once and allocate no
+    /// more, while a queue of batches during an outage (each a fresh buffer) holds about what its batches hold,
+    /// not `max_bytes` each (the memory queue counts allocated capacity).
     pub fn buffers(limits: BatchConfig) -> EncodedBatch {
+        let items = limits.max_events.min(4096);
         EncodedBatch {
-            ends: Vec::with_capacity(limits.max_events.min(1 << 16)),
-            bytes: Vec::with_capacity(limits.max_bytes.min(16 << 20) + 4096),
-            received_ns: Vec::with_capacity(limits.max_events.min(1 << 16)),
+            ends: Vec::with_capacity(items),
+            bytes: Vec::with_capacity(limits.max_bytes.min(256 << 10) + 4096),
+            received_ns: Vec::with_capacity(items),
             senders: Vec::new(),
-            sender_of: Vec::with_capacity(limits.max_events.min(1 << 16)),
+            sender_of: Vec::with_capacity(items),
         }
     }
 
@@ -315,8 +347,26 @@ mod tests {
     }
 
     fn data_range(data: &EncodedBatch, range: Range<usize>) -> Range<usize> {
-        let at = |i: usize| if i == 0 { 0 } else { data.ends[i - 1] as usize };
-        at(range.start)..at(range.end)
+        data.span(range)
+    }
+
+    #[test]
+    fn extract_keeps_the_chosen_items_with_their_times_and_senders() {
+        let t0 = Instant::now();
+        let mut b = Batch::new(limits(100, 1 << 20, 250));
+        let (h1, h2): (IpAddr, IpAddr) = ("127.0.0.1".parse().unwrap(), "127.0.0.2".parse().unwrap());
+        for (i, s) in ["a\n", "bb\n", "ccc\n", "dddd\n"].iter().enumerate() {
+            b.buf().extend_from_slice(s.as_bytes());
+            b.commit(t0, 10 + i as u64, Some(if i % 2 == 0 { h1 } else { h2 }));
+        }
+        let data = b.take(EncodedBatch::default());
+        let rest = data.extract(&data.bytes, &[1..2, 3..4]);
+        assert_eq!(rest.items(0..2), b"bb\ndddd\n");
+        assert_eq!(rest.ends, [3, 8]);
+        assert_eq!(rest.received_ns, [11, 13]);
+        assert_eq!(rest.sender(0), Some(h2));
+        assert_eq!(rest.sender(1), Some(h2));
+        assert!(data.extract(&data.bytes, &[]).is_empty());
     }
 
     #[test]

@@ -258,10 +258,18 @@ impl DeliveryQueue {
 
     /// Puts an undelivered batch back at the front (shutdown deadline reached while it was being sent).
     pub fn give_back(&self, origin: Origin, batch: EncodedBatch) {
-        if origin == Origin::Memory {
-            let mut st = self.lock();
-            st.mem_bytes += batch.footprint();
-            st.mem.push_front(batch);
+        let mut st = self.lock();
+        match origin {
+            Origin::Memory => {
+                st.mem_bytes += batch.footprint();
+                st.mem.push_front(batch);
+            }
+            // The record never left the spool; it is simply no longer out for delivery.
+            Origin::Spool => {
+                if let Some(spool) = st.spool.as_mut() {
+                    spool.release_head();
+                }
+            }
         }
     }
 
@@ -286,9 +294,15 @@ impl DeliveryQueue {
         let events: u64 = batches.iter().map(|b| b.len() as u64).sum();
         match st.spool.as_mut() {
             Some(spool) => {
-                let saved = spool.prepend(&batches).and_then(|()| spool.sync());
-                match saved {
-                    Ok(()) => (events, Vec::new()),
+                // `prepend` fsyncs what it wrote; whether the batches are saved depends on it alone (a failing
+                // fsync of the unrelated segment being written must not count saved batches as lost).
+                match spool.prepend(&batches) {
+                    Ok(()) => {
+                        if let Err(e) = spool.sync() {
+                            error!(error = %e, "spool fsync failed");
+                        }
+                        (events, Vec::new())
+                    }
                     Err(e) => {
                         error!(error = %e, events, "cannot write undelivered batches to the spool; they are lost");
                         (0, batches)

@@ -149,6 +149,14 @@ impl Spool {
             let start = if id == head_id { head_offset } else { 0 };
             let (seg, corrupt) = scan(&spool.path(id), id, start)?;
             spool.corrupt_records += corrupt;
+            if corrupt > 0 {
+                // Cut the damaged tail (typically a record torn by a crash) off, so that records appended to this
+                // segment later follow the last intact one instead of hiding behind the damage.
+                OpenOptions::new()
+                    .write(true)
+                    .open(spool.path(id))?
+                    .set_len(seg.bytes)?;
+            }
             if seg.events == 0 && corrupt == 0 && seg.bytes <= start {
                 let _ = fs::remove_file(spool.path(id));
                 continue;
@@ -226,6 +234,8 @@ impl Spool {
         if batches.is_empty() {
             return Ok(());
         }
+        // The head moves in front of whatever was peeked: that record is no longer the one a pop would consume.
+        self.peeked_len = None;
         let id = self.segments.front().map_or(FIRST_ID, |s| s.id - 1);
         let path = self.path(id);
         let mut f = File::create(&path)?;
@@ -312,6 +322,12 @@ impl Spool {
                 }
             }
         }
+    }
+
+    /// Forgets that the head record is out for delivery (it was given back undelivered; the next peek returns it
+    /// again).
+    pub fn release_head(&mut self) {
+        self.peeked_len = None;
     }
 
     /// Consumes the record last returned by [`Spool::peek`] (it was delivered, or dropped for good).
@@ -639,6 +655,30 @@ mod tests {
         let mut s = Spool::open(dir.path(), 1 << 30).unwrap();
         assert_eq!(s.corrupt_records, 1);
         assert_eq!(drain(&mut s), [3]);
+    }
+
+    #[test]
+    fn records_appended_after_a_torn_tail_are_not_hidden_by_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Spool::open(dir.path(), 1 << 30).unwrap();
+        s.append(&rec(3)).unwrap();
+        drop(s);
+        let seg = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| p.extension().is_some_and(|e| e == "spool"))
+            .unwrap();
+        // A crash in the middle of writing a record: half a record at the end of the segment.
+        let whole = encode_record(&rec(4));
+        let mut f = OpenOptions::new().append(true).open(&seg).unwrap();
+        f.write_all(&whole[..whole.len() / 2]).unwrap();
+        drop(f);
+        let mut s = Spool::open(dir.path(), 1 << 30).unwrap();
+        assert_eq!(s.corrupt_records, 1);
+        s.append(&rec(5)).unwrap();
+        assert_eq!(s.events(), 8);
+        assert_eq!(drain(&mut s), [3, 5]);
+        assert_eq!(s.corrupt_records, 1, "no damage met while reading");
     }
 
     #[test]

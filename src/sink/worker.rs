@@ -15,9 +15,11 @@
 //! - **Shutdown**: after the queue is closed, delivery continues until it is empty or `shutdown_timeout` passed;
 //!   then whatever is still in memory is written in front of the spool (or, without one, counted as dropped).
 //!   The budget is checked before each batch, between retries and while a request is in flight: a request still
-//!   unanswered when it runs out is abandoned and its batch kept (the destination may have stored it anyway, so
-//!   it can arrive twice after the restart: at least once). A destination that is up but slow, with a backlog in
-//!   memory and in the spool, therefore cannot hold the shutdown past the budget.
+//!   unanswered when it runs out is abandoned and its items kept (the destination may have stored them anyway, so
+//!   they can arrive twice after the restart: at least once). When part of the batch was already settled
+//!   (delivered, or dropped for good, e.g. after a 413 split), only the unsettled items are kept, as a new batch
+//!   in front of the memory queue, so nothing is counted twice. A destination that is up but slow, with a
+//!   backlog in memory and in the spool, therefore cannot hold the shutdown past the budget.
 //! - **Per-sender accounting**: every batch records each item's sender ([`EncodedBatch::sender_of`], also in the
 //!   spool), so each outcome is counted per destination *and* per sender (`SinkCounters::hosts`): skipped
 //!   events once per slab from a local tally, delivered and dropped events once per delivered or failed range of
@@ -262,6 +264,16 @@ fn deliver_loop<T: Transport>(
                         queue.give_back(origin, batch);
                         break;
                     }
+                    Outcome::PartlyOutOfTime(rest) => {
+                        // The settled part is done; the rest goes in front of the memory queue, which is spooled
+                        // (or, without a spool, counted as lost) below.
+                        queue.done(origin, batch);
+                        queue.give_back(Origin::Memory, rest);
+                        if origin == Origin::Spool {
+                            publish_spooled(&queue, &counters);
+                        }
+                        break;
+                    }
                 }
             }
             Next::Idle => {}
@@ -290,6 +302,8 @@ enum Outcome {
     Finished,
     /// The shutdown budget ran out with this batch still undelivered.
     OutOfTime,
+    /// The shutdown budget ran out after part of the batch was settled: these are its unsettled items.
+    PartlyOutOfTime(EncodedBatch),
 }
 
 struct Delivery<'a> {
@@ -332,7 +346,8 @@ impl Delivery<'_> {
         let started = Instant::now();
         let mut pending: Vec<Range<usize>> = Vec::with_capacity(8);
         pending.push(0..batch.len());
-        let mut delivered_any = false;
+        // Some items were delivered or dropped for good: from then on the batch cannot be kept whole.
+        let mut settled_any = false;
         while let Some(range) = pending.pop() {
             let count = range.len();
             if count == 0 {
@@ -365,20 +380,15 @@ impl Delivery<'_> {
                                 .record(Duration::from_nanos(now.saturating_sub(r)));
                         }
                     }
-                    delivered_any = true;
+                    settled_any = true;
                 }
-                Err(Failure::OutOfTime) if !delivered_any => return Outcome::OutOfTime,
+                Err(Failure::OutOfTime) if !settled_any => return Outcome::OutOfTime,
                 Err(Failure::OutOfTime) => {
-                    // Part of the batch went out already; the rest cannot be requeued separately without
-                    // re-sending the delivered part, so it is counted as lost.
-                    let rest: usize = count + pending.iter().map(|r| r.len()).sum::<usize>();
-                    self.counters.dropped.add(rest as u64);
-                    self.count_hosts(SinkOutcome::Dropped, batch, range);
-                    for r in pending.drain(..) {
-                        self.count_hosts(SinkOutcome::Dropped, batch, r);
-                    }
-                    error!(sink = %self.settings.name, events = rest, "shutdown budget spent mid-batch; events lost");
-                    return Outcome::Finished;
+                    // Part of the batch is settled: keep exactly the unsettled items, in their original order.
+                    let mut rest: Vec<Range<usize>> = std::mem::take(&mut pending);
+                    rest.push(range);
+                    rest.sort_by_key(|r| r.start);
+                    return Outcome::PartlyOutOfTime(batch.extract(body, &rest));
                 }
                 Err(Failure::Final(e)) if e.is_too_large() && count > 1 => {
                     let mid = range.start + count / 2;
@@ -390,6 +400,7 @@ impl Delivery<'_> {
                     self.counters.failing_since.mark_failed();
                     self.counters.dropped.add(count as u64);
                     self.count_hosts(SinkOutcome::Dropped, batch, range);
+                    settled_any = true;
                     error!(sink = %self.settings.name, events = count, error = %e, "batch not delivered; events lost");
                 }
             }
@@ -579,6 +590,77 @@ mod tests {
         assert_eq!(counters.dropped.get(), 0);
         // Everything not delivered is in the spool (the memory part was written in front of it).
         assert_eq!(queue.spooled_events() + accepted as u64, (BATCHES * PER_BATCH) as u64);
+    }
+
+    /// 413 for more than 5 events; then 400 for the first request of at most 5; then no answer.
+    struct SplitThenHang {
+        calls: usize,
+    }
+
+    impl Transport for SplitThenHang {
+        async fn prepare(&mut self) -> Result<(), SinkError> {
+            Ok(())
+        }
+        async fn send(&mut self, _items: &[u8], count: usize) -> Result<usize, SinkError> {
+            let status = |status| SinkError::Status {
+                status,
+                retry_after: None,
+                message: String::new(),
+            };
+            if count > 5 {
+                return Err(status(413));
+            }
+            self.calls += 1;
+            if self.calls == 1 {
+                return Err(status(400));
+            }
+            std::future::pending::<()>().await;
+            unreachable!()
+        }
+    }
+
+    #[test]
+    fn out_of_time_after_part_of_a_batch_was_settled_keeps_only_the_unsettled_items() {
+        let dir = tempfile::tempdir().unwrap();
+        let queue = DeliveryQueue::new(&QueueSettings {
+            max_memory_bytes: 1 << 20,
+            spool: Some(SpoolSettings {
+                dir: dir.path().to_path_buf(),
+                max_bytes: 1 << 30,
+                fsync_interval: Duration::from_secs(1),
+            }),
+        })
+        .unwrap();
+        let limits = BatchConfig {
+            max_events: 10,
+            max_bytes: 1 << 20,
+            max_age: Duration::from_secs(1),
+        };
+        let mut batch = Batch::new(limits);
+        for i in 0..10u8 {
+            batch.buf().extend_from_slice(&[b'a' + i, b'\n']);
+            batch.commit(Instant::now(), 1, None);
+        }
+        queue.push(batch.take(Batch::buffers(limits)));
+        queue.close();
+        let queue = Arc::new(queue);
+        let mut settings = WorkerSettings::in_memory("test", BatchConfig::default(), RetryConfig::default());
+        settings.shutdown_timeout = Duration::from_millis(300);
+        let counters = Arc::new(SinkCounters::default());
+        deliver_loop(
+            settings,
+            Arc::clone(&queue),
+            SplitThenHang { calls: 0 },
+            Arc::clone(&counters),
+        );
+        // The first half was refused for good (dropped once); the second half, unanswered, is in the spool.
+        assert_eq!(counters.dropped.get(), 5);
+        assert_eq!(counters.delivered.get(), 0);
+        assert_eq!(queue.spooled_events(), 5);
+        match queue.next(Duration::ZERO) {
+            Next::Batch(Origin::Spool, kept) => assert_eq!(kept.items(0..kept.len()), b"f\ng\nh\ni\nj\n"),
+            other => panic!("expected the spooled rest, got {other:?}"),
+        }
     }
 
     #[test]

@@ -230,8 +230,7 @@ impl HostTally {
 }
 
 /// What happened to events of one sender at one destination. Destination-side counterpart of [`HostStats`]:
-/// for each sender and each destination that counts per sender (every batched destination and `stdout`; MQTT
-/// counts per destination only),
+/// for each sender and each destination (every destination counts per sender),
 /// `accepted == delivered + skipped + dropped + spooled + (events still in channels or the memory queue)`.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct HostSinkStats {
@@ -333,8 +332,7 @@ pub struct SinkCounters {
     pub spooled: Counter,
     /// The part of `dropped` that the spool's size cap evicted.
     pub dropped_spool_cap: Counter,
-    /// `delivered`, `skipped`, `dropped` and `spooled` per sender (empty for MQTT, which counts per destination
-    /// only).
+    /// `delivered`, `skipped`, `dropped` and `spooled` per sender.
     pub hosts: SinkHostCounters,
     /// First send attempt → acknowledgement, per delivered request.
     pub batch_latency: Arc<LatencyHistogram>,

@@ -388,8 +388,8 @@ impl MetricsState {
 
     /// The per-sender families: receive outcomes by `host` (the sender's IP; `0.0.0.0` holds senders beyond the
     /// tracking cap), and destination outcomes by `host` and `destination` (the sink name). Only senders seen so
-    /// far appear; a rejected-reason sample appears once it is non-zero. Destinations that do not count per
-    /// sender (MQTT) have no per-sender samples.
+    /// far appear; a rejected-reason sample appears once it is non-zero. A destination with no per-sender counts yet
+    /// has no per-sender samples.
     fn render_hosts(&self, out: &mut Exposition) {
         let hosts = self.receive.hosts.snapshot();
         let names: Vec<String> = hosts.iter().map(|(ip, _)| ip.to_string()).collect();

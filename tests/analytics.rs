@@ -22,17 +22,7 @@ const TOLERANCE_S: f64 = 0.1;
 /// The fixture config pointed at `influxd` (database `db`), listening on a free loopback port, MQTT and New Relic
 /// off.
 fn config_for(influxd: &Influxd, db: &str) -> Yaml {
-    let mut cfg = fixtures::config(false);
-    set(
-        &mut cfg,
-        "Butler-SOS.userEvents.udpServerConfig.serverHost",
-        Yaml::from("127.0.0.1"),
-    );
-    set(
-        &mut cfg,
-        "Butler-SOS.userEvents.udpServerConfig.portUserActivityEvents",
-        Yaml::from(0),
-    );
+    let mut cfg = fixtures::loopback_config(false);
     set(&mut cfg, "Butler-SOS.influxdbConfig.host", Yaml::from("127.0.0.1"));
     set(
         &mut cfg,

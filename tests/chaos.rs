@@ -507,17 +507,9 @@ const COMPARED: [&str; 7] = [
 ];
 
 fn config(influxd: &Influxd, broker: &Mosquitto, spool: &std::path::Path) -> String {
-    let mut cfg = fixtures::config(false);
+    let mut cfg = fixtures::loopback_config(false);
     let mut put = |path: &str, v: Yaml| set(&mut cfg, path, v);
     put("Butler-SOS.logLevel", Yaml::from("info"));
-    put(
-        "Butler-SOS.userEvents.udpServerConfig.serverHost",
-        Yaml::from("127.0.0.1"),
-    );
-    put(
-        "Butler-SOS.userEvents.udpServerConfig.portUserActivityEvents",
-        Yaml::from(0),
-    );
     put("Butler-SOS.influxdbConfig.port", Yaml::from(influxd.addr.port()));
     put("Butler-SOS.influxdbConfig.v1Config.dbName", Yaml::from(DB));
     put("Butler-SOS.mqttConfig.enable", Yaml::from(true));

@@ -8,17 +8,7 @@ use crate::common::{send_datagrams, wait_for, Engine};
 
 /// The fixture config pointed at `influxd`, listening on a free loopback port, InfluxDB the only destination.
 fn config_for(influxd: &Influxd, db: &str, backend: &str) -> String {
-    let mut cfg = fixtures::config(true);
-    set(
-        &mut cfg,
-        "Butler-SOS.userEvents.udpServerConfig.serverHost",
-        Yaml::from("127.0.0.1"),
-    );
-    set(
-        &mut cfg,
-        "Butler-SOS.userEvents.udpServerConfig.portUserActivityEvents",
-        Yaml::from(0),
-    );
+    let mut cfg = fixtures::loopback_config(true);
     set(&mut cfg, "Butler-SOS.influxdbConfig.host", Yaml::from("127.0.0.1"));
     set(
         &mut cfg,

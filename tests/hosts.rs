@@ -26,16 +26,8 @@ const SENDER_2: &str = "127.0.0.2";
 /// The fixture config into `influxd` (database `db`) and both New Relic accounts at `nr`, metrics on
 /// 127.0.0.1:0, MQTT off.
 fn config(influxd: &Influxd, db: &str, nr: &NrReceiver) -> String {
-    let mut cfg = fixtures::config(false);
+    let mut cfg = fixtures::loopback_config(false);
     let mut put = |path: &str, v: Yaml| set(&mut cfg, path, v);
-    put(
-        "Butler-SOS.userEvents.udpServerConfig.serverHost",
-        Yaml::from("127.0.0.1"),
-    );
-    put(
-        "Butler-SOS.userEvents.udpServerConfig.portUserActivityEvents",
-        Yaml::from(0),
-    );
     put("Butler-SOS.influxdbConfig.enable", Yaml::from(true));
     put("Butler-SOS.influxdbConfig.port", Yaml::from(influxd.addr.port()));
     put("Butler-SOS.influxdbConfig.v1Config.dbName", Yaml::from(db));

@@ -79,16 +79,8 @@ impl Mock {
 /// The fixture config for InfluxDB `version` at `mock`, InfluxDB the only destination, `token` in both v2 and v3
 /// settings, listening on a free loopback port.
 fn config_for(mock: &Mock, token: &str) -> serde_norway::Value {
-    let mut cfg = fixtures::config(true);
+    let mut cfg = fixtures::loopback_config(true);
     let mut put = |path: &str, v: Yaml| set(&mut cfg, path, v);
-    put(
-        "Butler-SOS.userEvents.udpServerConfig.serverHost",
-        Yaml::from("127.0.0.1"),
-    );
-    put(
-        "Butler-SOS.userEvents.udpServerConfig.portUserActivityEvents",
-        Yaml::from(0),
-    );
     put("Butler-SOS.influxdbConfig.host", Yaml::from("127.0.0.1"));
     put("Butler-SOS.influxdbConfig.port", Yaml::from(mock.port()));
     put("Butler-SOS.influxdbConfig.version", Yaml::from(mock.version()));

@@ -18,17 +18,7 @@ const START: &str = "qliksense/userevent/session/start";
 /// The user's fixture config with MQTT the only destination, pointed at `127.0.0.1:port`, listening on a free
 /// loopback UDP port; `extra` sets more keys (paths below the top level).
 fn config_for(port: u16, extra: &[(&str, Yaml)]) -> String {
-    let mut cfg = fixtures::config(true);
-    set(
-        &mut cfg,
-        "Butler-SOS.userEvents.udpServerConfig.serverHost",
-        Yaml::from("127.0.0.1"),
-    );
-    set(
-        &mut cfg,
-        "Butler-SOS.userEvents.udpServerConfig.portUserActivityEvents",
-        Yaml::from(0),
-    );
+    let mut cfg = fixtures::loopback_config(true);
     set(&mut cfg, "Butler-SOS.influxdbConfig.enable", Yaml::from(false));
     set(&mut cfg, "Butler-SOS.newRelic.enable", Yaml::from(false));
     set(&mut cfg, "Butler-SOS.mqttConfig.enable", Yaml::from(true));

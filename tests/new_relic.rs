@@ -21,17 +21,7 @@ const SINK_B: &str = "new_relic:NR account B";
 /// The fixture config (`scramble` as given) pointed at `rx`, New Relic the only destination. `retry` is
 /// (maxAttempts, initialBackoff, maxBackoff), when a test needs its own.
 fn config_for(rx: &NrReceiver, scramble: bool, retry: Option<(u32, &str, &str)>) -> String {
-    let mut cfg = fixtures::config(scramble);
-    set(
-        &mut cfg,
-        "Butler-SOS.userEvents.udpServerConfig.serverHost",
-        Yaml::from("127.0.0.1"),
-    );
-    set(
-        &mut cfg,
-        "Butler-SOS.userEvents.udpServerConfig.portUserActivityEvents",
-        Yaml::from(0),
-    );
+    let mut cfg = fixtures::loopback_config(scramble);
     set(&mut cfg, "Butler-SOS.influxdbConfig.enable", Yaml::from(false));
     set(&mut cfg, "Butler-SOS.mqttConfig.enable", Yaml::from(false));
     set(&mut cfg, "Butler-SOS.newRelic.enable", Yaml::from(true));

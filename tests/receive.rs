@@ -7,17 +7,7 @@ use crate::common::{send_datagrams, wait_for, Engine};
 
 /// The fixture config with every destination off and events printed on stdout.
 fn stdout_config(listen: Option<&str>) -> serde_norway::Value {
-    let mut cfg = fixtures::config(true);
-    set(
-        &mut cfg,
-        "Butler-SOS.userEvents.udpServerConfig.serverHost",
-        Yaml::from("127.0.0.1"),
-    );
-    set(
-        &mut cfg,
-        "Butler-SOS.userEvents.udpServerConfig.portUserActivityEvents",
-        Yaml::from(0),
-    );
+    let mut cfg = fixtures::loopback_config(true);
     set(&mut cfg, "Butler-SOS.influxdbConfig.enable", Yaml::from(false));
     set(&mut cfg, "Butler-SOS.mqttConfig.enable", Yaml::from(false));
     set(&mut cfg, "Butler-SOS.newRelic.enable", Yaml::from(false));

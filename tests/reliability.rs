@@ -8,17 +8,7 @@ use crate::common::{send_datagrams, wait_for, Engine};
 
 /// The fixture config into `influxd` only, with short retries so outages are noticed fast.
 fn config(influxd: &Influxd, db: &str, spool_dir: &std::path::Path) -> serde_norway::Value {
-    let mut cfg = fixtures::config(false);
-    set(
-        &mut cfg,
-        "Butler-SOS.userEvents.udpServerConfig.serverHost",
-        Yaml::from("127.0.0.1"),
-    );
-    set(
-        &mut cfg,
-        "Butler-SOS.userEvents.udpServerConfig.portUserActivityEvents",
-        Yaml::from(0),
-    );
+    let mut cfg = fixtures::loopback_config(false);
     set(
         &mut cfg,
         "Butler-SOS.influxdbConfig.port",

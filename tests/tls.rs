@@ -25,16 +25,8 @@ const KEY_B: &str = "NRII-fake-key-BBBB";
 /// The fixture config into InfluxDB 1.x (database `db`) at `influx` and New Relic at `nr_url`, MQTT off, with
 /// `tls` (a YAML mapping for `sense-ingest.influxdbTls`, also used for `newRelicTls` without `enable`).
 fn config(influx: &TlsProxy, db: &str, nr_url: &str, tls: &[(&str, Yaml)], spool: &Path) -> String {
-    let mut cfg = fixtures::config(false);
+    let mut cfg = fixtures::loopback_config(false);
     let mut put = |path: &str, v: Yaml| set(&mut cfg, path, v);
-    put(
-        "Butler-SOS.userEvents.udpServerConfig.serverHost",
-        Yaml::from("127.0.0.1"),
-    );
-    put(
-        "Butler-SOS.userEvents.udpServerConfig.portUserActivityEvents",
-        Yaml::from(0),
-    );
     put("Butler-SOS.influxdbConfig.enable", Yaml::from(true));
     put("Butler-SOS.influxdbConfig.host", Yaml::from("127.0.0.1"));
     put("Butler-SOS.influxdbConfig.port", Yaml::from(influx.addr.port()));

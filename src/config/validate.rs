@@ -684,8 +684,9 @@ fn kind(value: &Value) -> String {
 const MAX_CA_FILE_BYTES: u64 = 4 << 20;
 
 /// Reads a regular file of at most [`MAX_CA_FILE_BYTES`]; a device, FIFO or huge file is an error rather than a
-/// hang or an out-of-memory (`/dev/zero`, `/dev/stdin`).
-fn read_small_file(path: &Path) -> std::io::Result<Vec<u8>> {
+/// hang or an out-of-memory (`/dev/zero`, `/dev/stdin`). Validation and the TLS setup of the sinks (which read
+/// CA files again at start) both use it, so they apply the same bound.
+pub fn read_small_file(path: &Path) -> std::io::Result<Vec<u8>> {
     use std::io::Read;
     let file = std::fs::File::open(path)?;
     if !file.metadata()?.is_file() {

@@ -12,9 +12,6 @@ use tracing::warn;
 use super::SinkError;
 use crate::config::HttpTls;
 
-/// Largest CA file read (the same bound as validation applies).
-const MAX_CA_FILE_BYTES: u64 = 4 << 20;
-
 /// Applies `tls` to `builder`. `key` is the config section (`sense-ingest.influxdbTls`) named in errors and in
 /// the WARN about disabled verification. The CA file was checked at validation; it is read again here, so a
 /// file changed or removed since is a setup error naming `key.caFile`, never a panic.
@@ -26,7 +23,7 @@ pub(crate) fn with_tls(
 ) -> Result<reqwest::ClientBuilder, SinkError> {
     let mut builder = builder;
     if let Some(path) = &tls.ca_file {
-        let pem = read_ca_file(path)
+        let pem = crate::config::validate::read_small_file(path)
             .map_err(|e| SinkError::Setup(format!("{key}.caFile: cannot read {}: {e}", path.display())))?;
         let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
             SinkError::Setup(format!(
@@ -55,20 +52,6 @@ pub(crate) fn with_tls(
         builder = builder.danger_accept_invalid_certs(true);
     }
     Ok(builder)
-}
-
-fn read_ca_file(path: &std::path::Path) -> std::io::Result<Vec<u8>> {
-    use std::io::Read;
-    let file = std::fs::File::open(path)?;
-    if !file.metadata()?.is_file() {
-        return Err(std::io::Error::other("not a regular file"));
-    }
-    let mut data = Vec::new();
-    file.take(MAX_CA_FILE_BYTES + 1).read_to_end(&mut data)?;
-    if data.len() as u64 > MAX_CA_FILE_BYTES {
-        return Err(std::io::Error::other(format!("larger than {MAX_CA_FILE_BYTES} bytes")));
-    }
-    Ok(data)
 }
 
 /// A request that got no HTTP answer, as a [`SinkError`]: [`SinkError::Tls`] when the TLS handshake failed

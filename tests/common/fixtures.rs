@@ -83,6 +83,23 @@ pub fn config(scramble: bool) -> serde_norway::Value {
     serde_norway::from_str(&text).unwrap()
 }
 
+/// The fixture config ([`config`]) receiving on 127.0.0.1, port 0 (the engine binds a free port and logs it).
+pub fn loopback_config(scramble: bool) -> serde_norway::Value {
+    let mut cfg = config(scramble);
+    let udp = "Butler-SOS.userEvents.udpServerConfig";
+    set(
+        &mut cfg,
+        &format!("{udp}.serverHost"),
+        serde_norway::Value::from("127.0.0.1"),
+    );
+    set(
+        &mut cfg,
+        &format!("{udp}.portUserActivityEvents"),
+        serde_norway::Value::from(0),
+    );
+    cfg
+}
+
 /// Sets `path` (dot-separated keys) in a YAML tree, creating mappings as needed.
 pub fn set(v: &mut serde_norway::Value, path: &str, value: serde_norway::Value) {
     let mut cur = v;

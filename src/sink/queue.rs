@@ -190,6 +190,11 @@ impl DeliveryQueue {
         (evicted, spooled)
     }
 
+    /// Events the spool lost to damaged records since the last call (for the caller to count as dropped).
+    pub fn take_damaged(&self) -> Evicted {
+        self.lock().spool.as_mut().map(Spool::take_damaged).unwrap_or_default()
+    }
+
     /// Takes the oldest undelivered batch, waiting up to `wait`.
     pub fn next(&self, wait: Duration) -> Next {
         let mut st = self.lock();

@@ -33,7 +33,9 @@
 //!   data is `fsync`ed when a segment is finished, on [`Spool::sync`] (called every `fsyncInterval` and at
 //!   shutdown), so a power loss can lose at most the last interval.
 //! - Integrity: a record whose checksum or framing is wrong ends its segment (counted, logged at ERROR); the rest
-//!   of that segment is skipped, later segments are read normally.
+//!   of that segment is skipped, later segments are read normally. Damage found at open (a record torn by a
+//!   crash) is cut off the file, so later appends are readable; damage met while reading hands the segment's
+//!   remaining events to the caller ([`Spool::take_damaged`]), which counts them as dropped.
 //! - Bounded: when the spool would exceed `max_bytes`, whole oldest segments are deleted and their events counted
 //!   as dropped, per sender (the caller logs them at ERROR). Neither the segment being written nor, while its
 //!   head record is out for delivery, the head segment is deleted: the oldest segments after it go instead.
@@ -115,6 +117,8 @@ pub struct Spool {
     /// head record is out for delivery: its segment must not be evicted, or the later [`Spool::pop`] would skip a
     /// different, undelivered record.
     peeked_len: Option<u64>,
+    /// Events lost to damaged records met while reading, not yet taken by the caller.
+    damaged: Evicted,
 }
 
 impl Spool {
@@ -140,6 +144,7 @@ impl Spool {
             reader: None,
             corrupt_records: 0,
             peeked_len: None,
+            damaged: Evicted::default(),
         };
         for id in ids {
             if id < head_id {
@@ -309,9 +314,12 @@ impl Spool {
                     return Ok(Some(r));
                 }
                 None => {
-                    // Damaged or torn record: the rest of this segment is unusable.
+                    // Damaged or torn record: the rest of this segment is unusable. Its events are lost: hand them to
+                    // the caller (`take_damaged`) to be counted, so they do not just vanish from the spooled gauge.
                     self.corrupt_records += 1;
                     let seg = self.segments.front_mut().expect("checked above");
+                    self.damaged.events += seg.events;
+                    self.damaged.hosts.add_all(&seg.hosts);
                     seg.events = 0;
                     seg.hosts.clear();
                     seg.bytes = self.head_offset;
@@ -322,6 +330,11 @@ impl Spool {
                 }
             }
         }
+    }
+
+    /// The events lost to damaged records since the last call (for the caller to count as dropped).
+    pub fn take_damaged(&mut self) -> Evicted {
+        std::mem::take(&mut self.damaged)
     }
 
     /// Forgets that the head record is out for delivery (it was given back undelivered; the next peek returns it
@@ -655,6 +668,29 @@ mod tests {
         let mut s = Spool::open(dir.path(), 1 << 30).unwrap();
         assert_eq!(s.corrupt_records, 1);
         assert_eq!(drain(&mut s), [3]);
+    }
+
+    #[test]
+    fn damage_met_while_reading_hands_the_lost_events_over() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Spool::open(dir.path(), 1 << 30).unwrap();
+        for n in [3, 4, 5] {
+            s.append(&rec(n)).unwrap();
+        }
+        let seg = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| p.extension().is_some_and(|e| e == "spool"))
+            .unwrap();
+        // Damage the second record on disk while the spool is open (found only when read).
+        let mut data = fs::read(&seg).unwrap();
+        let second = encode_record(&rec(3)).len() + 14;
+        data[second] ^= 0xff;
+        fs::write(&seg, data).unwrap();
+        assert_eq!(drain(&mut s), [3]);
+        assert_eq!(s.take_damaged().events, 9, "the 4 + 5 events after the damage");
+        assert_eq!(s.take_damaged().events, 0);
+        assert_eq!(s.events(), 0);
     }
 
     #[test]

@@ -246,7 +246,15 @@ fn deliver_loop<T: Transport>(
         }
         // Waiting inside the runtime (not on the queue's condvar) lets the transport's background tasks run
         // between batches.
-        match rt.block_on(queue.next_async(Duration::from_millis(200))) {
+        let next = rt.block_on(queue.next_async(Duration::from_millis(200)));
+        let damaged = queue.take_damaged();
+        if damaged.events > 0 {
+            counters.dropped.add(damaged.events);
+            counters.hosts.add(SinkOutcome::Dropped, &damaged.hosts);
+            publish_spooled(&queue, &counters);
+            error!(sink = %settings.name, events = damaged.events, "damaged spool record: the rest of its segment is lost");
+        }
+        match next {
             Next::Batch(origin, mut batch) => {
                 // The items go to the HTTP client as one shared buffer (no copy per request) and come back for
                 // reuse once the client has let go of them.

@@ -110,8 +110,9 @@ fn find_separators(d: &[u8], seps: &mut [usize; 7]) -> usize {
     for chunk in &mut chunks {
         let mut word = [0u8; 8];
         word.copy_from_slice(chunk);
-        let x = u64::from_le_bytes(word) ^ SEMI; // a zero byte where d has ';'
-                                                 // Exact per byte (no carry crosses bytes): the high bit is set only for bytes of `x` that are zero.
+        // A zero byte where `d` has ';'.
+        let x = u64::from_le_bytes(word) ^ SEMI;
+        // Exact per byte (no carry crosses bytes): the high bit is set only for bytes of `x` that are zero.
         let mut zeros = !(((x & LOW7) + LOW7) | x | LOW7);
         while zeros != 0 {
             seps[count] = base + (zeros.trailing_zeros() / 8) as usize;
@@ -298,8 +299,8 @@ fn extract_user_agent(event: &mut Event) -> Span {
     Span::new(start..text.len())
 }
 
-/// The range of the app id within a context: after a leading `/app/`, up to the first `?` or second `/app/`, when it passes
-/// [`is_npm_uuid`].
+/// The range of the app id within a context: after a leading `/app/`, up to the first `?` or second `/app/`, when
+/// it passes [`is_npm_uuid`].
 pub fn app_id_range(context: &str) -> Option<std::ops::Range<usize>> {
     let rest = context.strip_prefix("/app/")?;
     let query = memchr::memchr(b'?', rest.as_bytes()).unwrap_or(rest.len());

@@ -7,9 +7,10 @@
 //!    CQE carrying the buffer id, with `IORING_CQE_F_MORE` while the request stays armed.
 //! 3. The reader waits for CQEs (with a [`POLL_INTERVAL`] timeout so it notices shutdown), parses every completed
 //!    datagram in place from its buffer into the slab, gives the buffers back by advancing the ring tail once per
-//!    pass, hands the slab over when it is full, when nothing arrived while waiting or when its [`LINGER`](super::LINGER) time is
-//!    up (waiting meanwhile for `LINGER_WAKE_COMPLETIONS` datagrams at once rather than one), and re-arms when a CQE arrives without `F_MORE` (for example
-//!    `ENOBUFS` when all buffers were in use: the datagrams wait in the socket buffer meanwhile).
+//!    pass, hands the slab over when it is full, when nothing arrived while waiting, when no accepted event
+//!    lingers, or when its [`LINGER`](super::LINGER) time is up (waiting meanwhile for `LINGER_WAKE_COMPLETIONS`
+//!    datagrams at once rather than one, unless busy), and re-arms when a CQE arrives without `F_MORE` (for
+//!    example `ENOBUFS` when all buffers were in use: the datagrams wait in the socket buffer meanwhile).
 //!
 //! The buffer memory is an anonymous mapping: reserved up front, resident only where datagrams were written.
 //!

@@ -1,6 +1,6 @@
 //! Stage two of config loading: walk the YAML tree, collect every error with its key path, build [`Config`].
 //!
-//! The walker is small and path-aware: a [`Node`] is a value (or its absence) plus its full key path, and each
+//! The walker is small and path-aware: a `Node` is a value (or its absence) plus its full key path, and each
 //! typed reader (`bool_or`, `text`, `port`, `uint`, `duration`, `list`, ...) either returns the value or records a
 //! [`ConfigError`] at that path and returns nothing, so the caller carries on with a default and every problem in
 //! the file is reported in one go.
@@ -681,7 +681,7 @@ fn kind(value: &Value) -> String {
 }
 
 /// Largest CA bundle read (a system bundle is ~200 KB).
-const MAX_CA_FILE_BYTES: u64 = 4 << 20;
+pub const MAX_CA_FILE_BYTES: u64 = 4 << 20;
 
 /// Reads a regular file of at most [`MAX_CA_FILE_BYTES`]; a device, FIFO or huge file is an error rather than a
 /// hang or an out-of-memory (`/dev/zero`, `/dev/stdin`). Validation and the TLS setup of the sinks (which read

@@ -15,7 +15,7 @@
 //! # Shutdown
 //! On stop the writer waits (up to `shutdownTimeout`) until every reader has finished (they merge their last
 //! counts when they stop; the writer only holds a [`Weak`] reference, so it never keeps the channels open), then
-//! writes both measurements a last time (at most [`FINAL_WRITE_TIMEOUT`]) and returns. Counts of a last write
+//! writes both measurements a last time (at most `FINAL_WRITE_TIMEOUT`) and returns. Counts of a last write
 //! that fails are lost: there is no spool for them (logged at WARN).
 
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -136,7 +136,7 @@ fn state_of(counters: &ReceiveCounters, sinks: &[(String, Arc<SinkCounters>)]) -
 }
 
 /// One INFO `summary` line with every counter, then one INFO `sender totals` line per sender (busiest first, at
-/// most [`SUMMARY_HOSTS`]) with its receive counts and, per destination that counts per sender, its
+/// most `SUMMARY_HOSTS`) with its receive counts and, per destination that counts per sender, its
 /// `delivered`, `skipped`, `dropped` (of which `spool_cap`) and `spooled` events. Per sender and destination:
 /// `received == accepted + excluded + rejected` and `accepted == delivered + skipped + dropped + spooled`
 /// once nothing is in flight (kernel drops happen before a sender is known and are only counted in total).

@@ -10,7 +10,7 @@
 //!
 //!   An event whose host or origin is empty is not counted: Butler SOS's `addUserEvent` refuses an event without
 //!   `host` or `subsystem` (it logs an error and returns).
-//! - Every datagram rejected as [`RejectReason::UnknownSource`] (not a recognised user event), under
+//! - Every datagram rejected as [`RejectReason::UnknownSource`](crate::event::RejectReason::UnknownSource) (not a recognised user event), under
 //!   `Unknown`/`Unknown`/`Unknown`, as Butler SOS does.
 //! - Not counted, as in Butler SOS: datagrams dropped before the handler (over `maxMessageSize`, over the rate
 //!   limit, from a disallowed source). One deliberate difference: a recognised datagram with fewer than seven

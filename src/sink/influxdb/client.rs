@@ -190,7 +190,7 @@ pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
         .map(Duration::from_secs)
 }
 
-/// An error body as text, cut to [`MAX_ERROR_BODY`] bytes on a char boundary.
+/// An error body as text, cut to `MAX_ERROR_BODY` bytes on a char boundary.
 pub fn body_text(body: &[u8]) -> String {
     let text = String::from_utf8_lossy(body);
     let text = text.trim();

@@ -10,7 +10,7 @@
 //! SOS's order: the everything topic, then the command's own topic). The topics are stored in the item, not looked
 //! up at send time, so spooled events go where the configuration of the run that received them said.
 //!
-//! [`Items`] reads items back from the concatenation the worker hands to the transport. Items come from our own
+//! `Items` reads items back from the concatenation the worker hands to the transport. Items come from our own
 //! encoder (and, from disk, behind the spool's CRC), so a malformed item means a bug or a damaged disk: the reader
 //! stops there and says so; it never panics and never reads past the buffer.
 

@@ -9,7 +9,7 @@
 //! is off) is `skipped`.
 //!
 //! # Sending and the confirmation rule
-//! [`MqttTransport`] owns the rumqttc client. Its event loop runs as a task ([`client::drive`]) on the delivery
+//! [`MqttTransport`] owns the rumqttc client. Its event loop runs as a task (`client::drive`) on the delivery
 //! thread's single-threaded runtime, which the worker keeps running while it waits for batches, answers and
 //! backoffs, so keep-alives and acks flow continuously. `start` connects at once (before the first event);
 //! `prepare` waits until the broker accepted the connection. `send` publishes every message of the batch, in

@@ -22,17 +22,7 @@ const TOLERANCE_S: f64 = 0.1;
 /// The fixture config pointed at `influxd` (database `db`), listening on a free loopback port, MQTT and New Relic
 /// off.
 fn config_for(influxd: &Influxd, db: &str) -> Yaml {
-    let mut cfg = fixtures::loopback_config(false);
-    set(&mut cfg, "Butler-SOS.influxdbConfig.host", Yaml::from("127.0.0.1"));
-    set(
-        &mut cfg,
-        "Butler-SOS.influxdbConfig.port",
-        Yaml::from(influxd.addr.port()),
-    );
-    set(&mut cfg, "Butler-SOS.influxdbConfig.v1Config.dbName", Yaml::from(db));
-    set(&mut cfg, "Butler-SOS.mqttConfig.enable", Yaml::from(false));
-    set(&mut cfg, "Butler-SOS.newRelic.enable", Yaml::from(false));
-    set(&mut cfg, "Butler-SOS.logLevel", Yaml::from("info"));
+    let mut cfg = fixtures::influx_only_config(false, influxd.addr.port(), db);
     set(&mut cfg, "sense-ingest.readerThreads", Yaml::from(2));
     cfg
 }

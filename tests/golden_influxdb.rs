@@ -8,17 +8,7 @@ use crate::common::{send_datagrams, wait_for, Engine};
 
 /// The fixture config pointed at `influxd`, listening on a free loopback port, InfluxDB the only destination.
 fn config_for(influxd: &Influxd, db: &str, backend: &str) -> String {
-    let mut cfg = fixtures::loopback_config(true);
-    set(&mut cfg, "Butler-SOS.influxdbConfig.host", Yaml::from("127.0.0.1"));
-    set(
-        &mut cfg,
-        "Butler-SOS.influxdbConfig.port",
-        Yaml::from(influxd.addr.port()),
-    );
-    set(&mut cfg, "Butler-SOS.influxdbConfig.v1Config.dbName", Yaml::from(db));
-    set(&mut cfg, "Butler-SOS.mqttConfig.enable", Yaml::from(false));
-    set(&mut cfg, "Butler-SOS.newRelic.enable", Yaml::from(false));
-    set(&mut cfg, "Butler-SOS.logLevel", Yaml::from("info"));
+    let mut cfg = fixtures::influx_only_config(true, influxd.addr.port(), db);
     set(&mut cfg, "sense-ingest.backend", Yaml::from(backend));
     set(&mut cfg, "sense-ingest.readerThreads", Yaml::from(2));
     serde_norway::to_string(&cfg).unwrap()

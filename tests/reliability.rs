@@ -8,16 +8,7 @@ use crate::common::{send_datagrams, wait_for, Engine};
 
 /// The fixture config into `influxd` only, with short retries so outages are noticed fast.
 fn config(influxd: &Influxd, db: &str, spool_dir: &std::path::Path) -> serde_norway::Value {
-    let mut cfg = fixtures::loopback_config(false);
-    set(
-        &mut cfg,
-        "Butler-SOS.influxdbConfig.port",
-        Yaml::from(influxd.addr.port()),
-    );
-    set(&mut cfg, "Butler-SOS.influxdbConfig.v1Config.dbName", Yaml::from(db));
-    set(&mut cfg, "Butler-SOS.mqttConfig.enable", Yaml::from(false));
-    set(&mut cfg, "Butler-SOS.newRelic.enable", Yaml::from(false));
-    set(&mut cfg, "Butler-SOS.logLevel", Yaml::from("info"));
+    let mut cfg = fixtures::influx_only_config(false, influxd.addr.port(), db);
     set(&mut cfg, "sense-ingest.retry.initialBackoff", Yaml::from("50ms"));
     set(&mut cfg, "sense-ingest.retry.maxBackoff", Yaml::from("300ms"));
     set(&mut cfg, "sense-ingest.batch.maxAge", Yaml::from("50ms"));

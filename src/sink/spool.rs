@@ -607,6 +607,15 @@ mod tests {
         b
     }
 
+    /// The (first) segment file in `dir`.
+    fn segment_file(dir: &Path) -> PathBuf {
+        fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| p.extension().is_some_and(|e| e == "spool"))
+            .expect("a segment file")
+    }
+
     fn drain(s: &mut Spool) -> Vec<usize> {
         let mut out = Vec::new();
         while let Some(r) = s.peek().unwrap() {
@@ -656,11 +665,7 @@ mod tests {
             s.append(&rec(n)).unwrap();
         }
         drop(s);
-        let seg = fs::read_dir(dir.path())
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .find(|p| p.extension().is_some_and(|e| e == "spool"))
-            .unwrap();
+        let seg = segment_file(dir.path());
         let mut data = fs::read(&seg).unwrap();
         let last = data.len() - 2;
         data[last] ^= 0xff; // flip a byte in the second record
@@ -677,11 +682,7 @@ mod tests {
         for n in [3, 4, 5] {
             s.append(&rec(n)).unwrap();
         }
-        let seg = fs::read_dir(dir.path())
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .find(|p| p.extension().is_some_and(|e| e == "spool"))
-            .unwrap();
+        let seg = segment_file(dir.path());
         // Damage the second record on disk while the spool is open (found only when read).
         let mut data = fs::read(&seg).unwrap();
         let second = encode_record(&rec(3)).len() + 14;
@@ -699,11 +700,7 @@ mod tests {
         let mut s = Spool::open(dir.path(), 1 << 30).unwrap();
         s.append(&rec(3)).unwrap();
         drop(s);
-        let seg = fs::read_dir(dir.path())
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .find(|p| p.extension().is_some_and(|e| e == "spool"))
-            .unwrap();
+        let seg = segment_file(dir.path());
         // A crash in the middle of writing a record: half a record at the end of the segment.
         let whole = encode_record(&rec(4));
         let mut f = OpenOptions::new().append(true).open(&seg).unwrap();

@@ -100,6 +100,20 @@ pub fn loopback_config(scramble: bool) -> serde_norway::Value {
     cfg
 }
 
+/// [`loopback_config`] writing only to the InfluxDB 1.x at 127.0.0.1:`port`, database `db` (MQTT and New Relic
+/// off), logging at info.
+pub fn influx_only_config(scramble: bool, port: u16, db: &str) -> serde_norway::Value {
+    use serde_norway::Value as Yaml;
+    let mut cfg = loopback_config(scramble);
+    set(&mut cfg, "Butler-SOS.influxdbConfig.host", Yaml::from("127.0.0.1"));
+    set(&mut cfg, "Butler-SOS.influxdbConfig.port", Yaml::from(port));
+    set(&mut cfg, "Butler-SOS.influxdbConfig.v1Config.dbName", Yaml::from(db));
+    set(&mut cfg, "Butler-SOS.mqttConfig.enable", Yaml::from(false));
+    set(&mut cfg, "Butler-SOS.newRelic.enable", Yaml::from(false));
+    set(&mut cfg, "Butler-SOS.logLevel", Yaml::from("info"));
+    cfg
+}
+
 /// Sets `path` (dot-separated keys) in a YAML tree, creating mappings as needed.
 pub fn set(v: &mut serde_norway::Value, path: &str, value: serde_norway::Value) {
     let mut cur = v;

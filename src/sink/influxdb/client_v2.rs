@@ -182,22 +182,11 @@ impl Transport for InfluxV2Transport {
     }
 
     async fn send(&mut self, items: &[u8], count: usize) -> Result<usize, SinkError> {
-        let resp = self
-            .client
-            .post(&self.write_url)
-            .header(AUTHORIZATION, self.auth.clone())
-            .header(CONTENT_TYPE, "text/plain; charset=utf-8")
-            .header(CONTENT_ENCODING, "gzip")
-            .body(gzip(items)?)
-            .send()
-            .await
-            .map_err(connection_error)?;
-        let status = resp.status().as_u16();
-        if status == 204 || status == 200 {
+        let Some(Refused { status, retry, body }) =
+            write_gzipped(&self.client, &self.write_url, &self.auth, items).await?
+        else {
             return Ok(0);
-        }
-        let retry = retry_after(resp.headers());
-        let body = resp.bytes().await.unwrap_or_default();
+        };
         if status == 422 {
             let message = body_text(&body);
             match partial_write_dropped(&message) {
@@ -210,6 +199,39 @@ impl Transport for InfluxV2Transport {
         }
         Err(status_error(status, retry, &body))
     }
+}
+
+/// A write the server answered with something other than 200/204.
+pub(crate) struct Refused {
+    pub status: u16,
+    pub retry: Option<Duration>,
+    pub body: bytes::Bytes,
+}
+
+/// POSTs `items` gzipped, as line protocol, with the `auth` header to `url` (the v2 and v3 write APIs take the same
+/// request). `Ok(None)`: written (200/204); `Ok(Some(..))`: the server's refusal, for the caller to interpret.
+pub(crate) async fn write_gzipped(
+    client: &reqwest::Client,
+    url: &str,
+    auth: &HeaderValue,
+    items: &[u8],
+) -> Result<Option<Refused>, SinkError> {
+    let resp = client
+        .post(url)
+        .header(AUTHORIZATION, auth.clone())
+        .header(CONTENT_TYPE, "text/plain; charset=utf-8")
+        .header(CONTENT_ENCODING, "gzip")
+        .body(gzip(items)?)
+        .send()
+        .await
+        .map_err(connection_error)?;
+    let status = resp.status().as_u16();
+    if status == 204 || status == 200 {
+        return Ok(None);
+    }
+    let retry = retry_after(resp.headers());
+    let body = resp.bytes().await.unwrap_or_default();
+    Ok(Some(Refused { status, retry, body }))
 }
 
 /// `N` from InfluxDB's `partial write: ... dropped=N` message.

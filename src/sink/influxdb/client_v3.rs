@@ -22,11 +22,13 @@
 
 use std::time::Duration;
 
-use reqwest::header::{HeaderValue, AUTHORIZATION, CONTENT_ENCODING, CONTENT_TYPE};
+use reqwest::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE};
 use tracing::{info, warn};
 
 use super::client::{body_text, retry_after, url_encode};
-use super::client_v2::{answer, auth_header, base_url, connection_error, gzip, http_client, status_error};
+use super::client_v2::{
+    answer, auth_header, base_url, connection_error, http_client, status_error, write_gzipped, Refused,
+};
 use crate::config::InfluxConfig;
 use crate::sink::{SinkError, Transport};
 
@@ -118,22 +120,11 @@ impl Transport for InfluxV3Transport {
     }
 
     async fn send(&mut self, items: &[u8], count: usize) -> Result<usize, SinkError> {
-        let resp = self
-            .client
-            .post(&self.write_url)
-            .header(AUTHORIZATION, self.auth.clone())
-            .header(CONTENT_TYPE, "text/plain; charset=utf-8")
-            .header(CONTENT_ENCODING, "gzip")
-            .body(gzip(items)?)
-            .send()
-            .await
-            .map_err(connection_error)?;
-        let status = resp.status().as_u16();
-        if status == 204 || status == 200 {
+        let Some(Refused { status, retry, body }) =
+            write_gzipped(&self.client, &self.write_url, &self.auth, items).await?
+        else {
             return Ok(0);
-        }
-        let retry = retry_after(resp.headers());
-        let body = resp.bytes().await.unwrap_or_default();
+        };
         if status == 400 {
             if let Some((rejected, first)) = partial_write(&body).filter(|(rejected, _)| *rejected < count) {
                 warn!(

@@ -20,4 +20,22 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-cargo test --workspace --locked
+# Every test binary runs even when an earlier one fails (--no-fail-fast); the last line sums them all.
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+set +e
+cargo test --workspace --locked --no-fail-fast 2>&1 | tee "$log"
+status=${PIPESTATUS[0]}
+set -e
+read -r passed failed ignored < <(awk '/^test result:/ {
+  for (i = 1; i <= NF; i++) {
+    if ($(i + 1) ~ /^passed/) p += $i
+    if ($(i + 1) ~ /^failed/) f += $i
+    if ($(i + 1) ~ /^ignored/) g += $i
+  } } END { print p + 0, f + 0, g + 0 }' "$log")
+if [ "$status" -eq 0 ] && [ "$failed" -eq 0 ]; then
+  echo "PASS: ${passed} passed, 0 failed, ${ignored} skipped"
+else
+  echo "FAIL: ${passed} passed, ${failed} failed, ${ignored} skipped (cargo exit status ${status})"
+  exit 1
+fi

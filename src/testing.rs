@@ -1,4 +1,4 @@
-//! Test support shared by unit tests: the golden fixture cases from `../shared/fixtures`.
+//! Test support shared by unit tests: the golden fixture cases from `tests/fixtures/butler-sos`.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -29,14 +29,14 @@ impl Case {
 
 /// The fixtures folder.
 pub(crate) fn fixtures_dir() -> PathBuf {
-    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/fixtures"))
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/butler-sos"))
 }
 
 /// Every `NN_*.json` case, by name.
 pub(crate) fn fixture_cases() -> Vec<Case> {
     let dir = fixtures_dir();
     let mut names: Vec<String> = std::fs::read_dir(&dir)
-        .expect("shared fixtures present")
+        .expect("tests/fixtures/butler-sos present")
         .filter_map(|e| e.ok())
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .filter(|n| n.ends_with(".json") && n.as_bytes()[0].is_ascii_digit())

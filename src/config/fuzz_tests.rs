@@ -8,7 +8,7 @@
 //!   with a value of its own shape, or given any other shape (scalar, list, mapping, null, tagged), and unknown keys
 //!   are mixed in, so deep paths like `Butler-SOS.userEvents.udpServerConfig.rateLimit.maxMessagesPerMinute` and
 //!   `thirdPartyToolsCredentials.newRelic[1].insertApiKey` are reached with hostile values;
-//! - mutations of the fixture config files (`../shared/fixtures/config`): lines deleted, duplicated, swapped,
+//! - mutations of the fixture config files (`tests/fixtures/butler-sos/config`): lines deleted, duplicated, swapped,
 //!   re-indented, cut; scalars turned into lists, mappings, null, huge or negative numbers, strings, aliases or
 //!   tags; tabs and Unicode inserted.
 //!
@@ -680,7 +680,7 @@ proptest! {
 fn fixture_texts() -> &'static [String] {
     static TEXTS: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
     TEXTS.get_or_init(|| {
-        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/fixtures/config");
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/butler-sos/config");
         ["fx_scramble.yaml", "fx_noscramble.yaml"]
             .iter()
             .map(|f| {

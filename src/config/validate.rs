@@ -1889,11 +1889,11 @@ mod tests {
 
     const FX_SCRAMBLE: &str = concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../shared/fixtures/config/fx_scramble.yaml"
+        "/tests/fixtures/butler-sos/config/fx_scramble.yaml"
     );
     const FX_NOSCRAMBLE: &str = concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../shared/fixtures/config/fx_noscramble.yaml"
+        "/tests/fixtures/butler-sos/config/fx_noscramble.yaml"
     );
 
     /// Loads `yaml`, failing the test with every error when it does not load.

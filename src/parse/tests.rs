@@ -8,7 +8,7 @@
 //!   `sanitizeField`, `split('UserAgent:')[1]`, `context.split('?')[0].split('/app/')[1]`). Its one deliberate
 //!   difference from JavaScript: a cut never splits a supplementary-plane character (dropped whole, module rule 4).
 //!   Properties say `parse_into == naive_parse` for arbitrary bytes and for mostly-valid structured datagrams.
-//! - The golden fixtures in `../shared/fixtures`: what Butler SOS 15.0.1 published for each datagram.
+//! - The golden fixtures in `tests/fixtures/butler-sos`: what Butler SOS 15.0.1 published for each datagram.
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -1222,7 +1222,7 @@ proptest! {
 // Golden fixtures
 // ---------------------------------------------------------------------------------------------------------------
 
-const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/fixtures");
+const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/butler-sos");
 
 /// Cases Butler SOS drops or we reject by design, by case-name prefix. Fixture 16: Butler SOS fills missing fields
 /// with `undefined` and publishes; we reject it (fixtures README, last section).

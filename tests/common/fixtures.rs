@@ -1,8 +1,8 @@
-//! The golden cases observed from Butler SOS 15.0.1 (`../shared/fixtures`).
+//! The golden cases observed from Butler SOS 15.0.1 (`tests/fixtures/butler-sos`).
 
 use serde_json::Value;
 
-use super::shared_dir;
+use super::fixtures_dir;
 
 /// One fixture case.
 #[derive(Debug, Clone)]
@@ -50,7 +50,7 @@ impl Case {
 
 /// Every `NN_*.json` case, in name order.
 pub fn cases() -> Vec<Case> {
-    let dir = shared_dir().join("fixtures");
+    let dir = fixtures_dir();
     let mut names: Vec<_> = std::fs::read_dir(&dir)
         .unwrap()
         .filter_map(|e| e.ok())
@@ -79,7 +79,7 @@ pub fn config(scramble: bool) -> serde_norway::Value {
     } else {
         "fx_noscramble.yaml"
     };
-    let text = std::fs::read_to_string(shared_dir().join("fixtures/config").join(file)).unwrap();
+    let text = std::fs::read_to_string(fixtures_dir().join("config").join(file)).unwrap();
     serde_norway::from_str(&text).unwrap()
 }
 

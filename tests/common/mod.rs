@@ -182,11 +182,8 @@ pub fn send_datagrams(target: SocketAddr, datagrams: &[Vec<u8>]) {
     }
 }
 
-/// The shared fixtures folder: `../shared` next to the checkout, or `$SENSE_INGEST_SHARED_DIR` when set (a
-/// checkout elsewhere, e.g. a git worktree).
-pub fn shared_dir() -> PathBuf {
-    match std::env::var_os("SENSE_INGEST_SHARED_DIR") {
-        Some(dir) => PathBuf::from(dir),
-        None => PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared")),
-    }
+/// The golden cases observed from Butler SOS, carried inside the repository (`tests/fixtures/butler-sos`, with
+/// its README), so a clone needs nothing beside it.
+pub fn fixtures_dir() -> PathBuf {
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/butler-sos"))
 }

@@ -37,8 +37,8 @@ pub enum Command {
         /// Host name or IP address of the machine running sense-ingest, as the Sense nodes reach it.
         #[arg(long)]
         host: String,
-        /// UDP port sense-ingest listens on.
-        #[arg(long, default_value_t = 9997)]
+        /// UDP port sense-ingest listens on (1-65535).
+        #[arg(long, default_value_t = 9997, value_parser = clap::value_parser!(u16).range(1..))]
         port: u16,
         /// Write to this file instead of stdout.
         #[arg(long, short)]

@@ -48,11 +48,11 @@ fn run(cli: cli::Cli) -> anyhow::Result<ExitCode> {
                 Some(path) => info!(config = %path.display(), "config loaded"),
                 None => info!("no --config: embedded default (udp 0.0.0.0:9997, events printed as JSON lines)"),
             }
+            for line in cfg.describe() {
+                info!("{line}");
+            }
             for key in &not_implemented {
                 info!(%key, "setting accepted but not implemented yet; it has no effect");
-            }
-            if !cfg.user_events.enable {
-                bail!("Butler-SOS.userEvents.enable is false: there is nothing to receive");
             }
             let stop = Arc::new(AtomicBool::new(false));
             pipeline::shutdown::install_signal_handlers(&stop).context("installing signal handlers")?;
@@ -63,6 +63,9 @@ fn run(cli: cli::Cli) -> anyhow::Result<ExitCode> {
         cli::Command::CheckConfig { config } => match config::load_file(&config) {
             Ok(loaded) => {
                 println!("{}: valid", config.display());
+                for line in loaded.config.describe() {
+                    println!("{line}");
+                }
                 for key in loaded.not_implemented {
                     println!("note: {key} is accepted but not implemented yet");
                 }
@@ -75,8 +78,9 @@ fn run(cli: cli::Cli) -> anyhow::Result<ExitCode> {
             }
         },
         cli::Command::Appender { host, port, output } => {
-            if host.trim().is_empty() {
-                bail!("--host: must not be empty");
+            // The proxy sends to exactly this text: an IP address or a hostname, nothing else.
+            if host.parse::<std::net::IpAddr>().is_err() && !config::validate::is_hostname(&host) {
+                bail!("--host: expected an IP address or a hostname, got {host:?}");
             }
             let xml = appender::local_log_config(&host, port);
             match output {

@@ -70,11 +70,17 @@ fn appender_file_has_both_user_event_appenders_pointing_at_the_receiver() {
 }
 
 #[test]
-fn appender_defaults_to_port_9997_escapes_the_host_and_writes_a_file() {
+fn appender_defaults_to_port_9997_and_writes_a_file() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("LocalLogConfig.xml");
     let status = Command::new(engine_bin())
-        .args(["appender", "--host", "a&b<c>", "--output", out.to_str().unwrap()])
+        .args([
+            "appender",
+            "--host",
+            "ingest-01.example.com",
+            "--output",
+            out.to_str().unwrap(),
+        ])
         .status()
         .unwrap();
     assert!(status.success());
@@ -85,7 +91,7 @@ fn appender_defaults_to_port_9997_escapes_the_host_and_writes_a_file() {
         .children()
         .find(|n| n.has_tag_name("appender"))
         .unwrap();
-    assert_eq!(param(first, "remoteAddress"), Some("a&b<c>"));
+    assert_eq!(param(first, "remoteAddress"), Some("ingest-01.example.com"));
     assert_eq!(param(first, "remotePort"), Some("9997"));
 }
 
@@ -97,4 +103,24 @@ fn appender_refuses_an_empty_host() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--host"));
+}
+
+#[test]
+fn appender_refuses_a_host_that_is_neither_an_address_nor_a_hostname_and_port_0() {
+    for args in [
+        &["appender", "--host", "ingest 01"][..],
+        &["appender", "--host", "a&b<c>"][..],
+        &["appender", "--host", "ingest-01", "--port", "0"][..],
+    ] {
+        let out = Command::new(engine_bin()).args(args).output().unwrap();
+        assert!(!out.status.success(), "{args:?} was accepted");
+        let err = String::from_utf8_lossy(&out.stderr);
+        let flag = if args.contains(&"--port") { "--port" } else { "--host" };
+        assert!(err.contains(flag), "{args:?}: {err}");
+    }
+    let ok = Command::new(engine_bin())
+        .args(["appender", "--host", "::1", "--port", "65535"])
+        .output()
+        .unwrap();
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
 }

@@ -578,6 +578,65 @@ impl Config {
             ..Default::default()
         }
     }
+
+    /// What this config switches on, one line each: listeners, destinations, `/metrics`, spool. `check-config`
+    /// prints these and `run` logs them at start, so both say the same. No secret is part of any line.
+    pub fn describe(&self) -> Vec<String> {
+        let mut lines = Vec::new();
+        let backend = match self.engine.backend {
+            ReaderBackend::Auto => "auto",
+            ReaderBackend::IoUring => "io_uring",
+            ReaderBackend::Recvmmsg => "recvmmsg",
+        };
+        for addr in &self.user_events.udp.listen {
+            lines.push(format!("listener: udp {addr} (backend {backend})"));
+        }
+        if self.engine.stdout {
+            lines.push("destination: stdout (one JSON line per event)".to_owned());
+        }
+        if self.user_events.send_to_influxdb {
+            let i = &self.influxdb;
+            let scheme = if i.tls.enable { "https" } else { "http" };
+            let (version, target) = match i.version {
+                InfluxVersion::V1 => ("1.x", format!("database {}", i.v1.db_name)),
+                InfluxVersion::V2 => ("v2", format!("org {} bucket {}", i.v2.org, i.v2.bucket)),
+                InfluxVersion::V3 => ("v3", format!("database {}", i.v3.database)),
+            };
+            lines.push(format!(
+                "destination: influxdb {version} {scheme}://{}:{} {target}",
+                i.host, i.port
+            ));
+        }
+        if self.user_events.send_to_mqtt.enable {
+            let m = &self.mqtt;
+            let scheme = if m.tls.is_some() { "mqtts" } else { "mqtt" };
+            lines.push(format!(
+                "destination: mqtt {scheme}://{}:{}",
+                m.broker_host, m.broker_port
+            ));
+        }
+        if self.user_events.send_to_new_relic.enable {
+            for account in &self.user_events.send_to_new_relic.accounts {
+                lines.push(format!(
+                    "destination: new relic account {:?} (id {}) {}",
+                    account.name, account.id, self.new_relic.event_url
+                ));
+            }
+        }
+        if self.prometheus.enable {
+            let p = &self.prometheus;
+            lines.push(format!("metrics: http://{}:{}/metrics", p.host, p.port));
+        }
+        let destinations = self.user_events.send_to_influxdb
+            || self.user_events.send_to_mqtt.enable
+            || self.user_events.send_to_new_relic.enable;
+        match (&self.engine.spool.dir, self.engine.spool.enable && destinations) {
+            (Some(dir), true) => lines.push(format!("spool: {} (one folder per destination)", dir.display())),
+            (None, true) => lines.push("spool: on".to_owned()),
+            (_, false) => lines.push("spool: off".to_owned()),
+        }
+        lines
+    }
 }
 #[cfg(test)]
 mod fuzz_tests;

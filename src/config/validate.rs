@@ -103,7 +103,7 @@ pub fn load_file(path: &Path) -> Result<Loaded, ConfigErrors> {
         let message = format!("cannot read the config file: {}", lower_first(&err.to_string()));
         ConfigErrors(vec![ConfigError::new(origin.as_str(), message)])
     })?;
-    let mut loaded = load(&text, &origin)?;
+    let mut loaded = load(&text, &origin, true)?;
     // Relative spool and app-name paths are relative to the config file; the spool defaults to a folder next
     // to it.
     let base = path
@@ -127,13 +127,17 @@ pub const DEFAULT_SPOOL_DIR: &str = "sense-ingest-spool";
 
 /// Validates config text (YAML syntax errors are reported at path `<config>`).
 pub fn load_str(yaml: &str) -> Result<Loaded, ConfigErrors> {
-    load(yaml, "<config>")
+    load(yaml, "<config>", false)
 }
 
-/// Parses and validates `text`; `origin` names it in syntax errors.
-fn load(text: &str, origin: &str) -> Result<Loaded, ConfigErrors> {
+/// Parses and validates `text`; `origin` names it in syntax errors. `runnable`: the config is for `run` or
+/// `check-config` (both go through [`load_file`], so both refuse the same files), which need user events on.
+fn load(text: &str, origin: &str, runnable: bool) -> Result<Loaded, ConfigErrors> {
     let root = raw::parse(text, origin).map_err(|err| ConfigErrors(vec![err]))?;
-    let mut report = Report::default();
+    let mut report = Report {
+        runnable,
+        ..Report::default()
+    };
     let config = build_config(&root, &mut report);
     if report.errors.is_empty() {
         Ok(Loaded {
@@ -319,6 +323,8 @@ const INFLUXQL_UNITS: &[(&str, u64)] = &[
 struct Report {
     errors: Vec<ConfigError>,
     not_implemented: Vec<String>,
+    /// A file for `run` or `check-config` (not a fragment in a test): `userEvents.enable` must be true.
+    runnable: bool,
 }
 
 impl Report {
@@ -762,7 +768,7 @@ fn is_influxql_duration(text: &str) -> bool {
 
 /// True for a hostname made of dot-separated labels of ASCII letters, digits and `-` (RFC 1123; `_` is tolerated
 /// because some internal DNS uses it).
-fn is_hostname(host: &str) -> bool {
+pub fn is_hostname(host: &str) -> bool {
     let host = host.strip_suffix('.').unwrap_or(host);
     !host.is_empty()
         && host.len() <= 253
@@ -894,7 +900,18 @@ fn user_events(
     rep: &mut Report,
 ) -> UserEventsConfig {
     let m = node.mapping(rep, USER_EVENTS_KEYS);
-    let enable = m.get("enable").bool_or(rep, false);
+    let enable_node = m.get("enable");
+    let enable = enable_node.bool_or(rep, false);
+    // `run` has nothing to do without user events, so `check-config` says so too (one rule, one place).
+    if rep.runnable && !enable {
+        let message = if enable_node.is_set() {
+            "is false: sense-ingest receives user events and has nothing else to do; set it to true (with Butler \
+             SOS running beside it, user events are switched off in Butler SOS's own copy)"
+        } else {
+            "missing: set it to true to receive user events"
+        };
+        rep.error(&enable_node.path, message);
+    }
 
     let mut exclude_users = Vec::new();
     for item in m.get("excludeUser").list(rep) {
@@ -994,7 +1011,10 @@ fn udp_server(node: &Node<'_>, listen_overridden: bool, influx_enable: bool, rep
     let mut allowed: Vec<IpAddr> = Vec::new();
     for item in sources_node.list(rep) {
         match item.text(rep) {
-            Some(source) if source.trim().parse::<IpAddr>().is_err() && !is_hostname(source.trim()) => {
+            // Without validation the list is not used: types only (placeholders pass).
+            Some(source)
+                if validate_sources && source.trim().parse::<IpAddr>().is_err() && !is_hostname(source.trim()) =>
+            {
                 rep.error(
                     &item.path,
                     format!("expected an ip address or hostname, got {source:?}"),
@@ -1261,7 +1281,12 @@ fn influx_config(node: &Node<'_>, needed: Option<&str>, rep: &mut Report) -> Inf
     let enable = m.get("enable").bool_or(rep, false);
     let host_node = m.get("host");
     let host = host_node.needed_text(rep, needed);
-    if !host.trim().is_empty() && host.trim().parse::<IpAddr>().is_err() && !is_hostname(host.trim()) {
+    // A switched-off section is checked for types only: Butler SOS's template holds placeholders there.
+    if needed.is_some()
+        && !host.trim().is_empty()
+        && host.trim().parse::<IpAddr>().is_err()
+        && !is_hostname(host.trim())
+    {
         rep.error(
             &host_node.path,
             format!("expected an ip address or hostname, got {host:?}"),
@@ -1401,7 +1426,10 @@ fn mqtt_config(node: &Node<'_>, in_use: bool, rep: &mut Report) -> MqttConfig {
     let enable = m.get("enable").bool_or(rep, false);
     let host_node = m.get("brokerHost");
     let broker_host = host_node.needed_text(rep, in_use.then_some(MQTT_NEEDED));
-    if !broker_host.trim().is_empty()
+    // A switched-off section is checked for types only: Butler SOS's template says
+    // `brokerHost: <IP of MQTT broker/server>` with `enable: false`.
+    if in_use
+        && !broker_host.trim().is_empty()
         && broker_host.trim().parse::<IpAddr>().is_err()
         && !is_hostname(broker_host.trim())
     {

@@ -19,18 +19,20 @@ pub enum Command {
     /// Receive user events and deliver them. Without --config: listen on 0.0.0.0:9997 and print each event as a
     /// JSON line on stdout.
     Run {
-        /// The Butler SOS YAML config file (plus an optional `sense-ingest:` section).
-        #[arg(long, short)]
-        config: Option<PathBuf>,
+        /// The Butler SOS YAML config file (plus an optional `sense-ingest:` section). Repeatable: later files
+        /// override earlier ones (mappings merge key by key; lists and values replace).
+        #[arg(long, short, visible_alias = "configfile")]
+        config: Vec<PathBuf>,
         /// Log level (error, warn, info, verbose, debug, silly); overrides Butler-SOS.logLevel.
         #[arg(long)]
         log_level: Option<String>,
     },
-    /// Validate a config file: exit 0 when valid, 1 with every error (and its key path) when not.
+    /// Validate config files exactly as `run` does: exit 0 when valid, 1 with every error (and its file and key
+    /// path) when not.
     CheckConfig {
-        /// The config file.
-        #[arg(long, short)]
-        config: PathBuf,
+        /// The config file; repeatable, like `run --config`.
+        #[arg(long, short, visible_alias = "configfile", required = true)]
+        config: Vec<PathBuf>,
     },
     /// Write the Qlik Sense proxy's LocalLogConfig.xml that sends user events to this receiver.
     Appender {

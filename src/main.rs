@@ -35,18 +35,18 @@ fn run(cli: cli::Cli) -> anyhow::Result<ExitCode> {
                 })?),
                 None => None,
             };
-            let (cfg, not_implemented) = match &config {
-                Some(path) => {
-                    let loaded = config::load_file(path)
-                        .map_err(|errors| anyhow::anyhow!("{} is not valid:\n{errors}", path.display()))?;
-                    (loaded.config, loaded.not_implemented)
-                }
-                None => (Config::embedded_default(), Vec::new()),
+            let (cfg, not_implemented) = if config.is_empty() {
+                (Config::embedded_default(), Vec::new())
+            } else {
+                let loaded = config::load_files(&config)
+                    .map_err(|errors| anyhow::anyhow!("{} is not valid:\n{errors}", names(&config)))?;
+                (loaded.config, loaded.not_implemented)
             };
             telemetry::init(cli_level.unwrap_or(cfg.log_level));
-            match &config {
-                Some(path) => info!(config = %path.display(), "config loaded"),
-                None => info!("no --config: embedded default (udp 0.0.0.0:9997, events printed as JSON lines)"),
+            if config.is_empty() {
+                info!("no --config: embedded default (udp 0.0.0.0:9997, events printed as JSON lines)");
+            } else {
+                info!(config = %names(&config), "config loaded");
             }
             for line in cfg.describe() {
                 info!("{line}");
@@ -60,9 +60,9 @@ fn run(cli: cli::Cli) -> anyhow::Result<ExitCode> {
             let clean = engine.wait();
             Ok(if clean { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
-        cli::Command::CheckConfig { config } => match config::load_file(&config) {
+        cli::Command::CheckConfig { config } => match config::load_files(&config) {
             Ok(loaded) => {
-                println!("{}: valid", config.display());
+                println!("{}: valid", names(&config));
                 for line in loaded.config.describe() {
                     println!("{line}");
                 }
@@ -72,7 +72,7 @@ fn run(cli: cli::Cli) -> anyhow::Result<ExitCode> {
                 Ok(ExitCode::SUCCESS)
             }
             Err(errors) => {
-                eprintln!("{}: {} error(s)", config.display(), errors.0.len());
+                eprintln!("{}: {} error(s)", names(&config), errors.0.len());
                 eprintln!("{errors}");
                 Ok(ExitCode::FAILURE)
             }
@@ -90,4 +90,13 @@ fn run(cli: cli::Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// The config files as the user named them, in order (`a.yaml + b.yaml`).
+fn names(paths: &[std::path::PathBuf]) -> String {
+    paths
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect::<Vec<_>>()
+        .join(" + ")
 }

@@ -20,6 +20,8 @@ mod hostile;
 mod hosts;
 /// InfluxDB v2 and v3 layouts, setup, gzip, retries, 413 splits and refused tokens, into contract-enforcing mocks.
 mod influxdb_v2_v3;
+/// Several `--config` files laid over each other, `${VAR}` values, relative paths, errors naming the file.
+mod layered_config;
 /// MQTT through the real binary into a real mosquitto: fixtures, credentials, QoS/retain, TLS, broker restarts.
 mod mqtt;
 /// New Relic Event API through the real binary into a contract-enforcing stand-in: fixtures, retries, splits, keys.

@@ -9,6 +9,7 @@
 //! Butler SOS documents is accepted and an unknown key (a typo) is an error. Engine-only settings live under the
 //! optional top-level `sense-ingest:` key ([`EngineConfig`]), so a plain Butler SOS file runs unchanged.
 
+pub mod layers;
 pub mod raw;
 pub mod validate;
 
@@ -17,7 +18,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub use validate::{load_file, load_str, ConfigError, ConfigErrors, Loaded};
+pub use validate::{load_file, load_files, load_str, ConfigError, ConfigErrors, Loaded};
 
 /// A secret (token, password, API key). Debug and Display print `**REDACTED**`; only [`Secret::expose`] gives
 /// the value, for the one place that puts it on the wire.

@@ -29,7 +29,7 @@ use std::time::Duration;
 
 use serde_norway::{Mapping, Value};
 
-use super::raw;
+use super::{layers, raw};
 use super::{
     BatchConfig, Config, EngineConfig, ExcludedUser, HttpTls, InfluxConfig, InfluxV1Config, InfluxV2Config,
     InfluxV3Config, InfluxVersion, LogLevel, MetricsWriteConfig, MqttConfig, MqttRouting, MqttTls, NewRelicAccount,
@@ -40,13 +40,26 @@ use super::{
 /// One problem in a config file: the full key path (`Butler-SOS.userEvents.tags[1].value`; the file name for
 /// problems with the file itself) and what is wrong, in lowercase without a trailing period. Secrets are never
 /// part of the message.
+///
+/// With several config files (`--config` repeated), `file` names the one that set the key (Display then prints
+/// `file: path: message`).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{path}: {message}")]
 pub struct ConfigError {
     /// Key path of the offending value, dot-separated, with `[i]` for list items.
     pub path: String,
     /// What is wrong with it.
     pub message: String,
+    /// The config file the value came from, when more than one file was read.
+    pub file: Option<String>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.file {
+            Some(file) => write!(f, "{file}: {}: {}", self.path, self.message),
+            None => write!(f, "{}: {}", self.path, self.message),
+        }
+    }
 }
 
 impl ConfigError {
@@ -55,7 +68,14 @@ impl ConfigError {
         ConfigError {
             path: path.into(),
             message: message.into(),
+            file: None,
         }
+    }
+
+    /// The same problem, found in `file`.
+    pub fn in_file(mut self, file: &str) -> ConfigError {
+        self.file = Some(file.to_owned());
+        self
     }
 }
 
@@ -98,28 +118,69 @@ pub struct Loaded {
 /// Reads and validates the config file at `path`. A file that cannot be read is reported as one [`ConfigError`]
 /// whose path is the file's path; YAML syntax errors likewise, with line and column in the message.
 pub fn load_file(path: &Path) -> Result<Loaded, ConfigErrors> {
-    let origin = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|err| {
-        let message = format!("cannot read the config file: {}", lower_first(&err.to_string()));
-        ConfigErrors(vec![ConfigError::new(origin.as_str(), message)])
+    load_files(&[path.to_path_buf()])
+}
+
+/// Reads the config files in order, each later one laid over the earlier ones (see [`super::layers`]: environment
+/// values, relative paths, merge), and validates the result: what `run` and `check-config` both do. Every problem
+/// of every file comes back together; with more than one file each names the file that set the key.
+pub fn load_files(paths: &[PathBuf]) -> Result<Loaded, ConfigErrors> {
+    load_files_with_env(paths, &|name| std::env::var(name).ok())
+}
+
+/// [`load_files`] with the environment read through `lookup` (tests).
+pub fn load_files_with_env(paths: &[PathBuf], lookup: &dyn Fn(&str) -> Option<String>) -> Result<Loaded, ConfigErrors> {
+    let mut tree = layers::empty();
+    let mut origins = layers::Origins::default();
+    let mut errors = Vec::new();
+    for path in paths {
+        let origin = path.display().to_string();
+        let text = match std::fs::read_to_string(path) {
+            Ok(text) => text,
+            Err(err) => {
+                let message = format!("cannot read the config file: {}", lower_first(&err.to_string()));
+                errors.push(ConfigError::new(origin.as_str(), message));
+                continue;
+            }
+        };
+        let mut value = match raw::parse(&text, &origin) {
+            Ok(value) => value,
+            Err(err) => {
+                errors.push(err);
+                continue;
+            }
+        };
+        layers::interpolate(&mut value, "", &origin, lookup, &mut errors);
+        layers::anchor_paths(&mut value, folder_of(path));
+        if !value.is_null() {
+            layers::merge(&mut tree, value, "", &origin, &mut origins);
+        }
+    }
+    if !errors.is_empty() {
+        return Err(ConfigErrors(errors));
+    }
+    let mut loaded = validate_tree(&tree, true).map_err(|mut errors| {
+        if paths.len() > 1 {
+            for err in &mut errors.0 {
+                err.file = origins.file_of(&err.path).map(str::to_owned);
+            }
+        }
+        errors
     })?;
-    let mut loaded = load(&text, &origin, true)?;
-    // Relative spool and app-name paths are relative to the config file; the spool defaults to a folder next
-    // to it.
-    let base = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
+    // The spool defaults to a folder next to the last config file (sense-ingest's own, in a layered setup).
     let engine = &mut loaded.config.engine;
-    engine.spool.dir = Some(match engine.spool.dir.take() {
-        Some(dir) if dir.is_relative() => base.join(dir),
-        Some(dir) => dir,
-        None => base.join(DEFAULT_SPOOL_DIR),
-    });
-    if let Some(names) = engine.app_names_file.take() {
-        engine.app_names_file = Some(if names.is_relative() { base.join(names) } else { names });
+    if engine.spool.dir.is_none() {
+        let last = paths.last().map_or(Path::new("."), |p| folder_of(p));
+        engine.spool.dir = Some(last.join(DEFAULT_SPOOL_DIR));
     }
     Ok(loaded)
+}
+
+/// The folder a config file is in (`.` for a bare file name).
+fn folder_of(path: &Path) -> &Path {
+    path.parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
 }
 
 /// The spool folder's name next to the config file when `sense-ingest.spool.dir` is not set.
@@ -127,18 +188,18 @@ pub const DEFAULT_SPOOL_DIR: &str = "sense-ingest-spool";
 
 /// Validates config text (YAML syntax errors are reported at path `<config>`).
 pub fn load_str(yaml: &str) -> Result<Loaded, ConfigErrors> {
-    load(yaml, "<config>", false)
+    let root = raw::parse(yaml, "<config>").map_err(|err| ConfigErrors(vec![err]))?;
+    validate_tree(&root, false)
 }
 
-/// Parses and validates `text`; `origin` names it in syntax errors. `runnable`: the config is for `run` or
-/// `check-config` (both go through [`load_file`], so both refuse the same files), which need user events on.
-fn load(text: &str, origin: &str, runnable: bool) -> Result<Loaded, ConfigErrors> {
-    let root = raw::parse(text, origin).map_err(|err| ConfigErrors(vec![err]))?;
+/// Validates a parsed config. `runnable`: the config is for `run` or `check-config` (both go through
+/// [`load_files`], so both refuse the same files), which need user events on.
+fn validate_tree(root: &Value, runnable: bool) -> Result<Loaded, ConfigErrors> {
     let mut report = Report {
         runnable,
         ..Report::default()
     };
-    let config = build_config(&root, &mut report);
+    let config = build_config(root, &mut report);
     if report.errors.is_empty() {
         Ok(Loaded {
             config,

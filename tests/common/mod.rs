@@ -79,8 +79,14 @@ impl Engine {
 
     /// Starts the binary with `args` and waits until it logged `listening`.
     pub fn start(args: &[&str]) -> Engine {
+        Engine::start_with_env(args, &[])
+    }
+
+    /// [`Engine::start`] with extra environment variables.
+    pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Engine {
         let mut child = Command::new(engine_bin())
             .args(args)
+            .envs(env.iter().copied())
             .env_remove("RUST_LOG")
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

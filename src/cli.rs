@@ -26,6 +26,9 @@ pub enum Command {
         /// Log level (error, warn, info, verbose, debug, silly); overrides Butler-SOS.logLevel.
         #[arg(long)]
         log_level: Option<String>,
+        /// Log line format on stderr and in log files: text or json; overrides sense-ingest.logFormat.
+        #[arg(long, value_parser = ["text", "json"])]
+        log_format: Option<String>,
     },
     /// Validate config files exactly as `run` does: exit 0 when valid, 1 with every error (and its file and key
     /// path) when not.

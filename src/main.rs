@@ -6,9 +6,9 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context};
 use clap::Parser;
-use tracing::info;
+use tracing::{info, warn};
 
-use sense_ingest::config::{self, Config, LogLevel};
+use sense_ingest::config::{self, Config, LogFormat, LogLevel};
 use sense_ingest::{appender, pipeline, telemetry};
 
 mod cli;
@@ -28,7 +28,11 @@ fn main() -> ExitCode {
 
 fn run(cli: cli::Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        cli::Command::Run { config, log_level } => {
+        cli::Command::Run {
+            config,
+            log_level,
+            log_format,
+        } => {
             let cli_level = match log_level.as_deref() {
                 Some(l) => Some(LogLevel::parse(l).with_context(|| {
                     format!("--log-level: expected one of error, warn, info, verbose, debug, silly, got {l:?}")
@@ -42,7 +46,18 @@ fn run(cli: cli::Cli) -> anyhow::Result<ExitCode> {
                     .map_err(|errors| anyhow::anyhow!("{} is not valid:\n{errors}", names(&config)))?;
                 (loaded.config, loaded.not_implemented)
             };
-            telemetry::init(cli_level.unwrap_or(cfg.log_level));
+            let format = log_format
+                .as_deref()
+                .and_then(LogFormat::parse)
+                .unwrap_or(cfg.logging.format);
+            let log_file = telemetry::init(
+                cli_level.unwrap_or(cfg.log_level),
+                format,
+                cfg.logging.file_dir.as_deref(),
+            );
+            if let Err(why) = log_file {
+                warn!("Butler-SOS.fileLogging: {why}; logging to stderr only (set Butler-SOS.logDirectory)");
+            }
             if config.is_empty() {
                 info!("no --config: embedded default (udp 0.0.0.0:9997, events printed as JSON lines)");
             } else {

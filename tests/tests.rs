@@ -22,6 +22,8 @@ mod hosts;
 mod influxdb_v2_v3;
 /// Several `--config` files laid over each other, `${VAR}` values, relative paths, errors naming the file.
 mod layered_config;
+/// Logs for operators: JSON lines, Butler SOS's file logging, other crates kept quiet.
+mod logging;
 /// MQTT through the real binary into a real mosquitto: fixtures, credentials, QoS/retain, TLS, broker restarts.
 mod mqtt;
 /// New Relic Event API through the real binary into a contract-enforcing stand-in: fixtures, retries, splits, keys.

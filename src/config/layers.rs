@@ -32,6 +32,7 @@ pub const PATH_KEYS: &[&[&str]] = &[
     &["sense-ingest", "influxdbTls", "caFile"],
     &["sense-ingest", "newRelicTls", "caFile"],
     &["Butler-SOS", "mqttConfig", "tls", "caFile"],
+    &["Butler-SOS", "logDirectory"],
 ];
 
 /// Which file set each key path last (dot-separated, `[i]` for list items, as in [`ConfigError::path`]).

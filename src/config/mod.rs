@@ -99,6 +99,8 @@ pub struct Tag {
 pub struct Config {
     /// `Butler-SOS.logLevel`.
     pub log_level: LogLevel,
+    /// `sense-ingest.logFormat`, `Butler-SOS.fileLogging` and `logDirectory`.
+    pub logging: LogConfig,
     /// `Butler-SOS.userEvents`.
     pub user_events: UserEventsConfig,
     /// `Butler-SOS.influxdbConfig`.
@@ -114,6 +116,37 @@ pub struct Config {
     pub event_count: Option<MetricsWriteConfig>,
     /// `sense-ingest:` (engine-only settings).
     pub engine: EngineConfig,
+}
+
+/// How log lines are written (the level is [`Config::log_level`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LogConfig {
+    /// `sense-ingest.logFormat` (`--log-format` overrides it).
+    pub format: LogFormat,
+    /// `Butler-SOS.logDirectory` when `Butler-SOS.fileLogging` is true: lines also go to a file there, a new
+    /// one each day (`sense-ingest.YYYY-MM-DD.log`).
+    pub file_dir: Option<PathBuf>,
+}
+
+/// The log line format.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line: `timestamp`, `level`, `message`, each field, `target`.
+    Json,
+}
+
+impl LogFormat {
+    /// `text` or `json`.
+    pub fn parse(s: &str) -> Option<LogFormat> {
+        match s {
+            "text" => Some(LogFormat::Text),
+            "json" => Some(LogFormat::Json),
+            _ => None,
+        }
+    }
 }
 
 /// `Butler-SOS.userEvents`.

@@ -32,9 +32,9 @@ use serde_norway::{Mapping, Value};
 use super::{layers, raw};
 use super::{
     BatchConfig, Config, EngineConfig, ExcludedUser, HttpTls, InfluxConfig, InfluxV1Config, InfluxV2Config,
-    InfluxV3Config, InfluxVersion, LogLevel, MetricsWriteConfig, MqttConfig, MqttRouting, MqttTls, NewRelicAccount,
-    NewRelicConfig, NewRelicRouting, PrometheusConfig, ReaderBackend, RetryConfig, Secret, Tag, UdpServerConfig,
-    UserEventsConfig,
+    InfluxV3Config, InfluxVersion, LogFormat, LogLevel, MetricsWriteConfig, MqttConfig, MqttRouting, MqttTls,
+    NewRelicAccount, NewRelicConfig, NewRelicRouting, PrometheusConfig, ReaderBackend, RetryConfig, Secret, Tag,
+    UdpServerConfig, UserEventsConfig,
 };
 
 /// One problem in a config file: the full key path (`Butler-SOS.userEvents.tags[1].value`; the file name for
@@ -321,6 +321,7 @@ const ENGINE_KEYS: &[&str] = &[
     "silentHostAfter",
     "influxdbTls",
     "newRelicTls",
+    "logFormat",
 ];
 const ENGINE_INFLUX_TLS_KEYS: &[&str] = &["enable", "caFile", "insecureSkipVerify"];
 const ENGINE_NEW_RELIC_TLS_KEYS: &[&str] = &["caFile", "insecureSkipVerify"];
@@ -924,6 +925,11 @@ fn build_config(root: &Value, rep: &mut Report) -> Config {
     ) {
         config.log_level = level;
     }
+    // Butler SOS's file logging (its template has `fileLogging: true`, `logDirectory: log`).
+    let log_dir = bsos.get("logDirectory").text_or(rep, "log");
+    if bsos.get("fileLogging").bool_or(rep, false) {
+        config.logging.file_dir = Some(PathBuf::from(log_dir));
+    }
 
     let listen_overridden =
         peek(top.get("sense-ingest").present(), &["listen"]).is_some_and(|v| !matches!(v, Value::Null));
@@ -948,6 +954,9 @@ fn build_config(root: &Value, rep: &mut Report) -> Config {
         config.user_events.udp.listen = listen;
     }
     config.influxdb.tls = extras.influxdb_tls;
+    if let Some(format) = extras.log_format {
+        config.logging.format = format;
+    }
     config.new_relic.tls = extras.new_relic_tls;
     config
 }
@@ -1736,6 +1745,8 @@ struct EngineExtras {
     influxdb_tls: HttpTls,
     /// `newRelicTls`, for [`NewRelicConfig::tls`].
     new_relic_tls: HttpTls,
+    /// `logFormat`, for [`LogConfig::format`](super::LogConfig::format).
+    log_format: Option<LogFormat>,
 }
 
 /// `sense-ingest.influxdbTls` / `newRelicTls` (see [`HttpTls`]). `tls_used` says whether the destination will
@@ -1968,6 +1979,9 @@ fn engine_config(
             listen,
             influxdb_tls,
             new_relic_tls,
+            log_format: m
+                .get("logFormat")
+                .choice(rep, &[("text", LogFormat::Text), ("json", LogFormat::Json)]),
         },
     )
 }
@@ -2276,7 +2290,7 @@ sense-ingest:
             "Butler-SOS: {}\nsense-ingest: {threads: 4}\n",
             "sense-ingest.threads: unknown key, expected one of: readerThreads, backend, recvBufferBytes, \
              eventsPerSlab, channelCapacity, batch, retry, stdout, appNames, shutdownTimeout, listen, spool, unhealthyAfter, analytics, silentHostAfter, \
-             influxdbTls, newRelicTls",
+             influxdbTls, newRelicTls, logFormat",
         );
     }
 

@@ -114,8 +114,14 @@ impl Engine {
                 .iter()
                 .find(|l| l.contains("listening") && !l.contains("metrics endpoint"))
                 .and_then(|l| {
-                    let start = l.find("addr=")? + 5;
-                    l[start..].split_whitespace().next()?.parse::<SocketAddr>().ok()
+                    // Text lines say `addr=…`; JSON lines (`--log-format json`) `"addr":"…"`.
+                    match l.find("addr=") {
+                        Some(at) => l[at + 5..].split_whitespace().next()?.parse::<SocketAddr>().ok(),
+                        None => {
+                            let at = l.find("\"addr\":\"")? + 8;
+                            l[at..].split('"').next()?.parse::<SocketAddr>().ok()
+                        }
+                    }
                 })
         });
         engine.addr = addr;

@@ -88,6 +88,26 @@ pub enum SeqIn {
     User,
 }
 
+impl Pattern {
+    /// The name as given on the command line (`--pattern steady`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Pattern::Steady => "steady",
+            Pattern::Storm => "storm",
+        }
+    }
+}
+
+impl SeqIn {
+    /// The name as given on the command line (`--seq-in user`).
+    pub fn name(self) -> &'static str {
+        match self {
+            SeqIn::Message => "message",
+            SeqIn::User => "user",
+        }
+    }
+}
+
 /// Share of the run that the storm burst lasts (20 %).
 pub const STORM_FRACTION: (u64, u64) = (1, 5);
 /// Burst rate relative to the rate after the burst.

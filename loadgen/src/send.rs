@@ -534,13 +534,13 @@ impl Flood {
         let start = *start_cell.get_or_init(|| Instant::now() + cfg.start_delay + LEAD_IN);
         if cfg.progress {
             eprintln!(
-                "loadgen: flood run {} -> {}: {} datagrams ({}/s x {:?}, {:?}) from {} host sockets",
+                "loadgen: flood run {} -> {}: {} datagrams ({}/s x {:?}, pattern {}) from {} host sockets",
                 cfg.model.run_id,
                 cfg.target,
                 fmt_count(total),
                 fmt_count(cfg.rate),
                 cfg.duration,
-                cfg.pattern,
+                cfg.pattern.name(),
                 hosts
             );
         }
@@ -759,6 +759,8 @@ struct Progress {
     enabled: bool,
     last: Instant,
     last_sent: u64,
+    /// (sent, arrived at the mock sinks) of the last printed line, so the final line is not a repeat.
+    last_printed: (u64, u64),
 }
 
 impl Progress {
@@ -768,6 +770,7 @@ impl Progress {
             enabled,
             last: start,
             last_sent: 0,
+            last_printed: (u64::MAX, 0),
         }
     }
 
@@ -779,8 +782,10 @@ impl Progress {
         self.print(now, sent, mocks);
     }
 
+    /// The last line, unless a tick just printed the same count.
     fn tick_final(&mut self, sent: u64, mocks: &[MockServer]) {
-        if self.enabled {
+        let arrived: u64 = mocks.iter().map(|m| m.tracker().unique()).sum();
+        if self.enabled && (sent, arrived) != self.last_printed {
             self.print(Instant::now(), sent, mocks);
         }
     }
@@ -796,16 +801,18 @@ impl Progress {
         );
         for m in mocks {
             let got = m.tracker().unique();
-            let missing = sent.saturating_sub(got);
+            // Not arrived *yet*: the final table says what was lost.
+            let in_flight = sent.saturating_sub(got);
             line.push_str(&format!(
-                " | {} recv {} missing {} ({:.2}%)",
+                " | {} received {}, not yet {} ({:.2}%)",
                 m.tracker().kind().name(),
                 fmt_count(got),
-                fmt_count(missing),
-                pct(missing, sent)
+                fmt_count(in_flight),
+                pct(in_flight, sent)
             ));
         }
         eprintln!("{line}");
+        self.last_printed = (sent, mocks.iter().map(|m| m.tracker().unique()).sum());
         self.last = now;
         self.last_sent = sent;
     }
@@ -816,8 +823,15 @@ impl FloodReport {
     pub fn table(&self) -> String {
         let mut s = String::new();
         s.push_str(&format!(
-            "== loadgen flood: run {} -> {} ({:?}, {} hosts, seq in {:?}) ==\n",
-            self.run_id, self.target, self.pattern, self.hosts, self.seq_in
+            "== loadgen flood: run {} -> {} (pattern {}, {} hosts, sequence number in the {}) ==\n",
+            self.run_id,
+            self.target,
+            self.pattern.name(),
+            self.hosts,
+            match self.seq_in {
+                crate::gen::SeqIn::Message => "message",
+                crate::gen::SeqIn::User => "message and user id",
+            }
         ));
         s.push_str(&format!(
             "sent      {} of {} planned in {:.3}s = {}/s (target {}/s), {:.1} MB, {} sendmmsg calls\n",

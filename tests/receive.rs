@@ -235,3 +235,40 @@ fn counts_are_kept_per_sender() {
     let v6 = line("::1").expect("a line for ::1");
     assert!(v6.contains("received=1 accepted=1"), "{v6}");
 }
+
+/// A datagram is logged when it is rejected; a newline (or any other control character) inside it must come out
+/// escaped, so one datagram can never make two log lines or rewrite the terminal (issue 10).
+#[test]
+fn a_rejected_datagram_cannot_forge_a_log_line() {
+    const FORGED: &str = "2026-01-01T00:00:00.000000Z ERROR forged: every destination lost its events";
+    let mut engine = Engine::start_with_yaml(&serde_norway::to_string(&stdout_config(None)).unwrap());
+    let datagrams = vec![
+        // Unknown source.
+        format!("garbage\n{FORGED}").into_bytes(),
+        // Known source, too few fields; CR, ESC, BEL and DEL too.
+        format!("/qseow-proxy-session/;only\r\n{FORGED}\x1b[2K\x07\x7f").into_bytes(),
+    ];
+    send_datagrams(engine.target(), &datagrams);
+    wait_for("both rejects logged", Duration::from_secs(10), || {
+        (engine.stderr_text().matches("datagram rejected").count() == 2).then_some(())
+    });
+    assert!(engine.terminate().success());
+    let log = engine.stderr_text();
+    assert!(
+        !log.lines().any(|l| l.starts_with("2026-01-01T00:00:00")),
+        "a datagram forged a log line:\n{log}"
+    );
+    assert!(
+        !log.chars().any(|c| c != '\n' && c.is_control()),
+        "a control character from the network reached the log:\n{log:?}"
+    );
+    assert!(
+        log.contains(r"garbage\n2026-01-01T00:00:00.000000Z ERROR forged"),
+        "{log}"
+    );
+    assert!(
+        log.contains(r"only\r\n2026-01-01T00:00:00.000000Z ERROR forged"),
+        "{log}"
+    );
+    assert!(log.contains(r"events\x1b[2K\x07\x7f"), "{log}");
+}

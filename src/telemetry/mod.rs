@@ -11,6 +11,7 @@
 //!
 //! `RUST_LOG`, when set, overrides the level.
 
+pub mod escape;
 pub mod event_counts;
 pub mod histogram;
 pub mod metrics;

@@ -28,7 +28,7 @@ mod new_relic;
 mod packaging;
 /// `/metrics` and `/health` of the real binary: every fixture counted by outcome, health, port-in-use startup error.
 mod prometheus;
-/// Receive-side behaviour: stdout JSON lines, IPv6, rejects and their counters, shutdown flush.
+/// Receive-side behaviour: stdout JSON lines, IPv6, rejects (counted, logged escaped), SIGHUP, shutdown flush.
 mod receive;
 /// Outages, restarts and the spool: nothing lost, every loss counted.
 mod reliability;

@@ -26,7 +26,8 @@ mod mqtt;
 mod new_relic;
 /// Deployment files: Grafana dashboard queries on a real InfluxDB 1.x, systemd unit, sysctl snippet, Dockerfile.
 mod packaging;
-/// `/metrics` and `/health` of the real binary: every fixture counted by outcome, health, port-in-use startup error.
+/// `/metrics` and `/health` of the real binary: every fixture counted by outcome, health, port-in-use startup error,
+/// answers while slow clients trickle.
 mod prometheus;
 /// Receive-side behaviour: stdout JSON lines, IPv6, rejects (counted, logged escaped), SIGHUP, shutdown flush.
 mod receive;

@@ -243,6 +243,48 @@ mod tests {
     }
 
     #[test]
+    fn connections_beyond_the_limit_are_closed_and_slots_come_back() {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (addr, handle) = serve(
+            "127.0.0.1:0".parse().unwrap(),
+            Arc::new(state()),
+            Duration::from_secs(3600),
+            Arc::clone(&stop),
+        )
+        .unwrap();
+        // Silent clients take every slot (they would keep it until the header-read timeout).
+        let idle: Vec<TcpStream> = (0..MAX_CONNECTIONS)
+            .map(|_| TcpStream::connect(addr).unwrap())
+            .collect();
+        // Accepted after them, one more is closed at once, without an answer.
+        let mut extra = TcpStream::connect(addr).unwrap();
+        extra.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut answer = Vec::new();
+        let read = extra.read_to_end(&mut answer);
+        assert!(
+            read.is_ok() && answer.is_empty(),
+            "a connection beyond the limit must be closed at once: {read:?} {answer:?}"
+        );
+        // Once the silent clients leave, their slots serve requests again.
+        drop(idle);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let mut s = TcpStream::connect(addr).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            let _ = s.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n");
+            let mut raw = String::new();
+            let _ = s.read_to_string(&mut raw);
+            if raw.starts_with("HTTP/1.1 200 OK") {
+                break;
+            }
+            assert!(Instant::now() < deadline, "/health never answered again: {raw:?}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        stop.store(true, Ordering::Relaxed);
+        handle.join().unwrap();
+    }
+
+    #[test]
     fn a_bind_error_is_returned_and_names_the_address() {
         let taken = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = taken.local_addr().unwrap();

@@ -278,10 +278,32 @@ fn a_rejected_datagram_cannot_forge_a_log_line() {
 /// everything sent before, during and after each signal is delivered (issue 10, item 9).
 #[test]
 fn sighup_revalidates_the_config_and_loses_nothing() {
+    sighup_round_trip(None);
+}
+
+/// The same with the recvmmsg reader, whose blocking receive the signal interrupts.
+#[test]
+fn sighup_loses_nothing_with_the_recvmmsg_reader() {
+    sighup_round_trip(Some("recvmmsg"));
+}
+
+/// Events before, during and after a SIGHUP with a valid file, then after one with a broken file, with
+/// `sense-ingest.backend` = `backend` (default when `None`).
+fn sighup_round_trip(backend: Option<&str>) {
     const ROUND: usize = 300;
     let mut cfg = stdout_config(None);
     set(&mut cfg, "sense-ingest.recvBufferBytes", Yaml::from(16u64 << 20));
+    if let Some(backend) = backend {
+        set(&mut cfg, "sense-ingest.backend", Yaml::from(backend));
+    }
     let mut engine = Engine::start_with_yaml(&serde_norway::to_string(&cfg).unwrap());
+    if let Some(backend) = backend {
+        assert!(
+            engine.stderr_text().contains(&format!("backend=\"{backend}\"")),
+            "{}",
+            engine.stderr_text()
+        );
+    }
     let good = fixtures::cases().into_iter().next().unwrap().datagram;
     let round = vec![good; ROUND];
     let delivered = |engine: &mut Engine, want: usize| {

@@ -41,6 +41,23 @@ const MAX_BUF_BYTES: usize = 16 << 10;
 
 const TEXT: &str = "text/plain; charset=utf-8";
 
+/// How the server bounds its clients: the constants above in production; tests shorten them.
+#[derive(Debug, Clone, Copy)]
+struct Limits {
+    /// [`MAX_CONNECTIONS`].
+    max_connections: usize,
+    /// [`HEADER_READ_TIMEOUT`]; `None` turns it off.
+    header_read_timeout: Option<Duration>,
+    /// [`CONNECTION_DEADLINE`].
+    connection_deadline: Duration,
+}
+
+const LIMITS: Limits = Limits {
+    max_connections: MAX_CONNECTIONS,
+    header_read_timeout: Some(HEADER_READ_TIMEOUT),
+    connection_deadline: CONNECTION_DEADLINE,
+};
+
 /// Binds `addr` and serves `GET /metrics` and `GET /health` on a thread named `metrics` until `stop` is set.
 ///
 /// Returns the bound address (port 0 resolved) and the thread's handle; the thread exits within about 50 ms of
@@ -53,6 +70,17 @@ pub fn serve(
     state: Arc<MetricsState>,
     max_failing: Duration,
     stop: Arc<AtomicBool>,
+) -> io::Result<(SocketAddr, JoinHandle<()>)> {
+    serve_with(addr, state, max_failing, stop, LIMITS)
+}
+
+/// [`serve`] with the given limits.
+fn serve_with(
+    addr: SocketAddr,
+    state: Arc<MetricsState>,
+    max_failing: Duration,
+    stop: Arc<AtomicBool>,
+    limits: Limits,
 ) -> io::Result<(SocketAddr, JoinHandle<()>)> {
     let listener = std::net::TcpListener::bind(addr)
         .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr} for metrics: {e}")))?;
@@ -68,20 +96,26 @@ pub fn serve(
     };
     let handle = std::thread::Builder::new()
         .name("metrics".into())
-        .spawn(move || runtime.block_on(accept_loop(listener, state, max_failing, stop)))?;
+        .spawn(move || runtime.block_on(accept_loop(listener, state, max_failing, stop, limits)))?;
     info!(addr = %local, "metrics endpoint listening");
     Ok((local, handle))
 }
 
 /// Accepts connections and serves each on its own task until `stop` is set. Returning drops the listener; the
 /// caller then drops the runtime, which cancels the connections still open.
-async fn accept_loop(listener: TcpListener, state: Arc<MetricsState>, max_failing: Duration, stop: Arc<AtomicBool>) {
+async fn accept_loop(
+    listener: TcpListener,
+    state: Arc<MetricsState>,
+    max_failing: Duration,
+    stop: Arc<AtomicBool>,
+    limits: Limits,
+) {
     static ACCEPT_ERRORS: RateLimit = RateLimit::new(Duration::from_secs(60));
     static BUSY: RateLimit = RateLimit::new(Duration::from_secs(60));
-    let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let permits = Arc::new(Semaphore::new(limits.max_connections));
     let mut http = http1::Builder::new();
     http.timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .header_read_timeout(limits.header_read_timeout)
         .keep_alive(false)
         .title_case_headers(true)
         .max_buf_size(MAX_BUF_BYTES);
@@ -104,7 +138,7 @@ async fn accept_loop(listener: TcpListener, state: Arc<MetricsState>, max_failin
         };
         let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
             if let Some(suppressed) = BUSY.allow() {
-                warn!(%peer, suppressed, limit = MAX_CONNECTIONS, "metrics endpoint busy: connection closed");
+                warn!(%peer, suppressed, limit = limits.max_connections, "metrics endpoint busy: connection closed");
             }
             continue; // dropping `stream` closes it
         };
@@ -115,7 +149,7 @@ async fn accept_loop(listener: TcpListener, state: Arc<MetricsState>, max_failin
         });
         let connection = http.serve_connection(TokioIo::new(stream), service);
         tokio::spawn(async move {
-            match tokio::time::timeout(CONNECTION_DEADLINE, connection).await {
+            match tokio::time::timeout(limits.connection_deadline, connection).await {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => debug!(%peer, error = %e, "metrics request failed"),
                 Err(_) => debug!(%peer, "metrics connection closed at its deadline"),
@@ -280,6 +314,36 @@ mod tests {
             assert!(Instant::now() < deadline, "/health never answered again: {raw:?}");
             std::thread::sleep(Duration::from_millis(20));
         }
+        stop.store(true, Ordering::Relaxed);
+        handle.join().unwrap();
+    }
+
+    #[test]
+    fn a_connection_is_closed_at_its_deadline_whatever_it_does() {
+        // No header-read timeout, so only the overall deadline can end a silent client.
+        let limits = Limits {
+            max_connections: 4,
+            header_read_timeout: None,
+            connection_deadline: Duration::from_millis(300),
+        };
+        let stop = Arc::new(AtomicBool::new(false));
+        let (addr, handle) = serve_with(
+            "127.0.0.1:0".parse().unwrap(),
+            Arc::new(state()),
+            Duration::from_secs(3600),
+            Arc::clone(&stop),
+            limits,
+        )
+        .unwrap();
+        let mut silent = TcpStream::connect(addr).unwrap();
+        silent.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut answer = Vec::new();
+        let read = silent.read_to_end(&mut answer);
+        assert!(
+            read.is_ok() && answer.is_empty(),
+            "the server must close a connection at its deadline: {read:?} {answer:?}"
+        );
+        assert_eq!(get(addr, "/health").0, "HTTP/1.1 200 OK");
         stop.store(true, Ordering::Relaxed);
         handle.join().unwrap();
     }

@@ -11,10 +11,10 @@
 //! - [`enrich`]: user-agent facts (Bowser-compatible, cached per reader) and app names.
 //! - [`reader`]: UDP sockets (io_uring multishot or recvmmsg) → parse → slab → channels. Knows no sink.
 //! - [`sink`]: destinations (InfluxDB, New Relic, MQTT, stdout). Each knows events and its wire format, nothing of UDP.
-//! - [`pipeline`]: the only module that knows readers *and* sinks: builds, wires, runs, shuts down; writes Butler
-//!   SOS's own InfluxDB metrics (event counts, queue metrics), which read both sides.
-//! - [`telemetry`]: logging setup (Butler SOS level names), the counters every loss path bumps, Butler SOS's event
-//!   counts, `/metrics` and `/health`.
+//! - [`pipeline`]: the only module that knows readers *and* sinks: builds, wires, runs, shuts down, answers SIGHUP;
+//!   writes Butler SOS's own InfluxDB metrics (event counts, queue metrics), which read both sides.
+//! - [`telemetry`]: logging setup (Butler SOS level names) and the escaping of network text in logs, the counters
+//!   every loss path bumps, Butler SOS's event counts, `/metrics` and `/health` (hyper, on a thread of its own).
 //! - [`appender`]: the Qlik Sense proxy `LocalLogConfig.xml` for a receiver.
 //! - [`analytics`]: beyond Butler SOS, off by default: session/connection durations and concurrency, silent hosts.
 //!

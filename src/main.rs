@@ -71,6 +71,7 @@ fn run(cli: cli::Cli) -> anyhow::Result<ExitCode> {
             }
             let stop = Arc::new(AtomicBool::new(false));
             pipeline::shutdown::install_signal_handlers(&stop).context("installing signal handlers")?;
+            pipeline::reload::watch_sighup(config.clone()).context("installing the SIGHUP handler")?;
             let engine = pipeline::start(&cfg, stop).context("starting the engine")?;
             let clean = engine.wait();
             Ok(if clean { ExitCode::SUCCESS } else { ExitCode::FAILURE })

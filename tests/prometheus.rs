@@ -1,6 +1,6 @@
 use std::collections::HashMap;
-use std::io::Read;
-use std::net::{SocketAddr, TcpListener};
+use std::io::{ErrorKind, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -275,4 +275,54 @@ sense-ingest:
         (m.get("sense_ingest_silent_hosts") == Some(&1.0) && !m.contains_key(both) && m.get(other) == Some(&1.0))
             .then_some(())
     });
+}
+
+/// Connects to `addr` and sends a request head that never ends, one byte every 1.5 s. The thread returns once
+/// the server answers or closes the connection.
+fn trickle(addr: SocketAddr) -> std::thread::JoinHandle<()> {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(1500))).unwrap();
+    std::thread::spawn(move || {
+        let head = b"GET /health HTTP/1.1\r\nHost: x\r\nX-Slow: "
+            .iter()
+            .chain(std::iter::repeat(&b'a'));
+        let mut buf = [0u8; 256];
+        for &b in head {
+            if s.write_all(&[b]).is_err() {
+                return;
+            }
+            // The read is the 1.5 s pause; it returns early only when the server answers or closes.
+            match s.read(&mut buf) {
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+                _ => return,
+            }
+        }
+    })
+}
+
+/// `/health` and `/metrics` are answered while 16 clients trickle request bytes (one byte per 1.5 s each), and
+/// the server ends the tricklers itself: slow clients cannot hold the endpoint (issue 10, item 8).
+#[test]
+fn health_is_answered_while_16_clients_trickle_bytes() {
+    let engine = Engine::start_with_yaml(&serde_norway::to_string(&metrics_config(0)).unwrap());
+    let addr = metrics_addr(&engine);
+    wait_for("/health to answer", Duration::from_secs(10), || {
+        request(addr, "GET", "/health", b"").map(|_| ())
+    });
+    let tricklers: Vec<_> = (0..16).map(|_| trickle(addr)).collect();
+    // `request` gives up after 10 s without an answer: a server stuck on a trickler fails here.
+    let answer = request(addr, "GET", "/health", b"");
+    assert_eq!(
+        answer.as_ref().map(|(status, body)| (*status, body.trim())),
+        Some((200, "ok")),
+        "/health must be answered while clients trickle"
+    );
+    let metrics = get_metrics(addr).expect("/metrics must be answered while clients trickle");
+    assert_eq!(metrics.get("sense_ingest_readers_bound"), Some(&1.0));
+    wait_for("the server to close every trickler", Duration::from_secs(60), || {
+        tricklers.iter().all(|t| t.is_finished()).then_some(())
+    });
+    for t in tricklers {
+        t.join().unwrap();
+    }
 }

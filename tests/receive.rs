@@ -235,3 +235,132 @@ fn counts_are_kept_per_sender() {
     let v6 = line("::1").expect("a line for ::1");
     assert!(v6.contains("received=1 accepted=1"), "{v6}");
 }
+
+/// A datagram is logged when it is rejected; a newline (or any other control character) inside it must come out
+/// escaped, so one datagram can never make two log lines or rewrite the terminal (issue 10).
+#[test]
+fn a_rejected_datagram_cannot_forge_a_log_line() {
+    const FORGED: &str = "2026-01-01T00:00:00.000000Z ERROR forged: every destination lost its events";
+    let mut engine = Engine::start_with_yaml(&serde_norway::to_string(&stdout_config(None)).unwrap());
+    let datagrams = vec![
+        // Unknown source.
+        format!("garbage\n{FORGED}").into_bytes(),
+        // Known source, too few fields; CR, ESC, BEL and DEL too.
+        format!("/qseow-proxy-session/;only\r\n{FORGED}\x1b[2K\x07\x7f").into_bytes(),
+    ];
+    send_datagrams(engine.target(), &datagrams);
+    wait_for("both rejects logged", Duration::from_secs(10), || {
+        (engine.stderr_text().matches("datagram rejected").count() == 2).then_some(())
+    });
+    assert!(engine.terminate().success());
+    let log = engine.stderr_text();
+    assert!(
+        !log.lines().any(|l| l.starts_with("2026-01-01T00:00:00")),
+        "a datagram forged a log line:\n{log}"
+    );
+    assert!(
+        !log.chars().any(|c| c != '\n' && c.is_control()),
+        "a control character from the network reached the log:\n{log:?}"
+    );
+    assert!(
+        log.contains(r"garbage\n2026-01-01T00:00:00.000000Z ERROR forged"),
+        "{log}"
+    );
+    assert!(
+        log.contains(r"only\r\n2026-01-01T00:00:00.000000Z ERROR forged"),
+        "{log}"
+    );
+    assert!(log.contains(r"events\x1b[2K\x07\x7f"), "{log}");
+}
+
+/// SIGHUP re-reads and validates the config file, and never stops the engine or loses an event: a valid file
+/// gets one WARN (changes take effect at restart), a broken one gets one ERROR naming every problem, and
+/// everything sent before, during and after each signal is delivered (issue 10, item 9).
+#[test]
+fn sighup_revalidates_the_config_and_loses_nothing() {
+    sighup_round_trip(None);
+}
+
+/// The same with the recvmmsg reader, whose blocking receive the signal interrupts.
+#[test]
+fn sighup_loses_nothing_with_the_recvmmsg_reader() {
+    sighup_round_trip(Some("recvmmsg"));
+}
+
+/// Events before, during and after a SIGHUP with a valid file, then after one with a broken file, with
+/// `sense-ingest.backend` = `backend` (default when `None`).
+fn sighup_round_trip(backend: Option<&str>) {
+    const ROUND: usize = 300;
+    let mut cfg = stdout_config(None);
+    set(&mut cfg, "sense-ingest.recvBufferBytes", Yaml::from(16u64 << 20));
+    if let Some(backend) = backend {
+        set(&mut cfg, "sense-ingest.backend", Yaml::from(backend));
+    }
+    let mut engine = Engine::start_with_yaml(&serde_norway::to_string(&cfg).unwrap());
+    if let Some(backend) = backend {
+        assert!(
+            engine.stderr_text().contains(&format!("backend=\"{backend}\"")),
+            "{}",
+            engine.stderr_text()
+        );
+    }
+    let good = fixtures::cases().into_iter().next().unwrap().datagram;
+    let round = vec![good; ROUND];
+    let delivered = |engine: &mut Engine, want: usize| {
+        wait_for(&format!("{want} events on stdout"), Duration::from_secs(20), || {
+            assert!(engine.is_running(), "the engine died:\n{}", engine.stderr_text());
+            (engine.stdout_lines().len() >= want).then_some(())
+        });
+    };
+    let logged = |engine: &mut Engine, what: &str, count: usize| {
+        wait_for(
+            &format!("{count} log line(s) with {what:?}"),
+            Duration::from_secs(20),
+            || {
+                assert!(
+                    engine.is_running(),
+                    "SIGHUP stopped the engine:\n{}",
+                    engine.stderr_text()
+                );
+                (engine.stderr_text().matches(what).count() >= count).then_some(())
+            },
+        );
+    };
+
+    // A signal in the middle of a burst: a valid file.
+    send_datagrams(engine.target(), &round);
+    engine.signal("HUP");
+    send_datagrams(engine.target(), &round);
+    logged(&mut engine, "changes take effect at the next restart", 1);
+    delivered(&mut engine, 2 * ROUND);
+
+    // A broken file: one ERROR with every problem, and the engine runs on unchanged.
+    let path = engine.config_path().expect("started from a file");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let broken = text.replace("logLevel: info", "logLevel: loud") + "notAKey: 1\n";
+    assert_ne!(broken, text, "the fixture's logLevel line moved");
+    std::fs::write(&path, broken).unwrap();
+    engine.signal("HUP");
+    send_datagrams(engine.target(), &round);
+    logged(&mut engine, "config file is not valid", 1);
+    delivered(&mut engine, 3 * ROUND);
+
+    assert!(engine.terminate().success());
+    assert_eq!(engine.stdout_lines().len(), 3 * ROUND, "each event exactly once");
+    let log = engine.stderr_text();
+    let errors: Vec<&str> = log.lines().filter(|l| l.contains("config file is not valid")).collect();
+    assert_eq!(errors.len(), 1, "{log}");
+    assert!(errors[0].contains(" ERROR "), "{}", errors[0]);
+    assert!(
+        errors[0].contains("Butler-SOS.logLevel") && errors[0].contains("notAKey"),
+        "every problem, with its key path: {}",
+        errors[0]
+    );
+    let summary = log
+        .lines()
+        .rev()
+        .find(|l| l.contains("summary"))
+        .expect("final summary");
+    let want = format!("received={} accepted={}", 3 * ROUND, 3 * ROUND);
+    assert!(summary.contains(&want), "{summary}");
+}

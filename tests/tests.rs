@@ -30,9 +30,10 @@ mod mqtt;
 mod new_relic;
 /// Deployment files: Grafana dashboard queries on a real InfluxDB 1.x, systemd unit, sysctl snippet, Dockerfile.
 mod packaging;
-/// `/metrics` and `/health` of the real binary: every fixture counted by outcome, health, port-in-use startup error.
+/// `/metrics` and `/health` of the real binary: every fixture counted by outcome, health, port-in-use startup error,
+/// answers while slow clients trickle.
 mod prometheus;
-/// Receive-side behaviour: stdout JSON lines, IPv6, rejects and their counters, shutdown flush.
+/// Receive-side behaviour: stdout JSON lines, IPv6, rejects (counted, logged escaped), SIGHUP, shutdown flush.
 mod receive;
 /// Outages, restarts and the spool: nothing lost, every loss counted.
 mod reliability;

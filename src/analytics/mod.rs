@@ -22,6 +22,7 @@ use crossbeam_channel::Receiver;
 use tracing::{info, warn};
 
 use crate::event::slab::Slab;
+use crate::telemetry::escape::Escaped;
 
 pub use sessions::{SessionAnalytics, SessionCounters, SessionSettings, SessionTracker};
 pub use silent_hosts::{Alarm, AlarmKind, SilentHostAlarm};
@@ -44,11 +45,11 @@ pub fn log_alarm(alarm: &Alarm) {
     let silent_for_s = alarm.silent_for.as_secs();
     match alarm.kind {
         AlarmKind::Silent => warn!(
-            host = %alarm.host, silent_for_s, last_seen_ns = alarm.last_seen_ns,
+            host = %Escaped(&alarm.host), silent_for_s, last_seen_ns = alarm.last_seen_ns,
             "a Sense host went silent: no user events from it for sense-ingest.silentHostAfter"
         ),
         AlarmKind::Recovered => info!(
-            host = %alarm.host, silent_for_s,
+            host = %Escaped(&alarm.host), silent_for_s,
             "a silent Sense host recovered: it sends user events again"
         ),
     }

@@ -2,6 +2,7 @@
 //! bounded channels, runs them, and shuts them down in order (readers stop → channels drain → sinks flush).
 
 pub mod butler_metrics;
+pub mod reload;
 pub mod shutdown;
 
 use std::net::ToSocketAddrs;

@@ -34,6 +34,7 @@ use crate::event::slab::{Slab, SlabPool, SlabWriter};
 use crate::event::{Field, RejectReason};
 use crate::parse::parse_into;
 use crate::reader::admission::Admission;
+use crate::telemetry::escape::escape_lossy;
 use crate::telemetry::event_counts::{EventCounts, LocalEventCounts};
 use crate::telemetry::metrics::{HostStats, RateLimit, ReceiveCounters};
 
@@ -166,7 +167,7 @@ impl ReaderCore {
             self.publish_counts();
         }
         self.local.host(ip).received += 1;
-        trace!(target: "ingest::wire", %peer, payload = %String::from_utf8_lossy(data), "datagram");
+        trace!(target: "ingest::wire", %peer, payload = %escape_lossy(data), "datagram");
         if !self.shared.admission.is_open() {
             if let Err(reason) = self.shared.admission.check_source(peer.ip()) {
                 self.reject(reason, data, peer);
@@ -241,7 +242,7 @@ impl ReaderCore {
             let head = &data[..data.len().min(512)];
             warn!(
                 %peer, reason = reason.key(), bytes = data.len(), suppressed,
-                datagram = %String::from_utf8_lossy(head),
+                datagram = %escape_lossy(head),
                 "datagram rejected: {reason}"
             );
         }

@@ -15,6 +15,7 @@
 //! Lines go to stderr (stdout carries event output), as text or as JSON objects ([`LogFormat`]), and, with
 //! Butler SOS's `fileLogging`, also to a daily file in `logDirectory`.
 
+pub mod escape;
 pub mod event_counts;
 pub mod histogram;
 pub mod metrics;

@@ -151,6 +151,26 @@ impl Engine {
         self.stdout.lock().unwrap().clone()
     }
 
+    /// Sends the signal `name` (`HUP`, `TERM`, ...) to the process.
+    pub fn signal(&self, name: &str) {
+        let child = self.child.as_ref().expect("engine still running");
+        let ok = Command::new("kill")
+            .args([&format!("-{name}"), &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(ok.success(), "kill -{name} failed");
+    }
+
+    /// True while the process has not exited.
+    pub fn is_running(&mut self) -> bool {
+        self.child.as_mut().is_some_and(|c| c.try_wait().unwrap().is_none())
+    }
+
+    /// The config file it was started with ([`Engine::start_with_yaml`]).
+    pub fn config_path(&self) -> Option<PathBuf> {
+        self._dir.as_ref().map(|d| d.path().join("butler-sos.yaml"))
+    }
+
     /// Sends SIGTERM and waits (with a deadline) for the process to exit.
     pub fn terminate(&mut self) -> ExitStatus {
         let child = self.child.as_mut().expect("engine still running");

@@ -15,6 +15,7 @@ use tracing::info;
 use super::client_v2::{base_url, http_client};
 use crate::config::{InfluxConfig, Secret};
 use crate::sink::{SinkError, Transport};
+use crate::telemetry::escape::Escaped;
 
 /// How much of an error body is kept for logs.
 const MAX_ERROR_BODY: usize = 512;
@@ -190,7 +191,8 @@ pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
         .map(Duration::from_secs)
 }
 
-/// An error body as text, cut to `MAX_ERROR_BODY` bytes on a char boundary.
+/// An error body as text for errors and logs: cut to `MAX_ERROR_BODY` bytes on a char boundary, control
+/// characters escaped ([`Escaped`]: a destination's body must not start log lines of its own).
 pub fn body_text(body: &[u8]) -> String {
     let text = String::from_utf8_lossy(body);
     let text = text.trim();
@@ -198,7 +200,7 @@ pub fn body_text(body: &[u8]) -> String {
     while !text.is_char_boundary(end) {
         end -= 1;
     }
-    text[..end].to_string()
+    Escaped(&text[..end]).to_string()
 }
 
 /// Escapes `"` and `\` inside a double-quoted InfluxQL identifier.
@@ -238,5 +240,11 @@ mod tests {
         let t = body_text(body.as_bytes());
         assert!(t.len() <= MAX_ERROR_BODY);
         assert!(t.chars().all(|c| c == 'é'));
+    }
+
+    #[test]
+    fn body_text_cannot_start_a_log_line() {
+        let t = body_text(b"{\"error\":\"bad\"}\n2026-01-01T00:00:00Z ERROR forged\x1b[2K\r\n");
+        assert_eq!(t, r#"{"error":"bad"}\n2026-01-01T00:00:00Z ERROR forged\x1b[2K"#);
     }
 }

@@ -31,6 +31,7 @@ use super::client_v2::{
 };
 use crate::config::InfluxConfig;
 use crate::sink::{SinkError, Transport};
+use crate::telemetry::escape::Escaped;
 
 /// Butler SOS's default `writeTimeout`, used when the config gives none.
 const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_millis(10_000);
@@ -128,7 +129,7 @@ impl Transport for InfluxV3Transport {
         if status == 400 {
             if let Some((rejected, first)) = partial_write(&body).filter(|(rejected, _)| *rejected < count) {
                 warn!(
-                    sink = "influxdb", rejected, lines = count, first_error = %first,
+                    sink = "influxdb", rejected, lines = count, first_error = %Escaped(&first),
                     "influxdb partial write: the other lines were written"
                 );
                 return Ok(rejected);

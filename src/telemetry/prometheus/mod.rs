@@ -3,40 +3,28 @@
 //!
 //! Nothing here is on the hot path: readers and sinks only bump the atomics in [`ReceiveCounters`],
 //! [`SinkCounters`], [`LatencyHistogram`] and [`FailingSince`]. A scrape reads them (relaxed loads) and formats
-//! the text. The endpoint is a deliberately small HTTP/1.1 responder on its own thread: one request per
-//! connection (`Connection: close`), `GET` only, connections answered one after the other with short timeouts.
+//! the text. [`serve`] answers HTTP requests on a thread of its own (hyper, see the `server` module): slow clients
+//! are served concurrently and cut off by deadlines, so they cannot hold the endpoint.
 //!
 //! Metric names are stable snake_case and prefixed `sense_ingest_`; counters end in `_total`. Every family has
 //! `# HELP` and `# TYPE` lines before its samples, and label values are escaped as the format requires.
 
+mod server;
+
 use std::borrow::Cow;
 use std::fmt::{self, Display, Write as _};
-use std::io::{self, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
-
-use tracing::{debug, info, warn};
 
 use crate::event::RejectReason;
 use crate::telemetry::histogram::{HistogramSnapshot, LatencyHistogram};
-use crate::telemetry::metrics::{now_unix_ns, HostSinkStats, HostStats, RateLimit, ReceiveCounters, SinkCounters};
+use crate::telemetry::metrics::{now_unix_ns, HostSinkStats, HostStats, ReceiveCounters, SinkCounters};
+
+pub use server::{serve, CONNECTION_DEADLINE, HEADER_READ_TIMEOUT, MAX_CONNECTIONS};
 
 /// `Content-Type` of `/metrics`.
 pub const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
-
-/// How often the accept loop checks the stop flag.
-const ACCEPT_POLL: Duration = Duration::from_millis(50);
-/// How long a client may take to send its request head.
-const READ_TIMEOUT: Duration = Duration::from_secs(2);
-/// How long a client may take to read the response.
-const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
-/// Largest request head accepted (request line and headers), in bytes.
-const MAX_REQUEST_HEAD_BYTES: usize = 8 << 10;
-/// Most bytes read and discarded after the response (a request body), so closing does not reset the connection.
-const MAX_DRAIN_BYTES: usize = 64 << 10;
 
 /// When the current outage of a sink began, as Unix milliseconds; 0 while the sink is healthy.
 ///
@@ -590,144 +578,6 @@ pub fn escape_label_value(v: &str) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
-/// Binds `addr` and serves `GET /metrics` and `GET /health` on a thread named `metrics` until `stop` is set.
-///
-/// Returns the bound address (port 0 resolved) and the thread's handle; the thread exits within about 50 ms of
-/// `stop` being set. A bind error is returned (its message names the address) so startup can fail clearly.
-/// `/health` answers 503 when the readers are not bound or a sink has been failing for longer than
-/// `max_failing` (see [`MetricsState::health`]). Other paths get 404, other methods 405.
-pub fn serve(
-    addr: SocketAddr,
-    state: Arc<MetricsState>,
-    max_failing: Duration,
-    stop: Arc<AtomicBool>,
-) -> io::Result<(SocketAddr, JoinHandle<()>)> {
-    let listener = TcpListener::bind(addr)
-        .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr} for metrics: {e}")))?;
-    let local = listener.local_addr()?;
-    listener.set_nonblocking(true)?;
-    let handle = std::thread::Builder::new()
-        .name("metrics".into())
-        .spawn(move || accept_loop(listener, &state, max_failing, &stop))?;
-    info!(addr = %local, "metrics endpoint listening");
-    Ok((local, handle))
-}
-
-fn accept_loop(listener: TcpListener, state: &MetricsState, max_failing: Duration, stop: &AtomicBool) {
-    static ACCEPT_ERRORS: RateLimit = RateLimit::new(Duration::from_secs(60));
-    while !stop.load(Ordering::Relaxed) {
-        match listener.accept() {
-            Ok((stream, peer)) => {
-                if let Err(e) = answer(stream, state, max_failing) {
-                    debug!(%peer, error = %e, "metrics request failed");
-                }
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => std::thread::sleep(ACCEPT_POLL),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => {
-                // E.g. out of file descriptors: back off instead of spinning.
-                if let Some(suppressed) = ACCEPT_ERRORS.allow() {
-                    warn!(error = %e, suppressed, "metrics endpoint cannot accept connections");
-                }
-                std::thread::sleep(ACCEPT_POLL);
-            }
-        }
-    }
-}
-
-/// Reads one request head and writes one response.
-fn answer(mut stream: TcpStream, state: &MetricsState, max_failing: Duration) -> io::Result<()> {
-    // An accepted socket may inherit the listener's non-blocking mode on some platforms.
-    stream.set_nonblocking(false)?;
-    stream.set_read_timeout(Some(READ_TIMEOUT))?;
-    stream.set_write_timeout(Some(WRITE_TIMEOUT))?;
-    let (status, content_type, body) = match read_request_line(&mut stream)? {
-        None => (400, "text/plain; charset=utf-8", "bad request\n".to_string()),
-        Some((method, path)) => route(&method, &path, state, max_failing),
-    };
-    let head = format!(
-        "HTTP/1.1 {status} {}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n{}\r\n",
-        reason_phrase(status),
-        body.len(),
-        if status == 405 { "Allow: GET\r\n" } else { "" },
-    );
-    stream.write_all(head.as_bytes())?;
-    stream.write_all(body.as_bytes())?;
-    stream.flush()?;
-    // Close gracefully: read what the client still sends (a request body) so the close does not reset the
-    // connection before the client has read the response.
-    stream.shutdown(std::net::Shutdown::Write)?;
-    stream.set_read_timeout(Some(Duration::from_millis(200)))?;
-    let mut sink = [0u8; 4096];
-    let mut drained = 0;
-    while drained < MAX_DRAIN_BYTES {
-        match stream.read(&mut sink) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => drained += n,
-        }
-    }
-    Ok(())
-}
-
-/// `(status, content type, body)` for a request.
-fn route(method: &str, path: &str, state: &MetricsState, max_failing: Duration) -> (u16, &'static str, String) {
-    let path = path.split_once('?').map_or(path, |(p, _)| p);
-    let known = matches!(path, "/metrics" | "/health");
-    match (method, path) {
-        ("GET", "/metrics") => (200, METRICS_CONTENT_TYPE, state.render()),
-        ("GET", "/health") => {
-            let (status, text) = state.health(max_failing);
-            (status, "text/plain; charset=utf-8", text + "\n")
-        }
-        (_, _) if !known => (404, "text/plain; charset=utf-8", "not found\n".to_string()),
-        _ => (405, "text/plain; charset=utf-8", "method not allowed\n".to_string()),
-    }
-}
-
-/// Reads the request head (up to the blank line) and returns its method and target, or `None` when the head is
-/// malformed or larger than [`MAX_REQUEST_HEAD_BYTES`].
-fn read_request_line(stream: &mut TcpStream) -> io::Result<Option<(String, String)>> {
-    let mut head = Vec::with_capacity(1024);
-    let mut chunk = [0u8; 1024];
-    loop {
-        let n = stream.read(&mut chunk)?;
-        if n == 0 {
-            break;
-        }
-        head.extend_from_slice(&chunk[..n]);
-        if head.windows(4).any(|w| w == b"\r\n\r\n") || head.windows(2).any(|w| w == b"\n\n") {
-            break;
-        }
-        if head.len() > MAX_REQUEST_HEAD_BYTES {
-            return Ok(None);
-        }
-    }
-    let Some(line) = head.split(|&b| b == b'\n').next() else {
-        return Ok(None);
-    };
-    let line = String::from_utf8_lossy(line);
-    let mut parts = line.trim_end_matches('\r').split(' ');
-    match (parts.next(), parts.next(), parts.next(), parts.next()) {
-        (Some(method), Some(target), Some(version), None)
-            if !method.is_empty() && target.starts_with('/') && version.starts_with("HTTP/1.") =>
-        {
-            Ok(Some((method.to_string(), target.to_string())))
-        }
-        _ => Ok(None),
-    }
-}
-
-fn reason_phrase(status: u16) -> &'static str {
-    match status {
-        200 => "OK",
-        400 => "Bad Request",
-        404 => "Not Found",
-        405 => "Method Not Allowed",
-        503 => "Service Unavailable",
-        _ => "",
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::collections::{HashMap, HashSet};
@@ -741,7 +591,7 @@ mod tests {
 
     /// A state with known values: two sinks, one of them with a name that needs escaping and failing for 90 s at
     /// the real clock's now.
-    fn state() -> MetricsState {
+    pub(super) fn state() -> MetricsState {
         state_at(now_unix_ms())
     }
 
@@ -954,7 +804,7 @@ mod tests {
 
     /// One parsed sample line.
     #[derive(Debug)]
-    struct Sample {
+    pub(super) struct Sample {
         name: String,
         labels: Vec<(String, String)>,
         value: f64,
@@ -1026,7 +876,7 @@ mod tests {
     /// Checks the whole exposition: HELP then TYPE before a family's samples, each family declared once and its
     /// samples contiguous, every sample line parseable, no series twice; histograms cumulative with
     /// `+Inf == _count`. Returns the samples.
-    fn check_exposition(text: &str) -> Vec<Sample> {
+    pub(super) fn check_exposition(text: &str) -> Vec<Sample> {
         assert!(text.ends_with('\n'), "the exposition must end with a newline");
         let mut declared: HashMap<String, String> = HashMap::new();
         let mut helped: HashSet<String> = HashSet::new();
@@ -1217,93 +1067,5 @@ mod tests {
             s.health_at(Duration::from_secs(3600), NOW_MS),
             (503, "unhealthy: readers not bound".to_string())
         );
-    }
-
-    /// One request over a fresh connection: (status line, headers, body).
-    fn http(addr: SocketAddr, raw_request: &str) -> (String, String, String) {
-        let mut s = TcpStream::connect(addr).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        s.write_all(raw_request.as_bytes()).unwrap();
-        let mut raw = String::new();
-        s.read_to_string(&mut raw).unwrap();
-        let (head, body) = raw.split_once("\r\n\r\n").expect("a response head");
-        let (status, headers) = head.split_once("\r\n").unwrap_or((head, ""));
-        let length: usize = headers
-            .lines()
-            .find_map(|l| l.strip_prefix("Content-Length: "))
-            .expect("Content-Length")
-            .parse()
-            .unwrap();
-        assert_eq!(body.len(), length, "body length matches Content-Length");
-        (status.to_string(), headers.to_string(), body.to_string())
-    }
-
-    fn get(addr: SocketAddr, path: &str) -> (String, String, String) {
-        http(
-            addr,
-            &format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"),
-        )
-    }
-
-    #[test]
-    fn serves_metrics_and_health_and_404_then_stops() {
-        let state = Arc::new(state());
-        let stop = Arc::new(AtomicBool::new(false));
-        let (addr, handle) = serve(
-            "127.0.0.1:0".parse().unwrap(),
-            Arc::clone(&state),
-            Duration::from_secs(60),
-            Arc::clone(&stop),
-        )
-        .unwrap();
-        assert_ne!(addr.port(), 0);
-
-        let (status, headers, body) = get(addr, "/metrics");
-        assert_eq!(status, "HTTP/1.1 200 OK");
-        assert!(headers.contains("Content-Type: text/plain; version=0.0.4"), "{headers}");
-        assert!(headers.contains("Connection: close"), "{headers}");
-        assert!(body.contains("\nsense_ingest_events_accepted_total 20\n"), "{body}");
-        check_exposition(&body);
-
-        let (status, _, body) = get(addr, "/health");
-        assert_eq!(status, "HTTP/1.1 503 Service Unavailable");
-        assert!(body.starts_with("unhealthy: sink new_relic"), "{body}");
-        state.sinks[1].failing_since.mark_ok();
-        let (status, headers, body) = get(addr, "/health?verbose=1");
-        assert_eq!((status.as_str(), body.as_str()), ("HTTP/1.1 200 OK", "ok\n"));
-        assert!(headers.contains("Content-Type: text/plain"), "{headers}");
-
-        assert_eq!(get(addr, "/").0, "HTTP/1.1 404 Not Found");
-        assert_eq!(get(addr, "/metricsx").0, "HTTP/1.1 404 Not Found");
-        let (status, headers, _) = http(
-            addr,
-            "POST /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello",
-        );
-        assert_eq!(status, "HTTP/1.1 405 Method Not Allowed");
-        assert!(headers.contains("Allow: GET"), "{headers}");
-        assert_eq!(http(addr, "garbage\r\n\r\n").0, "HTTP/1.1 400 Bad Request");
-        // A client that connects and says nothing does not stop the endpoint for good.
-        let idle = TcpStream::connect(addr).unwrap();
-        drop(idle);
-        assert_eq!(get(addr, "/health").0, "HTTP/1.1 200 OK");
-
-        stop.store(true, Ordering::Relaxed);
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while !handle.is_finished() {
-            assert!(Instant::now() < deadline, "the metrics thread did not stop");
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        handle.join().unwrap();
-        assert!(TcpStream::connect(addr).is_err(), "the listener is closed after stop");
-    }
-
-    #[test]
-    fn a_bind_error_is_returned_and_names_the_address() {
-        let taken = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = taken.local_addr().unwrap();
-        let state = Arc::new(MetricsState::new(Arc::new(ReceiveCounters::default()), Vec::new()));
-        let err = serve(addr, state, Duration::from_secs(60), Arc::new(AtomicBool::new(false))).unwrap_err();
-        assert_eq!(err.kind(), io::ErrorKind::AddrInUse);
-        assert!(err.to_string().contains(&addr.to_string()), "{err}");
     }
 }

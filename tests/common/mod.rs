@@ -77,8 +77,27 @@ impl Engine {
         e
     }
 
+    /// [`Engine::start_with_yaml`] with stdout a pipe whose reader has gone (closed before the engine prints).
+    pub fn start_with_yaml_and_closed_stdout(yaml: &str) -> Engine {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("butler-sos.yaml");
+        std::fs::write(&path, yaml).unwrap();
+        let mut e = Engine::start_inner(&["run", "--config", path.to_str().unwrap()], false);
+        e._dir = Some(dir);
+        e
+    }
+
     /// Starts the binary with `args` and waits until it logged `listening`.
     pub fn start(args: &[&str]) -> Engine {
+        Engine::start_inner(args, true)
+    }
+
+    /// The engine's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("engine still running").id()
+    }
+
+    fn start_inner(args: &[&str], read_stdout: bool) -> Engine {
         let mut child = Command::new(engine_bin())
             .args(args)
             .env_remove("RUST_LOG")
@@ -89,7 +108,12 @@ impl Engine {
         let stderr = Arc::new(Mutex::new(Vec::new()));
         let stdout = Arc::new(Mutex::new(Vec::new()));
         pump(child.stderr.take().unwrap(), Arc::clone(&stderr));
-        pump(child.stdout.take().unwrap(), Arc::clone(&stdout));
+        let out = child.stdout.take().unwrap();
+        if read_stdout {
+            pump(out, Arc::clone(&stdout));
+        } else {
+            drop(out);
+        }
         let mut engine = Engine {
             child: Some(child),
             stderr,

@@ -2,11 +2,11 @@
 //! bounded channels, runs them, and shuts them down in order (readers stop → channels drain → sinks flush).
 
 pub mod butler_metrics;
+pub mod ownership;
 pub mod shutdown;
 
 use std::net::ToSocketAddrs;
 use std::net::{SocketAddr, UdpSocket};
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -16,7 +16,6 @@ use crossbeam_channel::{bounded, Receiver, Sender};
 use tracing::{error, info, warn};
 
 use crate::analytics::{self, SessionAnalytics, SessionSettings, SilentHostAlarm};
-use crate::config::validate::DEFAULT_SPOOL_DIR;
 use crate::config::{BatchConfig, Config, InfluxVersion, ReaderBackend};
 use crate::enrich::app_names::AppNames;
 use crate::event::slab::{Slab, SlabPool};
@@ -154,7 +153,7 @@ pub fn start(config: &Config, stop: Arc<AtomicBool>) -> Result<Engine, StartErro
         let routing = &config.user_events.send_to_new_relic;
         // One worker per account: a failing account never holds up another.
         for account in &routing.accounts {
-            let name = format!("new_relic:{}", account.name);
+            let name = account.destination_name();
             let mut batch = engine.batch;
             // A whole batch must fit one Event API request (1 MB uncompressed). A batch is closed once it reaches
             // max_bytes, so it can exceed it by one event (a few KB): keep a margin.
@@ -169,6 +168,15 @@ pub fn start(config: &Config, stop: Arc<AtomicBool>) -> Result<Engine, StartErro
     }
     if starts.is_empty() {
         warn!("no destination is enabled: events are received, counted and discarded");
+    }
+    // Before any worker opens its spool: adopt the folders an older version named.
+    let spooling: Vec<String> = sinks
+        .iter()
+        .map(|(name, _)| name.clone())
+        .filter(|name| name != "stdout")
+        .collect();
+    if engine.spool.enable && !spooling.is_empty() {
+        ownership::adopt_legacy_spools(&engine.spool.root(), &spooling).map_err(|e| e.to_string())?;
     }
 
     let mut outputs: Vec<Sender<Slab>> = Vec::new();
@@ -340,12 +348,7 @@ where
 fn worker_settings(config: &Config, name: &str, batch: BatchConfig) -> WorkerSettings {
     let engine = &config.engine;
     let spool = engine.spool.enable.then(|| SpoolSettings {
-        dir: engine
-            .spool
-            .dir
-            .clone()
-            .unwrap_or_else(|| PathBuf::from(DEFAULT_SPOOL_DIR))
-            .join(spool_folder(name)),
+        dir: engine.spool.folder_of(name),
         max_bytes: engine.spool.max_bytes,
         fsync_interval: engine.spool.fsync_interval,
     });
@@ -359,19 +362,6 @@ fn worker_settings(config: &Config, name: &str, batch: BatchConfig) -> WorkerSet
         },
         shutdown_timeout: engine.shutdown_timeout,
     }
-}
-
-/// A destination name as a folder name (`new_relic:NR account A` → `new_relic_NR_account_A`).
-fn spool_folder(name: &str) -> String {
-    name.chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect()
 }
 
 /// One reader thread: io_uring unless configured or forced otherwise, recvmmsg as the fallback. At shutdown the

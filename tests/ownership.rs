@@ -1,5 +1,7 @@
-//! Issue 5: one owner per spool folder. New Relic accounts whose names look alike keep separate spools.
+//! Issues 5 and 6: one owner per port and per spool. A second engine on the same UDP port or the same spool
+//! folder refuses to start and names the first; New Relic accounts whose names look alike keep separate spools.
 
+use std::net::UdpSocket;
 use std::path::Path;
 use std::time::Duration;
 
@@ -7,7 +9,77 @@ use serde_norway::Value as Yaml;
 
 use crate::common::fixtures::{self, set};
 use crate::common::nr_receiver::{Fault, NrReceiver};
-use crate::common::{send_datagrams, wait_for, Engine};
+use crate::common::{free_tcp_port, run_until_exit, send_datagrams, wait_for, Engine};
+
+/// A UDP port that was free a moment ago.
+fn free_udp_port() -> u16 {
+    UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// The fixture config writing to an InfluxDB that is down (so events wait in the spool), listening on
+/// 127.0.0.1:`port`, spooling in `spool`.
+fn config(port: u16, spool: Option<&Path>) -> String {
+    let mut cfg = fixtures::influx_only_config(false, free_tcp_port(), "ownership");
+    set(
+        &mut cfg,
+        "sense-ingest.listen",
+        Yaml::Sequence(vec![Yaml::from(format!("127.0.0.1:{port}"))]),
+    );
+    match spool {
+        Some(dir) => set(&mut cfg, "sense-ingest.spool.dir", Yaml::from(dir.to_str().unwrap())),
+        None => set(&mut cfg, "sense-ingest.spool.enable", Yaml::from(false)),
+    }
+    serde_norway::to_string(&cfg).unwrap()
+}
+
+/// Starts a second engine with `yaml` and checks that it exits non-zero naming `first`'s pid, and that `first`
+/// still receives.
+fn second_instance_is_refused(first: &mut Engine, yaml: &str, what: &str) {
+    let (status, stderr) = run_until_exit(yaml, Duration::from_secs(20));
+    assert!(!status.success(), "the second instance must fail; stderr:\n{stderr}");
+    let pid = first.pid().to_string();
+    assert!(
+        stderr.contains(what) && stderr.contains(&format!("pid {pid}")),
+        "the refusal must name the {what} and the first engine (pid {pid}):\n{stderr}"
+    );
+    assert!(
+        !stderr.contains("listening"),
+        "the second instance bound a socket:\n{stderr}"
+    );
+    let first_event = fixtures::cases().into_iter().next().unwrap();
+    send_datagrams(first.target(), &vec![first_event.datagram; 10]);
+    first.terminate();
+    let log = first.stderr_text();
+    assert!(
+        log.contains("received=10 "),
+        "the first engine must get every datagram:\n{log}"
+    );
+}
+
+/// Issue 6: a second `run` with the same config (same port, same spool) exits non-zero naming the first.
+#[test]
+fn issue_6_a_second_instance_with_the_same_config_exits_naming_the_first() {
+    let spool = tempfile::tempdir().unwrap();
+    let yaml = config(free_udp_port(), Some(spool.path()));
+    let mut first = Engine::start_with_yaml(&yaml);
+    second_instance_is_refused(&mut first, &yaml, "udp port");
+}
+
+/// Issue 6: without a spool, a second engine on the same port would split the traffic (`SO_REUSEPORT`): refused.
+#[test]
+fn issue_6_a_second_instance_on_the_same_port_without_a_spool_exits_naming_the_first() {
+    let yaml = config(free_udp_port(), None);
+    let mut first = Engine::start_with_yaml(&yaml);
+    second_instance_is_refused(&mut first, &yaml, "udp port");
+}
+
+/// Issue 6: two engines on different ports but one spool folder would corrupt it: the second is refused.
+#[test]
+fn issue_6_a_second_instance_sharing_only_the_spool_exits_naming_the_first() {
+    let spool = tempfile::tempdir().unwrap();
+    let mut first = Engine::start_with_yaml(&config(free_udp_port(), Some(spool.path())));
+    second_instance_is_refused(&mut first, &config(free_udp_port(), Some(spool.path())), "spool folder");
+}
 
 const ID_SPACE: &str = "1111111";
 const ID_UNDERSCORE: &str = "2222222";

@@ -35,6 +35,7 @@ use crate::sink::{self, Encoder, SinkError, Transport};
 use crate::telemetry::event_counts::EventCounts;
 use crate::telemetry::metrics::{ReceiveCounters, SinkCounters};
 use crate::telemetry::prometheus::{self, MetricsState, SinkMetrics};
+use ownership::{PortLock, SpoolLock};
 
 /// Time allowed after `shutdownTimeout` for sinks to write their leftovers to the spool.
 const SPOOL_GRACE: Duration = Duration::from_secs(5);
@@ -72,6 +73,18 @@ pub struct Engine {
     sink_threads: Vec<JoinHandle<()>>,
     monitor: Option<JoinHandle<()>>,
     shutdown_timeout: Duration,
+    /// The port and spool locks; every sink thread holds a clone, so they are released only once nothing can
+    /// write the spool any more (or when the process ends).
+    _ownership: Arc<Ownership>,
+    /// Locks of the ports the kernel chose for port-0 listen addresses.
+    _chosen_ports: Vec<PortLock>,
+}
+
+/// What this engine owns exclusively (see [`ownership`]).
+#[derive(Debug, Default)]
+struct Ownership {
+    ports: Vec<PortLock>,
+    spool: Option<SpoolLock>,
 }
 
 /// A sink thread to start once its channel exists.
@@ -80,6 +93,14 @@ type SinkStart = Box<dyn FnOnce(Receiver<Slab>) + Send>;
 /// Builds and starts the engine. Returns once every socket is bound (errors before anything runs).
 pub fn start(config: &Config, stop: Arc<AtomicBool>) -> Result<Engine, StartError> {
     let engine = &config.engine;
+    // One owner per port: before anything binds (port 0 is locked once the kernel chose the port).
+    let mut owned = Ownership::default();
+    let mut ports: Vec<u16> = config.user_events.udp.listen.iter().map(SocketAddr::port).collect();
+    ports.sort_unstable();
+    ports.dedup();
+    for port in ports.into_iter().filter(|&p| p != 0) {
+        owned.ports.push(PortLock::acquire(port).map_err(|e| e.to_string())?);
+    }
     let counters = Arc::new(ReceiveCounters::default());
     let mut sinks: Vec<(String, Arc<SinkCounters>)> = Vec::new();
     let mut starts: Vec<(String, SinkStart)> = Vec::new();
@@ -169,15 +190,18 @@ pub fn start(config: &Config, stop: Arc<AtomicBool>) -> Result<Engine, StartErro
     if starts.is_empty() {
         warn!("no destination is enabled: events are received, counted and discarded");
     }
-    // Before any worker opens its spool: adopt the folders an older version named.
+    // One owner per spool: before any worker opens its spool. Then adopt folders an older version named.
     let spooling: Vec<String> = sinks
         .iter()
         .map(|(name, _)| name.clone())
         .filter(|name| name != "stdout")
         .collect();
     if engine.spool.enable && !spooling.is_empty() {
-        ownership::adopt_legacy_spools(&engine.spool.root(), &spooling).map_err(|e| e.to_string())?;
+        let root = engine.spool.root();
+        owned.spool = Some(SpoolLock::acquire(&root).map_err(|e| e.to_string())?);
+        ownership::adopt_legacy_spools(&root, &spooling).map_err(|e| e.to_string())?;
     }
+    let owned = Arc::new(owned);
 
     let mut outputs: Vec<Sender<Slab>> = Vec::new();
     let mut sink_threads = Vec::new();
@@ -186,9 +210,13 @@ pub fn start(config: &Config, stop: Arc<AtomicBool>) -> Result<Engine, StartErro
         let (tx, rx) = bounded(engine.channel_capacity);
         outputs.push(tx);
         channels.push((name.clone(), rx.clone()));
+        let held = Arc::clone(&owned);
         let handle = std::thread::Builder::new()
             .name(format!("sink-{name}"))
-            .spawn(move || start(rx))
+            .spawn(move || {
+                let _held = held;
+                start(rx)
+            })
             .map_err(|e| format!("cannot start sink thread {name}: {e}"))?;
         sink_threads.push(handle);
     }
@@ -217,10 +245,14 @@ pub fn start(config: &Config, stop: Arc<AtomicBool>) -> Result<Engine, StartErro
 
     // Bind everything first: a bind error stops startup before any thread receives.
     let mut groups: Vec<(SocketAddr, Vec<UdpSocket>)> = Vec::new();
+    let mut chosen_ports = Vec::new();
     for addr in &config.user_events.udp.listen {
         let socks = reader::socket::bind_group(*addr, engine.reader_threads, engine.recv_buffer_bytes)
             .map_err(|e| format!("cannot listen on udp {addr}: {e}"))?;
         let bound = socks[0].local_addr().map_err(|e| e.to_string())?;
+        if addr.port() == 0 {
+            chosen_ports.push(PortLock::acquire(bound.port()).map_err(|e| e.to_string())?);
+        }
         groups.push((bound, socks));
     }
     let backend_in_use: Arc<Mutex<&'static str>> = Arc::new(Mutex::new(""));
@@ -322,6 +354,8 @@ pub fn start(config: &Config, stop: Arc<AtomicBool>) -> Result<Engine, StartErro
         sink_threads,
         monitor,
         shutdown_timeout: engine.shutdown_timeout,
+        _ownership: owned,
+        _chosen_ports: chosen_ports,
     })
 }
 

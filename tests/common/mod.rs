@@ -197,6 +197,44 @@ impl Drop for Engine {
     }
 }
 
+/// Runs `sense-ingest run --config <yaml written to a temp file>` that is expected to exit on its own within
+/// `timeout` (panics, after killing it, when it is still running): its exit status and stderr.
+pub fn run_until_exit(yaml: &str, timeout: Duration) -> (ExitStatus, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("butler-sos.yaml");
+    std::fs::write(&path, yaml).unwrap();
+    let mut child = Command::new(engine_bin())
+        .args(["run", "--config", path.to_str().unwrap()])
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start sense-ingest");
+    let stderr = Arc::new(Mutex::new(Vec::new()));
+    pump(child.stderr.take().unwrap(), Arc::clone(&stderr));
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "sense-ingest still running after {timeout:?}; stderr:\n{}",
+                stderr.lock().unwrap().join("\n")
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    // The pump thread reads until EOF, which follows the exit.
+    wait_for("stderr to close", Duration::from_secs(5), || {
+        Arc::strong_count(&stderr).eq(&1).then_some(())
+    });
+    let text = stderr.lock().unwrap().join("\n");
+    (status, text)
+}
+
 /// Sends each datagram from one socket (one flow, like one Sense proxy appender), in order.
 pub fn send_datagrams(target: SocketAddr, datagrams: &[Vec<u8>]) {
     let bind = if target.is_ipv4() { "127.0.0.1:0" } else { "[::1]:0" };

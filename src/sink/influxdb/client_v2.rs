@@ -240,6 +240,10 @@ pub(crate) async fn write_gzipped(
 /// InfluxDB formats a partial write as `partial write: <reason> dropped=<N>`, so `N` is read only where InfluxDB
 /// puts it: at the very end of the message, after whitespace. The reason may echo a refused line, whose values come
 /// from senders, so a `dropped=` anywhere else is not ours to read. Returns `None` for any other answer.
+///
+/// InfluxDB 1.x writes the lines it could parse and reports the others as `partial write: unable to parse
+/// '<line>': <why>` with `dropped=0`, one `unable to parse` per refused line, joined by newlines (a line-protocol
+/// line holds none, so each refused line starts one). Those lines are counted instead of the `0`.
 pub(crate) fn partial_write_dropped(body: &str) -> Option<usize> {
     let message = match serde_json::from_str::<serde_json::Value>(body) {
         Ok(doc) => doc.get("message").or_else(|| doc.get("error"))?.as_str()?.to_owned(),
@@ -255,7 +259,17 @@ pub(crate) fn partial_write_dropped(body: &str) -> Option<usize> {
     if digits.is_empty() || !reason.ends_with(char::is_whitespace) {
         return None;
     }
-    digits.parse().ok()
+    let dropped: usize = digits.parse().ok()?;
+    if dropped > 0 {
+        return Some(dropped);
+    }
+    let unparsed = reason.split_once("partial write:").map_or(0, |(_, refused)| {
+        refused
+            .split('\n')
+            .filter(|line| line.trim_start().starts_with("unable to parse '"))
+            .count()
+    });
+    Some(unparsed)
 }
 
 /// `http://host:port` (`https://` with `tls`), with an IPv6 literal in brackets.
@@ -398,6 +412,18 @@ mod tests {
         assert_eq!(
             partial_write_dropped("partial write: x dropped=99999999999999999999999"),
             None
+        );
+    }
+
+    #[test]
+    fn lines_influxdb_1_could_not_parse_are_counted_although_it_says_dropped_0() {
+        // One `unable to parse` per refused line, joined by newlines; the second echoes the phrase in its value.
+        let body = r#"{"error":"partial write: unable to parse 'm f=x 1': invalid boolean\nunable to parse 'm g=\"unable to parse '\" q': bad timestamp dropped=0"}"#;
+        assert_eq!(partial_write_dropped(body), Some(2));
+        // A partial write for another reason keeps its count, 0 included.
+        assert_eq!(
+            partial_write_dropped("partial write: points beyond retention policy dropped=0"),
+            Some(0)
         );
     }
 

@@ -159,3 +159,21 @@ fn issue_5_accounts_whose_names_sanitise_alike_keep_their_own_spools() {
         }
     }
 }
+
+/// A spool folder that cannot be created (here: below a file) does not stop the engine: as before the spool lock,
+/// it runs with memory queues only (docs/deployment.md) and says so once.
+#[test]
+fn an_unusable_spool_folder_leaves_memory_queues_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("not-a-folder");
+    std::fs::write(&file, "").unwrap();
+    let mut engine = Engine::start_with_yaml(&config(free_udp_port(), Some(&file.join("spool"))));
+    let log = engine.stderr_text();
+    assert_eq!(
+        log.matches("cannot lock the spool folder; running with memory queues only")
+            .count(),
+        1,
+        "{log}"
+    );
+    engine.terminate();
+}

@@ -7,6 +7,7 @@ pub mod shutdown;
 
 use std::net::ToSocketAddrs;
 use std::net::{SocketAddr, UdpSocket};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -35,7 +36,7 @@ use crate::sink::{self, Encoder, SinkError, Transport};
 use crate::telemetry::event_counts::EventCounts;
 use crate::telemetry::metrics::{ReceiveCounters, SinkCounters};
 use crate::telemetry::prometheus::{self, MetricsState, SinkMetrics};
-use ownership::{PortLock, SpoolLock};
+use ownership::{OwnershipError, PortLock, SpoolLock};
 
 /// Time allowed after `shutdownTimeout` for sinks to write their leftovers to the spool.
 const SPOOL_GRACE: Duration = Duration::from_secs(5);
@@ -85,6 +86,27 @@ pub struct Engine {
 struct Ownership {
     ports: Vec<PortLock>,
     spool: Option<SpoolLock>,
+    /// The spool folder could not be locked (it cannot be created or written): memory queues only.
+    spool_unusable: bool,
+}
+
+impl Ownership {
+    /// Takes the spool lock when the first destination that spools is built. False when the folder cannot be
+    /// locked for an I/O reason (a read-only path): destinations then run with memory queues only, as they would
+    /// without a spool, and one ERROR says so. Another engine holding the lock stops the start-up.
+    fn spool_usable(&mut self, root: &Path) -> Result<bool, StartError> {
+        if self.spool.is_none() && !self.spool_unusable {
+            match SpoolLock::acquire(root) {
+                Ok(lock) => self.spool = Some(lock),
+                Err(e @ OwnershipError::SpoolInUse { .. }) => return Err(e.to_string().into()),
+                Err(e) => {
+                    error!(error = %e, "cannot lock the spool folder; running with memory queues only");
+                    self.spool_unusable = true;
+                }
+            }
+        }
+        Ok(self.spool.is_some())
+    }
 }
 
 /// A sink thread to start once its channel exists.
@@ -120,7 +142,7 @@ pub fn start(config: &Config, stop: Arc<AtomicBool>) -> Result<Engine, StartErro
         if influx.max_batch_size > 0 {
             batch.max_events = batch.max_events.min(influx.max_batch_size);
         }
-        let settings = worker_settings(config, "influxdb", batch);
+        let settings = worker_settings(config, "influxdb", batch, &mut owned)?;
         let start = match influx.version {
             InfluxVersion::V1 => batched(settings, encoder, InfluxV1Transport::new(influx)),
             InfluxVersion::V2 => batched(settings, encoder, InfluxV2Transport::new(influx)),
@@ -139,7 +161,7 @@ pub fn start(config: &Config, stop: Arc<AtomicBool>) -> Result<Engine, StartErro
             };
             let encoder = SessionAnalytics::new(&settings, influx.version);
             let name = "user_session";
-            let settings = worker_settings(config, name, engine.batch);
+            let settings = worker_settings(config, name, engine.batch, &mut owned)?;
             let start = match influx.version {
                 InfluxVersion::V1 => batched(settings, encoder, InfluxV1Transport::new(influx)),
                 InfluxVersion::V2 => batched(settings, encoder, InfluxV2Transport::new(influx)),
@@ -165,7 +187,7 @@ pub fn start(config: &Config, stop: Arc<AtomicBool>) -> Result<Engine, StartErro
     if config.user_events.send_to_mqtt.enable {
         let (routing, json) = (&config.user_events.send_to_mqtt, EventJson::new(tags));
         let transport = MqttTransport::new(&config.mqtt, routing, &json);
-        let settings = worker_settings(config, "mqtt", engine.batch);
+        let settings = worker_settings(config, "mqtt", engine.batch, &mut owned)?;
         let start = batched(settings, MqttEncoder::new(routing, json), transport).map_err(|e| format!("mqtt: {e}"))?;
         sinks.push(("mqtt".into(), start.1));
         starts.push(("mqtt".into(), start.0));
@@ -179,7 +201,7 @@ pub fn start(config: &Config, stop: Arc<AtomicBool>) -> Result<Engine, StartErro
             // A whole batch must fit one Event API request (1 MB uncompressed). A batch is closed once it reaches
             // max_bytes, so it can exceed it by one event (a few KB): keep a margin.
             batch.max_bytes = batch.max_bytes.min(sink::new_relic::max_body_bytes() - (64 << 10));
-            let settings = worker_settings(config, &name, batch);
+            let settings = worker_settings(config, &name, batch, &mut owned)?;
             let encoder = NewRelicEncoder::new(tags, routing.scramble);
             let start = batched(settings, encoder, NewRelicTransport::new(&config.new_relic, account))
                 .map_err(|e| format!("{name}: {e}"))?;
@@ -190,16 +212,15 @@ pub fn start(config: &Config, stop: Arc<AtomicBool>) -> Result<Engine, StartErro
     if starts.is_empty() {
         warn!("no destination is enabled: events are received, counted and discarded");
     }
-    // One owner per spool: before any worker opens its spool. Then adopt folders an older version named.
-    let spooling: Vec<String> = sinks
-        .iter()
-        .map(|(name, _)| name.clone())
-        .filter(|name| name != "stdout")
-        .collect();
-    if engine.spool.enable && !spooling.is_empty() {
-        let root = engine.spool.root();
-        owned.spool = Some(SpoolLock::acquire(&root).map_err(|e| e.to_string())?);
-        ownership::adopt_legacy_spools(&root, &spooling).map_err(|e| e.to_string())?;
+    // The spool is locked (by the first destination that spools): before any worker opens its spool, adopt the
+    // folders an older version named.
+    if owned.spool.is_some() {
+        let spooling: Vec<String> = sinks
+            .iter()
+            .map(|(name, _)| name.clone())
+            .filter(|name| name != "stdout")
+            .collect();
+        ownership::adopt_legacy_spools(&engine.spool.root(), &spooling).map_err(|e| e.to_string())?;
     }
     let owned = Arc::new(owned);
 
@@ -378,15 +399,21 @@ where
     ))
 }
 
-/// Batching, retry, queue and spool settings for the destination `name`.
-fn worker_settings(config: &Config, name: &str, batch: BatchConfig) -> WorkerSettings {
+/// Batching, retry, queue and spool settings for the destination `name` (the first that spools takes the spool
+/// lock).
+fn worker_settings(
+    config: &Config,
+    name: &str,
+    batch: BatchConfig,
+    owned: &mut Ownership,
+) -> Result<WorkerSettings, StartError> {
     let engine = &config.engine;
-    let spool = engine.spool.enable.then(|| SpoolSettings {
+    let spool = (engine.spool.enable && owned.spool_usable(&engine.spool.root())?).then(|| SpoolSettings {
         dir: engine.spool.folder_of(name),
         max_bytes: engine.spool.max_bytes,
         fsync_interval: engine.spool.fsync_interval,
     });
-    WorkerSettings {
+    Ok(WorkerSettings {
         name: name.to_string(),
         batch,
         retry: engine.retry,
@@ -395,7 +422,7 @@ fn worker_settings(config: &Config, name: &str, batch: BatchConfig) -> WorkerSet
             spool,
         },
         shutdown_timeout: engine.shutdown_timeout,
-    }
+    })
 }
 
 /// One reader thread: io_uring unless configured or forced otherwise, recvmmsg as the fallback. At shutdown the

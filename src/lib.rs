@@ -12,7 +12,8 @@
 //! - [`reader`]: UDP sockets (io_uring multishot or recvmmsg) → parse → slab → channels. Knows no sink.
 //! - [`sink`]: destinations (InfluxDB, New Relic, MQTT, stdout). Each knows events and its wire format, nothing of UDP.
 //! - [`pipeline`]: the only module that knows readers *and* sinks: builds, wires, runs, shuts down, answers SIGHUP;
-//!   writes Butler SOS's own InfluxDB metrics (event counts, queue metrics), which read both sides.
+//!   writes Butler SOS's own InfluxDB metrics (event counts, queue metrics), which read both sides; takes the port
+//!   and spool locks that make one engine the only owner of its ports and spool ([`pipeline::ownership`]).
 //! - [`telemetry`]: logging setup (Butler SOS level names) and the escaping of network text in logs, the counters
 //!   every loss path bumps, Butler SOS's event counts, `/metrics` and `/health` (hyper, on a thread of its own).
 //! - [`appender`]: the Qlik Sense proxy `LocalLogConfig.xml` for a receiver.

@@ -412,3 +412,30 @@ fn v2_401_counts_every_event_as_dropped() {
 fn v3_401_counts_every_event_as_dropped() {
     a_refused_token_counts_every_event_as_dropped(3);
 }
+
+/// Issue 10: a 422 partial write whose message is longer than 512 bytes, with a sender's value echoed in it that
+/// reads `dropped=0`, still counts InfluxDB's real `dropped=N` (at the end of the message) exactly.
+#[test]
+fn issue_10_a_long_v2_partial_write_message_counts_its_real_dropped_count() {
+    let mock = InfluxV2Mock::start(ORG, TOKEN, 25_000_000);
+    let echoed = format!("user_events,host=a message=\\\"x dropped=0 {}\\\" 1", "y".repeat(600));
+    let message =
+        format!("failure writing points to database: partial write: unable to parse '{echoed}': bad dropped=2");
+    let body = format!(r#"{{"code":"unprocessable entity","message":"{message}"}}"#);
+    mock.push_fault_body(422, &body);
+    let mock = Mock::V2(mock);
+    let mut cfg = config_for(&mock, TOKEN);
+    set(&mut cfg, "sense-ingest.batch.maxAge", Yaml::from("1s"));
+    let mut engine = start_engine(&cfg);
+    let expected = v1_points().len();
+    let datagrams: Vec<Vec<u8>> = fixtures::cases().iter().map(|c| c.datagram.clone()).collect();
+    send_datagrams(engine.target(), &datagrams);
+    wait_for("the partial write", Duration::from_secs(30), || {
+        mock.writes().iter().any(|w| w.status == 422).then_some(())
+    });
+    assert!(engine.terminate().success(), "{}", engine.stderr_text());
+    assert_counters(
+        &engine,
+        &[("delivered", expected as u64 - 2), ("skipped", 2), ("dropped", 2)],
+    );
+}

@@ -364,3 +364,26 @@ fn sighup_round_trip(backend: Option<&str>) {
     let want = format!("received={} accepted={}", 3 * ROUND, 3 * ROUND);
     assert!(summary.contains(&want), "{summary}");
 }
+
+/// Issue 10: an event counts as delivered on stdout only once it was written out. With stdout a pipe whose reader
+/// has gone, every event is counted as dropped and none as delivered.
+#[test]
+fn issue_10_events_printed_to_a_closed_stdout_are_counted_as_dropped() {
+    let yaml = serde_norway::to_string(&stdout_config(None)).unwrap();
+    let mut engine = Engine::start_with_yaml_and_closed_stdout(&yaml);
+    let first = fixtures::cases().into_iter().next().unwrap();
+    send_datagrams(engine.target(), &vec![first.datagram; 50]);
+    // Shutdown drains the socket and the channels, so every datagram sent is accounted for in the summary.
+    engine.terminate();
+    let log = engine.stderr_text();
+    let summary = log
+        .lines()
+        .rev()
+        .find(|l| l.contains("summary") && l.contains("final"))
+        .unwrap_or_else(|| panic!("no final summary:\n{log}"));
+    assert!(summary.contains("accepted=50"), "{summary}");
+    assert!(
+        summary.contains("stdout(delivered=0 skipped=0 dropped=50 "),
+        "{summary}"
+    );
+}

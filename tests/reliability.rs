@@ -122,3 +122,31 @@ fn spooled_events_survive_an_engine_restart_and_are_replayed_in_order() {
         final_summary(&second)
     );
 }
+
+/// Issue 10: the database dropped while the engine runs (InfluxDB then answers 404 to every write) is created
+/// again, and every event sent after the drop is stored; none is counted as dropped.
+#[test]
+fn issue_10_a_database_dropped_mid_run_is_prepared_again_and_later_events_arrive() {
+    let influxd = Influxd::start();
+    let spool = tempfile::tempdir().unwrap();
+    let mut engine =
+        Engine::start_with_yaml(&serde_norway::to_string(&config(&influxd, "dropped", spool.path())).unwrap());
+    send_datagrams(engine.target(), &events(100, "before"));
+    wait_for("the first events in InfluxDB", Duration::from_secs(20), || {
+        (influxd.points("dropped", "user_events").len() == 100).then_some(())
+    });
+    influxd.query("dropped", "DROP DATABASE \"dropped\"");
+    send_datagrams(engine.target(), &events(50, "after"));
+    wait_for(
+        "the events sent after the drop in the re-created database",
+        Duration::from_secs(30),
+        || (influxd.points("dropped", "user_events").len() >= 50).then_some(()),
+    );
+    assert!(engine.terminate().success());
+    assert_eq!(influxd.points("dropped", "user_events").len(), 50);
+    let summary = final_summary(&engine);
+    assert!(
+        summary.contains("influxdb(delivered=150 skipped=0 dropped=0"),
+        "{summary}"
+    );
+}

@@ -28,6 +28,8 @@ mod logging;
 mod mqtt;
 /// New Relic Event API through the real binary into a contract-enforcing stand-in: fixtures, retries, splits, keys.
 mod new_relic;
+/// One owner per UDP port and spool folder; look-alike New Relic account names keep separate spools.
+mod ownership;
 /// Deployment files: Grafana dashboard queries on a real InfluxDB 1.x, systemd unit, sysctl snippet, Dockerfile.
 mod packaging;
 /// `/metrics` and `/health` of the real binary: every fixture counted by outcome, health, port-in-use startup error,

@@ -258,6 +258,14 @@ pub struct NewRelicAccount {
     pub insert_key: Secret,
 }
 
+impl NewRelicAccount {
+    /// The account's destination name (`new_relic:<accountName>`): its sink name in logs and metrics, and the
+    /// source of its spool folder's name ([`spool_folder_name`]).
+    pub fn destination_name(&self) -> String {
+        format!("new_relic:{}", self.name)
+    }
+}
+
 /// InfluxDB API version (`influxdbConfig.version`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum InfluxVersion {
@@ -551,8 +559,9 @@ pub struct SpoolConfig {
     /// `enable` (default true): spool to disk once the memory queue is full. Off: the memory queue is the bound
     /// and a full queue makes readers wait (kernel drops, counted, beyond the socket buffer).
     pub enable: bool,
-    /// `dir`: the spool folder; one subfolder per destination. Default: `sense-ingest-spool` next to the config
-    /// file; a relative path is relative to the config file's folder.
+    /// `dir`: the spool folder; one subfolder per destination, named by [`spool_folder_name`], and the lock file
+    /// that makes one engine its only owner. Default: `sense-ingest-spool` next to the config file; a relative path
+    /// is relative to the config file's folder.
     pub dir: Option<PathBuf>,
     /// `maxBytes` (default 1 GiB) per destination; beyond it the oldest spooled events are dropped (counted, ERROR).
     pub max_bytes: u64,
@@ -561,6 +570,60 @@ pub struct SpoolConfig {
     pub memory_bytes: usize,
     /// `fsyncInterval` (default 1 s): how often spooled data is flushed to stable storage.
     pub fsync_interval: Duration,
+}
+
+impl SpoolConfig {
+    /// The folder holding every destination's spool: `dir`, or [`validate::DEFAULT_SPOOL_DIR`] in the working
+    /// directory for a config that was not loaded from a file.
+    pub fn root(&self) -> PathBuf {
+        self.dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(validate::DEFAULT_SPOOL_DIR))
+    }
+
+    /// The spool folder of the destination named `destination` (`influxdb`, `new_relic:<accountName>`, ...).
+    pub fn folder_of(&self, destination: &str) -> PathBuf {
+        self.root().join(spool_folder_name(destination))
+    }
+}
+
+/// The longest file name Linux allows (`NAME_MAX`): a spool folder's name must fit.
+pub const MAX_FOLDER_NAME_BYTES: usize = 255;
+
+/// A destination's name as its spool folder's name, **unique by construction**: ASCII letters, digits, `-` and `_`
+/// stay, every other byte becomes `%XX` (upper-case hex), `%` included. Distinct names therefore always get
+/// distinct folders (`new_relic:prod eu` → `new_relic%3Aprod%20eu`, `new_relic:prod_eu` → `new_relic%3Aprod_eu`),
+/// and the fixed destinations keep their plain names (`influxdb`, `user_session`, `mqtt`).
+pub fn spool_folder_name(destination: &str) -> String {
+    let mut out = String::with_capacity(destination.len());
+    for b in destination.bytes() {
+        if b.is_ascii_alphanumeric() || b == b'-' || b == b'_' {
+            out.push(char::from(b));
+        } else {
+            out.push('%');
+            out.push(char::from(HEX[usize::from(b >> 4)]));
+            out.push(char::from(HEX[usize::from(b & 0xf)]));
+        }
+    }
+    out
+}
+
+const HEX: &[u8; 16] = b"0123456789ABCDEF";
+
+/// The spool folder name versions up to this one used (every character other than ASCII letters, digits, `-` and
+/// `_` became `_`). Not unique (`prod eu` and `prod_eu` shared `new_relic_prod_eu`); kept only to find and adopt
+/// such folders at start-up.
+pub fn legacy_spool_folder_name(destination: &str) -> String {
+    destination
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
 }
 
 impl Default for SpoolConfig {
@@ -674,3 +737,48 @@ impl Config {
 }
 #[cfg(test)]
 mod fuzz_tests;
+
+#[cfg(test)]
+mod spool_folder_tests {
+    use super::*;
+
+    #[test]
+    fn names_that_used_to_share_a_folder_get_their_own() {
+        assert_eq!(spool_folder_name("new_relic:prod eu"), "new_relic%3Aprod%20eu");
+        assert_eq!(spool_folder_name("new_relic:prod_eu"), "new_relic%3Aprod_eu");
+        assert_eq!(
+            legacy_spool_folder_name("new_relic:prod eu"),
+            legacy_spool_folder_name("new_relic:prod_eu")
+        );
+        assert_eq!(spool_folder_name("new_relic:a%20b"), "new_relic%3Aa%2520b");
+        assert_eq!(spool_folder_name("new_relic:é/.."), "new_relic%3A%C3%A9%2F%2E%2E");
+    }
+
+    #[test]
+    fn fixed_destinations_keep_their_folder_names() {
+        for name in ["influxdb", "user_session", "mqtt", "stdout"] {
+            assert_eq!(spool_folder_name(name), name);
+            assert_eq!(legacy_spool_folder_name(name), name);
+        }
+    }
+
+    proptest::proptest! {
+        /// Injective: the name can be read back from the folder name, so two names never share a folder.
+        #[test]
+        fn a_folder_name_decodes_to_exactly_its_destination(name in "\\PC{0,40}") {
+            let folder = spool_folder_name(&name);
+            proptest::prop_assert!(folder.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_%".contains(&b)));
+            let mut decoded = Vec::new();
+            let mut bytes = folder.bytes();
+            while let Some(b) = bytes.next() {
+                if b == b'%' {
+                    let hex: String = [bytes.next().unwrap(), bytes.next().unwrap()].iter().map(|&c| char::from(c)).collect();
+                    decoded.push(u8::from_str_radix(&hex, 16).unwrap());
+                } else {
+                    decoded.push(b);
+                }
+            }
+            proptest::prop_assert_eq!(decoded, name.as_bytes());
+        }
+    }
+}

@@ -30,6 +30,7 @@ use std::time::Duration;
 use serde_norway::{Mapping, Value};
 
 use super::{layers, raw};
+use super::{spool_folder_name, MAX_FOLDER_NAME_BYTES};
 use super::{
     BatchConfig, Config, EngineConfig, ExcludedUser, HttpTls, InfluxConfig, InfluxV1Config, InfluxV2Config,
     InfluxV3Config, InfluxVersion, LogFormat, LogLevel, MetricsWriteConfig, MqttConfig, MqttRouting, MqttTls,
@@ -958,6 +959,21 @@ fn build_config(root: &Value, rep: &mut Report) -> Config {
         config.logging.format = format;
     }
     config.new_relic.tls = extras.new_relic_tls;
+    let routing = &config.user_events.send_to_new_relic;
+    if config.engine.spool.enable && routing.enable {
+        for account in &routing.accounts {
+            if spool_folder_name(&account.destination_name()).len() > MAX_FOLDER_NAME_BYTES {
+                rep.error(
+                    "Butler-SOS.thirdPartyToolsCredentials.newRelic",
+                    format!(
+                        "accountName {:?} is too long for its spool folder's name (at most {MAX_FOLDER_NAME_BYTES} \
+                         bytes once every character other than letters, digits, - and _ is written as %XX)",
+                        account.name
+                    ),
+                );
+            }
+        }
+    }
     config
 }
 
@@ -2344,6 +2360,32 @@ sense-ingest:
             "Butler-SOS.userEvents.sendToNewRelic.destinationAccount[1]: unknown account \"B\", not an accountName in \
              Butler-SOS.thirdPartyToolsCredentials.newRelic (known: A)",
         );
+    }
+
+    #[test]
+    fn a_new_relic_account_name_too_long_for_a_spool_folder_is_reported() {
+        let name = "prod eu ".repeat(30);
+        let yaml = format!(
+            "Butler-SOS:
+  thirdPartyToolsCredentials:
+    newRelic:
+      - {{accountName: '{name}', insertApiKey: k, accountId: '1'}}
+  userEvents:
+    sendToNewRelic: {{enable: true, destinationAccount: ['{name}']}}
+  newRelic: {{enable: true, event: {{url: 'https://insights-collector.newrelic.com'}}}}
+"
+        );
+        one_error(
+            &yaml,
+            &format!(
+                "Butler-SOS.thirdPartyToolsCredentials.newRelic: accountName {name:?} is too long for its spool \
+                 folder's name (at most 255 bytes once every character other than letters, digits, - and _ is \
+                 written as %XX)"
+            ),
+        );
+        // Without a spool there is no folder to name.
+        let no_spool = format!("{yaml}sense-ingest: {{spool: {{enable: false}}}}\n");
+        assert_eq!(ok(&no_spool).config.user_events.send_to_new_relic.accounts.len(), 1);
     }
 
     #[test]

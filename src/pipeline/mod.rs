@@ -2,12 +2,13 @@
 //! bounded channels, runs them, and shuts them down in order (readers stop → channels drain → sinks flush).
 
 pub mod butler_metrics;
+pub mod ownership;
 pub mod reload;
 pub mod shutdown;
 
 use std::net::ToSocketAddrs;
 use std::net::{SocketAddr, UdpSocket};
-use std::path::PathBuf;
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -17,7 +18,6 @@ use crossbeam_channel::{bounded, Receiver, Sender};
 use tracing::{error, info, warn};
 
 use crate::analytics::{self, SessionAnalytics, SessionSettings, SilentHostAlarm};
-use crate::config::validate::DEFAULT_SPOOL_DIR;
 use crate::config::{BatchConfig, Config, InfluxVersion, ReaderBackend};
 use crate::enrich::app_names::AppNames;
 use crate::event::slab::{Slab, SlabPool};
@@ -37,6 +37,7 @@ use crate::sink::{self, Encoder, SinkError, Transport};
 use crate::telemetry::event_counts::EventCounts;
 use crate::telemetry::metrics::{ReceiveCounters, SinkCounters};
 use crate::telemetry::prometheus::{self, MetricsState, SinkMetrics};
+use ownership::{OwnershipError, PortLock, SpoolLock};
 
 /// Time allowed after `shutdownTimeout` for sinks to write their leftovers to the spool.
 const SPOOL_GRACE: Duration = Duration::from_secs(5);
@@ -74,6 +75,39 @@ pub struct Engine {
     sink_threads: Vec<JoinHandle<()>>,
     monitor: Option<JoinHandle<()>>,
     shutdown_timeout: Duration,
+    /// The port and spool locks; every sink thread holds a clone, so they are released only once nothing can
+    /// write the spool any more (or when the process ends).
+    _ownership: Arc<Ownership>,
+    /// Locks of the ports the kernel chose for port-0 listen addresses.
+    _chosen_ports: Vec<PortLock>,
+}
+
+/// What this engine owns exclusively (see [`ownership`]).
+#[derive(Debug, Default)]
+struct Ownership {
+    ports: Vec<PortLock>,
+    spool: Option<SpoolLock>,
+    /// The spool folder could not be locked (it cannot be created or written): memory queues only.
+    spool_unusable: bool,
+}
+
+impl Ownership {
+    /// Takes the spool lock when the first destination that spools is built. False when the folder cannot be
+    /// locked for an I/O reason (a read-only path): destinations then run with memory queues only, as they would
+    /// without a spool, and one ERROR says so. Another engine holding the lock stops the start-up.
+    fn spool_usable(&mut self, root: &Path) -> Result<bool, StartError> {
+        if self.spool.is_none() && !self.spool_unusable {
+            match SpoolLock::acquire(root) {
+                Ok(lock) => self.spool = Some(lock),
+                Err(e @ OwnershipError::SpoolInUse { .. }) => return Err(e.to_string().into()),
+                Err(e) => {
+                    error!(error = %e, "cannot lock the spool folder; running with memory queues only");
+                    self.spool_unusable = true;
+                }
+            }
+        }
+        Ok(self.spool.is_some())
+    }
 }
 
 /// A sink thread to start once its channel exists.
@@ -82,6 +116,14 @@ type SinkStart = Box<dyn FnOnce(Receiver<Slab>) + Send>;
 /// Builds and starts the engine. Returns once every socket is bound (errors before anything runs).
 pub fn start(config: &Config, stop: Arc<AtomicBool>) -> Result<Engine, StartError> {
     let engine = &config.engine;
+    // One owner per port: before anything binds (port 0 is locked once the kernel chose the port).
+    let mut owned = Ownership::default();
+    let mut ports: Vec<u16> = config.user_events.udp.listen.iter().map(SocketAddr::port).collect();
+    ports.sort_unstable();
+    ports.dedup();
+    for port in ports.into_iter().filter(|&p| p != 0) {
+        owned.ports.push(PortLock::acquire(port).map_err(|e| e.to_string())?);
+    }
     let counters = Arc::new(ReceiveCounters::default());
     let mut sinks: Vec<(String, Arc<SinkCounters>)> = Vec::new();
     let mut starts: Vec<(String, SinkStart)> = Vec::new();
@@ -101,7 +143,7 @@ pub fn start(config: &Config, stop: Arc<AtomicBool>) -> Result<Engine, StartErro
         if influx.max_batch_size > 0 {
             batch.max_events = batch.max_events.min(influx.max_batch_size);
         }
-        let settings = worker_settings(config, "influxdb", batch);
+        let settings = worker_settings(config, "influxdb", batch, &mut owned)?;
         let start = match influx.version {
             InfluxVersion::V1 => batched(settings, encoder, InfluxV1Transport::new(influx)),
             InfluxVersion::V2 => batched(settings, encoder, InfluxV2Transport::new(influx)),
@@ -120,7 +162,7 @@ pub fn start(config: &Config, stop: Arc<AtomicBool>) -> Result<Engine, StartErro
             };
             let encoder = SessionAnalytics::new(&settings, influx.version);
             let name = "user_session";
-            let settings = worker_settings(config, name, engine.batch);
+            let settings = worker_settings(config, name, engine.batch, &mut owned)?;
             let start = match influx.version {
                 InfluxVersion::V1 => batched(settings, encoder, InfluxV1Transport::new(influx)),
                 InfluxVersion::V2 => batched(settings, encoder, InfluxV2Transport::new(influx)),
@@ -146,7 +188,7 @@ pub fn start(config: &Config, stop: Arc<AtomicBool>) -> Result<Engine, StartErro
     if config.user_events.send_to_mqtt.enable {
         let (routing, json) = (&config.user_events.send_to_mqtt, EventJson::new(tags));
         let transport = MqttTransport::new(&config.mqtt, routing, &json);
-        let settings = worker_settings(config, "mqtt", engine.batch);
+        let settings = worker_settings(config, "mqtt", engine.batch, &mut owned)?;
         let start = batched(settings, MqttEncoder::new(routing, json), transport).map_err(|e| format!("mqtt: {e}"))?;
         sinks.push(("mqtt".into(), start.1));
         starts.push(("mqtt".into(), start.0));
@@ -155,12 +197,12 @@ pub fn start(config: &Config, stop: Arc<AtomicBool>) -> Result<Engine, StartErro
         let routing = &config.user_events.send_to_new_relic;
         // One worker per account: a failing account never holds up another.
         for account in &routing.accounts {
-            let name = format!("new_relic:{}", account.name);
+            let name = account.destination_name();
             let mut batch = engine.batch;
             // A whole batch must fit one Event API request (1 MB uncompressed). A batch is closed once it reaches
             // max_bytes, so it can exceed it by one event (a few KB): keep a margin.
             batch.max_bytes = batch.max_bytes.min(sink::new_relic::max_body_bytes() - (64 << 10));
-            let settings = worker_settings(config, &name, batch);
+            let settings = worker_settings(config, &name, batch, &mut owned)?;
             let encoder = NewRelicEncoder::new(tags, routing.scramble);
             let start = batched(settings, encoder, NewRelicTransport::new(&config.new_relic, account))
                 .map_err(|e| format!("{name}: {e}"))?;
@@ -171,6 +213,17 @@ pub fn start(config: &Config, stop: Arc<AtomicBool>) -> Result<Engine, StartErro
     if starts.is_empty() {
         warn!("no destination is enabled: events are received, counted and discarded");
     }
+    // The spool is locked (by the first destination that spools): before any worker opens its spool, adopt the
+    // folders an older version named.
+    if owned.spool.is_some() {
+        let spooling: Vec<String> = sinks
+            .iter()
+            .map(|(name, _)| name.clone())
+            .filter(|name| name != "stdout")
+            .collect();
+        ownership::adopt_legacy_spools(&engine.spool.root(), &spooling).map_err(|e| e.to_string())?;
+    }
+    let owned = Arc::new(owned);
 
     let mut outputs: Vec<Sender<Slab>> = Vec::new();
     let mut sink_threads = Vec::new();
@@ -179,9 +232,13 @@ pub fn start(config: &Config, stop: Arc<AtomicBool>) -> Result<Engine, StartErro
         let (tx, rx) = bounded(engine.channel_capacity);
         outputs.push(tx);
         channels.push((name.clone(), rx.clone()));
+        let held = Arc::clone(&owned);
         let handle = std::thread::Builder::new()
             .name(format!("sink-{name}"))
-            .spawn(move || start(rx))
+            .spawn(move || {
+                let _held = held;
+                start(rx)
+            })
             .map_err(|e| format!("cannot start sink thread {name}: {e}"))?;
         sink_threads.push(handle);
     }
@@ -197,10 +254,10 @@ pub fn start(config: &Config, stop: Arc<AtomicBool>) -> Result<Engine, StartErro
         pool,
         outputs,
         counters: Arc::clone(&counters),
-        excluded: config.user_events.exclude_users.clone(),
         max_message_size: config.user_events.udp.max_message_size,
         stop: Arc::clone(&stop),
         app_names: Arc::clone(&app_names),
+        excluded: config.user_events.exclude_users.clone(),
         admission: Admission::new(
             config.user_events.udp.allowed_sources.as_deref(),
             config.user_events.udp.rate_limit_per_minute,
@@ -210,10 +267,14 @@ pub fn start(config: &Config, stop: Arc<AtomicBool>) -> Result<Engine, StartErro
 
     // Bind everything first: a bind error stops startup before any thread receives.
     let mut groups: Vec<(SocketAddr, Vec<UdpSocket>)> = Vec::new();
+    let mut chosen_ports = Vec::new();
     for addr in &config.user_events.udp.listen {
         let socks = reader::socket::bind_group(*addr, engine.reader_threads, engine.recv_buffer_bytes)
             .map_err(|e| format!("cannot listen on udp {addr}: {e}"))?;
         let bound = socks[0].local_addr().map_err(|e| e.to_string())?;
+        if addr.port() == 0 {
+            chosen_ports.push(PortLock::acquire(bound.port()).map_err(|e| e.to_string())?);
+        }
         groups.push((bound, socks));
     }
     let backend_in_use: Arc<Mutex<&'static str>> = Arc::new(Mutex::new(""));
@@ -315,6 +376,8 @@ pub fn start(config: &Config, stop: Arc<AtomicBool>) -> Result<Engine, StartErro
         sink_threads,
         monitor,
         shutdown_timeout: engine.shutdown_timeout,
+        _ownership: owned,
+        _chosen_ports: chosen_ports,
     })
 }
 
@@ -337,20 +400,21 @@ where
     ))
 }
 
-/// Batching, retry, queue and spool settings for the destination `name`.
-fn worker_settings(config: &Config, name: &str, batch: BatchConfig) -> WorkerSettings {
+/// Batching, retry, queue and spool settings for the destination `name` (the first that spools takes the spool
+/// lock).
+fn worker_settings(
+    config: &Config,
+    name: &str,
+    batch: BatchConfig,
+    owned: &mut Ownership,
+) -> Result<WorkerSettings, StartError> {
     let engine = &config.engine;
-    let spool = engine.spool.enable.then(|| SpoolSettings {
-        dir: engine
-            .spool
-            .dir
-            .clone()
-            .unwrap_or_else(|| PathBuf::from(DEFAULT_SPOOL_DIR))
-            .join(spool_folder(name)),
+    let spool = (engine.spool.enable && owned.spool_usable(&engine.spool.root())?).then(|| SpoolSettings {
+        dir: engine.spool.folder_of(name),
         max_bytes: engine.spool.max_bytes,
         fsync_interval: engine.spool.fsync_interval,
     });
-    WorkerSettings {
+    Ok(WorkerSettings {
         name: name.to_string(),
         batch,
         retry: engine.retry,
@@ -359,20 +423,7 @@ fn worker_settings(config: &Config, name: &str, batch: BatchConfig) -> WorkerSet
             spool,
         },
         shutdown_timeout: engine.shutdown_timeout,
-    }
-}
-
-/// A destination name as a folder name (`new_relic:NR account A` → `new_relic_NR_account_A`).
-fn spool_folder(name: &str) -> String {
-    name.chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect()
+    })
 }
 
 /// One reader thread: io_uring unless configured or forced otherwise, recvmmsg as the fallback. At shutdown the

@@ -98,6 +98,9 @@ fn is_tls_failure(message: &str) -> bool {
 }
 
 #[cfg(test)]
+pub(crate) mod test_server;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 

@@ -573,12 +573,14 @@ impl Seen {
 }
 
 /// A scripted answer for the next write.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Fault {
     /// Status to answer.
     pub status: u16,
     /// `Retry-After` seconds, if any.
     pub retry_after: Option<u64>,
+    /// The JSON body to answer; a generic error when `None`.
+    pub body: Option<String>,
 }
 
 /// State both mocks keep.
@@ -614,8 +616,14 @@ impl Common {
 
     fn next_fault(&mut self) -> Option<Response> {
         self.faults.pop_front().map(|f| {
-            let body = json!({"code": "unavailable", "message": "scripted fault"});
-            let resp = Response::json(f.status, body);
+            let resp = match f.body {
+                Some(body) => Response {
+                    status: f.status,
+                    headers: vec![("Content-Type".into(), "application/json".into())],
+                    body: body.into_bytes(),
+                },
+                None => Response::json(f.status, json!({"code": "unavailable", "message": "scripted fault"})),
+            };
             match f.retry_after {
                 Some(s) => resp.with_header("Retry-After", &s.to_string()),
                 None => resp,
@@ -634,12 +642,19 @@ macro_rules! mock_accessors {
             }
             /// Answers the next write with `status` (and `Retry-After`), before anything else is checked.
             pub fn push_fault(&self, status: u16, retry_after: Option<u64>) {
-                self.state
-                    .lock()
-                    .unwrap()
-                    .common
-                    .faults
-                    .push_back(Fault { status, retry_after });
+                self.state.lock().unwrap().common.faults.push_back(Fault {
+                    status,
+                    retry_after,
+                    body: None,
+                });
+            }
+            /// Answers the next write with `status` and the JSON `body`, before anything else is checked.
+            pub fn push_fault_body(&self, status: u16, body: &str) {
+                self.state.lock().unwrap().common.faults.push_back(Fault {
+                    status,
+                    retry_after: None,
+                    body: Some(body.into()),
+                });
             }
             /// Every point accepted so far, in arrival order.
             pub fn lines(&self) -> Vec<Line> {

@@ -77,13 +77,32 @@ impl Engine {
         e
     }
 
+    /// [`Engine::start_with_yaml`] with stdout a pipe whose reader has gone (closed before the engine prints).
+    pub fn start_with_yaml_and_closed_stdout(yaml: &str) -> Engine {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("butler-sos.yaml");
+        std::fs::write(&path, yaml).unwrap();
+        let mut e = Engine::start_inner(&["run", "--config", path.to_str().unwrap()], &[], false);
+        e._dir = Some(dir);
+        e
+    }
+
     /// Starts the binary with `args` and waits until it logged `listening`.
     pub fn start(args: &[&str]) -> Engine {
-        Engine::start_with_env(args, &[])
+        Engine::start_inner(args, &[], true)
     }
 
     /// [`Engine::start`] with extra environment variables.
     pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Engine {
+        Engine::start_inner(args, env, true)
+    }
+
+    /// The engine's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("engine still running").id()
+    }
+
+    fn start_inner(args: &[&str], env: &[(&str, &str)], read_stdout: bool) -> Engine {
         let mut child = Command::new(engine_bin())
             .args(args)
             .envs(env.iter().copied())
@@ -95,7 +114,12 @@ impl Engine {
         let stderr = Arc::new(Mutex::new(Vec::new()));
         let stdout = Arc::new(Mutex::new(Vec::new()));
         pump(child.stderr.take().unwrap(), Arc::clone(&stderr));
-        pump(child.stdout.take().unwrap(), Arc::clone(&stdout));
+        let out = child.stdout.take().unwrap();
+        if read_stdout {
+            pump(out, Arc::clone(&stdout));
+        } else {
+            drop(out);
+        }
         let mut engine = Engine {
             child: Some(child),
             stderr,
@@ -203,6 +227,44 @@ impl Drop for Engine {
             let _ = c.wait();
         }
     }
+}
+
+/// Runs `sense-ingest run --config <yaml written to a temp file>` that is expected to exit on its own within
+/// `timeout` (panics, after killing it, when it is still running): its exit status and stderr.
+pub fn run_until_exit(yaml: &str, timeout: Duration) -> (ExitStatus, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("butler-sos.yaml");
+    std::fs::write(&path, yaml).unwrap();
+    let mut child = Command::new(engine_bin())
+        .args(["run", "--config", path.to_str().unwrap()])
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start sense-ingest");
+    let stderr = Arc::new(Mutex::new(Vec::new()));
+    pump(child.stderr.take().unwrap(), Arc::clone(&stderr));
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "sense-ingest still running after {timeout:?}; stderr:\n{}",
+                stderr.lock().unwrap().join("\n")
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    // The pump thread reads until EOF, which follows the exit.
+    wait_for("stderr to close", Duration::from_secs(5), || {
+        Arc::strong_count(&stderr).eq(&1).then_some(())
+    });
+    let text = stderr.lock().unwrap().join("\n");
+    (status, text)
 }
 
 /// Sends each datagram from one socket (one flow, like one Sense proxy appender), in order.

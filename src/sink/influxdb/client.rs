@@ -6,11 +6,18 @@
 //!
 //! Writes: `POST /write?db=<db>&precision=n`, body = line protocol. 204 is success; 5xx, 429 and connection errors
 //! are retried by the worker; 413 splits the batch; other 4xx are final and carry InfluxDB's own message.
+//!
+//! **401 or 404 after start-up**: the server we prepared has changed under us (the database was dropped, or the
+//! credentials were revoked or the server reinstalled), which no single batch is to blame for. The transport runs
+//! the start-up setup again (creating the database and retention policy when missing) and writes the batch again;
+//! while that keeps failing the write fails *retriably*, so the worker keeps the batch (in its spool, when enabled)
+//! and retries instead of dropping every later batch. A 401 at start-up, before any setup succeeded, stays final:
+//! that configuration never worked.
 
 use std::time::Duration;
 
 use reqwest::header::{HeaderMap, RETRY_AFTER};
-use tracing::info;
+use tracing::{info, warn};
 
 use super::client_v2::{base_url, http_client};
 use crate::config::{InfluxConfig, Secret};
@@ -30,6 +37,10 @@ pub struct InfluxV1Transport {
     rp_name: String,
     rp_duration: String,
     auth: Option<(String, Secret)>,
+    /// Setup succeeded once: a later 401/404 means the server changed, not that the config is wrong.
+    prepared_once: bool,
+    /// A write was answered 401/404 after start-up: set up again before the next write.
+    needs_prepare: bool,
 }
 
 impl InfluxV1Transport {
@@ -48,6 +59,8 @@ impl InfluxV1Transport {
             rp_name: config.v1.retention_policy_name.clone(),
             rp_duration: config.v1.retention_policy_duration.clone(),
             auth: config.v1.auth.clone(),
+            prepared_once: false,
+            needs_prepare: false,
         })
     }
 
@@ -101,6 +114,24 @@ static PREPARE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 impl Transport for InfluxV1Transport {
     async fn prepare(&mut self) -> Result<(), SinkError> {
+        self.setup().await?;
+        self.prepared_once = true;
+        self.needs_prepare = false;
+        Ok(())
+    }
+
+    async fn send(&mut self, items: &[u8], count: usize) -> Result<usize, SinkError> {
+        self.write(bytes::Bytes::copy_from_slice(items), count).await
+    }
+
+    async fn send_shared(&mut self, items: bytes::Bytes, count: usize) -> Result<usize, SinkError> {
+        self.write(items, count).await
+    }
+}
+
+impl InfluxV1Transport {
+    /// `show databases`; when ours is missing, `create database` and its default retention policy.
+    async fn setup(&mut self) -> Result<(), SinkError> {
         let _one_at_a_time = PREPARE.lock().await;
         let mut body = self.query("show databases", false).await?;
         let value: simd_json::OwnedValue = simd_json::to_owned_value(&mut body)
@@ -140,18 +171,48 @@ impl Transport for InfluxV1Transport {
         Ok(())
     }
 
-    async fn send(&mut self, items: &[u8], count: usize) -> Result<usize, SinkError> {
-        self.write(bytes::Bytes::copy_from_slice(items), count).await
-    }
-
-    async fn send_shared(&mut self, items: bytes::Bytes, count: usize) -> Result<usize, SinkError> {
-        self.write(items, count).await
-    }
-}
-
-impl InfluxV1Transport {
-    /// One write request with `items` as the body (no copy: `Bytes` is shared with the worker's batch).
+    /// One batch: set up again first when the server changed under us (see the module docs), then write; a
+    /// 401/404 after start-up sets up again at once and writes once more.
     async fn write(&mut self, items: bytes::Bytes, count: usize) -> Result<usize, SinkError> {
+        if self.needs_prepare {
+            self.prepare_again().await?;
+        }
+        match self.write_once(items.clone(), count).await {
+            Err(SinkError::Status {
+                status: status @ (401 | 404),
+                message,
+                ..
+            }) if self.prepared_once => {
+                warn!(sink = "influxdb", status, %message, db = %self.db, "influxdb refused a write after start-up; setting up the database again");
+                self.needs_prepare = true;
+                self.prepare_again().await?;
+                self.write_once(items, count).await.map_err(|e| match e {
+                    SinkError::Status {
+                        status: status @ (401 | 404),
+                        message,
+                        ..
+                    } => {
+                        self.needs_prepare = true;
+                        SinkError::Setup(format!("status {status} after setting up again: {message}"))
+                    }
+                    e => e,
+                })
+            }
+            other => other,
+        }
+    }
+
+    /// The start-up setup once more; a failure is retriable (the batch waits), since this server worked before.
+    async fn prepare_again(&mut self) -> Result<(), SinkError> {
+        match Transport::prepare(self).await {
+            Ok(()) => Ok(()),
+            Err(e @ (SinkError::Connection(_) | SinkError::Tls(_))) => Err(e),
+            Err(e) => Err(SinkError::Setup(format!("setting up the database again: {e}"))),
+        }
+    }
+
+    /// One write request with `items` as the body (no copy: `Bytes` is shared with the worker's batch).
+    async fn write_once(&mut self, items: bytes::Bytes, count: usize) -> Result<usize, SinkError> {
         let req = self.client.post(&self.write_url).body(items);
         let resp = self.authed(req).send().await.map_err(connection_error)?;
         let status = resp.status().as_u16();
@@ -161,9 +222,11 @@ impl InfluxV1Transport {
         let retry_after = retry_after(resp.headers());
         let body = resp.bytes().await.unwrap_or_default();
         let message = body_text(&body);
-        // `partial write: ... dropped=N`: the other points were written.
-        if let Some(dropped) = super::client_v2::partial_write_dropped(&message).filter(|&d| d < count) {
-            tracing::warn!(sink = "influxdb", dropped, lines = count, %message, "influxdb partial write");
+        // `partial write: ... dropped=N`: the other points were written. Read from the whole answer: the message
+        // kept for logs is cut to `MAX_ERROR_BODY`, and the count is at its very end.
+        let whole = String::from_utf8_lossy(&body);
+        if let Some(dropped) = super::client_v2::partial_write_dropped(&whole).filter(|&d| d < count) {
+            warn!(sink = "influxdb", dropped, lines = count, %message, "influxdb partial write");
             return Ok(dropped);
         }
         Err(SinkError::Status {
@@ -224,6 +287,111 @@ pub fn url_encode(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::InfluxVersion;
+    use crate::sink::http::test_server::{block_on, serve, Answer};
+
+    /// A v1 transport for the scripted server at `addr`, database `senseops`.
+    fn transport(addr: std::net::SocketAddr) -> InfluxV1Transport {
+        let mut c = InfluxConfig {
+            host: addr.ip().to_string(),
+            port: addr.port(),
+            version: InfluxVersion::V1,
+            ..Default::default()
+        };
+        c.v1.db_name = "senseops".into();
+        c.v1.retention_policy_name = "10d".into();
+        c.v1.retention_policy_duration = "10d".into();
+        InfluxV1Transport::new(&c).unwrap()
+    }
+
+    fn answer(status: u16, body: &str) -> Answer {
+        (status, vec![("Content-Type", "application/json".into())], body.into())
+    }
+
+    /// `show databases` listing `senseops` (`exists`) or nothing.
+    fn databases(exists: bool) -> Answer {
+        let values = if exists {
+            r#","values":[["_internal"],["senseops"]]"#
+        } else {
+            ""
+        };
+        answer(
+            200,
+            &format!(
+                r#"{{"results":[{{"statement_id":0,"series":[{{"name":"databases","columns":["name"]{values}}}]}}]}}"#
+            ),
+        )
+    }
+
+    fn empty_result() -> Answer {
+        answer(200, r#"{"results":[{"statement_id":0}]}"#)
+    }
+
+    #[test]
+    fn a_partial_write_message_longer_than_512_bytes_keeps_its_dropped_count() {
+        // InfluxDB echoes the refused line; a sender's value in it can read `dropped=0`, well before the real count.
+        let echoed = format!("user_events,host=a message=\\\"x dropped=0 {}\\\" 1", "y".repeat(600));
+        let body = format!(r#"{{"error":"partial write: unable to parse '{echoed}': invalid boolean dropped=2"}}"#);
+        assert!(body.len() > MAX_ERROR_BODY && body.find("dropped=0").unwrap() < MAX_ERROR_BODY);
+        let (addr, _seen) = serve(vec![databases(true), answer(400, &body)]);
+        let mut t = transport(addr);
+        let dropped = block_on(async {
+            t.prepare().await.unwrap();
+            t.send(b"m f=1 1\nm f=2 2\nm f=3 3\n", 3).await
+        });
+        assert_eq!(dropped.unwrap(), 2);
+    }
+
+    #[test]
+    fn an_echoed_dropped_count_in_a_refusal_is_not_read_as_a_partial_write() {
+        let body = r#"{"error":"unable to parse 'user_events message=\"x dropped=0\" abc': bad timestamp"}"#;
+        let (addr, _seen) = serve(vec![databases(true), answer(400, body)]);
+        let mut t = transport(addr);
+        let result = block_on(async {
+            t.prepare().await.unwrap();
+            t.send(b"user_events message=\"x dropped=0\" abc\n", 1).await
+        });
+        assert!(
+            matches!(result, Err(SinkError::Status { status: 400, .. })),
+            "{result:?}"
+        );
+    }
+
+    #[test]
+    fn a_database_dropped_after_start_up_is_created_again_and_the_batch_written() {
+        let (addr, seen) = serve(vec![
+            databases(true),
+            answer(404, r#"{"error":"database not found: \"senseops\""}"#),
+            databases(false),
+            empty_result(),
+            empty_result(),
+            (204, vec![], String::new()),
+        ]);
+        let mut t = transport(addr);
+        let result = block_on(async {
+            t.prepare().await.unwrap();
+            t.send(b"m f=1 1\n", 1).await
+        });
+        assert_eq!(result.unwrap(), 0);
+        let lines: Vec<String> = seen.try_iter().map(|s| s.request_line).collect();
+        assert_eq!(lines.len(), 6, "{lines:#?}");
+        assert!(lines[3].contains("create%20database"), "{lines:#?}");
+        assert!(lines[4].contains("create%20retention%20policy"), "{lines:#?}");
+        assert!(lines[5].starts_with("POST /write?db=senseops"), "{lines:#?}");
+    }
+
+    #[test]
+    fn a_401_after_start_up_keeps_the_batch_for_a_retry() {
+        let refused = r#"{"error":"authorization failed"}"#;
+        let (addr, _seen) = serve(vec![databases(true), answer(401, refused), answer(401, refused)]);
+        let mut t = transport(addr);
+        let result = block_on(async {
+            t.prepare().await.unwrap();
+            t.send(b"m f=1 1\n", 1).await
+        });
+        let e = result.unwrap_err();
+        assert!(e.is_retriable(), "{e}");
+    }
 
     #[test]
     fn url_encode_matches_the_startup_requests_butler_sos_sends() {

@@ -189,7 +189,7 @@ impl Transport for InfluxV2Transport {
         };
         if status == 422 {
             let message = body_text(&body);
-            match partial_write_dropped(&message) {
+            match partial_write_dropped(&String::from_utf8_lossy(&body)) {
                 Some(dropped) if dropped < count => {
                     warn!(sink = "influxdb", dropped, lines = count, %message, "influxdb partial write: the other lines were written");
                     return Ok(dropped);
@@ -234,11 +234,42 @@ pub(crate) async fn write_gzipped(
     Ok(Some(Refused { status, retry, body }))
 }
 
-/// `N` from InfluxDB's `partial write: ... dropped=N` message.
-pub(crate) fn partial_write_dropped(message: &str) -> Option<usize> {
-    let at = message.rfind("dropped=")? + "dropped=".len();
-    let digits = message[at..].bytes().take_while(u8::is_ascii_digit).count();
-    message[at..at + digits].parse().ok()
+/// `N` from an InfluxDB partial-write answer: `body` is the whole answer (never a cut-down copy), either the JSON
+/// error document (`{"error": ".."}` from 1.x, `{"code": .., "message": ".."}` from 2.x) or plain text.
+///
+/// InfluxDB formats a partial write as `partial write: <reason> dropped=<N>`, so `N` is read only where InfluxDB
+/// puts it: at the very end of the message, after whitespace. The reason may echo a refused line, whose values come
+/// from senders, so a `dropped=` anywhere else is not ours to read. Returns `None` for any other answer.
+///
+/// InfluxDB 1.x writes the lines it could parse and reports the others as `partial write: unable to parse
+/// '<line>': <why>` with `dropped=0`, one `unable to parse` per refused line, joined by newlines (a line-protocol
+/// line holds none, so each refused line starts one). Those lines are counted instead of the `0`.
+pub(crate) fn partial_write_dropped(body: &str) -> Option<usize> {
+    let message = match serde_json::from_str::<serde_json::Value>(body) {
+        Ok(doc) => doc.get("message").or_else(|| doc.get("error"))?.as_str()?.to_owned(),
+        Err(_) => body.to_owned(),
+    };
+    let message = message.trim_end();
+    if !message.contains("partial write") {
+        return None;
+    }
+    let without_digits = message.trim_end_matches(|c: char| c.is_ascii_digit());
+    let digits = &message[without_digits.len()..];
+    let reason = without_digits.strip_suffix("dropped=")?;
+    if digits.is_empty() || !reason.ends_with(char::is_whitespace) {
+        return None;
+    }
+    let dropped: usize = digits.parse().ok()?;
+    if dropped > 0 {
+        return Some(dropped);
+    }
+    let unparsed = reason.split_once("partial write:").map_or(0, |(_, refused)| {
+        refused
+            .split('\n')
+            .filter(|line| line.trim_start().starts_with("unable to parse '"))
+            .count()
+    });
+    Some(unparsed)
 }
 
 /// `http://host:port` (`https://` with `tls`), with an IPv6 literal in brackets.
@@ -354,6 +385,46 @@ mod tests {
         let body = r#"{"code":"unprocessable entity","message":"failure writing points to database: partial write: points beyond retention policy dropped=3"}"#;
         assert_eq!(partial_write_dropped(body), Some(3));
         assert_eq!(partial_write_dropped("partial write: field type conflict"), None);
+        // 1.x: `{"error": ..}`.
+        let v1 = r#"{"error":"partial write: field type conflict: input field \"userId\" on measurement \"user_events\" is type string, already exists as type float dropped=1"}"#;
+        assert_eq!(partial_write_dropped(v1), Some(1));
+        assert_eq!(
+            partial_write_dropped("partial write: points beyond retention policy dropped=12\n"),
+            Some(12)
+        );
+    }
+
+    #[test]
+    fn only_the_dropped_count_at_the_end_of_the_message_is_read() {
+        // A sender's value echoed in the reason, then the real count.
+        let echoed = format!(
+            "partial write: unable to parse 'm f=\\\"dropped=0 {}\\\" 1': bad dropped=2",
+            "y".repeat(600)
+        );
+        assert_eq!(partial_write_dropped(&format!(r#"{{"error":"{echoed}"}}"#)), Some(2));
+        // No count at the end: not a partial write, whatever the echoed line holds.
+        let refused = r#"{"error":"unable to parse 'm f=\"x dropped=0\" abc': bad timestamp"}"#;
+        assert_eq!(partial_write_dropped(refused), None);
+        let echoed_last = r#"{"error":"partial write: unable to parse 'm f=\"x dropped=0\"'"}"#;
+        assert_eq!(partial_write_dropped(echoed_last), None);
+        assert_eq!(partial_write_dropped("partial write: dropped="), None);
+        assert_eq!(partial_write_dropped("partial write: xdropped=3"), None);
+        assert_eq!(
+            partial_write_dropped("partial write: x dropped=99999999999999999999999"),
+            None
+        );
+    }
+
+    #[test]
+    fn lines_influxdb_1_could_not_parse_are_counted_although_it_says_dropped_0() {
+        // One `unable to parse` per refused line, joined by newlines; the second echoes the phrase in its value.
+        let body = r#"{"error":"partial write: unable to parse 'm f=x 1': invalid boolean\nunable to parse 'm g=\"unable to parse '\" q': bad timestamp dropped=0"}"#;
+        assert_eq!(partial_write_dropped(body), Some(2));
+        // A partial write for another reason keeps its count, 0 included.
+        assert_eq!(
+            partial_write_dropped("partial write: points beyond retention policy dropped=0"),
+            Some(0)
+        );
     }
 
     #[test]

@@ -1,9 +1,9 @@
-use std::io::{BufRead, BufReader, Read, Write as _};
-use std::net::{SocketAddr, TcpListener};
-use std::sync::mpsc;
+use std::io::Read;
+use std::net::TcpListener;
 
 use super::*;
 use crate::config::{Secret, Tag};
+use crate::sink::http::test_server::{block_on, serve};
 
 const KEY: &str = "NRII-unit-test-key-0123456789";
 
@@ -28,89 +28,6 @@ fn config(url: &str, headers: &[(&str, &str)]) -> NewRelicConfig {
             .collect(),
         tls: Default::default(),
     }
-}
-
-/// One request as the server saw it.
-#[derive(Debug)]
-struct Seen {
-    request_line: String,
-    /// Header names as sent.
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-}
-
-impl Seen {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-}
-
-/// A scripted answer: status, extra headers, body.
-type Answer = (u16, Vec<(&'static str, String)>, String);
-
-/// A one-connection HTTP/1.1 server answering each request with the next of `answers` (status, extra headers,
-/// body), reporting what it saw.
-fn serve(answers: Vec<Answer>) -> (SocketAddr, mpsc::Receiver<Seen>) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let mut answers = answers.into_iter();
-        'conns: while let Ok((stream, _)) = listener.accept() {
-            let mut reader = BufReader::new(stream.try_clone().unwrap());
-            let mut writer = stream;
-            loop {
-                let mut request_line = String::new();
-                if reader.read_line(&mut request_line).unwrap_or(0) == 0 {
-                    continue 'conns;
-                }
-                let mut headers = Vec::new();
-                loop {
-                    let mut line = String::new();
-                    reader.read_line(&mut line).unwrap();
-                    let line = line.trim_end();
-                    if line.is_empty() {
-                        break;
-                    }
-                    let (n, v) = line.split_once(':').unwrap();
-                    headers.push((n.trim().to_string(), v.trim().to_string()));
-                }
-                let len: usize = headers
-                    .iter()
-                    .find(|(n, _)| n.eq_ignore_ascii_case("content-length"))
-                    .map_or(0, |(_, v)| v.parse().unwrap());
-                let mut body = vec![0; len];
-                reader.read_exact(&mut body).unwrap();
-                let _ = tx.send(Seen {
-                    request_line: request_line.trim_end().to_string(),
-                    headers,
-                    body,
-                });
-                let Some((status, extra, text)) = answers.next() else {
-                    return;
-                };
-                let mut head = format!("HTTP/1.1 {status} X\r\nContent-Length: {}\r\n", text.len());
-                for (n, v) in extra {
-                    head.push_str(&format!("{n}: {v}\r\n"));
-                }
-                head.push_str("\r\n");
-                writer.write_all(head.as_bytes()).unwrap();
-                writer.write_all(text.as_bytes()).unwrap();
-            }
-        }
-    });
-    (addr, rx)
-}
-
-fn block_on<F: std::future::Future>(f: F) -> F::Output {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(f)
 }
 
 fn gunzip(body: &[u8]) -> String {

@@ -9,7 +9,7 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use sense_ingest::config::ExcludedUser;
 use sense_ingest::enrich::app_names::AppNames;
 use sense_ingest::event::slab::SlabPool;
-use sense_ingest::reader::admission::Admission;
+use sense_ingest::reader::rules::{LiveRules, Rules};
 use sense_ingest::reader::{ReaderCore, ReaderShared};
 use sense_ingest::sink::influxdb::LineEncoder;
 use sense_ingest::sink::Encoder;
@@ -25,14 +25,16 @@ fn pipeline(c: &mut Criterion) {
         pool: SlabPool::new(256, 64),
         outputs: vec![tx],
         counters: Arc::clone(&counters),
-        excluded: vec![ExcludedUser {
-            directory: "LAB".into(),
-            user_id: "excluded1".into(),
-        }],
         max_message_size: 65507,
         stop: Arc::new(AtomicBool::new(false)),
         app_names: AppNames::empty(),
-        admission: Admission::default(),
+        rules: Arc::new(LiveRules::new(Rules {
+            excluded: vec![ExcludedUser {
+                directory: "LAB".into(),
+                user_id: "excluded1".into(),
+            }],
+            ..Rules::default()
+        })),
         event_counts: None,
     });
     let mut core = ReaderCore::new(shared);

@@ -9,9 +9,14 @@ use clap::Parser;
 use tracing::{info, warn};
 
 use sense_ingest::config::{self, Config, LogFormat, LogLevel};
+use sense_ingest::reader::rules::{LiveRules, Rules};
 use sense_ingest::{appender, pipeline, telemetry};
 
 mod cli;
+
+/// Exit status of `run` and `check-config` for a config that is not valid (sysexits' `EX_CONFIG`, as Vector
+/// uses), so a service manager can stop retrying (`RestartPreventExitStatus=78`).
+const EXIT_CONFIG: u8 = 78;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -39,12 +44,16 @@ fn run(cli: cli::Cli) -> anyhow::Result<ExitCode> {
                 })?),
                 None => None,
             };
-            let (cfg, not_implemented) = if config.is_empty() {
-                (Config::embedded_default(), Vec::new())
+            let (cfg, not_implemented, tree) = if config.is_empty() {
+                (Config::embedded_default(), Vec::new(), serde_norway::Value::Null)
             } else {
-                let loaded = config::load_files(&config)
-                    .map_err(|errors| anyhow::anyhow!("{} is not valid:\n{errors}", names(&config)))?;
-                (loaded.config, loaded.not_implemented)
+                match config::load_files(&config) {
+                    Ok(loaded) => (loaded.config, loaded.not_implemented, loaded.tree),
+                    Err(errors) => {
+                        eprintln!("sense-ingest: {} is not valid:\n{errors}", names(&config));
+                        return Ok(ExitCode::from(EXIT_CONFIG));
+                    }
+                }
             };
             let format = log_format
                 .as_deref()
@@ -71,8 +80,15 @@ fn run(cli: cli::Cli) -> anyhow::Result<ExitCode> {
             }
             let stop = Arc::new(AtomicBool::new(false));
             pipeline::shutdown::install_signal_handlers(&stop).context("installing signal handlers")?;
-            pipeline::reload::watch_sighup(config.clone()).context("installing the SIGHUP handler")?;
-            let engine = pipeline::start(&cfg, stop).context("starting the engine")?;
+            let rules = Arc::new(LiveRules::new(Rules::from_config(&cfg.user_events)));
+            pipeline::reload::watch_sighup(pipeline::reload::Live {
+                files: config.clone(),
+                started: tree,
+                rules: Arc::clone(&rules),
+                cli_log_level: cli_level.is_some(),
+            })
+            .context("installing the SIGHUP handler")?;
+            let engine = pipeline::start(&cfg, stop, rules).context("starting the engine")?;
             let clean = engine.wait();
             Ok(if clean { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
@@ -90,7 +106,7 @@ fn run(cli: cli::Cli) -> anyhow::Result<ExitCode> {
             Err(errors) => {
                 eprintln!("{}: {} error(s)", names(&config), errors.0.len());
                 eprintln!("{errors}");
-                Ok(ExitCode::FAILURE)
+                Ok(ExitCode::from(EXIT_CONFIG))
             }
         },
         cli::Command::Appender { host, port, output } => {

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use sense_ingest::config::{BatchConfig, Tag};
 use sense_ingest::enrich::app_names::AppNames;
 use sense_ingest::event::slab::SlabPool;
-use sense_ingest::reader::admission::Admission;
+use sense_ingest::reader::rules::{LiveRules, Rules};
 use sense_ingest::reader::{ReaderCore, ReaderShared};
 use sense_ingest::sink::batch::{Batch, EncodedBatch};
 use sense_ingest::sink::influxdb::LineEncoder;
@@ -65,11 +65,10 @@ fn steady_state_allocates_nothing_per_event() {
         pool: SlabPool::new(256, 64),
         outputs: vec![tx],
         counters: Arc::new(ReceiveCounters::default()),
-        excluded: Vec::new(),
         max_message_size: 65507,
         stop: Arc::new(AtomicBool::new(false)),
         app_names: AppNames::empty(),
-        admission: Admission::default(),
+        rules: Arc::new(LiveRules::new(Rules::default())),
         // Butler SOS's event counts on: counted per reader, merged once per slab, no allocation once keys are known.
         event_counts: Some(Arc::new(EventCounts::default())),
     });

@@ -331,7 +331,7 @@ fn sighup_round_trip(backend: Option<&str>) {
     send_datagrams(engine.target(), &round);
     engine.signal("HUP");
     send_datagrams(engine.target(), &round);
-    logged(&mut engine, "changes take effect at the next restart", 1);
+    logged(&mut engine, "config reloaded", 1);
     delivered(&mut engine, 2 * ROUND);
 
     // A broken file: one ERROR with every problem, and the engine runs on unchanged.
@@ -386,4 +386,58 @@ fn issue_10_events_printed_to_a_closed_stdout_are_counted_as_dropped() {
         summary.contains("stdout(delivered=0 skipped=0 dropped=50 "),
         "{summary}"
     );
+}
+
+/// The stdout lines of user `user_id`.
+fn lines_of(engine: &Engine, user_id: &str) -> usize {
+    let needle = format!("\"userId\":\"{user_id}\"");
+    engine.stdout_lines().iter().filter(|l| l.contains(&needle)).count()
+}
+
+/// Issue 12: a user added to `excludeUser` and a SIGHUP: that user's events stop arriving, the others keep
+/// arriving, and a changed key that needs a restart is named in one WARN.
+#[test]
+fn sighup_applies_a_new_excluded_user_at_once_and_names_what_needs_a_restart() {
+    let mut engine = Engine::start_with_yaml(&serde_norway::to_string(&stdout_config(None)).unwrap());
+    let event = |user: &str| format!("/qseow-proxy-session/;sense1;Start session;LAB;{user};Hub;/hub/;x").into_bytes();
+    let round: Vec<Vec<u8>> = (0..10).flat_map(|_| [event("anna"), event("bert")]).collect();
+    send_datagrams(engine.target(), &round);
+    wait_for("20 events on stdout", Duration::from_secs(20), || {
+        (engine.stdout_lines().len() == 20).then_some(())
+    });
+
+    let path = engine.config_path().unwrap();
+    let mut cfg: Yaml = serde_norway::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let mut exclude = cfg["Butler-SOS"]["userEvents"]["excludeUser"]
+        .as_sequence()
+        .unwrap()
+        .clone();
+    exclude.push(serde_norway::from_str("{directory: LAB, userId: anna}").unwrap());
+    set(&mut cfg, "Butler-SOS.userEvents.excludeUser", Yaml::Sequence(exclude));
+    set(&mut cfg, "sense-ingest.batch.maxAge", Yaml::from("77ms"));
+    std::fs::write(&path, serde_norway::to_string(&cfg).unwrap()).unwrap();
+    engine.signal("HUP");
+    wait_for("the reload", Duration::from_secs(20), || {
+        engine.stderr_text().contains("config reloaded").then_some(())
+    });
+
+    send_datagrams(engine.target(), &round);
+    // A last event from another user, sent after the others on the same socket: once it is out, all are.
+    send_datagrams(engine.target(), &[event("carl")]);
+    wait_for("carl's event on stdout", Duration::from_secs(20), || {
+        (lines_of(&engine, "carl") == 1).then_some(())
+    });
+    assert!(engine.terminate().success());
+    assert_eq!(lines_of(&engine, "anna"), 10, "anna's events stop after the reload");
+    assert_eq!(lines_of(&engine, "bert"), 20, "bert's keep arriving");
+    let log = engine.stderr_text();
+    let warns: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("take effect only at the next restart"))
+        .collect();
+    assert_eq!(warns.len(), 1, "{log}");
+    assert!(warns[0].contains("keys=sense-ingest.batch.maxAge"), "{}", warns[0]);
+    assert!(!warns[0].contains("excludeUser"), "{}", warns[0]);
+    let summary = log.lines().rev().find(|l| l.contains("summary")).unwrap();
+    assert!(summary.contains("received=41 accepted=31 excluded=10"), "{summary}");
 }

@@ -98,16 +98,6 @@ impl Pattern {
     }
 }
 
-impl SeqIn {
-    /// The name as given on the command line (`--seq-in user`).
-    pub fn name(self) -> &'static str {
-        match self {
-            SeqIn::Message => "message",
-            SeqIn::User => "user",
-        }
-    }
-}
-
 /// Share of the run that the storm burst lasts (20 %).
 pub const STORM_FRACTION: (u64, u64) = (1, 5);
 /// Burst rate relative to the rate after the burst.

@@ -829,8 +829,8 @@ impl FloodReport {
             self.pattern.name(),
             self.hosts,
             match self.seq_in {
-                crate::gen::SeqIn::Message => "message",
-                crate::gen::SeqIn::User => "message and user id",
+                SeqIn::Message => "message",
+                SeqIn::User => "message and user id",
             }
         ));
         s.push_str(&format!(

@@ -105,8 +105,17 @@ impl fmt::Display for ConfigErrors {
 
 impl std::error::Error for ConfigErrors {}
 
-/// A loaded, valid configuration.
-#[derive(Debug, Clone)]
+impl fmt::Debug for Loaded {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Loaded")
+            .field("config", &self.config)
+            .field("not_implemented", &self.not_implemented)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A loaded, valid configuration. Debug leaves the raw tree out (it holds secrets in the clear).
+#[derive(Clone)]
 pub struct Loaded {
     /// The validated configuration.
     pub config: Config,
@@ -114,6 +123,9 @@ pub struct Loaded {
     /// implemented by sense-ingest yet, e.g. `Butler-SOS.userEvents.udpServerConfig.rateLimit.enable`. The caller
     /// logs them once at info.
     pub not_implemented: Vec<String>,
+    /// The merged YAML tree the config was built from (a SIGHUP compares it with the new one to name what
+    /// changed; never logged, it holds secrets).
+    pub tree: Value,
 }
 
 /// Reads and validates the config file at `path`. A file that cannot be read is reported as one [`ConfigError`]
@@ -205,6 +217,7 @@ fn validate_tree(root: &Value, runnable: bool) -> Result<Loaded, ConfigErrors> {
         Ok(Loaded {
             config,
             not_implemented: report.not_implemented,
+            tree: root.clone(),
         })
     } else {
         Err(ConfigErrors(report.errors))

@@ -417,7 +417,7 @@ impl Writer {
             .m
             .readers
             .upgrade()
-            .map_or(0, |r| r.admission.busiest_rate_per_minute(now_ns));
+            .map_or(0, |r| r.rules.snapshot().1.admission.busiest_rate_per_minute(now_ns));
         self.out.clear();
         if let Some((encoder, _)) = &self.queue {
             encoder.queue_metrics(&self.host, &sample, now_ns, &mut self.out);

@@ -21,8 +21,8 @@ use crate::analytics::{self, SessionAnalytics, SessionSettings, SilentHostAlarm}
 use crate::config::{BatchConfig, Config, InfluxVersion, ReaderBackend};
 use crate::enrich::app_names::AppNames;
 use crate::event::slab::{Slab, SlabPool};
-use crate::reader::admission::Admission;
 use crate::reader::recvmmsg::RecvmmsgReceiver;
+use crate::reader::rules::LiveRules;
 use crate::reader::{self, ReaderCore, ReaderShared};
 use crate::sink::influxdb::client_v2::InfluxV2Transport;
 use crate::sink::influxdb::client_v3::InfluxV3Transport;
@@ -113,8 +113,9 @@ impl Ownership {
 /// A sink thread to start once its channel exists.
 type SinkStart = Box<dyn FnOnce(Receiver<Slab>) + Send>;
 
-/// Builds and starts the engine. Returns once every socket is bound (errors before anything runs).
-pub fn start(config: &Config, stop: Arc<AtomicBool>) -> Result<Engine, StartError> {
+/// Builds and starts the engine. Returns once every socket is bound (errors before anything runs). `rules` are
+/// the receive rules the readers follow (built from `config`; a SIGHUP may replace them, see [`reload`]).
+pub fn start(config: &Config, stop: Arc<AtomicBool>, rules: Arc<LiveRules>) -> Result<Engine, StartError> {
     let engine = &config.engine;
     // One owner per port: before anything binds (port 0 is locked once the kernel chose the port).
     let mut owned = Ownership::default();
@@ -257,11 +258,7 @@ pub fn start(config: &Config, stop: Arc<AtomicBool>) -> Result<Engine, StartErro
         max_message_size: config.user_events.udp.max_message_size,
         stop: Arc::clone(&stop),
         app_names: Arc::clone(&app_names),
-        excluded: config.user_events.exclude_users.clone(),
-        admission: Admission::new(
-            config.user_events.udp.allowed_sources.as_deref(),
-            config.user_events.udp.rate_limit_per_minute,
-        ),
+        rules,
         event_counts: event_counts.clone(),
     });
 

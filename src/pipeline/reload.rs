@@ -1,79 +1,221 @@
-//! SIGHUP: re-read and validate the config file, never stop.
+//! SIGHUP: re-read every config file, apply what can change while running, name what needs a restart.
 //!
 //! Without a handler SIGHUP terminates the process, dropping whatever is queued: a `systemctl reload`, a closed
 //! terminal or a log rotation script could lose events. [`watch_sighup`] replaces that: each SIGHUP re-reads the
-//! config files with [`config::load_files`] (what `check-config` runs) and logs the outcome. The running engine
-//! is not touched (readers keep receiving, queues keep draining), so a SIGHUP cannot lose an event:
-//! - valid: one WARN saying the changes take effect at the next restart (nothing is applied live yet);
-//! - invalid: one ERROR listing every problem with its key path; the engine keeps running on the config it
-//!   started with, so a half-edited file does no harm.
+//! config files with [`config::load_files`] (what `run` and `check-config` run) and:
+//! - invalid: one ERROR listing every problem with its file and key path; nothing changes, so a half-edited file
+//!   does no harm;
+//! - valid: the keys in [`LIVE_KEYS`] take effect at once (the log level, excluded users, allowed sources, the
+//!   rate limit: see [`crate::reader::rules`]); every other key sense-ingest reads that differs from the config
+//!   the engine started with is named in one WARN, since it needs a restart (listeners, destinations, batches,
+//!   tags, the spool). One INFO says what was applied.
 //!
-//! The handler only wakes a thread (signal-hook's self-pipe); reading and validating happen on that thread.
+//! Readers keep receiving and queues keep draining throughout, so a SIGHUP cannot lose an event. The handler only
+//! wakes a thread (signal-hook's self-pipe); reading and validating happen on that thread.
 
+use std::collections::BTreeMap;
 use std::io;
 use std::path::PathBuf;
+use std::sync::Arc;
 
+use serde_norway::Value;
 use signal_hook::consts::SIGHUP;
 use signal_hook::iterator::Signals;
 use tracing::{error, info, warn};
 
-use crate::config::{self, ConfigErrors};
+use crate::config::{self, ConfigErrors, Loaded};
+use crate::reader::rules::{LiveRules, Rules};
+use crate::telemetry;
 use crate::telemetry::escape::Escaped;
 
+/// Key paths applied without a restart (a changed key under one of these is live).
+pub const LIVE_KEYS: &[&str] = &[
+    "Butler-SOS.logLevel",
+    "Butler-SOS.userEvents.excludeUser",
+    "Butler-SOS.userEvents.udpServerConfig.enableSourceValidation",
+    "Butler-SOS.userEvents.udpServerConfig.allowedSources",
+    "Butler-SOS.userEvents.udpServerConfig.rateLimit",
+];
+
+/// The parts of a config file sense-ingest reads; a change anywhere else is Butler SOS's business.
+const READ_KEYS: &[&str] = &[
+    "Butler-SOS.logLevel",
+    "Butler-SOS.fileLogging",
+    "Butler-SOS.logDirectory",
+    "Butler-SOS.userEvents",
+    "Butler-SOS.influxdbConfig",
+    "Butler-SOS.mqttConfig",
+    "Butler-SOS.newRelic",
+    "Butler-SOS.thirdPartyToolsCredentials.newRelic",
+    "Butler-SOS.prometheus",
+    "Butler-SOS.qlikSenseEvents",
+    "sense-ingest",
+];
+
+/// Changed keys listed in one log line at most (the count says how many there were).
+const MAX_KEYS_LISTED: usize = 20;
+
+/// What the running engine lets a reload change.
+#[derive(Debug)]
+pub struct Live {
+    /// The config files, in order (none: the embedded default).
+    pub files: Vec<PathBuf>,
+    /// The merged config tree the engine started with (what a restart-only change is compared against).
+    pub started: Value,
+    /// The receive rules the readers follow.
+    pub rules: Arc<LiveRules>,
+    /// `--log-level` was given: it keeps overriding `Butler-SOS.logLevel` after a reload.
+    pub cli_log_level: bool,
+}
+
 /// Installs the SIGHUP handler and starts the thread (`sighup`) that answers it for the life of the process.
-/// `config` is the files the engine was started from (none: the embedded default, nothing to re-read).
 /// Returns once the handler is installed: from then on SIGHUP no longer terminates the process.
-pub fn watch_sighup(config: Vec<PathBuf>) -> io::Result<()> {
+pub fn watch_sighup(live: Live) -> io::Result<()> {
     let mut signals = Signals::new([SIGHUP])?;
     std::thread::Builder::new().name("sighup".into()).spawn(move || {
         for _ in signals.forever() {
-            revalidate(&config);
+            reload(&live);
         }
     })?;
     Ok(())
 }
 
-/// What one SIGHUP found, after it was logged.
+/// What one SIGHUP did, after it was logged.
 #[derive(Debug)]
-pub enum Revalidation {
+pub enum Reload {
     /// No config file: the engine runs on the embedded default.
     NoFile,
-    /// The file is valid; its changes take effect at the next restart.
-    Valid,
-    /// The file is not valid (every problem); the engine keeps its current config.
+    /// Valid: `applied` keys took effect, `restart` keys wait for a restart (both as key paths).
+    Applied {
+        /// Changed keys now in force.
+        applied: Vec<String>,
+        /// Changed keys that need a restart.
+        restart: Vec<String>,
+    },
+    /// Not valid (every problem); nothing changed.
     Invalid(ConfigErrors),
 }
 
-/// Re-reads and validates `config` as `check-config` does, and logs the outcome (see the module docs).
-pub fn revalidate(config: &[PathBuf]) -> Revalidation {
-    if config.is_empty() {
+/// Re-reads the config files, applies what is live and logs the outcome (see the module docs).
+pub fn reload(live: &Live) -> Reload {
+    if live.files.is_empty() {
         warn!("SIGHUP received: running on the embedded default config, there is no config file to re-read");
-        return Revalidation::NoFile;
+        return Reload::NoFile;
     }
-    let names = config
+    let names = live
+        .files
         .iter()
         .map(|p| p.display().to_string())
         .collect::<Vec<_>>()
         .join(" + ");
-    info!(config = %names, "SIGHUP received: re-reading and validating the config file");
-    match config::load_files(config) {
-        Ok(_) => {
-            warn!(
-                config = %names,
-                "config file is valid; changes take effect at the next restart (nothing was reloaded)"
-            );
-            Revalidation::Valid
-        }
+    info!(config = %names, "SIGHUP received: re-reading the config");
+    let loaded = match config::load_files(&live.files) {
+        Ok(loaded) => loaded,
         Err(errors) => {
             error!(
                 config = %names,
                 count = errors.0.len(),
                 errors = %Escaped(&one_line(&errors)),
-                "config file is not valid; still running on the config loaded at start"
+                "config file is not valid; nothing was reloaded, still running on the config in force"
             );
-            Revalidation::Invalid(errors)
+            return Reload::Invalid(errors);
+        }
+    };
+    let (applied, restart) = changed_keys(&live.started, &loaded.tree);
+    apply(live, &loaded);
+    info!(
+        config = %names,
+        applied = %list(&applied),
+        "config reloaded: log level, excluded users, allowed sources and rate limit are in force"
+    );
+    if !restart.is_empty() {
+        warn!(
+            count = restart.len(),
+            keys = %list(&restart),
+            "config reloaded, but these changes take effect only at the next restart"
+        );
+    }
+    Reload::Applied { applied, restart }
+}
+
+/// Puts the live keys of `loaded` in force.
+fn apply(live: &Live, loaded: &Loaded) {
+    live.rules.replace(Rules::from_config(&loaded.config.user_events));
+    if !live.cli_log_level {
+        telemetry::set_level(loaded.config.log_level);
+    }
+}
+
+/// The keys sense-ingest reads whose values differ between `old` and `new`, split into (live, restart-only).
+/// Key paths only: a value (a secret) is never part of the answer.
+fn changed_keys(old: &Value, new: &Value) -> (Vec<String>, Vec<String>) {
+    let (mut a, mut b) = (BTreeMap::new(), BTreeMap::new());
+    leaves(old, String::new(), &mut a);
+    leaves(new, String::new(), &mut b);
+    let mut live = Vec::new();
+    let mut restart = Vec::new();
+    let keys: std::collections::BTreeSet<&String> = a.keys().chain(b.keys()).collect();
+    for key in keys {
+        if a.get(key) == b.get(key) || !under_any(key, READ_KEYS) {
+            continue;
+        }
+        if under_any(key, LIVE_KEYS) {
+            live.push(key.clone());
+        } else {
+            restart.push(key.clone());
         }
     }
+    (live, restart)
+}
+
+/// Every scalar (and empty collection) of `value` by key path.
+fn leaves<'a>(value: &'a Value, path: String, out: &mut BTreeMap<String, &'a Value>) {
+    match value {
+        Value::Mapping(map) if !map.is_empty() => {
+            for (k, v) in map {
+                let key = match k {
+                    Value::String(s) => s.clone(),
+                    other => serde_norway::to_string(other).unwrap_or_default().trim().to_owned(),
+                };
+                let child = if path.is_empty() { key } else { format!("{path}.{key}") };
+                leaves(v, child, out);
+            }
+        }
+        Value::Sequence(items) if !items.is_empty() => {
+            for (i, v) in items.iter().enumerate() {
+                leaves(v, format!("{path}[{i}]"), out);
+            }
+        }
+        Value::Tagged(tagged) => leaves(&tagged.value, path, out),
+        _ => {
+            out.insert(path, value);
+        }
+    }
+}
+
+/// True when `key` is one of `prefixes` or below one.
+fn under_any(key: &str, prefixes: &[&str]) -> bool {
+    prefixes.iter().any(|p| {
+        key.strip_prefix(p)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('.') || rest.starts_with('['))
+    })
+}
+
+/// `a, b, c` (at most [`MAX_KEYS_LISTED`], then `and N more`), or `none`.
+fn list(keys: &[String]) -> String {
+    if keys.is_empty() {
+        return "none".to_owned();
+    }
+    let mut s = keys
+        .iter()
+        .take(MAX_KEYS_LISTED)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(", ");
+    if keys.len() > MAX_KEYS_LISTED {
+        s.push_str(&format!(" and {} more", keys.len() - MAX_KEYS_LISTED));
+    }
+    s
 }
 
 /// Every problem on one line, `; `-separated (a multi-line error would split the log record).
@@ -85,18 +227,71 @@ fn one_line(errors: &ConfigErrors) -> String {
 mod tests {
     use super::*;
 
+    fn tree(yaml: &str) -> Value {
+        serde_norway::from_str(yaml).unwrap()
+    }
+
+    #[test]
+    fn changed_keys_are_split_into_live_and_restart_and_other_sections_are_ignored() {
+        let old = tree(
+            "Butler-SOS:\n  logLevel: info\n  logEvents: {a: 1}\n  userEvents:\n    excludeUser: []\n    \
+             tags: [{name: a, value: b}]\nsense-ingest: {batch: {maxAge: 1s}}\n",
+        );
+        let new = tree(
+            "Butler-SOS:\n  logLevel: verbose\n  logEvents: {a: 2}\n  userEvents:\n    \
+             excludeUser: [{directory: LAB, userId: x}]\n    tags: [{name: a, value: c}]\n\
+             sense-ingest: {batch: {maxAge: 2s}}\n",
+        );
+        let (live, restart) = changed_keys(&old, &new);
+        assert_eq!(
+            live,
+            [
+                "Butler-SOS.logLevel",
+                "Butler-SOS.userEvents.excludeUser",
+                "Butler-SOS.userEvents.excludeUser[0].directory",
+                "Butler-SOS.userEvents.excludeUser[0].userId",
+            ]
+        );
+        assert_eq!(
+            restart,
+            ["Butler-SOS.userEvents.tags[0].value", "sense-ingest.batch.maxAge"]
+        );
+        assert_eq!(changed_keys(&old, &old), (vec![], vec![]));
+    }
+
+    #[test]
+    fn prefixes_match_whole_keys_only() {
+        assert!(under_any("Butler-SOS.logLevel", LIVE_KEYS));
+        assert!(under_any("Butler-SOS.userEvents.excludeUser[3].userId", LIVE_KEYS));
+        assert!(!under_any("Butler-SOS.logLevelX", LIVE_KEYS));
+        assert!(!under_any("Butler-SOS.userEventsX", READ_KEYS));
+    }
+
     #[test]
     fn a_valid_file_an_invalid_one_and_no_file_are_told_apart() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("butler-sos.yaml");
-        std::fs::write(
-            &path,
-            "Butler-SOS:\n  userEvents:\n    enable: true\n    \
-             udpServerConfig: {serverHost: 127.0.0.1, portUserActivityEvents: 0}\n",
-        )
-        .unwrap();
-        assert!(matches!(revalidate(std::slice::from_ref(&path)), Revalidation::Valid));
-        assert!(matches!(revalidate(&[]), Revalidation::NoFile));
+        let good = "Butler-SOS:\n  userEvents:\n    enable: true\n    \
+                    udpServerConfig: {serverHost: 127.0.0.1, portUserActivityEvents: 0}\n";
+        std::fs::write(&path, good).unwrap();
+        let loaded = config::load_file(&path).unwrap();
+        let live = Live {
+            files: vec![path.clone()],
+            started: loaded.tree.clone(),
+            rules: Arc::new(LiveRules::new(Rules::from_config(&loaded.config.user_events))),
+            cli_log_level: true,
+        };
+        let Reload::Applied { applied, restart } = reload(&live) else {
+            panic!("a valid file must be applied");
+        };
+        assert!(applied.is_empty() && restart.is_empty(), "{applied:?} {restart:?}");
+        assert_eq!(live.rules.generation(), 1, "the rules were replaced");
+        let none = Live { files: vec![], ..live };
+        assert!(matches!(reload(&none), Reload::NoFile));
+        let live = Live {
+            files: vec![path.clone()],
+            ..none
+        };
 
         std::fs::write(
             &path,
@@ -104,7 +299,7 @@ mod tests {
              udpServerConfig: {serverHost: 127.0.0.1, portUserActivityEvents: 99999}\n",
         )
         .unwrap();
-        let Revalidation::Invalid(errors) = revalidate(std::slice::from_ref(&path)) else {
+        let Reload::Invalid(errors) = reload(&live) else {
             panic!("an invalid file must be reported as invalid");
         };
         assert!(errors.0.len() >= 2, "{errors}");
@@ -114,11 +309,9 @@ mod tests {
             line.contains("logLevel") && line.contains("portUserActivityEvents"),
             "{line}"
         );
+        assert_eq!(live.rules.generation(), 1, "an invalid file changes nothing");
 
         std::fs::remove_file(&path).unwrap();
-        assert!(matches!(
-            revalidate(std::slice::from_ref(&path)),
-            Revalidation::Invalid(_)
-        ));
+        assert!(matches!(reload(&live), Reload::Invalid(_)));
     }
 }

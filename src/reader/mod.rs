@@ -15,6 +15,7 @@
 
 pub mod admission;
 pub mod recvmmsg;
+pub mod rules;
 pub mod socket;
 #[cfg(target_os = "linux")]
 pub mod uring;
@@ -27,13 +28,12 @@ use std::time::Duration;
 use crossbeam_channel::{Sender, TrySendError};
 use tracing::{debug, error, trace, warn};
 
-use crate::config::ExcludedUser;
 use crate::enrich::app_names::{AppNameView, AppNames};
 use crate::enrich::user_agent::UserAgentCache;
 use crate::event::slab::{Slab, SlabPool, SlabWriter};
 use crate::event::{Field, RejectReason};
 use crate::parse::parse_into;
-use crate::reader::admission::Admission;
+use crate::reader::rules::{LiveRules, Rules};
 use crate::telemetry::escape::escape_lossy;
 use crate::telemetry::event_counts::{EventCounts, LocalEventCounts};
 use crate::telemetry::metrics::{HostStats, RateLimit, ReceiveCounters};
@@ -68,16 +68,14 @@ pub struct ReaderShared {
     pub outputs: Vec<Sender<Slab>>,
     /// Receive-side counters.
     pub counters: Arc<ReceiveCounters>,
-    /// `userEvents.excludeUser`.
-    pub excluded: Vec<ExcludedUser>,
     /// `udpServerConfig.maxMessageSize`.
     pub max_message_size: usize,
     /// Set by the signal handler; readers flush and return.
     pub stop: Arc<AtomicBool>,
     /// App id → name map (reloadable).
     pub app_names: Arc<AppNames>,
-    /// Source validation and rate limit.
-    pub admission: Admission,
+    /// Excluded users, source validation and rate limit (replaced on SIGHUP).
+    pub rules: Arc<LiveRules>,
     /// Butler SOS's event counts (`qlikSenseEvents.eventCount`), when they are written.
     pub event_counts: Option<Arc<EventCounts>>,
 }
@@ -94,6 +92,9 @@ pub struct ReaderCore {
     pending_since_ns: u64,
     /// This reader's event counts, merged into `shared.event_counts` at each flush (`None` when off).
     event_counts: Option<LocalEventCounts>,
+    /// The receive rules in force for this reader, and their generation (see [`rules`]).
+    rules: Arc<Rules>,
+    rules_generation: u64,
 }
 
 /// Counts kept per reader and published to the shared atomics once per slab, so readers never contend on a
@@ -128,6 +129,7 @@ impl ReaderCore {
         let slab = Some(shared.pool.take());
         let app_names = AppNameView::new(Arc::clone(&shared.app_names));
         let event_counts = shared.event_counts.as_ref().map(|_| LocalEventCounts::default());
+        let (rules_generation, rules) = shared.rules.snapshot();
         ReaderCore {
             shared,
             slab,
@@ -136,6 +138,8 @@ impl ReaderCore {
             local: LocalCounts::default(),
             pending_since_ns: 0,
             event_counts,
+            rules,
+            rules_generation,
         }
     }
 
@@ -168,8 +172,11 @@ impl ReaderCore {
         }
         self.local.host(ip).received += 1;
         trace!(target: "ingest::wire", %peer, payload = %escape_lossy(data), "datagram");
-        if !self.shared.admission.is_open() {
-            if let Err(reason) = self.shared.admission.check_source(peer.ip()) {
+        if self.shared.rules.generation() != self.rules_generation {
+            (self.rules_generation, self.rules) = self.shared.rules.snapshot();
+        }
+        if !self.rules.admission.is_open() {
+            if let Err(reason) = self.rules.admission.check_source(peer.ip()) {
                 self.reject(reason, data, peer);
                 return;
             }
@@ -178,8 +185,8 @@ impl ReaderCore {
             self.reject(RejectReason::OverSize, data, peer);
             return;
         }
-        if !self.shared.admission.is_open() {
-            if let Err(reason) = self.shared.admission.check_rate(peer.ip(), received_ns) {
+        if !self.rules.admission.is_open() {
+            if let Err(reason) = self.rules.admission.check_rate(peer.ip(), received_ns) {
                 self.reject(reason, data, peer);
                 return;
             }
@@ -193,7 +200,7 @@ impl ReaderCore {
                     counts.count(ev.source, ev.get(Field::Host), ev.get(Field::Origin));
                 }
                 let excluded = self
-                    .shared
+                    .rules
                     .excluded
                     .iter()
                     .any(|x| x.directory == ev.get(Field::UserDirectory) && x.user_id == ev.get(Field::UserId));

@@ -22,6 +22,7 @@ pub mod metrics;
 pub mod prometheus;
 
 use std::path::Path;
+use std::sync::OnceLock;
 
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
@@ -41,6 +42,19 @@ pub fn filter_directive(level: LogLevel) -> &'static str {
         LogLevel::Silly => "warn,sense_ingest=trace,ingest=trace",
     }
 }
+
+/// Changes the level filter after [`init`] (SIGHUP): `RUST_LOG`, when set, still wins.
+pub fn set_level(level: LogLevel) {
+    if std::env::var_os("RUST_LOG").is_some() {
+        return;
+    }
+    if let Some(handle) = FILTER.get() {
+        let _ = handle.reload(EnvFilter::new(filter_directive(level)));
+    }
+}
+
+/// The installed level filter, replaceable by [`set_level`].
+static FILTER: OnceLock<tracing_subscriber::reload::Handle<EnvFilter, tracing_subscriber::Registry>> = OnceLock::new();
 
 /// The daily log file's name: `sense-ingest.YYYY-MM-DD.log` in the log folder.
 const LOG_FILE_PREFIX: &str = "sense-ingest";
@@ -73,6 +87,8 @@ pub fn init(level: LogLevel, format: LogFormat, file_dir: Option<&Path>) -> Resu
             .boxed(),
         LogFormat::Json => json_layer(appender).boxed(),
     });
+    let (filter, handle) = tracing_subscriber::reload::Layer::new(filter);
+    let _ = FILTER.set(handle);
     let _ = tracing_subscriber::registry()
         .with(filter)
         .with(stderr)

@@ -37,8 +37,9 @@ use crate::telemetry::event_counts::EventCounts;
 use crate::telemetry::metrics::{ReceiveCounters, SinkCounters};
 use crate::telemetry::prometheus::{self, MetricsState, SinkMetrics};
 
-/// Time allowed after `shutdownTimeout` for sinks to write their leftovers to the spool.
-const SPOOL_GRACE: Duration = Duration::from_secs(5);
+/// Time allowed after `shutdownTimeout` for sinks to write their leftovers to the spool. A shutdown therefore
+/// ends within [`reader::DRAIN_LIMIT`] + `shutdownTimeout` + this grace of the stop request (see [`Engine::wait`]).
+pub const SPOOL_GRACE: Duration = Duration::from_secs(5);
 
 /// The backend a reader ended up using.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -100,7 +101,7 @@ pub fn start(config: &Config, stop: Arc<AtomicBool>) -> Result<Engine, StartErro
         if influx.max_batch_size > 0 {
             batch.max_events = batch.max_events.min(influx.max_batch_size);
         }
-        let settings = worker_settings(config, "influxdb", batch);
+        let settings = worker_settings(config, "influxdb", batch, &stop);
         let start = match influx.version {
             InfluxVersion::V1 => batched(settings, encoder, InfluxV1Transport::new(influx)),
             InfluxVersion::V2 => batched(settings, encoder, InfluxV2Transport::new(influx)),
@@ -119,7 +120,7 @@ pub fn start(config: &Config, stop: Arc<AtomicBool>) -> Result<Engine, StartErro
             };
             let encoder = SessionAnalytics::new(&settings, influx.version);
             let name = "user_session";
-            let settings = worker_settings(config, name, engine.batch);
+            let settings = worker_settings(config, name, engine.batch, &stop);
             let start = match influx.version {
                 InfluxVersion::V1 => batched(settings, encoder, InfluxV1Transport::new(influx)),
                 InfluxVersion::V2 => batched(settings, encoder, InfluxV2Transport::new(influx)),
@@ -145,7 +146,7 @@ pub fn start(config: &Config, stop: Arc<AtomicBool>) -> Result<Engine, StartErro
     if config.user_events.send_to_mqtt.enable {
         let (routing, json) = (&config.user_events.send_to_mqtt, EventJson::new(tags));
         let transport = MqttTransport::new(&config.mqtt, routing, &json);
-        let settings = worker_settings(config, "mqtt", engine.batch);
+        let settings = worker_settings(config, "mqtt", engine.batch, &stop);
         let start = batched(settings, MqttEncoder::new(routing, json), transport).map_err(|e| format!("mqtt: {e}"))?;
         sinks.push(("mqtt".into(), start.1));
         starts.push(("mqtt".into(), start.0));
@@ -159,7 +160,7 @@ pub fn start(config: &Config, stop: Arc<AtomicBool>) -> Result<Engine, StartErro
             // A whole batch must fit one Event API request (1 MB uncompressed). A batch is closed once it reaches
             // max_bytes, so it can exceed it by one event (a few KB): keep a margin.
             batch.max_bytes = batch.max_bytes.min(sink::new_relic::max_body_bytes() - (64 << 10));
-            let settings = worker_settings(config, &name, batch);
+            let settings = worker_settings(config, &name, batch, &stop);
             let encoder = NewRelicEncoder::new(tags, routing.scramble);
             let start = batched(settings, encoder, NewRelicTransport::new(&config.new_relic, account))
                 .map_err(|e| format!("{name}: {e}"))?;
@@ -336,8 +337,8 @@ where
     ))
 }
 
-/// Batching, retry, queue and spool settings for the destination `name`.
-fn worker_settings(config: &Config, name: &str, batch: BatchConfig) -> WorkerSettings {
+/// Batching, retry, queue and spool settings for the destination `name`; `stop` is the engine's stop flag.
+fn worker_settings(config: &Config, name: &str, batch: BatchConfig, stop: &Arc<AtomicBool>) -> WorkerSettings {
     let engine = &config.engine;
     let spool = engine.spool.enable.then(|| SpoolSettings {
         dir: engine
@@ -358,6 +359,7 @@ fn worker_settings(config: &Config, name: &str, batch: BatchConfig) -> WorkerSet
             spool,
         },
         shutdown_timeout: engine.shutdown_timeout,
+        stop: Some(Arc::clone(stop)),
     }
 }
 
@@ -428,25 +430,25 @@ impl Engine {
         self.stop.store(true, Ordering::Relaxed);
     }
 
-    /// Waits for a stop request, then shuts down in order: readers stop and flush their last slab, channels
-    /// drain, sinks flush their last batch. Returns false when sinks did not finish within the shutdown timeout.
+    /// Waits for a stop request, then shuts down in order: readers drain their socket (at most
+    /// [`reader::DRAIN_LIMIT`]) and flush their last slab, channels drain (a sink without a spool no longer waits
+    /// for room in its memory queue), sinks deliver for up to `shutdownTimeout`, then spool (or count as dropped)
+    /// what is left. The whole shutdown has one deadline: `DRAIN_LIMIT` + `shutdownTimeout` + [`SPOOL_GRACE`]
+    /// after the stop request. Returns false when a thread did not finish by then (the final counts may then miss
+    /// what that thread still held).
     pub fn wait(mut self) -> bool {
         while !self.stop.load(Ordering::Relaxed) {
             std::thread::sleep(Duration::from_millis(50));
         }
         info!("shutting down: readers stop, then sinks flush");
-        for r in self.readers.drain(..) {
-            let _ = r.join();
-        }
-        // Sinks deliver for up to `shutdown_timeout`, then write what is left to their spool: allow for that.
-        let deadline = Instant::now() + self.shutdown_timeout + SPOOL_GRACE;
+        let deadline = Instant::now() + reader::DRAIN_LIMIT + self.shutdown_timeout + SPOOL_GRACE;
         let mut clean = true;
-        for s in self.sink_threads.drain(..) {
-            while !s.is_finished() && Instant::now() < deadline {
+        for t in self.readers.drain(..).chain(self.sink_threads.drain(..)) {
+            while !t.is_finished() && Instant::now() < deadline {
                 std::thread::sleep(Duration::from_millis(10));
             }
-            if s.is_finished() {
-                let _ = s.join();
+            if t.is_finished() {
+                let _ = t.join();
             } else {
                 clean = false;
             }
@@ -458,7 +460,7 @@ impl Engine {
         if !clean {
             error!(
                 timeout_s = self.shutdown_timeout.as_secs(),
-                "sinks did not finish flushing in time"
+                "readers or sinks did not finish in time"
             );
         }
         clean

@@ -1,3 +1,5 @@
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_norway::Value as Yaml;
@@ -186,6 +188,58 @@ fn without_a_spool_a_shutdown_with_the_destination_down_is_bounded_and_counts_ev
     assert!(summary.contains("received=8 accepted=8"), "{summary}");
     assert!(
         summary.contains("influxdb(delivered=0 skipped=0 dropped=8 ") && summary.contains("spooled=0)"),
+        "{summary}"
+    );
+}
+
+/// Issue 10, item 7: a sender that keeps sending at full speed through the shutdown cannot prolong it (the
+/// readers' drain is limited), and every accepted event is still in exactly one counter of the final summary.
+#[test]
+fn a_sender_that_keeps_sending_cannot_prolong_the_shutdown() {
+    let mut cfg = fixtures::influx_only_config(false, free_tcp_port(), "flood");
+    set(&mut cfg, "sense-ingest.readerThreads", Yaml::from(1));
+    set(&mut cfg, "sense-ingest.spool.enable", Yaml::from(false));
+    set(&mut cfg, "sense-ingest.shutdownTimeout", Yaml::from("1s"));
+    let mut engine = Engine::start_with_yaml(&serde_norway::to_string(&cfg).unwrap());
+    let stop = Arc::new(AtomicBool::new(false));
+    let sender = {
+        let (stop, target) = (Arc::clone(&stop), engine.target());
+        let datagram = events(1, "flood").remove(0);
+        std::thread::spawn(move || {
+            let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+            while !stop.load(Ordering::Relaxed) {
+                let _ = sock.send_to(&datagram, target);
+            }
+        })
+    };
+    wait_for("the engine to notice the outage", Duration::from_secs(20), || {
+        engine.stderr_text().contains("send failed; retrying").then_some(())
+    });
+    // shutdownTimeout (1 s) + the drain limit (1 s) + the spool grace (5 s), with a margin; the sender never stops.
+    let status = engine.terminate_within(Duration::from_secs(10));
+    stop.store(true, Ordering::Relaxed);
+    sender.join().unwrap();
+    let summary = final_summary(&engine);
+    assert!(status.success(), "{status}: {summary}");
+    let count = |text: &str, key: &str| -> u64 {
+        let at = text
+            .find(&format!("{key}="))
+            .unwrap_or_else(|| panic!("no {key} in {summary}"))
+            + key.len()
+            + 1;
+        text[at..]
+            .chars()
+            .take_while(char::is_ascii_digit)
+            .collect::<String>()
+            .parse()
+            .unwrap()
+    };
+    let sink = &summary[summary.find("influxdb(").expect("influxdb counters")..];
+    let accepted = count(&summary, " accepted");
+    assert!(accepted > 0, "{summary}");
+    assert_eq!(
+        count(sink, "delivered") + count(sink, "skipped") + count(sink, "dropped") + count(sink, "spooled"),
+        accepted,
         "{summary}"
     );
 }

@@ -15,14 +15,15 @@
 //! of* the spool ([`super::spool::Spool::prepend`], fsynced) when
 //! - a delivery attempt fails retriably ([`DeliveryQueue::spill`]: the batch that failed first, then memory), so
 //!   while a destination is not accepting, new batches go straight to the spool (the FIFO rule above);
-//! - the oldest batch in memory has waited `fsyncInterval` ([`DeliveryQueue::tick`]: a destination that hangs or
-//!   is slower than the input);
+//! - the oldest event in memory was received `fsyncInterval` ago ([`DeliveryQueue::tick`]: a destination that
+//!   hangs or is slower than the input);
 //! - at shutdown ([`DeliveryQueue::persist_remaining`]).
 //!
 //! Appended records are `write(2)`s (a SIGKILL loses none of them) and are fsynced at most `fsyncInterval` after
-//! they were written ([`DeliveryQueue::tick`] runs a sync timer only while there is unsynced data). So every batch
-//! queued more than `fsyncInterval` ago is on disk, fsynced; a crash can lose only what is younger, plus the one
-//! batch out for delivery from memory while its request is in flight.
+//! they were written ([`DeliveryQueue::tick`] runs a sync timer only while there is unsynced data). So every event
+//! in this queue received more than `fsyncInterval` ago is on disk, fsynced (give or take the encoder's wake-up);
+//! a crash can lose only what is younger, plus the one batch out for delivery from memory while its request is in
+//! flight (a destination that answers, slowly or not yet: a refusal spills it at once).
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
@@ -34,7 +35,7 @@ use tracing::error;
 
 use super::batch::EncodedBatch;
 use super::spool::{Evicted, Spool};
-use crate::telemetry::metrics::HostTally;
+use crate::telemetry::metrics::{now_unix_ns, HostTally};
 
 /// Where and how much a destination may spool.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -78,7 +79,7 @@ pub enum Next {
 
 #[derive(Debug)]
 struct State {
-    /// Batches in memory, oldest first, with the time each was queued.
+    /// Batches in memory, oldest first, each with the time its oldest event was received (see [`received_at`]).
     mem: VecDeque<(Instant, EncodedBatch)>,
     mem_bytes: usize,
     free: Vec<EncodedBatch>,
@@ -206,7 +207,7 @@ impl DeliveryQueue {
                     // The disk failed: keep the batch in memory (beyond the bound) rather than lose it.
                     error!(error = %e, "cannot write to the spool; keeping the batch in memory");
                     st.mem_bytes += len;
-                    st.mem.push_back((Instant::now(), batch));
+                    st.mem.push_back((received_at(&batch), batch));
                 }
             }
         } else {
@@ -223,7 +224,7 @@ impl DeliveryQueue {
                     .0;
             }
             st.mem_bytes += len;
-            st.mem.push_back((Instant::now(), batch));
+            st.mem.push_back((received_at(&batch), batch));
         }
         drop(st);
         self.ready.notify_one();
@@ -312,7 +313,7 @@ impl DeliveryQueue {
         match origin {
             Origin::Memory => {
                 st.mem_bytes += batch.footprint();
-                st.mem.push_front((Instant::now(), batch));
+                st.mem.push_front((received_at(&batch), batch));
             }
             // The record never left the spool; it is simply no longer out for delivery.
             Origin::Spool => {
@@ -344,7 +345,7 @@ impl DeliveryQueue {
         let mut st = self.lock();
         if let Some(b) = failed {
             st.mem_bytes += b.footprint();
-            st.mem.push_front((Instant::now(), b));
+            st.mem.push_front((received_at(&b), b));
         }
         self.spill_memory(&mut st)
     }
@@ -375,15 +376,14 @@ impl DeliveryQueue {
             }
             Err(e) => {
                 error!(error = %e, "cannot move queued batches to the spool; they stay in memory");
-                let now = Instant::now();
-                st.mem.extend(batches.into_iter().map(|b| (now, b)));
+                st.mem.extend(batches.into_iter().map(|b| (received_at(&b), b)));
                 0
             }
         }
     }
 
     /// The queue's timer work, called by the encoder at least at [`DeliveryQueue::tick_deadline`]: moves memory in
-    /// front of the spool once its oldest batch waited `fsyncInterval`, and fsyncs appended records once the
+    /// front of the spool once its oldest event was received `fsyncInterval` ago, and fsyncs appended records once the
     /// oldest unsynced one is `fsyncInterval` old. Returns the events moved to the spool.
     pub fn tick(&self) -> u64 {
         let mut st = self.lock();
@@ -391,7 +391,7 @@ impl DeliveryQueue {
             return 0;
         }
         let mut moved = 0;
-        if st.mem.front().is_some_and(|(t, _)| t.elapsed() >= self.fsync_interval) {
+        if oldest_in(&st.mem).is_some_and(|t| t.elapsed() >= self.fsync_interval) {
             moved = self.spill_memory(&mut st);
         }
         if st.unsynced_since.is_some_and(|t| t.elapsed() >= self.fsync_interval) {
@@ -410,7 +410,7 @@ impl DeliveryQueue {
     pub fn tick_deadline(&self) -> Option<Instant> {
         let st = self.lock();
         st.spool.as_ref()?;
-        let mem = st.mem.front().map(|(t, _)| *t);
+        let mem = oldest_in(&st.mem);
         [mem, st.unsynced_since]
             .into_iter()
             .flatten()
@@ -458,6 +458,23 @@ impl DeliveryQueue {
     pub fn has_spool(&self) -> bool {
         self.lock().spool.is_some()
     }
+}
+
+/// The oldest receive time in memory (batches from several readers are not strictly ordered by it; the memory
+/// queue holds few batches, as each counts with its whole allocation).
+fn oldest_in(mem: &VecDeque<(Instant, EncodedBatch)>) -> Option<Instant> {
+    mem.iter().map(|(t, _)| *t).min()
+}
+
+/// When the oldest event of `batch` was received (now when it has no receive times): the age the memory queue's
+/// timer counts from, so the time an event waited in its batch (`batch.maxAge`) counts too.
+fn received_at(batch: &EncodedBatch) -> Instant {
+    let now = Instant::now();
+    let Some(&oldest) = batch.received_ns.iter().min() else {
+        return now;
+    };
+    let age = Duration::from_nanos(now_unix_ns().saturating_sub(oldest));
+    now.checked_sub(age).unwrap_or(now)
 }
 
 /// fsyncs the spool's appended records and clears the unsynced mark (an error is logged; the mark is cleared
@@ -586,8 +603,8 @@ mod tests {
 
     #[test]
     fn memory_older_than_fsync_interval_moves_in_front_of_the_spool_and_survives_a_crash() {
-        let dir = tempfile::tempdir().unwrap();
         {
+            let dir = tempfile::tempdir().unwrap();
             let mut s = settings(dir.path(), 1 << 20);
             s.spool.as_mut().unwrap().fsync_interval = Duration::from_secs(3600);
             let q = DeliveryQueue::new(&s).unwrap();
@@ -595,7 +612,14 @@ mod tests {
             q.push(batch(2, 2));
             assert_eq!(q.tick(), 0, "younger than fsyncInterval: stays in memory");
             assert!(q.tick_deadline().is_some());
+            // The age counts from the oldest event's receive time, not from the push (time spent in the batch).
+            let mut old = batch(3, 2);
+            old.received_ns = vec![now_unix_ns() - 7200 * 1_000_000_000; 2];
+            q.push(old);
+            assert_eq!(q.tick(), 6, "memory behind an event older than fsyncInterval moves too");
+            assert_eq!(q.spooled_events(), 6);
         }
+        let dir = tempfile::tempdir().unwrap();
         {
             let q = DeliveryQueue::new(&settings(dir.path(), 1 << 20)).unwrap(); // fsyncInterval 0
             assert_eq!(q.tick_deadline(), None, "nothing queued, nothing unsynced: no timer");

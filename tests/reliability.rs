@@ -197,7 +197,10 @@ fn without_a_spool_a_shutdown_with_the_destination_down_is_bounded_and_counts_ev
 #[test]
 fn a_sender_that_keeps_sending_cannot_prolong_the_shutdown() {
     let mut cfg = fixtures::influx_only_config(false, free_tcp_port(), "flood");
+    // One reader handing over every event on its own (slow per event), so the sender outpaces it.
     set(&mut cfg, "sense-ingest.readerThreads", Yaml::from(1));
+    set(&mut cfg, "sense-ingest.eventsPerSlab", Yaml::from(1));
+    set(&mut cfg, "sense-ingest.channelCapacity", Yaml::from(1));
     set(&mut cfg, "sense-ingest.spool.enable", Yaml::from(false));
     set(&mut cfg, "sense-ingest.shutdownTimeout", Yaml::from("1s"));
     let mut engine = Engine::start_with_yaml(&serde_norway::to_string(&cfg).unwrap());

@@ -7,9 +7,9 @@
 //! next one sent.
 //!
 //! Without a spool, a full memory queue makes the encoder wait (backpressure to the readers, then to the socket
-//! buffer; kernel drops are counted there). Once the engine is stopping it no longer waits: the batch is queued
-//! beyond the bound (at most what the channels and socket buffers still held), so the readers can finish and the
-//! shutdown budget can start; what cannot be delivered within it is counted as dropped.
+//! buffer; kernel drops are counted there). Once the engine is stopping it no longer waits: a batch that finds the
+//! memory queue full is handed back refused (the caller counts it as dropped: without a spool it could only be
+//! dropped at the end of the shutdown anyway), so the readers can finish and the shutdown budget can start.
 //!
 //! **With a spool, memory is a cache, not the only copy** (a crash loses RAM): batches move from memory *in front
 //! of* the spool ([`super::spool::Spool::prepend`], fsynced) when
@@ -64,6 +64,18 @@ pub enum Origin {
     Memory,
     /// A copy of the spool's oldest record (it stays on disk until acknowledged).
     Spool,
+}
+
+/// What [`DeliveryQueue::push`] did with a batch.
+#[derive(Debug, Default)]
+pub struct Pushed {
+    /// What the spool cap evicted (events, per sender; for the caller to count and log).
+    pub evicted: Evicted,
+    /// The batch went to the spool.
+    pub spooled: bool,
+    /// Without a spool, once the engine is stopping: the memory queue was full, so the batch was not queued (for
+    /// the caller to count as dropped).
+    pub refused: Option<EncodedBatch>,
 }
 
 /// What [`DeliveryQueue::next`] found.
@@ -170,9 +182,9 @@ impl DeliveryQueue {
         self.lock().free.pop()
     }
 
-    /// Queues a finished batch. Returns what the spool cap evicted (events, per sender; for the caller to count
-    /// and log), and whether the batch went to disk. Without a spool, waits while the memory queue is full.
-    pub fn push(&self, batch: EncodedBatch) -> (Evicted, bool) {
+    /// Queues a finished batch (see [`Pushed`]). Without a spool, waits while the memory queue is full, until the
+    /// engine is stopping; then a batch that does not fit is refused.
+    pub fn push(&self, batch: EncodedBatch) -> Pushed {
         let mut st = self.lock();
         let len = batch.footprint();
         let mut evicted = Evicted::default();
@@ -223,13 +235,23 @@ impl DeliveryQueue {
                     .unwrap_or_else(|e| e.into_inner())
                     .0;
             }
+            if st.spool.is_none() && st.mem_bytes + len > self.max_memory_bytes && !st.mem.is_empty() {
+                return Pushed {
+                    refused: Some(batch),
+                    ..Pushed::default()
+                };
+            }
             st.mem_bytes += len;
             st.mem.push_back((received_at(&batch), batch));
         }
         drop(st);
         self.ready.notify_one();
         self.wake.notify_one();
-        (evicted, spooled)
+        Pushed {
+            evicted,
+            spooled,
+            refused: None,
+        }
     }
 
     /// Events the spool lost to damaged records since the last call (for the caller to count as dropped).
@@ -678,9 +700,11 @@ mod tests {
             std::thread::spawn(move || q.push(batch(2, 1)))
         };
         stop.store(true, Ordering::Relaxed);
-        pusher.join().unwrap(); // would wait forever for room without the stop flag
+        // Would wait forever for room without the stop flag; refused, for the caller to count.
+        let refused = pusher.join().unwrap().refused.expect("refused");
+        assert_eq!(refused.bytes[0], 2);
         let (saved, lost) = q.persist_remaining();
-        assert_eq!((saved, lost.len()), (0, 2));
+        assert_eq!((saved, lost.len()), (0, 1));
     }
 
     #[test]

@@ -41,7 +41,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError};
 use tracing::{debug, error, info, warn};
 
 use super::batch::{Batch, EncodedBatch};
-use super::queue::{DeliveryQueue, Next, Origin, QueueSettings};
+use super::queue::{DeliveryQueue, Next, Origin, Pushed, QueueSettings};
 use super::{Encoded, Encoder, SinkError, Transport};
 use crate::config::{BatchConfig, RetryConfig};
 use crate::event::slab::Slab;
@@ -162,10 +162,22 @@ pub fn run<E, T>(
     };
 
     let mut batch = Batch::new(settings.batch);
-    let hand_over = |batch: &mut Batch| {
+    // Events refused at shutdown by a full memory queue without a spool (counted dropped; logged once at the end).
+    let mut refused_events = 0;
+    let mut refused_hosts = HostTally::default();
+    let mut hand_over = |batch: &mut Batch| {
         let empty = queue.take_buffers().unwrap_or_else(|| Batch::buffers(settings.batch));
         let full = batch.take(empty);
-        let (evicted, spooled) = queue.push(full);
+        let Pushed {
+            evicted,
+            spooled,
+            refused,
+        } = queue.push(full);
+        if let Some(b) = refused {
+            refused_events += b.len() as u64;
+            counters.dropped.add(b.len() as u64);
+            count_hosts(&counters, SinkOutcome::Dropped, &b, 0..b.len(), &mut refused_hosts);
+        }
         if evicted.events > 0 {
             counters.dropped.add(evicted.events);
             counters.dropped_spool_cap.add(evicted.events);
@@ -224,6 +236,12 @@ pub fn run<E, T>(
     }
     if !batch.is_empty() {
         hand_over(&mut batch);
+    }
+    if refused_events > 0 {
+        error!(
+            sink = %settings.name, events = refused_events,
+            "shutting down with the memory queue full and no spool: events dropped"
+        );
     }
     queue.close();
     let _ = delivery.join();

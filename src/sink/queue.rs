@@ -102,6 +102,8 @@ struct State {
     unsynced_since: Option<Instant>,
     /// The spool's head record is out for delivery: nothing may be prepended until it is done or given back.
     spool_head_out: bool,
+    /// Moving memory to the spool failed (disk error): not tried again by the timer before this.
+    spill_retry_at: Option<Instant>,
 }
 
 /// The queue between one destination's encoder and its delivery.
@@ -134,6 +136,7 @@ impl DeliveryQueue {
                 closed_at: None,
                 unsynced_since: None,
                 spool_head_out: false,
+                spill_retry_at: None,
             }),
             ready: Condvar::new(),
             room: Condvar::new(),
@@ -385,6 +388,7 @@ impl DeliveryQueue {
         let batches: Vec<EncodedBatch> = st.mem.drain(..).map(|(_, b)| b).collect();
         match spool.prepend(&batches) {
             Ok(()) => {
+                st.spill_retry_at = None;
                 st.mem_bytes = 0;
                 let events = batches.iter().map(|b| b.len() as u64).sum();
                 for mut b in batches {
@@ -398,6 +402,8 @@ impl DeliveryQueue {
             }
             Err(e) => {
                 error!(error = %e, "cannot move queued batches to the spool; they stay in memory");
+                // Not again at once: the timer would spin on a failing disk.
+                st.spill_retry_at = Some(Instant::now() + self.fsync_interval.max(Duration::from_secs(1)));
                 st.mem.extend(batches.into_iter().map(|b| (received_at(&b), b)));
                 0
             }
@@ -413,7 +419,7 @@ impl DeliveryQueue {
             return 0;
         }
         let mut moved = 0;
-        if oldest_in(&st.mem).is_some_and(|t| t.elapsed() >= self.fsync_interval) {
+        if self.spill_due(&st).is_some_and(|t| t <= Instant::now()) {
             moved = self.spill_memory(&mut st);
         }
         if st.unsynced_since.is_some_and(|t| t.elapsed() >= self.fsync_interval) {
@@ -432,12 +438,19 @@ impl DeliveryQueue {
     pub fn tick_deadline(&self) -> Option<Instant> {
         let st = self.lock();
         st.spool.as_ref()?;
-        let mem = oldest_in(&st.mem);
-        [mem, st.unsynced_since]
-            .into_iter()
-            .flatten()
-            .min()
-            .map(|t| t + self.fsync_interval)
+        let sync = st.unsynced_since.map(|t| t + self.fsync_interval);
+        [self.spill_due(&st), sync].into_iter().flatten().min()
+    }
+
+    /// When memory is due to move to the spool: `fsyncInterval` after its oldest event was received, not while the
+    /// spool's head is out for delivery (then memory is empty anyway, except after a disk error) and not before a
+    /// failed move may be retried.
+    fn spill_due(&self, st: &State) -> Option<Instant> {
+        if st.spool_head_out {
+            return None;
+        }
+        let due = oldest_in(&st.mem)? + self.fsync_interval;
+        Some(st.spill_retry_at.map_or(due, |retry| due.max(retry)))
     }
 
     /// At exit: writes what is still in memory in front of the spool and returns the events saved, with the
@@ -705,6 +718,23 @@ mod tests {
         assert_eq!(refused.bytes[0], 2);
         let (saved, lost) = q.persist_remaining();
         assert_eq!((saved, lost.len()), (0, 1));
+    }
+
+    #[test]
+    fn a_failed_move_to_the_spool_is_not_retried_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool_dir = dir.path().join("spool");
+        let q = DeliveryQueue::new(&settings(&spool_dir, 1 << 20)).unwrap(); // fsyncInterval 0
+        q.push(batch(1, 1));
+        std::fs::remove_dir_all(&spool_dir).unwrap(); // the disk fails: the move cannot be written
+        assert_eq!(q.tick(), 0);
+        // The encoder waits for this deadline: in the past, it would spin on the failing disk.
+        let due = q.tick_deadline().expect("memory still waits to move");
+        assert!(due > Instant::now() + Duration::from_millis(500), "retried at once");
+        assert!(
+            matches!(q.next(Duration::ZERO), Next::Batch(Origin::Memory, _)),
+            "kept in memory"
+        );
     }
 
     #[test]

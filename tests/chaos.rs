@@ -13,6 +13,11 @@
 //!    batches go to the spool, as `shutdownTimeout` is short), starts again with the same config, and the sender
 //!    resumes on its new port.
 //! 4. 80 %, once the engine runs again: InfluxDB gets SIGKILL again, as in step 1.
+//! 5. During that second InfluxDB outage, once the engine noticed it: the sender pauses until the engine has
+//!    accepted everything sent (and MQTT, which is up, has it all), waits [`FSYNC_INTERVAL`] more, then the
+//!    engine gets **SIGKILL** (a crash: no shutdown, no summary; its counters are read from `/metrics` just
+//!    before) and starts again with the same config; the sender resumes. The durability promise: every event
+//!    accepted more than `fsyncInterval` before a crash is delivered after the restart. InfluxDB then starts again.
 //!
 //! The report prints when each step happened.
 //!
@@ -29,7 +34,8 @@
 //!   printed instead).
 //! - MQTT: every event arrives on the everything topic and on its command's topic; duplicates per topic are
 //!   counted and printed (QoS 1 re-sends after a reconnect are allowed).
-//! - Counters, summed over both engine runs (each run's final summary line): `received == accepted + excluded +
+//! - Counters, summed over the three engine runs (each run's final summary line; for the SIGKILLed run, its
+//!   `/metrics` just before the kill): `received == accepted + excluded +
 //!   rejected == sent`, `kernel_drops == 0`; per destination `delivered + skipped + dropped == accepted`
 //!   (both count events), `dropped == 0`, nothing left in the spool; `/metrics` of the second run agrees with its
 //!   summary.
@@ -56,6 +62,9 @@ const RATE_PER_S: usize = 20_000;
 const SOURCE_PORTS: usize = 4;
 /// How long InfluxDB stays down at each kill (at least; then until the engine noticed).
 const INFLUX_DOWN: Duration = Duration::from_secs(2);
+/// `sense-ingest.spool.fsyncInterval`: the engine is SIGKILLed this long (plus a margin) after it accepted the
+/// last event.
+const FSYNC_INTERVAL: Duration = Duration::from_secs(1);
 /// How long Mosquitto stays down (at least; then until the engine noticed).
 const MOSQUITTO_DOWN: Duration = Duration::from_secs(3);
 /// How long the destinations may take to hold everything once the sender finished.
@@ -396,6 +405,34 @@ fn sink_counts(line: &str, sink: &str) -> SinkCounts {
     }
 }
 
+/// A running engine's counters from `/metrics`, in the shape of a summary line (for a run that ends in SIGKILL).
+fn metrics_summary(addr: SocketAddr) -> Summary {
+    let (_, body) = request(addr, "GET", "/metrics", b"").expect("/metrics answers");
+    let m = |series: &str| metric(&body, series).unwrap_or(0);
+    let sink = |name: &str| SinkCounts {
+        delivered: m(&format!("sense_ingest_sink_events_delivered_total{{sink=\"{name}\"}}")),
+        skipped: m(&format!("sense_ingest_sink_events_skipped_total{{sink=\"{name}\"}}")),
+        dropped: m(&format!("sense_ingest_sink_events_dropped_total{{sink=\"{name}\"}}")),
+        retries: m(&format!("sense_ingest_sink_retries_total{{sink=\"{name}\"}}")),
+        spooled: m(&format!("sense_ingest_sink_spooled_events{{sink=\"{name}\"}}")),
+    };
+    Summary {
+        received: m("sense_ingest_datagrams_received_total"),
+        accepted: m("sense_ingest_events_accepted_total"),
+        excluded: m("sense_ingest_events_excluded_total"),
+        rejected: body
+            .lines()
+            .filter(|l| l.starts_with("sense_ingest_datagrams_rejected_total{"))
+            .filter_map(|l| l.rsplit(' ').next()?.trim().parse::<f64>().ok())
+            .map(|v| v as u64)
+            .sum(),
+        kernel_drops: m("sense_ingest_kernel_drops_total"),
+        channel_full_waits: m("sense_ingest_channel_full_waits_total"),
+        influxdb: sink("influxdb"),
+        mqtt: sink("mqtt"),
+    }
+}
+
 fn final_summary(engine: &Engine) -> Summary {
     let log = engine.stderr_text();
     let line = log
@@ -453,25 +490,28 @@ fn metric(body: &str, series: &str) -> Option<u64> {
         .map(|v| v as u64)
 }
 
-/// True when the running (second) engine has settled every accepted event of both runs in both destinations
-/// (delivered, skipped or dropped) and its spool is empty: nothing more will arrive.
-fn engine_is_idle(run1: &Summary, addr: SocketAddr) -> bool {
+/// True when the running engine has settled, in each of `sinks`, every event accepted by it and the `earlier`
+/// runs (delivered, skipped or dropped) and its spool is empty: nothing more will arrive there.
+fn engine_is_idle(earlier: &[Summary], addr: SocketAddr, sinks: &[&str]) -> bool {
     let Some((_, body)) = request(addr, "GET", "/metrics", b"") else {
         return false;
     };
     let m = |series: &str| metric(&body, series).unwrap_or(0);
-    let accepted = run1.accepted + m("sense_ingest_events_accepted_total");
-    [("influxdb", run1.influxdb), ("mqtt", run1.mqtt)]
-        .into_iter()
-        .all(|(sink, first)| {
-            let settled = first.delivered
-                + first.skipped
-                + first.dropped
-                + m(&format!("sense_ingest_sink_events_delivered_total{{sink=\"{sink}\"}}"))
-                + m(&format!("sense_ingest_sink_events_skipped_total{{sink=\"{sink}\"}}"))
-                + m(&format!("sense_ingest_sink_events_dropped_total{{sink=\"{sink}\"}}"));
-            settled >= accepted && m(&format!("sense_ingest_sink_spooled_events{{sink=\"{sink}\"}}")) == 0
-        })
+    let accepted = earlier.iter().map(|r| r.accepted).sum::<u64>() + m("sense_ingest_events_accepted_total");
+    sinks.iter().all(|&sink| {
+        let before: u64 = earlier
+            .iter()
+            .map(|r| {
+                let c = if sink == "influxdb" { r.influxdb } else { r.mqtt };
+                c.delivered + c.skipped + c.dropped
+            })
+            .sum();
+        let settled = before
+            + m(&format!("sense_ingest_sink_events_delivered_total{{sink=\"{sink}\"}}"))
+            + m(&format!("sense_ingest_sink_events_skipped_total{{sink=\"{sink}\"}}"))
+            + m(&format!("sense_ingest_sink_events_dropped_total{{sink=\"{sink}\"}}"));
+        settled >= accepted && m(&format!("sense_ingest_sink_spooled_events{{sink=\"{sink}\"}}")) == 0
+    })
 }
 
 /// `/metrics` once two scrapes 200 ms apart agree on the counters compared with the summary (the last
@@ -495,7 +535,7 @@ fn stable_metrics(addr: SocketAddr) -> String {
     last
 }
 
-/// The `/metrics` series compared with the second run's final summary.
+/// The `/metrics` series compared with the last run's final summary.
 const COMPARED: [&str; 7] = [
     "sense_ingest_datagrams_received_total",
     "sense_ingest_events_accepted_total",
@@ -529,6 +569,10 @@ fn config(influxd: &Influxd, broker: &Mosquitto, spool: &std::path::Path) -> Str
     put("sense-ingest.spool.memoryBytes", Yaml::from(1 << 20));
     // A short shutdown budget, so the SIGTERM leaves a backlog in the spool for the second run to replay.
     put("sense-ingest.shutdownTimeout", Yaml::from("1s"));
+    put(
+        "sense-ingest.spool.fsyncInterval",
+        Yaml::from(format!("{}ms", FSYNC_INTERVAL.as_millis())),
+    );
     serde_norway::to_string(&cfg).unwrap()
 }
 
@@ -629,6 +673,10 @@ fn chaos_every_event_reaches_every_destination_through_outages_and_a_restart() {
     // The schedule, polled every 20 ms: InfluxDB starts up in the background (it can take seconds to load its
     // data), so the other steps keep their place in the stream meanwhile.
     let mut second: Option<Engine> = None;
+    let mut run1: Option<Summary> = None;
+    // Step 5: the SIGKILLed second run's counters, and the third run.
+    let mut run2: Option<Summary> = None;
+    let mut third: Option<Engine> = None;
     let mut influx = Outage::Up;
     let mut influx_kills = 0;
     let mut mosquitto = Outage::Up;
@@ -641,7 +689,7 @@ fn chaos_every_event_reaches_every_destination_through_outages_and_a_restart() {
             "the schedule did not finish in time: {:#?}",
             timeline.lines
         );
-        let engine = second.as_ref().unwrap_or(&first);
+        let engine = third.as_ref().or(second.as_ref()).unwrap_or(&first);
         let sent = traffic.sent();
         // 1. and 4.: InfluxDB killed at 20 % and (after the engine restart) at 80 %.
         match influx {
@@ -657,7 +705,32 @@ fn chaos_every_event_reaches_every_destination_through_outages_and_a_restart() {
             }
             Outage::Down(since, before) if since.elapsed() >= INFLUX_DOWN => {
                 let noticed = occurrences(engine, INFLUX_FAILING) > before;
-                if noticed || since.elapsed() >= 3 * INFLUX_DOWN {
+                // 5. The engine SIGKILLed during the second InfluxDB outage.
+                if influx_kills == 2 && noticed && third.is_none() {
+                    let (earlier, running) = (run1.expect("run 1 ended"), second.as_mut().expect("run 2 runs"));
+                    traffic.pause();
+                    timeline.note(&traffic, "sender paused; waiting for the engine to accept it all");
+                    let addr = metrics_addr(running);
+                    wait_for("the engine to accept every event sent", Duration::from_secs(20), || {
+                        let r = metrics_summary(addr);
+                        (earlier.received + r.received == traffic.sent() as u64).then_some(())
+                    });
+                    wait_for("MQTT (up) to have every event", Duration::from_secs(30), || {
+                        engine_is_idle(&[earlier], addr, &["mqtt"]).then_some(())
+                    });
+                    // The promise covers events accepted more than fsyncInterval before the crash.
+                    std::thread::sleep(FSYNC_INTERVAL + Duration::from_millis(200));
+                    run2 = Some(metrics_summary(addr));
+                    running.kill();
+                    timeline.note(&traffic, "engine SIGKILLed (InfluxDB down)");
+                    let engine = Engine::start_with_yaml(&yaml);
+                    traffic.resume(engine.target());
+                    third = Some(engine);
+                    timeline.note(&traffic, "engine started again; sender resumed");
+                    std::thread::sleep(Duration::from_millis(20));
+                    continue;
+                }
+                if (influx_kills < 2 || third.is_some()) && (noticed || since.elapsed() >= 3 * INFLUX_DOWN) {
                     influxd.start_again();
                     timeline.note(
                         &traffic,
@@ -702,26 +775,29 @@ fn chaos_every_event_reaches_every_destination_through_outages_and_a_restart() {
             let exit = first.terminate();
             timeline.note(&traffic, &format!("engine exited ({exit})"));
             status = Some(exit);
+            run1 = Some(final_summary(&first));
             let engine = Engine::start_with_yaml(&yaml);
             traffic.resume(engine.target());
             second = Some(engine);
             timeline.note(&traffic, "engine started again; sender resumed");
         }
-        if influx_kills == 2 && influx == Outage::Up && second.is_some() && traffic.idle.load(Ordering::SeqCst) {
+        if influx_kills == 2 && influx == Outage::Up && third.is_some() && traffic.idle.load(Ordering::SeqCst) {
             break;
         }
         std::thread::sleep(Duration::from_millis(20));
     }
     let status = status.expect("the engine was restarted");
-    let mut second = second.expect("the engine was restarted");
-    let run1 = final_summary(&first);
+    let second = second.expect("the engine was restarted");
+    let mut third = third.expect("the engine was restarted after the SIGKILL");
+    let run1 = run1.expect("run 1 ended");
+    let run2 = run2.expect("run 2 was SIGKILLed");
     sender.join().unwrap();
     timeline.note(&traffic, "sender done");
 
     // Every destination catches up; the wait ends early when the engine has nothing left to deliver for 5 s
     // while something is still missing (the report below says what), or at the deadline.
     let settle_deadline = Instant::now() + SETTLE_TIMEOUT;
-    let metrics_at = metrics_addr(&second);
+    let metrics_at = metrics_addr(&third);
     let mut idle_since: Option<Instant> = None;
     let mut last_points = None;
     let settled = loop {
@@ -737,7 +813,7 @@ fn chaos_every_event_reaches_every_destination_through_outages_and_a_restart() {
         if Instant::now() >= settle_deadline {
             break false;
         }
-        if engine_is_idle(&run1, metrics_at) {
+        if engine_is_idle(&[run1, run2], metrics_at, &["influxdb", "mqtt"]) {
             if idle_since.get_or_insert_with(Instant::now).elapsed() >= Duration::from_secs(5) {
                 break false;
             }
@@ -756,9 +832,9 @@ fn chaos_every_event_reaches_every_destination_through_outages_and_a_restart() {
     );
 
     let metrics = stable_metrics(metrics_at);
-    let status2 = second.terminate();
-    timeline.note(&traffic, &format!("engine exited ({status2})"));
-    let run2 = final_summary(&second);
+    let status3 = third.terminate();
+    timeline.note(&traffic, &format!("engine exited ({status3})"));
+    let run3 = final_summary(&third);
     drop(sub);
 
     // What each destination holds.
@@ -775,7 +851,7 @@ fn chaos_every_event_reaches_every_destination_through_outages_and_a_restart() {
         )
     };
 
-    let sum = |f: fn(&Summary) -> u64| f(&run1) + f(&run2);
+    let sum = |f: fn(&Summary) -> u64| f(&run1) + f(&run2) + f(&run3);
     let sent = traffic.sent() as u64;
     let send_errors = traffic.send_errors.load(Ordering::Relaxed) as u64;
     let mut report = String::new();
@@ -792,7 +868,7 @@ fn chaos_every_event_reaches_every_destination_through_outages_and_a_restart() {
         "sender: sent {sent}, send errors {send_errors}; readers waited on a full channel {} times",
         sum(|s| s.channel_full_waits)
     );
-    for (name, s) in [("run 1", &run1), ("run 2", &run2)] {
+    for (name, s) in [("run 1", &run1), ("run 2 (SIGKILL)", &run2), ("run 3", &run3)] {
         let _ = writeln!(report, "engine {name}: {s:?}");
     }
     let _ = writeln!(
@@ -824,12 +900,12 @@ fn chaos_every_event_reaches_every_destination_through_outages_and_a_restart() {
         }
     };
     check(status.success(), format!("engine run 1 exited with {status}"));
-    check(status2.success(), format!("engine run 2 exited with {status2}"));
+    check(status3.success(), format!("engine run 3 exited with {status3}"));
     check(
         sent == EVENTS as u64 && send_errors == 0,
         format!("sender: sent {sent} with {send_errors} errors"),
     );
-    for (name, s) in [("run 1", &run1), ("run 2", &run2)] {
+    for (name, s) in [("run 1", &run1), ("run 2", &run2), ("run 3", &run3)] {
         check(
             s.received == s.accepted + s.excluded + s.rejected,
             format!("{name}: received != accepted + excluded + rejected: {s:?}"),
@@ -855,18 +931,18 @@ fn chaos_every_event_reaches_every_destination_through_outages_and_a_restart() {
         ("influxdb", (|s: &Summary| s.influxdb) as fn(&Summary) -> SinkCounts),
         ("mqtt", |s: &Summary| s.mqtt),
     ] {
-        let (a, b) = (f(&run1), f(&run2));
-        let delivered = a.delivered + b.delivered;
-        let dropped = a.dropped + b.dropped;
-        let skipped = a.skipped + b.skipped;
+        let (a, b, c) = (f(&run1), f(&run2), f(&run3));
+        let delivered = a.delivered + b.delivered + c.delivered;
+        let dropped = a.dropped + b.dropped + c.dropped;
+        let skipped = a.skipped + b.skipped + c.skipped;
         check(
             delivered + skipped + dropped == accepted && skipped == 0,
             format!("{sink}: delivered {delivered} + skipped {skipped} + dropped {dropped} != accepted {accepted}"),
         );
         check(dropped == 0, format!("{sink}: {dropped} dropped"));
         check(
-            b.spooled == 0,
-            format!("{sink}: {} events left in the spool", b.spooled),
+            c.spooled == 0,
+            format!("{sink}: {} events left in the spool", c.spooled),
         );
     }
     check(
@@ -888,15 +964,15 @@ fn chaos_every_event_reaches_every_destination_through_outages_and_a_restart() {
         unexpected.is_empty(),
         format!("unexpected MQTT messages: {unexpected:?}"),
     );
-    // /metrics of the second run agrees with its final summary (nothing arrived after the scrape).
+    // /metrics of the last run agrees with its final summary (nothing arrived after the scrape).
     let from_summary = [
-        run2.received,
-        run2.accepted,
-        run2.kernel_drops,
-        run2.influxdb.delivered,
-        run2.mqtt.delivered,
-        run2.influxdb.dropped,
-        run2.mqtt.dropped,
+        run3.received,
+        run3.accepted,
+        run3.kernel_drops,
+        run3.influxdb.delivered,
+        run3.mqtt.delivered,
+        run3.influxdb.dropped,
+        run3.mqtt.dropped,
     ];
     for (series, want) in COMPARED.into_iter().zip(from_summary) {
         let got = metric(&metrics, series);
@@ -909,10 +985,11 @@ fn chaos_every_event_reaches_every_destination_through_outages_and_a_restart() {
     if !failures.is_empty() {
         panic!(
             "chaos test failed:\n- {}\n\nengine run 1 stderr (tail):\n{}\n\nengine run 2 stderr (tail):\n{}\n\n\
-             mosquitto log (tail):\n{}",
+             engine run 3 stderr (tail):\n{}\n\nmosquitto log (tail):\n{}",
             failures.join("\n- "),
             tail(&first.stderr_text(), 40),
             tail(&second.stderr_text(), 40),
+            tail(&third.stderr_text(), 40),
             tail(&broker.log(), 20),
         );
     }

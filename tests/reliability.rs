@@ -1,10 +1,12 @@
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use serde_norway::Value as Yaml;
 
 use crate::common::fixtures::{self, set};
 use crate::common::influxd::Influxd;
-use crate::common::{send_datagrams, wait_for, Engine};
+use crate::common::{free_tcp_port, send_datagrams, wait_for, Engine};
 
 /// The fixture config into `influxd` only, with short retries so outages are noticed fast.
 fn config(influxd: &Influxd, db: &str, spool_dir: &std::path::Path) -> serde_norway::Value {
@@ -147,6 +149,128 @@ fn issue_10_a_database_dropped_mid_run_is_prepared_again_and_later_events_arrive
     let summary = final_summary(&engine);
     assert!(
         summary.contains("influxdb(delivered=150 skipped=0 dropped=0"),
+        "{summary}"
+    );
+}
+
+/// Issue 10, item 2: "3,000 events accepted while InfluxDB is down, 3 s wait, SIGKILL, restart, InfluxDB up:
+/// 3,000 of 3,000 stored". With the default memory queue (32 MiB) every one of them fits in RAM; they must reach
+/// the spool anyway, fsynced within `fsyncInterval` (1 s), because a crash gives no chance to write them there.
+#[test]
+fn a_sigkill_during_an_outage_loses_nothing_accepted_more_than_fsync_interval_before() {
+    let mut influxd = Influxd::start();
+    let spool = tempfile::tempdir().unwrap();
+    let mut cfg = config(&influxd, "sigkill", spool.path());
+    set(&mut cfg, "sense-ingest.spool.memoryBytes", Yaml::from(32 << 20));
+    set(&mut cfg, "sense-ingest.spool.fsyncInterval", Yaml::from("1s"));
+    let yaml = serde_norway::to_string(&cfg).unwrap();
+    influxd.kill();
+    let mut first = Engine::start_with_yaml(&yaml);
+    send_datagrams(first.target(), &events(3000, "k"));
+    std::thread::sleep(Duration::from_secs(3)); // the probe's "3 s wait": part of the scenario, not a sync point
+    first.kill();
+
+    influxd.restart();
+    let mut second = Engine::start_with_yaml(&yaml);
+    // Poll for the replay with a deadline, then compare exactly (so a loss shows as a count, not a timeout).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while influxd.points("sigkill", "user_events").len() < 3000 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(influxd.points("sigkill", "user_events").len(), 3000);
+    assert!(second.terminate().success(), "{}", second.stderr_text());
+    let summary = final_summary(&second);
+    assert!(
+        summary.contains("delivered=3000") && summary.contains("dropped=0") && summary.contains("spooled=0"),
+        "{summary}"
+    );
+}
+
+/// Issue 10, item 7: without a spool and with the destination down, the reader blocks on a full channel behind a
+/// full memory queue. SIGTERM must still end the process within `shutdownTimeout` (1 s) plus the documented grace,
+/// and every accepted event must be in exactly one counter of the final summary (here: dropped, as nothing can be
+/// delivered or kept).
+#[test]
+fn without_a_spool_a_shutdown_with_the_destination_down_is_bounded_and_counts_every_event() {
+    // Nothing listens on this port: every write is refused at once.
+    let mut cfg = fixtures::influx_only_config(false, free_tcp_port(), "nospool");
+    set(&mut cfg, "sense-ingest.readerThreads", Yaml::from(1));
+    set(&mut cfg, "sense-ingest.eventsPerSlab", Yaml::from(1));
+    set(&mut cfg, "sense-ingest.channelCapacity", Yaml::from(1));
+    set(&mut cfg, "sense-ingest.batch.maxEvents", Yaml::from(1));
+    set(&mut cfg, "sense-ingest.retry.maxAttempts", Yaml::from(10));
+    set(&mut cfg, "sense-ingest.retry.initialBackoff", Yaml::from("100ms"));
+    set(&mut cfg, "sense-ingest.retry.maxBackoff", Yaml::from("10s"));
+    set(&mut cfg, "sense-ingest.spool.enable", Yaml::from(false));
+    set(&mut cfg, "sense-ingest.spool.memoryBytes", Yaml::from(1024));
+    set(&mut cfg, "sense-ingest.shutdownTimeout", Yaml::from("1s"));
+    let mut engine = Engine::start_with_yaml(&serde_norway::to_string(&cfg).unwrap());
+    send_datagrams(engine.target(), &events(8, "n"));
+    wait_for("the engine to notice the outage", Duration::from_secs(20), || {
+        engine.stderr_text().contains("send failed; retrying").then_some(())
+    });
+    // shutdownTimeout (1 s) + the reader's drain limit (1 s) + the spool grace (5 s), with a margin.
+    let status = engine.terminate_within(Duration::from_secs(10));
+    let summary = final_summary(&engine);
+    assert!(status.success(), "{status}: {summary}");
+    assert!(summary.contains("received=8 accepted=8"), "{summary}");
+    assert!(
+        summary.contains("influxdb(delivered=0 skipped=0 dropped=8 ") && summary.contains("spooled=0)"),
+        "{summary}"
+    );
+}
+
+/// Issue 10, item 7: a sender that keeps sending at full speed through the shutdown cannot prolong it (the
+/// readers' drain is limited), and every accepted event is still in exactly one counter of the final summary.
+#[test]
+fn a_sender_that_keeps_sending_cannot_prolong_the_shutdown() {
+    let mut cfg = fixtures::influx_only_config(false, free_tcp_port(), "flood");
+    // One reader handing over every event on its own (slow per event), so the sender outpaces it.
+    set(&mut cfg, "sense-ingest.readerThreads", Yaml::from(1));
+    set(&mut cfg, "sense-ingest.eventsPerSlab", Yaml::from(1));
+    set(&mut cfg, "sense-ingest.channelCapacity", Yaml::from(1));
+    set(&mut cfg, "sense-ingest.spool.enable", Yaml::from(false));
+    set(&mut cfg, "sense-ingest.shutdownTimeout", Yaml::from("1s"));
+    let mut engine = Engine::start_with_yaml(&serde_norway::to_string(&cfg).unwrap());
+    let stop = Arc::new(AtomicBool::new(false));
+    let sender = {
+        let (stop, target) = (Arc::clone(&stop), engine.target());
+        let datagram = events(1, "flood").remove(0);
+        std::thread::spawn(move || {
+            let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+            while !stop.load(Ordering::Relaxed) {
+                let _ = sock.send_to(&datagram, target);
+            }
+        })
+    };
+    wait_for("the engine to notice the outage", Duration::from_secs(20), || {
+        engine.stderr_text().contains("send failed; retrying").then_some(())
+    });
+    // shutdownTimeout (1 s) + the drain limit (1 s) + the spool grace (5 s), with a margin; the sender never stops.
+    let status = engine.terminate_within(Duration::from_secs(10));
+    stop.store(true, Ordering::Relaxed);
+    sender.join().unwrap();
+    let summary = final_summary(&engine);
+    assert!(status.success(), "{status}: {summary}");
+    let count = |text: &str, key: &str| -> u64 {
+        let at = text
+            .find(&format!("{key}="))
+            .unwrap_or_else(|| panic!("no {key} in {summary}"))
+            + key.len()
+            + 1;
+        text[at..]
+            .chars()
+            .take_while(char::is_ascii_digit)
+            .collect::<String>()
+            .parse()
+            .unwrap()
+    };
+    let sink = &summary[summary.find("influxdb(").expect("influxdb counters")..];
+    let accepted = count(&summary, " accepted");
+    assert!(accepted > 0, "{summary}");
+    assert_eq!(
+        count(sink, "delivered") + count(sink, "skipped") + count(sink, "dropped") + count(sink, "spooled"),
+        accepted,
         "{summary}"
     );
 }

@@ -8,7 +8,7 @@ mod analytics;
 mod appender;
 /// Butler SOS's own measurements (event counts, queue metrics) into a real InfluxDB 1.x and the v2/v3 stand-ins.
 mod butler_metrics;
-/// 200,000 events through InfluxDB and Mosquitto outages and an engine restart: every event arrives, counters add up.
+/// 200,000 events through InfluxDB and Mosquitto outages, an engine restart and an engine SIGKILL: every event arrives, counters add up.
 mod chaos;
 /// `check-config` on good and broken Butler SOS files.
 mod check_config;

@@ -39,8 +39,9 @@ use crate::telemetry::metrics::{ReceiveCounters, SinkCounters};
 use crate::telemetry::prometheus::{self, MetricsState, SinkMetrics};
 use ownership::{OwnershipError, PortLock, SpoolLock};
 
-/// Time allowed after `shutdownTimeout` for sinks to write their leftovers to the spool.
-const SPOOL_GRACE: Duration = Duration::from_secs(5);
+/// Time allowed after `shutdownTimeout` for sinks to write their leftovers to the spool. A shutdown therefore
+/// ends within [`reader::DRAIN_LIMIT`] + `shutdownTimeout` + this grace of the stop request (see [`Engine::wait`]).
+pub const SPOOL_GRACE: Duration = Duration::from_secs(5);
 
 /// The backend a reader ended up using.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -144,7 +145,7 @@ pub fn start(config: &Config, stop: Arc<AtomicBool>, rules: Arc<LiveRules>) -> R
         if influx.max_batch_size > 0 {
             batch.max_events = batch.max_events.min(influx.max_batch_size);
         }
-        let settings = worker_settings(config, "influxdb", batch, &mut owned)?;
+        let settings = worker_settings(config, "influxdb", batch, &mut owned, &stop)?;
         let start = match influx.version {
             InfluxVersion::V1 => batched(settings, encoder, InfluxV1Transport::new(influx)),
             InfluxVersion::V2 => batched(settings, encoder, InfluxV2Transport::new(influx)),
@@ -163,7 +164,7 @@ pub fn start(config: &Config, stop: Arc<AtomicBool>, rules: Arc<LiveRules>) -> R
             };
             let encoder = SessionAnalytics::new(&settings, influx.version);
             let name = "user_session";
-            let settings = worker_settings(config, name, engine.batch, &mut owned)?;
+            let settings = worker_settings(config, name, engine.batch, &mut owned, &stop)?;
             let start = match influx.version {
                 InfluxVersion::V1 => batched(settings, encoder, InfluxV1Transport::new(influx)),
                 InfluxVersion::V2 => batched(settings, encoder, InfluxV2Transport::new(influx)),
@@ -189,7 +190,7 @@ pub fn start(config: &Config, stop: Arc<AtomicBool>, rules: Arc<LiveRules>) -> R
     if config.user_events.send_to_mqtt.enable {
         let (routing, json) = (&config.user_events.send_to_mqtt, EventJson::new(tags));
         let transport = MqttTransport::new(&config.mqtt, routing, &json);
-        let settings = worker_settings(config, "mqtt", engine.batch, &mut owned)?;
+        let settings = worker_settings(config, "mqtt", engine.batch, &mut owned, &stop)?;
         let start = batched(settings, MqttEncoder::new(routing, json), transport).map_err(|e| format!("mqtt: {e}"))?;
         sinks.push(("mqtt".into(), start.1));
         starts.push(("mqtt".into(), start.0));
@@ -203,7 +204,7 @@ pub fn start(config: &Config, stop: Arc<AtomicBool>, rules: Arc<LiveRules>) -> R
             // A whole batch must fit one Event API request (1 MB uncompressed). A batch is closed once it reaches
             // max_bytes, so it can exceed it by one event (a few KB): keep a margin.
             batch.max_bytes = batch.max_bytes.min(sink::new_relic::max_body_bytes() - (64 << 10));
-            let settings = worker_settings(config, &name, batch, &mut owned)?;
+            let settings = worker_settings(config, &name, batch, &mut owned, &stop)?;
             let encoder = NewRelicEncoder::new(tags, routing.scramble);
             let start = batched(settings, encoder, NewRelicTransport::new(&config.new_relic, account))
                 .map_err(|e| format!("{name}: {e}"))?;
@@ -398,12 +399,13 @@ where
 }
 
 /// Batching, retry, queue and spool settings for the destination `name` (the first that spools takes the spool
-/// lock).
+/// lock); `stop` is the engine's stop flag.
 fn worker_settings(
     config: &Config,
     name: &str,
     batch: BatchConfig,
     owned: &mut Ownership,
+    stop: &Arc<AtomicBool>,
 ) -> Result<WorkerSettings, StartError> {
     let engine = &config.engine;
     let spool = (engine.spool.enable && owned.spool_usable(&engine.spool.root())?).then(|| SpoolSettings {
@@ -420,6 +422,7 @@ fn worker_settings(
             spool,
         },
         shutdown_timeout: engine.shutdown_timeout,
+        stop: Some(Arc::clone(stop)),
     })
 }
 
@@ -477,25 +480,25 @@ impl Engine {
         self.stop.store(true, Ordering::Relaxed);
     }
 
-    /// Waits for a stop request, then shuts down in order: readers stop and flush their last slab, channels
-    /// drain, sinks flush their last batch. Returns false when sinks did not finish within the shutdown timeout.
+    /// Waits for a stop request, then shuts down in order: readers drain their socket (at most
+    /// [`reader::DRAIN_LIMIT`]) and flush their last slab, channels drain (a sink without a spool no longer waits
+    /// for room in its memory queue), sinks deliver for up to `shutdownTimeout`, then spool (or count as dropped)
+    /// what is left. The whole shutdown has one deadline: `DRAIN_LIMIT` + `shutdownTimeout` + [`SPOOL_GRACE`]
+    /// after the stop request. Returns false when a thread did not finish by then (the final counts may then miss
+    /// what that thread still held).
     pub fn wait(mut self) -> bool {
         while !self.stop.load(Ordering::Relaxed) {
             std::thread::sleep(Duration::from_millis(50));
         }
         info!("shutting down: readers stop, then sinks flush");
-        for r in self.readers.drain(..) {
-            let _ = r.join();
-        }
-        // Sinks deliver for up to `shutdown_timeout`, then write what is left to their spool: allow for that.
-        let deadline = Instant::now() + self.shutdown_timeout + SPOOL_GRACE;
+        let deadline = Instant::now() + reader::DRAIN_LIMIT + self.shutdown_timeout + SPOOL_GRACE;
         let mut clean = true;
-        for s in self.sink_threads.drain(..) {
-            while !s.is_finished() && Instant::now() < deadline {
+        for t in self.readers.drain(..).chain(self.sink_threads.drain(..)) {
+            while !t.is_finished() && Instant::now() < deadline {
                 std::thread::sleep(Duration::from_millis(10));
             }
-            if s.is_finished() {
-                let _ = s.join();
+            if t.is_finished() {
+                let _ = t.join();
             } else {
                 clean = false;
             }
@@ -507,7 +510,7 @@ impl Engine {
         if !clean {
             error!(
                 timeout_s = self.shutdown_timeout.as_secs(),
-                "sinks did not finish flushing in time"
+                "readers or sinks did not finish in time"
             );
         }
         clean

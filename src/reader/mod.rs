@@ -41,6 +41,10 @@ use crate::telemetry::metrics::{HostStats, RateLimit, ReceiveCounters};
 /// How long a backend waits for data before it checks the stop flag.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(100);
 
+/// The longest a reader drains its socket at shutdown (what is queued there when the stop is noticed; a full
+/// receive buffer takes a fraction of this), so a sender that keeps sending cannot prolong the shutdown.
+pub const DRAIN_LIMIT: Duration = Duration::from_secs(1);
+
 /// How long a reader may keep a partly filled slab while more datagrams keep arriving, before it hands the slab
 /// over anyway. At low rates this gathers several events per slab instead of one, so the sink threads wake once
 /// per slab rather than once per datagram (the main CPU cost per event at 10 k/s), for at most this much extra

@@ -9,10 +9,11 @@ use std::io;
 use std::mem::MaybeUninit;
 use std::net::UdpSocket;
 use std::os::fd::AsRawFd;
+use std::time::Instant;
 
 use tracing::error;
 
-use super::{ReaderCore, POLL_INTERVAL};
+use super::{ReaderCore, DRAIN_LIMIT, POLL_INTERVAL};
 use crate::telemetry::metrics::{now_unix_ns, RateLimit};
 
 /// Datagrams per `recvmmsg` call.
@@ -105,11 +106,13 @@ impl RecvmmsgReceiver {
         Ok(())
     }
 
-    /// Receives whatever is already queued on `sock` without waiting, then flushes. Used at shutdown, so datagrams
-    /// that reached the socket before the signal are delivered.
+    /// Receives whatever is already queued on `sock` without waiting, for at most [`DRAIN_LIMIT`], then flushes.
+    /// Used at shutdown, so datagrams that reached the socket before the signal are delivered; the limit keeps a
+    /// sender that goes on sending from holding the shutdown (what it sends later stays unread, like after exit).
     pub fn drain(&mut self, sock: &UdpSocket, core: &mut ReaderCore) {
+        let until = Instant::now() + DRAIN_LIMIT;
         while let Ok(n) = self.receive(sock, core, libc::MSG_DONTWAIT) {
-            if n == 0 {
+            if n == 0 || Instant::now() >= until {
                 break;
             }
         }

@@ -7,21 +7,35 @@
 //! next one sent.
 //!
 //! Without a spool, a full memory queue makes the encoder wait (backpressure to the readers, then to the socket
-//! buffer; kernel drops are counted there).
+//! buffer; kernel drops are counted there). Once the engine is stopping it no longer waits: a batch that finds the
+//! memory queue full is handed back refused (the caller counts it as dropped: without a spool it could only be
+//! dropped at the end of the shutdown anyway), so the readers can finish and the shutdown budget can start.
 //!
-//! At shutdown, batches still in memory are written *in front of* the spool ([`super::spool::Spool::prepend`]),
-//! so the next start replays them first.
+//! **With a spool, memory is a cache, not the only copy** (a crash loses RAM): batches move from memory *in front
+//! of* the spool ([`super::spool::Spool::prepend`], fsynced) when
+//! - a delivery attempt fails retriably ([`DeliveryQueue::spill`]: the batch that failed first, then memory), so
+//!   while a destination is not accepting, new batches go straight to the spool (the FIFO rule above);
+//! - the oldest event in memory was received `fsyncInterval` ago ([`DeliveryQueue::tick`]: a destination that
+//!   hangs or is slower than the input);
+//! - at shutdown ([`DeliveryQueue::persist_remaining`]).
+//!
+//! Appended records are `write(2)`s (a SIGKILL loses none of them) and are fsynced at most `fsyncInterval` after
+//! they were written ([`DeliveryQueue::tick`] runs a sync timer only while there is unsynced data). So every event
+//! in this queue received more than `fsyncInterval` ago is on disk, fsynced (give or take the encoder's wake-up);
+//! a crash can lose only what is younger, plus the one batch out for delivery from memory while its request is in
+//! flight (a destination that answers, slowly or not yet: a refusal spills it at once).
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
-use std::sync::{Condvar, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use tracing::error;
 
 use super::batch::EncodedBatch;
 use super::spool::{Evicted, Spool};
-use crate::telemetry::metrics::HostTally;
+use crate::telemetry::metrics::{now_unix_ns, HostTally};
 
 /// Where and how much a destination may spool.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,6 +66,18 @@ pub enum Origin {
     Spool,
 }
 
+/// What [`DeliveryQueue::push`] did with a batch.
+#[derive(Debug, Default)]
+pub struct Pushed {
+    /// What the spool cap evicted (events, per sender; for the caller to count and log).
+    pub evicted: Evicted,
+    /// The batch went to the spool.
+    pub spooled: bool,
+    /// Without a spool, once the engine is stopping: the memory queue was full, so the batch was not queued (for
+    /// the caller to count as dropped).
+    pub refused: Option<EncodedBatch>,
+}
+
 /// What [`DeliveryQueue::next`] found.
 #[derive(Debug)]
 pub enum Next {
@@ -65,13 +91,19 @@ pub enum Next {
 
 #[derive(Debug)]
 struct State {
-    mem: VecDeque<EncodedBatch>,
+    /// Batches in memory, oldest first, each with the time its oldest event was received (see [`received_at`]).
+    mem: VecDeque<(Instant, EncodedBatch)>,
     mem_bytes: usize,
     free: Vec<EncodedBatch>,
     spool: Option<Spool>,
     /// When [`DeliveryQueue::close`] was called.
     closed_at: Option<Instant>,
-    last_sync: Instant,
+    /// When the oldest record appended since the last fsync was written (`None`: everything is synced).
+    unsynced_since: Option<Instant>,
+    /// The spool's head record is out for delivery: nothing may be prepended until it is done or given back.
+    spool_head_out: bool,
+    /// Moving memory to the spool failed (disk error): not tried again by the timer before this.
+    spill_retry_at: Option<Instant>,
 }
 
 /// The queue between one destination's encoder and its delivery.
@@ -84,6 +116,8 @@ pub struct DeliveryQueue {
     wake: tokio::sync::Notify,
     max_memory_bytes: usize,
     fsync_interval: Duration,
+    /// The engine's stop flag: once set, a push no longer waits for room (see the module doc).
+    stopping: Option<Arc<AtomicBool>>,
 }
 
 impl DeliveryQueue {
@@ -100,7 +134,9 @@ impl DeliveryQueue {
                 free: Vec::new(),
                 spool,
                 closed_at: None,
-                last_sync: Instant::now(),
+                unsynced_since: None,
+                spool_head_out: false,
+                spill_retry_at: None,
             }),
             ready: Condvar::new(),
             room: Condvar::new(),
@@ -110,7 +146,18 @@ impl DeliveryQueue {
                 .spool
                 .as_ref()
                 .map_or(Duration::from_secs(1), |s| s.fsync_interval),
+            stopping: None,
         })
+    }
+
+    /// Makes a push stop waiting for room once `stop` is set (the engine is shutting down).
+    pub fn with_stop_flag(mut self, stop: Arc<AtomicBool>) -> DeliveryQueue {
+        self.stopping = Some(stop);
+        self
+    }
+
+    fn stopping(&self) -> bool {
+        self.stopping.as_ref().is_some_and(|s| s.load(Ordering::Relaxed))
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -138,9 +185,9 @@ impl DeliveryQueue {
         self.lock().free.pop()
     }
 
-    /// Queues a finished batch. Returns what the spool cap evicted (events, per sender; for the caller to count
-    /// and log), and whether the batch went to disk. Without a spool, waits while the memory queue is full.
-    pub fn push(&self, batch: EncodedBatch) -> (Evicted, bool) {
+    /// Queues a finished batch (see [`Pushed`]). Without a spool, waits while the memory queue is full, until the
+    /// engine is stopping; then a batch that does not fit is refused.
+    pub fn push(&self, batch: EncodedBatch) -> Pushed {
         let mut st = self.lock();
         let len = batch.footprint();
         let mut evicted = Evicted::default();
@@ -151,18 +198,19 @@ impl DeliveryQueue {
         };
         if to_spool {
             let State {
-                spool, free, last_sync, ..
+                spool,
+                free,
+                unsynced_since,
+                ..
             } = &mut *st;
             let spool = spool.as_mut().expect("to_spool implies a spool");
             match spool.append(&batch) {
                 Ok(e) => {
                     evicted = e;
                     spooled = true;
-                    if last_sync.elapsed() >= self.fsync_interval {
-                        *last_sync = Instant::now();
-                        if let Err(e) = spool.sync() {
-                            error!(error = %e, "spool fsync failed");
-                        }
+                    let since = *unsynced_since.get_or_insert_with(Instant::now);
+                    if since.elapsed() >= self.fsync_interval {
+                        sync(spool, unsynced_since);
                     }
                     let mut b = batch;
                     b.clear();
@@ -174,20 +222,39 @@ impl DeliveryQueue {
                     // The disk failed: keep the batch in memory (beyond the bound) rather than lose it.
                     error!(error = %e, "cannot write to the spool; keeping the batch in memory");
                     st.mem_bytes += len;
-                    st.mem.push_back(batch);
+                    st.mem.push_back((received_at(&batch), batch));
                 }
             }
         } else {
-            while st.spool.is_none() && st.mem_bytes + len > self.max_memory_bytes && !st.mem.is_empty() {
-                st = self.room.wait(st).unwrap_or_else(|e| e.into_inner());
+            while st.spool.is_none()
+                && st.mem_bytes + len > self.max_memory_bytes
+                && !st.mem.is_empty()
+                && !self.stopping()
+            {
+                // Woken by room; the timeout notices the stop flag.
+                st = self
+                    .room
+                    .wait_timeout(st, Duration::from_millis(100))
+                    .unwrap_or_else(|e| e.into_inner())
+                    .0;
+            }
+            if st.spool.is_none() && st.mem_bytes + len > self.max_memory_bytes && !st.mem.is_empty() {
+                return Pushed {
+                    refused: Some(batch),
+                    ..Pushed::default()
+                };
             }
             st.mem_bytes += len;
-            st.mem.push_back(batch);
+            st.mem.push_back((received_at(&batch), batch));
         }
         drop(st);
         self.ready.notify_one();
         self.wake.notify_one();
-        (evicted, spooled)
+        Pushed {
+            evicted,
+            spooled,
+            refused: None,
+        }
     }
 
     /// Events the spool lost to damaged records since the last call (for the caller to count as dropped).
@@ -200,7 +267,7 @@ impl DeliveryQueue {
         let mut st = self.lock();
         let deadline = Instant::now() + wait;
         loop {
-            if let Some(b) = st.mem.pop_front() {
+            if let Some((_, b)) = st.mem.pop_front() {
                 st.mem_bytes -= b.footprint();
                 drop(st);
                 self.room.notify_one();
@@ -208,7 +275,10 @@ impl DeliveryQueue {
             }
             if let Some(spool) = st.spool.as_mut() {
                 match spool.peek() {
-                    Ok(Some(b)) => return Next::Batch(Origin::Spool, b),
+                    Ok(Some(b)) => {
+                        st.spool_head_out = true;
+                        return Next::Batch(Origin::Spool, b);
+                    }
                     Ok(None) => {}
                     Err(e) => error!(error = %e, "cannot read the spool"),
                 }
@@ -249,6 +319,7 @@ impl DeliveryQueue {
     pub fn done(&self, origin: Origin, mut batch: EncodedBatch) {
         let mut st = self.lock();
         if origin == Origin::Spool {
+            st.spool_head_out = false;
             if let Some(spool) = st.spool.as_mut() {
                 if let Err(e) = spool.pop(&batch) {
                     error!(error = %e, "cannot advance the spool head; the batch may be sent again after a restart");
@@ -267,10 +338,11 @@ impl DeliveryQueue {
         match origin {
             Origin::Memory => {
                 st.mem_bytes += batch.footprint();
-                st.mem.push_front(batch);
+                st.mem.push_front((received_at(&batch), batch));
             }
             // The record never left the spool; it is simply no longer out for delivery.
             Origin::Spool => {
+                st.spool_head_out = false;
                 if let Some(spool) = st.spool.as_mut() {
                     spool.release_head();
                 }
@@ -290,11 +362,102 @@ impl DeliveryQueue {
         self.lock().closed_at.map(|t| t.elapsed())
     }
 
+    /// A delivery attempt of `failed` (taken from memory; `None`: nothing to add) failed and will be retried:
+    /// writes it and then every batch in memory in front of the spool (fsynced), so none of them lives in RAM
+    /// only while the destination is not accepting, and new batches go to the spool. Returns the events moved.
+    /// Without a spool, or when the disk fails (ERROR), everything stays in memory, `failed` at the front.
+    pub fn spill(&self, failed: Option<EncodedBatch>) -> u64 {
+        let mut st = self.lock();
+        if let Some(b) = failed {
+            st.mem_bytes += b.footprint();
+            st.mem.push_front((received_at(&b), b));
+        }
+        self.spill_memory(&mut st)
+    }
+
+    /// Moves every batch in memory in front of the spool (they are older than anything in it). Returns the events
+    /// moved; none when there is no spool, its head is out for delivery (a prepend would make a later pop consume
+    /// the wrong record; memory is empty then anyway, except after a disk error), or the disk fails.
+    fn spill_memory(&self, st: &mut State) -> u64 {
+        if st.mem.is_empty() || st.spool_head_out {
+            return 0;
+        }
+        let Some(spool) = st.spool.as_mut() else {
+            return 0;
+        };
+        let batches: Vec<EncodedBatch> = st.mem.drain(..).map(|(_, b)| b).collect();
+        match spool.prepend(&batches) {
+            Ok(()) => {
+                st.spill_retry_at = None;
+                st.mem_bytes = 0;
+                let events = batches.iter().map(|b| b.len() as u64).sum();
+                for mut b in batches {
+                    b.clear();
+                    if st.free.len() < 4 {
+                        st.free.push(b);
+                    }
+                }
+                self.room.notify_all();
+                events
+            }
+            Err(e) => {
+                error!(error = %e, "cannot move queued batches to the spool; they stay in memory");
+                // Not again at once: the timer would spin on a failing disk.
+                st.spill_retry_at = Some(Instant::now() + self.fsync_interval.max(Duration::from_secs(1)));
+                st.mem.extend(batches.into_iter().map(|b| (received_at(&b), b)));
+                0
+            }
+        }
+    }
+
+    /// The queue's timer work, called by the encoder at least at [`DeliveryQueue::tick_deadline`]: moves memory in
+    /// front of the spool once its oldest event was received `fsyncInterval` ago, and fsyncs appended records once the
+    /// oldest unsynced one is `fsyncInterval` old. Returns the events moved to the spool.
+    pub fn tick(&self) -> u64 {
+        let mut st = self.lock();
+        if st.spool.is_none() {
+            return 0;
+        }
+        let mut moved = 0;
+        if self.spill_due(&st).is_some_and(|t| t <= Instant::now()) {
+            moved = self.spill_memory(&mut st);
+        }
+        if st.unsynced_since.is_some_and(|t| t.elapsed() >= self.fsync_interval) {
+            let State {
+                spool, unsynced_since, ..
+            } = &mut *st;
+            if let Some(spool) = spool.as_mut() {
+                sync(spool, unsynced_since);
+            }
+        }
+        moved
+    }
+
+    /// When [`DeliveryQueue::tick`] has work next (`None`: no timer needed: no spool, nothing in memory or
+    /// unsynced).
+    pub fn tick_deadline(&self) -> Option<Instant> {
+        let st = self.lock();
+        st.spool.as_ref()?;
+        let sync = st.unsynced_since.map(|t| t + self.fsync_interval);
+        [self.spill_due(&st), sync].into_iter().flatten().min()
+    }
+
+    /// When memory is due to move to the spool: `fsyncInterval` after its oldest event was received, not while the
+    /// spool's head is out for delivery (then memory is empty anyway, except after a disk error) and not before a
+    /// failed move may be retried.
+    fn spill_due(&self, st: &State) -> Option<Instant> {
+        if st.spool_head_out {
+            return None;
+        }
+        let due = oldest_in(&st.mem)? + self.fsync_interval;
+        Some(st.spill_retry_at.map_or(due, |retry| due.max(retry)))
+    }
+
     /// At exit: writes what is still in memory in front of the spool and returns the events saved, with the
     /// batches that could not be saved (no spool, or the disk failed) for the caller to count as lost.
     pub fn persist_remaining(&self) -> (u64, Vec<EncodedBatch>) {
         let mut st = self.lock();
-        let batches: Vec<EncodedBatch> = st.mem.drain(..).collect();
+        let batches: Vec<EncodedBatch> = st.mem.drain(..).map(|(_, b)| b).collect();
         st.mem_bytes = 0;
         let events: u64 = batches.iter().map(|b| b.len() as u64).sum();
         match st.spool.as_mut() {
@@ -303,8 +466,11 @@ impl DeliveryQueue {
                 // fsync of the unrelated segment being written must not count saved batches as lost).
                 match spool.prepend(&batches) {
                     Ok(()) => {
-                        if let Err(e) = spool.sync() {
-                            error!(error = %e, "spool fsync failed");
+                        let State {
+                            spool, unsynced_since, ..
+                        } = &mut *st;
+                        if let Some(spool) = spool.as_mut() {
+                            sync(spool, unsynced_since);
                         }
                         (events, Vec::new())
                     }
@@ -326,6 +492,32 @@ impl DeliveryQueue {
     /// True when a spool is configured.
     pub fn has_spool(&self) -> bool {
         self.lock().spool.is_some()
+    }
+}
+
+/// The oldest receive time in memory (batches from several readers are not strictly ordered by it; the memory
+/// queue holds few batches, as each counts with its whole allocation).
+fn oldest_in(mem: &VecDeque<(Instant, EncodedBatch)>) -> Option<Instant> {
+    mem.iter().map(|(t, _)| *t).min()
+}
+
+/// When the oldest event of `batch` was received (now when it has no receive times): the age the memory queue's
+/// timer counts from, so the time an event waited in its batch (`batch.maxAge`) counts too.
+fn received_at(batch: &EncodedBatch) -> Instant {
+    let now = Instant::now();
+    let Some(&oldest) = batch.received_ns.iter().min() else {
+        return now;
+    };
+    let age = Duration::from_nanos(now_unix_ns().saturating_sub(oldest));
+    now.checked_sub(age).unwrap_or(now)
+}
+
+/// fsyncs the spool's appended records and clears the unsynced mark (an error is logged; the mark is cleared
+/// anyway, so a failing disk is not hammered: the next append sets it again).
+fn sync(spool: &mut Spool, unsynced_since: &mut Option<Instant>) {
+    *unsynced_since = None;
+    if let Err(e) = spool.sync() {
+        error!(error = %e, "spool fsync failed");
     }
 }
 
@@ -407,7 +599,7 @@ mod tests {
 
     #[test]
     fn the_async_wait_wakes_on_a_push_from_another_thread_and_on_close() {
-        let q = std::sync::Arc::new(
+        let q = Arc::new(
             DeliveryQueue::new(&QueueSettings {
                 max_memory_bytes: 1000,
                 spool: None,
@@ -420,7 +612,7 @@ mod tests {
             .unwrap();
         for round in 0..50u8 {
             let pusher = {
-                let q = std::sync::Arc::clone(&q);
+                let q = Arc::clone(&q);
                 std::thread::spawn(move || q.push(batch(round, 1)))
             };
             // A lost wake-up would show as `Idle` after the (long) wait instead of the batch.
@@ -434,7 +626,7 @@ mod tests {
             pusher.join().unwrap();
         }
         let closer = {
-            let q = std::sync::Arc::clone(&q);
+            let q = Arc::clone(&q);
             std::thread::spawn(move || q.close())
         };
         assert!(matches!(
@@ -442,6 +634,107 @@ mod tests {
             Next::Closed
         ));
         closer.join().unwrap();
+    }
+
+    #[test]
+    fn memory_older_than_fsync_interval_moves_in_front_of_the_spool_and_survives_a_crash() {
+        {
+            let dir = tempfile::tempdir().unwrap();
+            let mut s = settings(dir.path(), 1 << 20);
+            s.spool.as_mut().unwrap().fsync_interval = Duration::from_secs(3600);
+            let q = DeliveryQueue::new(&s).unwrap();
+            q.push(batch(1, 2));
+            q.push(batch(2, 2));
+            assert_eq!(q.tick(), 0, "younger than fsyncInterval: stays in memory");
+            assert!(q.tick_deadline().is_some());
+            // The age counts from the oldest event's receive time, not from the push (time spent in the batch).
+            let mut old = batch(3, 2);
+            old.received_ns = vec![now_unix_ns() - 7200 * 1_000_000_000; 2];
+            q.push(old);
+            assert_eq!(q.tick(), 6, "memory behind an event older than fsyncInterval moves too");
+            assert_eq!(q.spooled_events(), 6);
+        }
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let q = DeliveryQueue::new(&settings(dir.path(), 1 << 20)).unwrap(); // fsyncInterval 0
+            assert_eq!(q.tick_deadline(), None, "nothing queued, nothing unsynced: no timer");
+            q.push(batch(1, 2));
+            q.push(batch(2, 2));
+            assert_eq!(q.tick(), 4);
+            assert_eq!(q.tick_deadline(), None);
+            q.push(batch(3, 2)); // the spool holds something: FIFO sends this one there
+            assert_eq!(q.spooled_events(), 6);
+            // Dropped without `persist_remaining`: a crash.
+        }
+        let q = DeliveryQueue::new(&settings(dir.path(), 1 << 20)).unwrap();
+        let got: Vec<(Origin, u8)> = (0..3).map(|_| take(&q)).collect();
+        assert_eq!(got, [(Origin::Spool, 1), (Origin::Spool, 2), (Origin::Spool, 3)]);
+    }
+
+    #[test]
+    fn a_spill_puts_the_failed_batch_first_then_memory_then_the_spool() {
+        let dir = tempfile::tempdir().unwrap();
+        let one = batch(1, 1).footprint();
+        let q = DeliveryQueue::new(&settings(dir.path(), 2 * one + one / 2)).unwrap();
+        for tag in 1..=4 {
+            q.push(batch(tag, 1)); // 1, 2 in memory; 3, 4 spilled by the FIFO rule
+        }
+        let Next::Batch(Origin::Memory, failed) = q.next(Duration::ZERO) else {
+            panic!("expected batch 1 from memory")
+        };
+        assert_eq!(q.spill(Some(failed)), 2);
+        assert_eq!(q.spooled_events(), 4);
+        let got: Vec<(Origin, u8)> = (0..4).map(|_| take(&q)).collect();
+        assert_eq!(
+            got,
+            [
+                (Origin::Spool, 1),
+                (Origin::Spool, 2),
+                (Origin::Spool, 3),
+                (Origin::Spool, 4)
+            ]
+        );
+    }
+
+    #[test]
+    fn without_a_spool_a_full_memory_queue_stops_holding_the_encoder_once_the_engine_stops() {
+        let stop = Arc::new(AtomicBool::new(false));
+        let q = Arc::new(
+            DeliveryQueue::new(&QueueSettings {
+                max_memory_bytes: 1,
+                spool: None,
+            })
+            .unwrap()
+            .with_stop_flag(Arc::clone(&stop)),
+        );
+        q.push(batch(1, 1)); // one batch always fits
+        let pusher = {
+            let q = Arc::clone(&q);
+            std::thread::spawn(move || q.push(batch(2, 1)))
+        };
+        stop.store(true, Ordering::Relaxed);
+        // Would wait forever for room without the stop flag; refused, for the caller to count.
+        let refused = pusher.join().unwrap().refused.expect("refused");
+        assert_eq!(refused.bytes[0], 2);
+        let (saved, lost) = q.persist_remaining();
+        assert_eq!((saved, lost.len()), (0, 1));
+    }
+
+    #[test]
+    fn a_failed_move_to_the_spool_is_not_retried_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool_dir = dir.path().join("spool");
+        let q = DeliveryQueue::new(&settings(&spool_dir, 1 << 20)).unwrap(); // fsyncInterval 0
+        q.push(batch(1, 1));
+        std::fs::remove_dir_all(&spool_dir).unwrap(); // the disk fails: the move cannot be written
+        assert_eq!(q.tick(), 0);
+        // The encoder waits for this deadline: in the past, it would spin on the failing disk.
+        let due = q.tick_deadline().expect("memory still waits to move");
+        assert!(due > Instant::now() + Duration::from_millis(500), "retried at once");
+        assert!(
+            matches!(q.next(Duration::ZERO), Next::Batch(Origin::Memory, _)),
+            "kept in memory"
+        );
     }
 
     #[test]

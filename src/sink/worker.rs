@@ -10,8 +10,12 @@
 //!   batch, `prepare`s the destination once (retried like a write), sends; on 413 splits in halves (down to single
 //!   events); on a retriable error backs off (doubling from `initial_backoff` to `max_backoff`, or `Retry-After`).
 //!   With a spool, retriable failures are retried until the destination recovers (the spool holds the backlog);
-//!   without one, up to `max_attempts`. A final failure (non-retriable 4xx, or attempts exhausted) counts the
+//!   without one, up to `max_attempts`. With a spool, the first retriable failure of a batch taken from memory
+//!   moves it, and every batch behind it in memory, in front of the spool (fsynced) before the backoff, and the
+//!   retries continue from the spool: while the destination is not accepting, nothing waits in RAM only. A final failure (non-retriable 4xx, or attempts exhausted) counts the
 //!   events as `dropped` with an ERROR naming the destination's own message.
+//! - **Timers**: the encoder also runs the queue's timer ([`DeliveryQueue::tick`]): memory older than
+//!   `fsyncInterval` moves to the spool, appended records are fsynced within `fsyncInterval`.
 //! - **Shutdown**: after the queue is closed, delivery continues until it is empty or `shutdown_timeout` passed;
 //!   then whatever is still in memory is written in front of the spool (or, without one, counted as dropped).
 //!   The budget is checked before each batch, between retries and while a request is in flight: a request still
@@ -28,6 +32,7 @@
 //!   saying which items it refused, the last `n` items of the range are counted as the dropped ones.
 
 use std::ops::Range;
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -36,7 +41,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError};
 use tracing::{debug, error, info, warn};
 
 use super::batch::{Batch, EncodedBatch};
-use super::queue::{DeliveryQueue, Next, Origin, QueueSettings};
+use super::queue::{DeliveryQueue, Next, Origin, Pushed, QueueSettings};
 use super::{Encoded, Encoder, SinkError, Transport};
 use crate::config::{BatchConfig, RetryConfig};
 use crate::event::slab::Slab;
@@ -75,6 +80,9 @@ pub struct WorkerSettings {
     pub queue: QueueSettings,
     /// How long delivery may continue after the readers stopped.
     pub shutdown_timeout: Duration,
+    /// The engine's stop flag, when there is an engine: once set, the encoder no longer waits for room in a full
+    /// memory queue (without a spool), so a stalled destination cannot hold the readers and the shutdown.
+    pub stop: Option<Arc<AtomicBool>>,
 }
 
 impl WorkerSettings {
@@ -89,6 +97,7 @@ impl WorkerSettings {
                 spool: None,
             },
             shutdown_timeout: Duration::from_secs(10),
+            stop: None,
         }
     }
 }
@@ -105,7 +114,7 @@ pub fn run<E, T>(
     T: Transport + Send + 'static,
 {
     let queue = match DeliveryQueue::new(&settings.queue) {
-        Ok(q) => Arc::new(q),
+        Ok(q) => q,
         Err(e) => {
             error!(sink = %settings.name, error = %e, "cannot open the spool; running with a memory queue only");
             let memory_only = QueueSettings {
@@ -113,11 +122,15 @@ pub fn run<E, T>(
                 ..settings.queue.clone()
             };
             match DeliveryQueue::new(&memory_only) {
-                Ok(q) => Arc::new(q),
+                Ok(q) => q,
                 Err(_) => unreachable!("a memory-only queue opens no file"),
             }
         }
     };
+    let queue = Arc::new(match &settings.stop {
+        Some(stop) => queue.with_stop_flag(Arc::clone(stop)),
+        None => queue,
+    });
     let backlog = queue.spooled_events();
     if backlog > 0 {
         info!(sink = %settings.name, events = backlog, "replaying spooled events from an earlier run");
@@ -149,10 +162,22 @@ pub fn run<E, T>(
     };
 
     let mut batch = Batch::new(settings.batch);
-    let hand_over = |batch: &mut Batch| {
+    // Events refused at shutdown by a full memory queue without a spool (counted dropped; logged once at the end).
+    let mut refused_events = 0;
+    let mut refused_hosts = HostTally::default();
+    let mut hand_over = |batch: &mut Batch| {
         let empty = queue.take_buffers().unwrap_or_else(|| Batch::buffers(settings.batch));
         let full = batch.take(empty);
-        let (evicted, spooled) = queue.push(full);
+        let Pushed {
+            evicted,
+            spooled,
+            refused,
+        } = queue.push(full);
+        if let Some(b) = refused {
+            refused_events += b.len() as u64;
+            counters.dropped.add(b.len() as u64);
+            count_hosts(&counters, SinkOutcome::Dropped, &b, 0..b.len(), &mut refused_hosts);
+        }
         if evicted.events > 0 {
             counters.dropped.add(evicted.events);
             counters.dropped_spool_cap.add(evicted.events);
@@ -166,9 +191,8 @@ pub fn run<E, T>(
     // Skipped events of the current slab, per sender; merged once per slab.
     let mut skipped = HostTally::default();
     loop {
-        let wait = batch
-            .deadline()
-            .map_or(Duration::from_secs(1), |d| d.saturating_duration_since(Instant::now()));
+        let wake = [batch.deadline(), queue.tick_deadline()].into_iter().flatten().min();
+        let wait = wake.map_or(Duration::from_secs(1), |d| d.saturating_duration_since(Instant::now()));
         match rx.recv_timeout(wait) {
             Ok(slab) => {
                 let now = Instant::now();
@@ -206,9 +230,18 @@ pub fn run<E, T>(
         if batch.should_flush(Instant::now()) {
             hand_over(&mut batch);
         }
+        if queue.tick() > 0 {
+            publish_spooled(&queue, &counters);
+        }
     }
     if !batch.is_empty() {
         hand_over(&mut batch);
+    }
+    if refused_events > 0 {
+        error!(
+            sink = %settings.name, events = refused_events,
+            "shutting down with the memory queue full and no spool: events dropped"
+        );
     }
     queue.close();
     let _ = delivery.join();
@@ -236,6 +269,10 @@ fn deliver_loop<T: Transport>(
         persistent: queue.has_spool(),
         scratch: HostTally::default(),
         tls_error_logged: false,
+        spill_on_failure: false,
+        spill_failed: false,
+        carried: None,
+        pause: Duration::ZERO,
     };
     loop {
         // While the destination keeps answering, only this check ends delivery at shutdown: without it a slow
@@ -256,6 +293,7 @@ fn deliver_loop<T: Transport>(
         }
         match next {
             Next::Batch(origin, mut batch) => {
+                delivery.spill_on_failure = origin == Origin::Memory && delivery.persistent && !delivery.spill_failed;
                 // The items go to the HTTP client as one shared buffer (no copy per request) and come back for
                 // reuse once the client has let go of them.
                 let body = Bytes::from(std::mem::take(&mut batch.bytes));
@@ -281,6 +319,31 @@ fn deliver_loop<T: Transport>(
                             publish_spooled(&queue, &counters);
                         }
                         break;
+                    }
+                    Outcome::Spill(rest) => {
+                        // The batch (or its unsettled rest) and everything behind it in memory go in front of the
+                        // spool; the retries continue from there after the backoff.
+                        let failed = match rest {
+                            None => batch,
+                            Some(rest) => {
+                                queue.done(origin, batch);
+                                rest
+                            }
+                        };
+                        if queue.spill(Some(failed)) > 0 {
+                            publish_spooled(&queue, &counters);
+                        } else {
+                            // The disk failed (logged): retry from memory, without moving batches again.
+                            delivery.spill_failed = true;
+                        }
+                        let until = Instant::now() + std::mem::take(&mut delivery.pause);
+                        while Instant::now() < until && !delivery.out_of_time(&queue) {
+                            let step = until
+                                .saturating_duration_since(Instant::now())
+                                .min(Duration::from_millis(100));
+                            // The timer must be created inside the runtime.
+                            rt.block_on(async { tokio::time::sleep(step).await });
+                        }
                     }
                 }
             }
@@ -312,6 +375,9 @@ enum Outcome {
     OutOfTime,
     /// The shutdown budget ran out after part of the batch was settled: these are its unsettled items.
     PartlyOutOfTime(EncodedBatch),
+    /// A retriable failure of a batch from memory: spill it (or, when part of it is settled, these unsettled
+    /// items) to the spool, then wait `Delivery::pause` before the next attempt.
+    Spill(Option<EncodedBatch>),
 }
 
 struct Delivery<'a> {
@@ -324,6 +390,14 @@ struct Delivery<'a> {
     scratch: HostTally,
     /// The current outage's TLS failure was logged at ERROR already.
     tls_error_logged: bool,
+    /// The batch being delivered came from memory and a spool is there: a retriable failure spills it.
+    spill_on_failure: bool,
+    /// Moving batches to the spool failed (disk error); not tried again until a delivery succeeds.
+    spill_failed: bool,
+    /// Backoff and attempt number to continue with (the spilled batch is the next one delivered).
+    carried: Option<(Duration, u32)>,
+    /// How long to wait after a spill before the next attempt.
+    pause: Duration,
 }
 
 /// Resolves once `queue` has been closed for `budget` (the shutdown budget is spent). Checks every 100 ms.
@@ -391,6 +465,13 @@ impl Delivery<'_> {
                     settled_any = true;
                 }
                 Err(Failure::OutOfTime) if !settled_any => return Outcome::OutOfTime,
+                Err(Failure::Spill) if !settled_any => return Outcome::Spill(None),
+                Err(Failure::Spill) => {
+                    let mut rest: Vec<Range<usize>> = std::mem::take(&mut pending);
+                    rest.push(range);
+                    rest.sort_by_key(|r| r.start);
+                    return Outcome::Spill(Some(batch.extract(body, &rest)));
+                }
                 Err(Failure::OutOfTime) => {
                     // Part of the batch is settled: keep exactly the unsettled items, in their original order.
                     let mut rest: Vec<Range<usize>> = std::mem::take(&mut pending);
@@ -431,8 +512,7 @@ impl Delivery<'_> {
         queue: &DeliveryQueue,
     ) -> Result<usize, Failure> {
         let retry = self.settings.retry;
-        let mut backoff = retry.initial_backoff;
-        let mut attempt: u32 = 1;
+        let (mut backoff, mut attempt) = self.carried.take().unwrap_or((retry.initial_backoff, 1));
         loop {
             let prepared = &mut self.prepared;
             let attempt_once = async {
@@ -455,6 +535,7 @@ impl Delivery<'_> {
             let e = match result {
                 Ok(rejected) => {
                     self.tls_error_logged = false;
+                    self.spill_failed = false;
                     return Ok(rejected);
                 }
                 Err(e) => e,
@@ -482,10 +563,20 @@ impl Delivery<'_> {
                 "send failed; retrying"
             );
             self.counters.retries.inc();
+            if std::mem::take(&mut self.spill_on_failure) {
+                self.carried = Some(((backoff * 2).min(retry.max_backoff), attempt.saturating_add(1)));
+                self.pause = wait;
+                return Err(Failure::Spill);
+            }
             // Sleep in short steps so a shutdown is noticed promptly.
             let until = Instant::now() + wait;
             while Instant::now() < until {
-                tokio::time::sleep((until - Instant::now()).min(Duration::from_millis(100))).await;
+                tokio::time::sleep(
+                    until
+                        .saturating_duration_since(Instant::now())
+                        .min(Duration::from_millis(100)),
+                )
+                .await;
                 if self.out_of_time(queue) {
                     return Err(Failure::OutOfTime);
                 }
@@ -508,6 +599,8 @@ fn reclaim(body: Bytes) -> Vec<u8> {
 enum Failure {
     Final(SinkError),
     OutOfTime,
+    /// A retriable failure while `Delivery::spill_on_failure` was set: the caller spills, then retries.
+    Spill,
 }
 
 #[cfg(test)]
@@ -669,6 +762,100 @@ mod tests {
             Next::Batch(Origin::Spool, kept) => assert_eq!(kept.items(0..kept.len()), b"f\ng\nh\ni\nj\n"),
             other => panic!("expected the spooled rest, got {other:?}"),
         }
+    }
+
+    /// Refuses every write (a connection error, retriable) while `down` is set, then accepts, recording each
+    /// accepted batch's first item.
+    struct Outage {
+        down: Arc<AtomicBool>,
+        attempts: Arc<AtomicUsize>,
+        accepted: Arc<std::sync::Mutex<Vec<u8>>>,
+    }
+
+    impl Transport for Outage {
+        async fn prepare(&mut self) -> Result<(), SinkError> {
+            Ok(())
+        }
+        async fn send(&mut self, items: &[u8], _count: usize) -> Result<usize, SinkError> {
+            self.attempts.fetch_add(1, Ordering::Relaxed);
+            if self.down.load(Ordering::Relaxed) {
+                return Err(SinkError::Connection("refused".into()));
+            }
+            self.accepted.lock().unwrap().push(items[0]);
+            Ok(0)
+        }
+    }
+
+    fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !cond() {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    #[test]
+    fn a_retriable_failure_moves_the_failed_batch_and_memory_to_the_spool_and_delivery_resumes_from_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let queue = Arc::new(
+            DeliveryQueue::new(&QueueSettings {
+                max_memory_bytes: 1 << 30, // everything fits in memory
+                spool: Some(SpoolSettings {
+                    dir: dir.path().to_path_buf(),
+                    max_bytes: 1 << 30,
+                    fsync_interval: Duration::from_secs(3600), // only the failure moves batches
+                }),
+            })
+            .unwrap(),
+        );
+        let limits = BatchConfig {
+            max_events: PER_BATCH,
+            max_bytes: 1 << 20,
+            max_age: Duration::from_secs(1),
+        };
+        let push = |tag: u8| {
+            let mut batch = Batch::new(limits);
+            for _ in 0..PER_BATCH {
+                batch.buf().extend_from_slice(&[tag, b'\n']);
+                batch.commit(Instant::now(), 1, None);
+            }
+            queue.push(batch.take(Batch::buffers(limits)));
+        };
+        for tag in b'a'..=b'e' {
+            push(tag);
+        }
+        assert_eq!(queue.spooled_events(), 0, "all in memory before the first attempt");
+        let down = Arc::new(AtomicBool::new(true));
+        let attempts = Arc::new(AtomicUsize::new(0));
+        let accepted = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let counters = Arc::new(SinkCounters::default());
+        let mut settings = WorkerSettings::in_memory("test", BatchConfig::default(), RetryConfig::default());
+        settings.retry.initial_backoff = Duration::from_millis(5);
+        settings.retry.max_backoff = Duration::from_millis(20);
+        let delivery = {
+            let (queue, counters) = (Arc::clone(&queue), Arc::clone(&counters));
+            let transport = Outage {
+                down: Arc::clone(&down),
+                attempts: Arc::clone(&attempts),
+                accepted: Arc::clone(&accepted),
+            };
+            std::thread::spawn(move || deliver_loop(settings, queue, transport, counters))
+        };
+        // The first refusal moves all five batches (the failed one first) to the spool; later ones go there too.
+        wait_until("the first refusal", || attempts.load(Ordering::Relaxed) >= 1);
+        wait_until("memory spilled", || queue.spooled_events() == 5 * PER_BATCH as u64);
+        push(b'f');
+        assert_eq!(queue.spooled_events(), 6 * PER_BATCH as u64);
+        wait_until("the gauge", || counters.spooled.get() >= 5 * PER_BATCH as u64);
+        wait_until("retries from the spool", || attempts.load(Ordering::Relaxed) >= 3);
+        down.store(false, Ordering::Relaxed);
+        wait_until("every batch delivered", || accepted.lock().unwrap().len() == 6);
+        queue.close();
+        delivery.join().unwrap();
+        assert_eq!(*accepted.lock().unwrap(), b"abcdef");
+        assert_eq!(counters.delivered.get(), 6 * PER_BATCH as u64);
+        assert_eq!((counters.dropped.get(), counters.spooled.get()), (0, 0));
+        assert_eq!(queue.spooled_events(), 0);
     }
 
     #[test]

@@ -197,13 +197,19 @@ impl Engine {
 
     /// Sends SIGTERM and waits (with a deadline) for the process to exit.
     pub fn terminate(&mut self) -> ExitStatus {
+        self.terminate_within(Duration::from_secs(30))
+    }
+
+    /// Sends SIGTERM and waits at most `deadline` for the process to exit (panics after it), then for the final
+    /// summary to be read.
+    pub fn terminate_within(&mut self, deadline: Duration) -> ExitStatus {
         let child = self.child.as_mut().expect("engine still running");
         let ok = Command::new("kill")
             .args(["-TERM", &child.id().to_string()])
             .status()
             .unwrap();
         assert!(ok.success());
-        let status = wait_for("the engine to exit after SIGTERM", Duration::from_secs(30), || {
+        let status = wait_for("the engine to exit after SIGTERM", deadline, || {
             self.child.as_mut().unwrap().try_wait().unwrap()
         });
         self.child = None;
@@ -217,6 +223,15 @@ impl Engine {
                 .then_some(())
         });
         status
+    }
+}
+
+impl Engine {
+    /// Sends SIGKILL (no shutdown, no flush: a crash) and reaps the process.
+    pub fn kill(&mut self) {
+        let mut child = self.child.take().expect("engine still running");
+        child.kill().unwrap();
+        child.wait().unwrap();
     }
 }
 

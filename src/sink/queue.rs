@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use tracing::error;
 
 use super::batch::EncodedBatch;
-use super::spool::{Evicted, Spool};
+use super::spool::{Damage, Evicted, Spool};
 use crate::telemetry::metrics::HostTally;
 
 /// Where and how much a destination may spool.
@@ -190,8 +190,9 @@ impl DeliveryQueue {
         (evicted, spooled)
     }
 
-    /// Events the spool lost to damaged records since the last call (for the caller to count as dropped).
-    pub fn take_damaged(&self) -> Evicted {
+    /// What damaged spool records cost since the last call (for the caller to count: events as dropped, records
+    /// on the damaged-records counter).
+    pub fn take_damaged(&self) -> Damage {
         self.lock().spool.as_mut().map(Spool::take_damaged).unwrap_or_default()
     }
 

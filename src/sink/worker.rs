@@ -247,12 +247,15 @@ fn deliver_loop<T: Transport>(
         // Waiting inside the runtime (not on the queue's condvar) lets the transport's background tasks run
         // between batches.
         let next = rt.block_on(queue.next_async(Duration::from_millis(200)));
+        // Damage found at open (before the first call) or while reading: records and bytes always, events where
+        // the index knows them (damage met while reading).
         let damaged = queue.take_damaged();
-        if damaged.events > 0 {
+        if damaged.records > 0 {
+            counters.spool_damaged_records.add(damaged.records);
             counters.dropped.add(damaged.events);
             counters.hosts.add(SinkOutcome::Dropped, &damaged.hosts);
             publish_spooled(&queue, &counters);
-            error!(sink = %settings.name, events = damaged.events, "damaged spool record: the rest of its segment is lost");
+            error!(sink = %settings.name, records = damaged.records, bytes = damaged.bytes, events = damaged.events, "damaged spool records: the rest of their segments is lost");
         }
         match next {
             Next::Batch(origin, mut batch) => {

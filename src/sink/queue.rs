@@ -9,6 +9,14 @@
 //! Without a spool, a full memory queue makes the encoder wait (backpressure to the readers, then to the socket
 //! buffer; kernel drops are counted there).
 //!
+//! **A full disk** (or any failing spool write): the batch stays in memory, in a second queue *behind* the spool
+//! (`unspooled`), and every later batch joins it until a write succeeds again; each push first retries the
+//! oldest of them, so they reach the disk, in order, as soon as there is space. Delivery takes memory, then the
+//! spool, then `unspooled`, so FIFO order holds. Memory stays bounded by `memoryBytes` (both queues together):
+//! beyond it the **oldest** batch in memory is dropped, reported like a spool-cap eviction (counted as dropped
+//! and as `dropped_spool_cap`, per sender, ERROR), the same rule as the spool's cap, which a full disk reaches
+//! early. One ERROR when the spool starts failing, one WARN when it takes writes again.
+//!
 //! At shutdown, batches still in memory are written *in front of* the spool ([`super::spool::Spool::prepend`]),
 //! so the next start replays them first.
 
@@ -17,7 +25,7 @@ use std::path::PathBuf;
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use tracing::error;
+use tracing::{error, warn};
 
 use super::batch::EncodedBatch;
 use super::spool::{Damage, Evicted, Spool};
@@ -67,6 +75,14 @@ pub enum Next {
 struct State {
     mem: VecDeque<EncodedBatch>,
     mem_bytes: usize,
+    /// Batches the spool could not take (a full disk): newer than everything spooled, delivered after it, written
+    /// to it first once it takes writes again. Counted in `mem_bytes`.
+    unspooled: VecDeque<EncodedBatch>,
+    /// The last spool write failed (for logging the change only).
+    spool_failing: bool,
+    /// What the spool's cap evicted while [`DeliveryQueue::persist_remaining`] wrote, for
+    /// [`DeliveryQueue::take_exit_evicted`].
+    exit_evicted: Evicted,
     free: Vec<EncodedBatch>,
     spool: Option<Spool>,
     /// When [`DeliveryQueue::close`] was called.
@@ -97,6 +113,9 @@ impl DeliveryQueue {
             state: Mutex::new(State {
                 mem: VecDeque::new(),
                 mem_bytes: 0,
+                unspooled: VecDeque::new(),
+                spool_failing: false,
+                exit_evicted: Evicted::default(),
                 free: Vec::new(),
                 spool,
                 closed_at: None,
@@ -138,45 +157,86 @@ impl DeliveryQueue {
         self.lock().free.pop()
     }
 
-    /// Queues a finished batch. Returns what the spool cap evicted (events, per sender; for the caller to count
-    /// and log), and whether the batch went to disk. Without a spool, waits while the memory queue is full.
+    /// Queues a finished batch. Returns what was evicted to stay within bounds (the spool's cap, or memory while
+    /// the spool cannot be written; events, per sender; for the caller to count and log), and whether the batch
+    /// went to disk. Without a spool, waits while the memory queue is full.
     pub fn push(&self, batch: EncodedBatch) -> (Evicted, bool) {
         let mut st = self.lock();
         let len = batch.footprint();
         let mut evicted = Evicted::default();
         let mut spooled = false;
         let to_spool = match &st.spool {
-            Some(spool) => !spool.is_empty() || (st.mem_bytes + len > self.max_memory_bytes && !st.mem.is_empty()),
+            Some(spool) => {
+                !st.unspooled.is_empty()
+                    || !spool.is_empty()
+                    || (st.mem_bytes + len > self.max_memory_bytes && !st.mem.is_empty())
+            }
             None => false,
         };
         if to_spool {
-            let State {
-                spool, free, last_sync, ..
-            } = &mut *st;
-            let spool = spool.as_mut().expect("to_spool implies a spool");
-            match spool.append(&batch) {
-                Ok(e) => {
-                    evicted = e;
-                    spooled = true;
-                    if last_sync.elapsed() >= self.fsync_interval {
-                        *last_sync = Instant::now();
-                        if let Err(e) = spool.sync() {
-                            error!(error = %e, "spool fsync failed");
+            let st = &mut *st;
+            let spool = st.spool.as_mut().expect("to_spool implies a spool");
+            // Batches the spool refused earlier are older than this one: they go first.
+            let mut failed = None;
+            while let Some(old) = st.unspooled.front() {
+                match spool.append(old) {
+                    Ok(e) => {
+                        evicted.add(&e);
+                        spooled = true;
+                        let mut b = st.unspooled.pop_front().expect("front exists");
+                        st.mem_bytes -= b.footprint();
+                        b.clear();
+                        if st.free.len() < 4 {
+                            st.free.push(b);
                         }
                     }
-                    let mut b = batch;
-                    b.clear();
-                    if free.len() < 4 {
-                        free.push(b);
+                    Err(e) => {
+                        failed = Some(e);
+                        break;
                     }
                 }
-                Err(e) => {
-                    // The disk failed: keep the batch in memory (beyond the bound) rather than lose it.
-                    error!(error = %e, "cannot write to the spool; keeping the batch in memory");
-                    st.mem_bytes += len;
-                    st.mem.push_back(batch);
+            }
+            if failed.is_none() {
+                match spool.append(&batch) {
+                    Ok(e) => {
+                        evicted.add(&e);
+                        spooled = true;
+                        let mut b = batch;
+                        b.clear();
+                        if st.free.len() < 4 {
+                            st.free.push(b);
+                        }
+                        if std::mem::take(&mut st.spool_failing) {
+                            warn!("the spool takes writes again; batches kept in memory meanwhile are on disk");
+                        }
+                        if st.last_sync.elapsed() >= self.fsync_interval {
+                            st.last_sync = Instant::now();
+                            if let Err(e) = spool.sync() {
+                                error!(error = %e, "spool fsync failed");
+                            }
+                        }
+                        return self.pushed(evicted, spooled);
+                    }
+                    Err(e) => failed = Some(e),
                 }
             }
+            if !std::mem::replace(&mut st.spool_failing, true) {
+                if let Some(e) = failed {
+                    error!(error = %e, max_memory_bytes = self.max_memory_bytes, "cannot write to the spool (disk full?): keeping batches in memory up to the memory bound, then dropping the oldest");
+                }
+            }
+            // Within the memory bound: drop the oldest batches in memory (the memory queue's, then the unspooled
+            // ones) to make room.
+            while st.mem_bytes + len > self.max_memory_bytes {
+                let Some(old) = st.mem.pop_front().or_else(|| st.unspooled.pop_front()) else {
+                    break;
+                };
+                st.mem_bytes -= old.footprint();
+                evicted.events += old.len() as u64;
+                old.tally(0..old.len(), &mut evicted.hosts);
+            }
+            st.mem_bytes += len;
+            st.unspooled.push_back(batch);
         } else {
             while st.spool.is_none() && st.mem_bytes + len > self.max_memory_bytes && !st.mem.is_empty() {
                 st = self.room.wait(st).unwrap_or_else(|e| e.into_inner());
@@ -185,6 +245,11 @@ impl DeliveryQueue {
             st.mem.push_back(batch);
         }
         drop(st);
+        self.pushed(evicted, spooled)
+    }
+
+    /// Wakes the delivery side after a push.
+    fn pushed(&self, evicted: Evicted, spooled: bool) -> (Evicted, bool) {
         self.ready.notify_one();
         self.wake.notify_one();
         (evicted, spooled)
@@ -213,6 +278,10 @@ impl DeliveryQueue {
                     Ok(None) => {}
                     Err(e) => error!(error = %e, "cannot read the spool"),
                 }
+            }
+            if let Some(b) = st.unspooled.pop_front() {
+                st.mem_bytes -= b.footprint();
+                return Next::Batch(Origin::Memory, b);
             }
             if st.closed_at.is_some() {
                 return Next::Closed;
@@ -291,32 +360,58 @@ impl DeliveryQueue {
         self.lock().closed_at.map(|t| t.elapsed())
     }
 
-    /// At exit: writes what is still in memory in front of the spool and returns the events saved, with the
-    /// batches that could not be saved (no spool, or the disk failed) for the caller to count as lost.
+    /// At exit: writes what is still in memory in front of the spool (and batches the spool refused earlier
+    /// after it) and returns the events saved, with the batches that could not be saved (no spool, or the disk
+    /// failed) for the caller to count as lost.
     pub fn persist_remaining(&self) -> (u64, Vec<EncodedBatch>) {
         let mut st = self.lock();
+        let st = &mut *st;
         let batches: Vec<EncodedBatch> = st.mem.drain(..).collect();
+        let unspooled: Vec<EncodedBatch> = st.unspooled.drain(..).collect();
         st.mem_bytes = 0;
         let events: u64 = batches.iter().map(|b| b.len() as u64).sum();
-        match st.spool.as_mut() {
-            Some(spool) => {
-                // `prepend` fsyncs what it wrote; whether the batches are saved depends on it alone (a failing
-                // fsync of the unrelated segment being written must not count saved batches as lost).
-                match spool.prepend(&batches) {
-                    Ok(()) => {
-                        if let Err(e) = spool.sync() {
-                            error!(error = %e, "spool fsync failed");
-                        }
-                        (events, Vec::new())
-                    }
-                    Err(e) => {
-                        error!(error = %e, events, "cannot write undelivered batches to the spool; they are lost");
-                        (0, batches)
-                    }
+        let Some(spool) = st.spool.as_mut() else {
+            return (0, batches);
+        };
+        let mut saved = 0;
+        let mut lost = Vec::new();
+        // `prepend` fsyncs what it wrote; whether the batches are saved depends on it alone (a failing fsync of
+        // the unrelated segment being written must not count saved batches as lost).
+        match spool.prepend(&batches) {
+            Ok(()) => saved += events,
+            Err(e) => {
+                error!(error = %e, events, "cannot write undelivered batches to the spool; they are lost");
+                lost = batches;
+            }
+        }
+        // Batches the spool refused earlier are the newest: after everything spooled. The cap may evict for them.
+        let mut rest = unspooled.into_iter();
+        while let Some(b) = rest.next() {
+            match spool.append(&b) {
+                Ok(e) => {
+                    st.exit_evicted.add(&e);
+                    saved += b.len() as u64;
+                }
+                Err(e) => {
+                    let mut left = vec![b];
+                    left.extend(rest);
+                    let events: u64 = left.iter().map(|b| b.len() as u64).sum();
+                    error!(error = %e, events, "cannot write undelivered batches to the spool; they are lost");
+                    lost.extend(left);
+                    break;
                 }
             }
-            None => (0, batches),
         }
+        if let Err(e) = spool.sync() {
+            error!(error = %e, "spool fsync failed");
+        }
+        (saved, lost)
+    }
+
+    /// What the spool's cap evicted while [`DeliveryQueue::persist_remaining`] wrote (for the caller to count like
+    /// a push's evictions).
+    pub fn take_exit_evicted(&self) -> Evicted {
+        std::mem::take(&mut self.lock().exit_evicted)
     }
 
     /// True once [`DeliveryQueue::close`] was called.
@@ -455,5 +550,66 @@ mod tests {
         q.push(batch(1, 3));
         let (saved, lost) = q.persist_remaining();
         assert_eq!((saved, lost.len(), lost[0].len()), (0, 1, 3));
+    }
+
+    #[test]
+    fn a_full_disk_keeps_order_and_memory_bounded_and_spools_again_when_space_returns() {
+        use crate::sink::spool::faults;
+        let dir = tempfile::tempdir().unwrap();
+        let one = batch(1, 1).footprint();
+        let q = DeliveryQueue::new(&settings(dir.path(), 2 * one + one / 2)).unwrap();
+        let mut evicted = 0;
+        for tag in 1..=3 {
+            evicted += q.push(batch(tag, 1)).0.events; // 1 and 2 in memory, 3 spooled
+        }
+        faults::set_space(Some(0));
+        for tag in 4..=9 {
+            let (e, spooled) = q.push(batch(tag, 1));
+            assert!(!spooled);
+            evicted += e.events;
+        }
+        assert_eq!(
+            evicted, 6,
+            "memory holds two batches: the oldest of 1, 2, 4..9 were dropped (and reported)"
+        );
+        faults::set_space(None);
+        assert!(
+            q.push(batch(10, 1)).1,
+            "space is back: the batches kept in memory and this one reach the disk"
+        );
+        assert_eq!(q.spooled_events(), 4);
+        let mut got = Vec::new();
+        while let Next::Batch(o, b) = q.next(Duration::ZERO) {
+            got.push(b.bytes[0]);
+            q.done(o, b);
+        }
+        assert_eq!(got, [3, 8, 9, 10], "in order; delivered + dropped == pushed");
+        drop(q);
+        assert_eq!(Spool::open(dir.path(), 1 << 30).unwrap().take_damaged().records, 0);
+    }
+
+    #[test]
+    fn batches_the_spool_refused_are_saved_behind_it_at_exit() {
+        use crate::sink::spool::faults;
+        let dir = tempfile::tempdir().unwrap();
+        let one = batch(1, 1).footprint();
+        let q = DeliveryQueue::new(&settings(dir.path(), 2 * one + one / 2)).unwrap();
+        for tag in 1..=3 {
+            q.push(batch(tag, 1)); // 1 and 2 in memory, 3 spooled
+        }
+        assert_eq!(take(&q), (Origin::Memory, 1));
+        faults::set_space(Some(0));
+        assert_eq!(
+            q.push(batch(4, 1)).0.events,
+            0,
+            "refused by the disk, kept behind the spool"
+        );
+        faults::set_space(None);
+        let (saved, lost) = q.persist_remaining();
+        assert_eq!((saved, lost.len()), (2, 0));
+        drop(q);
+        let q = DeliveryQueue::new(&settings(dir.path(), 2 * one + one / 2)).unwrap();
+        let got: Vec<u8> = (0..3).map(|_| take(&q).1).collect();
+        assert_eq!(got, [2, 3, 4]);
     }
 }

@@ -293,6 +293,13 @@ fn deliver_loop<T: Transport>(
     }
     rt.block_on(transport.close());
     let (saved, lost_batches) = queue.persist_remaining();
+    let evicted = queue.take_exit_evicted();
+    if evicted.events > 0 {
+        counters.dropped.add(evicted.events);
+        counters.dropped_spool_cap.add(evicted.events);
+        counters.hosts.add(SinkOutcome::DroppedSpoolCap, &evicted.hosts);
+        error!(sink = %settings.name, events = evicted.events, "spool full: oldest events dropped");
+    }
     publish_spooled(&queue, &counters);
     if saved > 0 {
         warn!(sink = %settings.name, events = saved, "shutdown budget spent: undelivered events kept in the spool");

@@ -94,6 +94,8 @@ use crate::telemetry::metrics::HostTally;
 mod crash_tests;
 #[cfg(test)]
 pub(crate) mod faults;
+#[cfg(test)]
+mod prop_tests;
 /// Fault injection compiles to plain calls outside unit tests.
 #[cfg(not(test))]
 mod faults {

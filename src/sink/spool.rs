@@ -207,6 +207,9 @@ pub struct Spool {
     /// A failed append could not be cut back: the newest segment ends in torn bytes, so the next append starts a
     /// new segment.
     writer_torn: bool,
+    /// Committed prepends still named `prepend-<id>.spool` because the head that makes them first could not be
+    /// written yet (a full disk): renamed after the next head write that succeeds (a start finishes them anyway).
+    unnamed: Vec<u64>,
     reader: Option<(u64, File)>,
     /// Damaged records found since open (at open and while reading).
     pub corrupt_records: u64,
@@ -258,6 +261,7 @@ impl Spool {
             head_offset: 0,
             writer: None,
             writer_torn: false,
+            unnamed: Vec::new(),
             reader: None,
             corrupt_records: 0,
             peeked_len: None,
@@ -308,6 +312,9 @@ impl Spool {
     }
 
     fn path(&self, id: u64) -> PathBuf {
+        if self.unnamed.contains(&id) {
+            return self.dir.join(prepend_name(id));
+        }
         self.dir.join(format!("seg-{id:020}.spool"))
     }
 
@@ -418,9 +425,12 @@ impl Spool {
         }
         self.segments.push_front(seg);
         self.head_offset = 0;
-        self.write_head(true)?;
-        fs::rename(&committed, self.path(id))?;
-        faults::crash_point();
+        self.unnamed.push(id);
+        // The batches are safe whatever happens now: a head that cannot be written (a full disk) is written by the
+        // next pop or sync, and the file renamed then.
+        if let Err(e) = self.write_head(true) {
+            warn!(dir = %self.dir.display(), error = %e, "cannot update the spool head after a prepend; retried on the next delivery");
+        }
         Ok(())
     }
 
@@ -547,6 +557,7 @@ impl Spool {
                 self.writer = None;
             }
             let _ = fs::remove_file(self.path(seg.id));
+            self.unnamed.retain(|&id| id != seg.id);
         }
     }
 
@@ -572,7 +583,8 @@ impl Spool {
     }
 
     /// Replaces the head file (write a temporary file, rename); `durable` fsyncs the file and the folder too.
-    fn write_head(&self, durable: bool) -> io::Result<()> {
+    /// Then gives committed prepends their segment names.
+    fn write_head(&mut self, durable: bool) -> io::Result<()> {
         let mut lines = String::new();
         let front = self.segments.front().map_or(0, |s| s.id);
         lines.push_str(&format!("{front} {}\n", self.head_offset));
@@ -597,6 +609,14 @@ impl Spool {
         faults::crash_point();
         if durable {
             sync_dir(&self.dir)?;
+        }
+        while let Some(&id) = self.unnamed.last() {
+            fs::rename(
+                self.dir.join(prepend_name(id)),
+                self.dir.join(format!("seg-{id:020}.spool")),
+            )?;
+            self.unnamed.pop();
+            faults::crash_point();
         }
         Ok(())
     }
@@ -1305,5 +1325,30 @@ mod tests {
         fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
         drop(Spool::open(dir.path(), 1 << 30).unwrap());
         assert_eq!(fs::metadata(dir.path()).unwrap().permissions().mode() & 0o777, 0o700);
+    }
+
+    #[test]
+    fn a_prepend_whose_head_cannot_be_written_is_kept_and_read_first() {
+        for reopen in [false, true] {
+            let dir = tempfile::tempdir().unwrap();
+            let mut s = Spool::open(dir.path(), 1 << 30).unwrap();
+            for n in [10, 11] {
+                s.append(&rec(n)).unwrap();
+            }
+            let r = s.peek().unwrap().unwrap();
+            s.pop(&r).unwrap();
+            // Room for the prepended record, none for the head after it.
+            faults::set_space(Some(encode_record(&rec(1)).len() as u64));
+            s.prepend(&[rec(1)]).expect("committed: the batches are on disk");
+            faults::set_space(None);
+            if reopen {
+                drop(s);
+                assert_eq!(drain_all(dir.path()), [1, 11]);
+            } else {
+                assert_eq!(drain(&mut s), [1, 11]);
+                drop(s);
+                assert_eq!(drain_all(dir.path()), Vec::<usize>::new());
+            }
+        }
     }
 }

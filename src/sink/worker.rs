@@ -691,4 +691,50 @@ mod tests {
         assert_eq!(counters.dropped.get(), 0);
         assert_eq!(queue.spooled_events(), (BATCHES * PER_BATCH) as u64);
     }
+
+    #[test]
+    fn damage_found_when_the_spool_opens_is_counted_and_the_rest_delivered() {
+        use crate::sink::batch::EncodedBatch;
+        use crate::sink::spool::Spool;
+        let dir = tempfile::tempdir().unwrap();
+        let record = |n: usize| {
+            let mut b = EncodedBatch::default();
+            for _ in 0..n {
+                b.bytes.extend_from_slice(b"line\n");
+                b.ends.push(b.bytes.len() as u32);
+            }
+            b
+        };
+        let mut spool = Spool::open(dir.path(), 1 << 30).unwrap();
+        spool.append(&record(3)).unwrap();
+        spool.append(&record(4)).unwrap();
+        drop(spool);
+        let segment = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| p.extension().is_some_and(|e| e == "spool"))
+            .unwrap();
+        let mut data = std::fs::read(&segment).unwrap();
+        let last = data.len() - 1;
+        data[last] ^= 0xff; // the second record's last byte
+        std::fs::write(&segment, data).unwrap();
+        let queue = DeliveryQueue::new(&QueueSettings {
+            max_memory_bytes: 1 << 20,
+            spool: Some(SpoolSettings {
+                dir: dir.path().to_path_buf(),
+                max_bytes: 1 << 30,
+                fsync_interval: Duration::from_secs(1),
+            }),
+        })
+        .unwrap();
+        queue.close();
+        let (_, accepted, counters) = shut_down(&Arc::new(queue), Some(Duration::ZERO));
+        assert_eq!((accepted, counters.delivered.get()), (3, 3));
+        assert_eq!(counters.spool_damaged_records.get(), 1);
+        assert_eq!(
+            counters.dropped.get(),
+            0,
+            "how many events the damaged record held is not known"
+        );
+    }
 }

@@ -48,9 +48,10 @@
 //!   the cut fails, the segment is closed and the next append starts a new one. The reader never reads past the
 //!   last whole record it indexed.
 //! - **Prepend** ([`Spool::prepend`]) writes `prepend.tmp`, fsyncs it, renames it to `prepend-<id>.spool` and
-//!   fsyncs the folder: that rename is the commit. Then the head is rewritten (fsynced) and the file renamed to
-//!   `seg-<id>.spool`. A start that finds a `prepend-<id>.spool` finishes the job (it is a complete, fsynced file
-//!   of never-delivered batches, older than every segment). The partly delivered segment it now precedes is not
+//!   fsyncs the folder: that rename is the commit (from then on it returns `Ok`). Then the head is rewritten
+//!   (fsynced) and the file renamed to `seg-<id>.spool`; if the head cannot be written (a full disk), both wait for
+//!   the next head write (a delivery or [`Spool::sync`]). A start that finds a `prepend-<id>.spool` finishes the
+//!   job (it is a complete, fsynced file of never-delivered batches, older than every segment). The partly delivered segment it now precedes is not
 //!   rewritten: its delivered prefix stays on disk and its offset goes into the head.
 //! - **Delivery** ([`Spool::pop`]) replaces the head (write a temporary file, rename); a fully delivered segment is
 //!   deleted before the head moves past it, so a crash in between leaves a head naming a missing segment (fine).

@@ -55,7 +55,8 @@
 //!   rewritten: its delivered prefix stays on disk and its offset goes into the head.
 //! - **Delivery** ([`Spool::pop`]) replaces the head (write a temporary file, rename); a fully delivered segment is
 //!   deleted before the head moves past it, so a crash in between leaves a head naming a missing segment (fine).
-//! - Leftover `*.tmp` files are deleted at start.
+//! - Leftover `*.tmp` files are deleted at start, except `prepend.tmp`: its whole records (batches that were only
+//!   in memory when a crash cut the prepend short) are kept as the first segment, a WARN says how many events.
 //!
 //! # Guarantees
 //! - Order: records come back in the order they were appended; [`Spool::prepend`] writes a segment *before* all
@@ -237,7 +238,7 @@ impl Spool {
         for entry in fs::read_dir(dir)? {
             let name = entry?.file_name();
             let Some(name) = name.to_str() else { continue };
-            if name.ends_with(".tmp") {
+            if name.ends_with(".tmp") && name != "prepend.tmp" {
                 let _ = fs::remove_file(dir.join(name)); // an unfinished step; its rename never happened
             } else if let Some(id) = parse_id(name, "seg-") {
                 seg_ids.push(id);
@@ -268,6 +269,25 @@ impl Spool {
             peeked_len: None,
             damaged: Damage::default(),
         };
+        // A prepend a crash cut short before its commit: its whole records are batches that were only in memory,
+        // older than everything spooled. Keep them (first), rather than lose them.
+        let unfinished = dir.join("prepend.tmp");
+        if unfinished.exists() {
+            let (seg, lost_bytes) = scan(&unfinished, 0, 0)?;
+            if seg.events > 0 {
+                OpenOptions::new().write(true).open(&unfinished)?.set_len(seg.bytes)?;
+                File::open(&unfinished)?.sync_all()?;
+                // Before every segment (rolled-forward prepends are kept whatever the head says).
+                let id = seg_ids.iter().chain(&prepended).min().copied().unwrap_or(FIRST_ID) - 1;
+                fs::rename(&unfinished, dir.join(prepend_name(id)))?;
+                sync_dir(dir)?;
+                faults::crash_point();
+                prepended.push(id);
+                warn!(dir = %dir.display(), events = seg.events, torn_bytes = lost_bytes, "kept the batches of a prepend a crash interrupted");
+            } else {
+                let _ = fs::remove_file(&unfinished);
+            }
+        }
         // A committed prepend whose last rename a crash cut short: its batches were never delivered.
         for &id in &prepended {
             fs::rename(dir.join(prepend_name(id)), spool.path(id))?;
@@ -1351,5 +1371,25 @@ mod tests {
                 assert_eq!(drain_all(dir.path()), Vec::<usize>::new());
             }
         }
+    }
+
+    #[test]
+    fn the_whole_records_of_a_prepend_a_crash_cut_short_are_kept_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Spool::open(dir.path(), 1 << 30).unwrap();
+        for n in [10, 11] {
+            s.append(&rec(n)).unwrap();
+        }
+        drop(s);
+        // Killed while writing `prepend.tmp`: two whole records and half a third.
+        let mut data = encode_record(&rec(1));
+        data.extend_from_slice(&encode_record(&rec(2)));
+        let third = encode_record(&rec(3));
+        data.extend_from_slice(&third[..third.len() / 2]);
+        fs::write(dir.path().join("prepend.tmp"), data).unwrap();
+        let mut s = Spool::open(dir.path(), 1 << 30).unwrap();
+        assert_eq!(s.events(), 1 + 2 + 10 + 11);
+        assert_eq!(drain(&mut s), [1, 2, 10, 11]);
+        assert!(!dir.path().join("prepend.tmp").exists());
     }
 }

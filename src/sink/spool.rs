@@ -274,11 +274,18 @@ impl Spool {
         let unfinished = dir.join("prepend.tmp");
         if unfinished.exists() {
             let (seg, lost_bytes) = scan(&unfinished, 0, 0)?;
-            if seg.events > 0 {
+            // Before every segment (rolled-forward prepends are kept whatever the head says); ids start at
+            // FIRST_ID, so there is room below unless a file was renamed by hand.
+            let below = seg_ids
+                .iter()
+                .chain(&prepended)
+                .min()
+                .copied()
+                .unwrap_or(FIRST_ID)
+                .checked_sub(1);
+            if let (true, Some(id)) = (seg.events > 0, below) {
                 OpenOptions::new().write(true).open(&unfinished)?.set_len(seg.bytes)?;
                 File::open(&unfinished)?.sync_all()?;
-                // Before every segment (rolled-forward prepends are kept whatever the head says).
-                let id = seg_ids.iter().chain(&prepended).min().copied().unwrap_or(FIRST_ID) - 1;
                 fs::rename(&unfinished, dir.join(prepend_name(id)))?;
                 sync_dir(dir)?;
                 faults::crash_point();

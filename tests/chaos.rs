@@ -52,7 +52,7 @@ use crate::common::fixtures::{self, set};
 use crate::common::http::{encode, request};
 use crate::common::influxd::Influxd;
 use crate::common::mosquitto::{BrokerOptions, Mosquitto, Received, Subscriber, SubscriberOptions};
-use crate::common::{wait_for, Engine};
+use crate::common::{metric, metrics_addr, wait_for, Engine};
 
 /// Events sent, each with its own user id `chaos<seq:06>`.
 const EVENTS: usize = 200_000;
@@ -466,28 +466,6 @@ fn final_summary(engine: &Engine) -> Summary {
 fn tail(text: &str, n: usize) -> String {
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(n)..].join("\n")
-}
-
-/// Where the engine's metrics endpoint listens.
-fn metrics_addr(engine: &Engine) -> SocketAddr {
-    wait_for("the `metrics endpoint listening` line", Duration::from_secs(10), || {
-        engine
-            .stderr_text()
-            .lines()
-            .find(|l| l.contains("metrics endpoint listening"))
-            .and_then(|l| {
-                let start = l.find("addr=")? + 5;
-                l[start..].split_whitespace().next()?.parse().ok()
-            })
-    })
-}
-
-/// One sample of `/metrics` (exact series name with labels).
-fn metric(body: &str, series: &str) -> Option<u64> {
-    body.lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
-        .and_then(|v| v.trim().parse::<f64>().ok())
-        .map(|v| v as u64)
 }
 
 /// True when the running engine has settled, in each of `sinks`, every event accepted by it and the `earlier`

@@ -24,13 +24,13 @@ fn config(influxd: &Influxd, db: &str, spool_dir: &std::path::Path) -> serde_nor
 }
 
 /// `n` distinct session events (user ids `u0`..), so every one is its own InfluxDB series.
-fn events(n: usize, prefix: &str) -> Vec<Vec<u8>> {
+pub(crate) fn events(n: usize, prefix: &str) -> Vec<Vec<u8>> {
     (0..n)
         .map(|i| format!("/qseow-proxy-session/;sense1;Start session;LAB;{prefix}{i};Hub;/hub/;x").into_bytes())
         .collect()
 }
 
-fn final_summary(engine: &Engine) -> String {
+pub(crate) fn final_summary(engine: &Engine) -> String {
     engine
         .stderr_text()
         .lines()

@@ -24,6 +24,14 @@
 //! in this queue received more than `fsyncInterval` ago is on disk, fsynced (give or take the encoder's wake-up);
 //! a crash can lose only what is younger, plus the one batch out for delivery from memory while its request is in
 //! flight (a destination that answers, slowly or not yet: a refusal spills it at once).
+//!
+//! **A full disk** (or any failing spool write): the batch stays in memory, in a second queue *behind* the spool
+//! (`unspooled`), and every later batch joins it until a write succeeds again; each push (and the timer) first
+//! retries the oldest of them, so they reach the disk, in order, as soon as there is space. Delivery takes memory,
+//! then the spool, then `unspooled`, so FIFO order holds. Memory stays bounded by `memoryBytes` (both queues
+//! together): beyond it the **oldest** batch in memory is dropped, reported like a spool-cap eviction (counted as
+//! dropped and as `dropped_spool_cap`, per sender, ERROR), the same rule as the spool's cap, which a full disk
+//! reaches early. One ERROR when the spool starts failing, one WARN when it takes writes again.
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
@@ -31,10 +39,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use tracing::error;
+use tracing::{error, warn};
 
 use super::batch::EncodedBatch;
-use super::spool::{Evicted, Spool};
+use super::spool::{Damage, Evicted, Spool};
 use crate::telemetry::metrics::{now_unix_ns, HostTally};
 
 /// Where and how much a destination may spool.
@@ -93,7 +101,16 @@ pub enum Next {
 struct State {
     /// Batches in memory, oldest first, each with the time its oldest event was received (see [`received_at`]).
     mem: VecDeque<(Instant, EncodedBatch)>,
+    /// Bytes of `mem` and `unspooled` together (their allocated buffers).
     mem_bytes: usize,
+    /// Batches the spool could not take (a full disk): newer than everything spooled, delivered after it, written
+    /// to it first once it takes writes again. Counted in `mem_bytes`.
+    unspooled: VecDeque<EncodedBatch>,
+    /// The last spool write failed (for logging the change only).
+    spool_failing: bool,
+    /// What the spool's cap evicted outside a push (the timer, [`DeliveryQueue::persist_remaining`]), for
+    /// [`DeliveryQueue::take_deferred_evicted`].
+    deferred_evicted: Evicted,
     free: Vec<EncodedBatch>,
     spool: Option<Spool>,
     /// When [`DeliveryQueue::close`] was called.
@@ -131,6 +148,9 @@ impl DeliveryQueue {
             state: Mutex::new(State {
                 mem: VecDeque::new(),
                 mem_bytes: 0,
+                unspooled: VecDeque::new(),
+                spool_failing: false,
+                deferred_evicted: Evicted::default(),
                 free: Vec::new(),
                 spool,
                 closed_at: None,
@@ -193,38 +213,62 @@ impl DeliveryQueue {
         let mut evicted = Evicted::default();
         let mut spooled = false;
         let to_spool = match &st.spool {
-            Some(spool) => !spool.is_empty() || (st.mem_bytes + len > self.max_memory_bytes && !st.mem.is_empty()),
+            Some(spool) => {
+                !st.unspooled.is_empty()
+                    || !spool.is_empty()
+                    || (st.mem_bytes + len > self.max_memory_bytes && !st.mem.is_empty())
+            }
             None => false,
         };
         if to_spool {
-            let State {
-                spool,
-                free,
-                unsynced_since,
-                ..
-            } = &mut *st;
-            let spool = spool.as_mut().expect("to_spool implies a spool");
-            match spool.append(&batch) {
-                Ok(e) => {
-                    evicted = e;
-                    spooled = true;
-                    let since = *unsynced_since.get_or_insert_with(Instant::now);
-                    if since.elapsed() >= self.fsync_interval {
-                        sync(spool, unsynced_since);
+            let st = &mut *st;
+            // Batches the spool refused earlier are older than this one: they go first.
+            let mut failed = self.flush_unspooled(st, &mut evicted).err();
+            if failed.is_none() {
+                let spool = st.spool.as_mut().expect("to_spool implies a spool");
+                match spool.append(&batch) {
+                    Ok(e) => {
+                        evicted.add(&e);
+                        spooled = true;
+                        let since = *st.unsynced_since.get_or_insert_with(Instant::now);
+                        if since.elapsed() >= self.fsync_interval {
+                            sync(spool, &mut st.unsynced_since);
+                        }
+                        let mut b = batch;
+                        b.clear();
+                        if st.free.len() < 4 {
+                            st.free.push(b);
+                        }
+                        if std::mem::take(&mut st.spool_failing) {
+                            warn!("the spool takes writes again; batches kept in memory meanwhile are on disk");
+                        }
+                        return self.pushed(evicted, spooled);
                     }
-                    let mut b = batch;
-                    b.clear();
-                    if free.len() < 4 {
-                        free.push(b);
-                    }
-                }
-                Err(e) => {
-                    // The disk failed: keep the batch in memory (beyond the bound) rather than lose it.
-                    error!(error = %e, "cannot write to the spool; keeping the batch in memory");
-                    st.mem_bytes += len;
-                    st.mem.push_back((received_at(&batch), batch));
+                    Err(e) => failed = Some(e),
                 }
             }
+            if !std::mem::replace(&mut st.spool_failing, true) {
+                if let Some(e) = failed {
+                    error!(
+                        error = %e,
+                        max_memory_bytes = self.max_memory_bytes,
+                        "cannot write to the spool (disk full?): keeping batches in memory up to the memory bound, \
+                         then dropping the oldest"
+                    );
+                }
+            }
+            // Within the memory bound: drop the oldest batches in memory (the memory queue's, then the unspooled
+            // ones) to make room.
+            while st.mem_bytes + len > self.max_memory_bytes {
+                let Some(old) = st.mem.pop_front().map(|(_, b)| b).or_else(|| st.unspooled.pop_front()) else {
+                    break;
+                };
+                st.mem_bytes -= old.footprint();
+                evicted.events += old.len() as u64;
+                old.tally(0..old.len(), &mut evicted.hosts);
+            }
+            st.mem_bytes += len;
+            st.unspooled.push_back(batch);
         } else {
             while st.spool.is_none()
                 && st.mem_bytes + len > self.max_memory_bytes
@@ -248,6 +292,11 @@ impl DeliveryQueue {
             st.mem.push_back((received_at(&batch), batch));
         }
         drop(st);
+        self.pushed(evicted, spooled)
+    }
+
+    /// Wakes the delivery side after a push.
+    fn pushed(&self, evicted: Evicted, spooled: bool) -> Pushed {
         self.ready.notify_one();
         self.wake.notify_one();
         Pushed {
@@ -257,8 +306,29 @@ impl DeliveryQueue {
         }
     }
 
-    /// Events the spool lost to damaged records since the last call (for the caller to count as dropped).
-    pub fn take_damaged(&self) -> Evicted {
+    /// Appends the batches the spool refused earlier, oldest first, until one fails (its error is returned). What
+    /// the spool's cap evicted for them is added to `evicted`.
+    fn flush_unspooled(&self, st: &mut State, evicted: &mut Evicted) -> std::io::Result<()> {
+        let Some(spool) = st.spool.as_mut() else {
+            return Ok(());
+        };
+        while let Some(old) = st.unspooled.front() {
+            let e = spool.append(old)?;
+            evicted.add(&e);
+            st.unsynced_since.get_or_insert_with(Instant::now);
+            let mut b = st.unspooled.pop_front().expect("front exists");
+            st.mem_bytes -= b.footprint();
+            b.clear();
+            if st.free.len() < 4 {
+                st.free.push(b);
+            }
+        }
+        Ok(())
+    }
+
+    /// What damaged spool records cost since the last call (for the caller to count: events as dropped, records
+    /// on the damaged-records counter).
+    pub fn take_damaged(&self) -> Damage {
         self.lock().spool.as_mut().map(Spool::take_damaged).unwrap_or_default()
     }
 
@@ -282,6 +352,12 @@ impl DeliveryQueue {
                     Ok(None) => {}
                     Err(e) => error!(error = %e, "cannot read the spool"),
                 }
+            }
+            if let Some(b) = st.unspooled.pop_front() {
+                st.mem_bytes -= b.footprint();
+                drop(st);
+                self.room.notify_one();
+                return Next::Batch(Origin::Memory, b);
             }
             if st.closed_at.is_some() {
                 return Next::Closed;
@@ -389,7 +465,7 @@ impl DeliveryQueue {
         match spool.prepend(&batches) {
             Ok(()) => {
                 st.spill_retry_at = None;
-                st.mem_bytes = 0;
+                st.mem_bytes -= batches.iter().map(EncodedBatch::footprint).sum::<usize>();
                 let events = batches.iter().map(|b| b.len() as u64).sum();
                 for mut b in batches {
                     b.clear();
@@ -412,7 +488,8 @@ impl DeliveryQueue {
 
     /// The queue's timer work, called by the encoder at least at [`DeliveryQueue::tick_deadline`]: moves memory in
     /// front of the spool once its oldest event was received `fsyncInterval` ago, and fsyncs appended records once the
-    /// oldest unsynced one is `fsyncInterval` old. Returns the events moved to the spool.
+    /// oldest unsynced one is `fsyncInterval` old; retries batches a full disk kept in memory. Returns the events
+    /// moved to the spool.
     pub fn tick(&self) -> u64 {
         let mut st = self.lock();
         if st.spool.is_none() {
@@ -421,6 +498,24 @@ impl DeliveryQueue {
         let mut moved = 0;
         if self.spill_due(&st).is_some_and(|t| t <= Instant::now()) {
             moved = self.spill_memory(&mut st);
+        }
+        // A full disk: the batches kept behind the spool are tried again without waiting for the next push (what
+        // the cap evicts for them is handed over by `take_deferred_evicted`).
+        if !st.unspooled.is_empty() && st.spill_retry_at.is_none_or(|t| t <= Instant::now()) {
+            let st = &mut *st;
+            let before: u64 = st.unspooled.iter().map(|b| b.len() as u64).sum();
+            let mut evicted = std::mem::take(&mut st.deferred_evicted);
+            let flushed = self.flush_unspooled(st, &mut evicted);
+            st.deferred_evicted = evicted;
+            moved += before - st.unspooled.iter().map(|b| b.len() as u64).sum::<u64>();
+            match flushed {
+                Ok(()) => {
+                    if std::mem::take(&mut st.spool_failing) {
+                        warn!("the spool takes writes again; batches kept in memory meanwhile are on disk");
+                    }
+                }
+                Err(_) => st.spill_retry_at = Some(Instant::now() + self.fsync_interval.max(Duration::from_secs(1))),
+            }
         }
         if st.unsynced_since.is_some_and(|t| t.elapsed() >= self.fsync_interval) {
             let State {
@@ -439,7 +534,12 @@ impl DeliveryQueue {
         let st = self.lock();
         st.spool.as_ref()?;
         let sync = st.unsynced_since.map(|t| t + self.fsync_interval);
-        [self.spill_due(&st), sync].into_iter().flatten().min()
+        // Batches a full disk kept in memory: retried at the failed move's retry time, or within fsyncInterval.
+        let unspooled = (!st.unspooled.is_empty()).then(|| {
+            st.spill_retry_at
+                .unwrap_or_else(|| Instant::now() + self.fsync_interval)
+        });
+        [self.spill_due(&st), sync, unspooled].into_iter().flatten().min()
     }
 
     /// When memory is due to move to the spool: `fsyncInterval` after its oldest event was received, not while the
@@ -453,35 +553,58 @@ impl DeliveryQueue {
         Some(st.spill_retry_at.map_or(due, |retry| due.max(retry)))
     }
 
-    /// At exit: writes what is still in memory in front of the spool and returns the events saved, with the
-    /// batches that could not be saved (no spool, or the disk failed) for the caller to count as lost.
+    /// At exit: writes what is still in memory in front of the spool (and batches the spool refused earlier
+    /// after it) and returns the events saved, with the batches that could not be saved (no spool, or the disk
+    /// failed) for the caller to count as lost.
     pub fn persist_remaining(&self) -> (u64, Vec<EncodedBatch>) {
         let mut st = self.lock();
+        let st = &mut *st;
         let batches: Vec<EncodedBatch> = st.mem.drain(..).map(|(_, b)| b).collect();
+        let unspooled: Vec<EncodedBatch> = st.unspooled.drain(..).collect();
         st.mem_bytes = 0;
         let events: u64 = batches.iter().map(|b| b.len() as u64).sum();
-        match st.spool.as_mut() {
-            Some(spool) => {
-                // `prepend` fsyncs what it wrote; whether the batches are saved depends on it alone (a failing
-                // fsync of the unrelated segment being written must not count saved batches as lost).
-                match spool.prepend(&batches) {
-                    Ok(()) => {
-                        let State {
-                            spool, unsynced_since, ..
-                        } = &mut *st;
-                        if let Some(spool) = spool.as_mut() {
-                            sync(spool, unsynced_since);
-                        }
-                        (events, Vec::new())
-                    }
-                    Err(e) => {
-                        error!(error = %e, events, "cannot write undelivered batches to the spool; they are lost");
-                        (0, batches)
-                    }
+        let Some(spool) = st.spool.as_mut() else {
+            let mut lost = batches;
+            lost.extend(unspooled);
+            return (0, lost);
+        };
+        let mut saved = 0;
+        let mut lost = Vec::new();
+        // `prepend` fsyncs what it wrote; whether the batches are saved depends on it alone (a failing fsync of
+        // the unrelated segment being written must not count saved batches as lost).
+        match spool.prepend(&batches) {
+            Ok(()) => saved += events,
+            Err(e) => {
+                error!(error = %e, events, "cannot write undelivered batches to the spool; they are lost");
+                lost = batches;
+            }
+        }
+        // Batches the spool refused earlier are the newest: after everything spooled. The cap may evict for them.
+        let mut rest = unspooled.into_iter();
+        while let Some(b) = rest.next() {
+            match spool.append(&b) {
+                Ok(e) => {
+                    st.deferred_evicted.add(&e);
+                    saved += b.len() as u64;
+                }
+                Err(e) => {
+                    let mut left = vec![b];
+                    left.extend(rest);
+                    let events: u64 = left.iter().map(|b| b.len() as u64).sum();
+                    error!(error = %e, events, "cannot write undelivered batches to the spool; they are lost");
+                    lost.extend(left);
+                    break;
                 }
             }
-            None => (0, batches),
         }
+        sync(spool, &mut st.unsynced_since);
+        (saved, lost)
+    }
+
+    /// What the spool's cap evicted outside a push (the timer's retries, [`DeliveryQueue::persist_remaining`]),
+    /// for the caller to count like a push's evictions.
+    pub fn take_deferred_evicted(&self) -> Evicted {
+        std::mem::take(&mut self.lock().deferred_evicted)
     }
 
     /// True once [`DeliveryQueue::close`] was called.
@@ -747,5 +870,92 @@ mod tests {
         q.push(batch(1, 3));
         let (saved, lost) = q.persist_remaining();
         assert_eq!((saved, lost.len(), lost[0].len()), (0, 1, 3));
+    }
+
+    #[test]
+    fn a_full_disk_keeps_order_and_memory_bounded_and_spools_again_when_space_returns() {
+        use crate::sink::spool::faults;
+        let dir = tempfile::tempdir().unwrap();
+        let one = batch(1, 1).footprint();
+        let q = DeliveryQueue::new(&settings(dir.path(), 2 * one + one / 2)).unwrap();
+        let mut evicted = 0;
+        for tag in 1..=3 {
+            evicted += q.push(batch(tag, 1)).evicted.events; // 1 and 2 in memory, 3 spooled
+        }
+        faults::set_space(Some(0));
+        for tag in 4..=9 {
+            let pushed = q.push(batch(tag, 1));
+            assert!(!pushed.spooled);
+            evicted += pushed.evicted.events;
+        }
+        assert_eq!(
+            evicted, 6,
+            "memory holds two batches: the oldest of 1, 2, 4..9 were dropped (and reported)"
+        );
+        faults::set_space(None);
+        assert!(
+            q.push(batch(10, 1)).spooled,
+            "space is back: the batches kept in memory and this one reach the disk"
+        );
+        assert_eq!(q.spooled_events(), 4);
+        let mut got = Vec::new();
+        while let Next::Batch(o, b) = q.next(Duration::ZERO) {
+            got.push(b.bytes[0]);
+            q.done(o, b);
+        }
+        assert_eq!(got, [3, 8, 9, 10], "in order; delivered + dropped == pushed");
+        drop(q);
+        assert_eq!(Spool::open(dir.path(), 1 << 30).unwrap().take_damaged().records, 0);
+    }
+
+    #[test]
+    fn batches_the_spool_refused_are_saved_behind_it_at_exit() {
+        use crate::sink::spool::faults;
+        let dir = tempfile::tempdir().unwrap();
+        let one = batch(1, 1).footprint();
+        let q = DeliveryQueue::new(&settings(dir.path(), 2 * one + one / 2)).unwrap();
+        for tag in 1..=3 {
+            q.push(batch(tag, 1)); // 1 and 2 in memory, 3 spooled
+        }
+        assert_eq!(take(&q), (Origin::Memory, 1));
+        faults::set_space(Some(0));
+        assert_eq!(
+            q.push(batch(4, 1)).evicted.events,
+            0,
+            "refused by the disk, kept behind the spool"
+        );
+        faults::set_space(None);
+        let (saved, lost) = q.persist_remaining();
+        assert_eq!((saved, lost.len()), (2, 0));
+        drop(q);
+        let q = DeliveryQueue::new(&settings(dir.path(), 2 * one + one / 2)).unwrap();
+        let got: Vec<u8> = (0..3).map(|_| take(&q).1).collect();
+        assert_eq!(got, [2, 3, 4]);
+    }
+
+    #[test]
+    fn batches_a_full_disk_kept_in_memory_reach_the_spool_on_the_timer_without_another_push() {
+        use crate::sink::spool::faults;
+        let dir = tempfile::tempdir().unwrap();
+        let one = batch(1, 1).footprint();
+        let q = DeliveryQueue::new(&settings(dir.path(), 2 * one + one / 2)).unwrap();
+        for tag in 1..=3 {
+            q.push(batch(tag, 1)); // 1 and 2 in memory, 3 spooled
+        }
+        assert_eq!((take(&q).1, take(&q).1), (1, 2));
+        faults::set_space(Some(0));
+        for tag in 4..=5 {
+            assert!(!q.push(batch(tag, 1)).spooled, "kept behind the spool");
+        }
+        assert!(
+            q.tick_deadline().is_some(),
+            "a timer runs while batches wait for the disk"
+        );
+        faults::set_space(None);
+        assert_eq!(q.tick(), 2, "the timer wrote both, no push needed");
+        assert_eq!(q.spooled_events(), 3);
+        assert!(q.take_deferred_evicted().events == 0);
+        let got: Vec<u8> = (0..3).map(|_| take(&q).1).collect();
+        assert_eq!(got, [3, 4, 5]);
     }
 }

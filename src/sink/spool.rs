@@ -1,8 +1,8 @@
 //! A destination's disk spool: encoded batches that could not be delivered yet, in order, checksummed.
 //!
 //! # Layout
-//! One directory per destination. Segment files `seg-<id>.spool` (20-digit ids, read in ascending order) hold
-//! records:
+//! One directory per destination (created `0700`; every file in it `0600`: events hold user names and client
+//! addresses). Segment files `seg-<id>.spool` (20-digit ids, read in ascending order) hold records:
 //!
 //! ```text
 //! magic u32 "SPL2" | body_len u32 | crc32(body) u32 | body
@@ -22,30 +22,96 @@
 //! upgrade). A record with any other magic is damaged (see Integrity).
 //!
 //! A record is one encoded batch (whole wire items, so it can still be split on 413). New records are appended to
-//! the newest segment, which rolls over at an eighth of the cap (see [`SEGMENT_BYTES`]). The file `head` holds `<segment id> <offset>`: the
-//! first record not yet delivered; it is rewritten (write + rename) after each delivery. Fully delivered segments
+//! the newest segment, which rolls over at an eighth of the cap (see [`SEGMENT_BYTES`]). Fully delivered segments
 //! are deleted.
+//!
+//! The file `head` says where reading starts:
+//!
+//! ```text
+//! v2 <crc32 of the lines below, 8 hex digits>
+//! <first segment id> <offset of its first undelivered record>
+//! <segment id> <offset>        (zero or more: a later segment whose delivered prefix is still on disk)
+//! ```
+//!
+//! Segments with an id below the first one were delivered (their deletion was cut short). The previous release
+//! wrote only the second line; such a file is still read. The head is replaced by write + rename after each
+//! delivery, so a SIGKILL leaves the old or the new one; its checksum catches a file torn by a power loss, and a
+//! head that is missing or damaged makes the start replay every segment from its beginning (an ERROR: events may
+//! be delivered twice, none lost).
+//!
+//! # Every change is one atomic step
+//! A SIGKILL at any point leaves a spool that the next start reads back with every acknowledged record, in order:
+//! - **Append** is one `write(2)` at the end of the newest segment. A crash in the middle leaves a torn last
+//!   record, which the next start cuts off (counted as a damaged record, see Integrity); the append was never
+//!   acknowledged. A *failed* write (a full disk, `ENOSPC`) is cut back at once (`ftruncate` to the segment's
+//!   previous length), so the spool stays consistent and takes appends again as soon as there is space; if even
+//!   the cut fails, the segment is closed and the next append starts a new one. The reader never reads past the
+//!   last whole record it indexed.
+//! - **Prepend** ([`Spool::prepend`]) writes `prepend.tmp`, fsyncs it, renames it to `prepend-<id>.spool` and
+//!   fsyncs the folder: that rename is the commit (from then on it returns `Ok`). Then the head is rewritten
+//!   (fsynced) and the file renamed to `seg-<id>.spool`; if the head cannot be written (a full disk), both wait for
+//!   the next head write (a delivery or [`Spool::sync`]). A start that finds a `prepend-<id>.spool` finishes the
+//!   job (it is a complete, fsynced file of never-delivered batches, older than every segment). The partly delivered segment it now precedes is not
+//!   rewritten: its delivered prefix stays on disk and its offset goes into the head.
+//! - **Delivery** ([`Spool::pop`]) replaces the head (write a temporary file, rename); a fully delivered segment is
+//!   deleted before the head moves past it, so a crash in between leaves a head naming a missing segment (fine).
+//! - Leftover `*.tmp` files are deleted at start, except `prepend.tmp`: its whole records (batches that were only
+//!   in memory when a crash cut the prepend short) are kept as the first segment, a WARN says how many events.
 //!
 //! # Guarantees
 //! - Order: records come back in the order they were appended; [`Spool::prepend`] writes a segment *before* all
 //!   others (used at shutdown for batches still in memory, which are older than anything spooled).
-//! - Durability: appends are `write(2)` calls, so a crash of the process (SIGKILL) loses nothing appended; the
-//!   data is `fsync`ed when a segment is finished, on [`Spool::sync`] (called every `fsyncInterval` and at
-//!   shutdown), so a power loss can lose at most the last interval.
-//! - Integrity: a record whose checksum or framing is wrong ends its segment (counted, logged at ERROR); the rest
-//!   of that segment is skipped, later segments are read normally. Damage found at open (a record torn by a
-//!   crash) is cut off the file, so later appends are readable; damage met while reading hands the segment's
-//!   remaining events to the caller ([`Spool::take_damaged`]), which counts them as dropped.
+//! - Durability: appends are `write(2)` calls, so a crash of the process (SIGKILL) loses nothing appended. On
+//!   [`Spool::sync`] (called every `fsyncInterval` and at shutdown) the segment being written, the head and the
+//!   folder are fsynced; a segment is also fsynced when it is finished and a prepended one before it is committed.
+//!   So a power loss can lose at most what was appended since the last sync, and can make delivered records come
+//!   back (at least once, never lost).
+//! - Integrity: a record whose checksum or framing is wrong ends what can be read of its segment; later segments
+//!   are read normally. Damage found at open (a record torn by a crash, a damaged file) is cut off the file, so
+//!   later appends are readable, logged at ERROR with the damaged records and bytes, and handed to the caller
+//!   ([`Spool::take_damaged`]). Damage met while reading hands the segment's remaining events (known from the
+//!   index) to the caller the same way, to be counted as dropped. Reading a damaged file never panics and never
+//!   loops; a record is never longer than what is left of its file.
+//! - Full disk: see Append above. The spool never holds a failed batch: the caller decides (the delivery queue
+//!   keeps a bounded number of them in memory and retries, see [`super::queue`]).
 //! - Bounded: when the spool would exceed `max_bytes`, whole oldest segments are deleted and their events counted
 //!   as dropped, per sender (the caller logs them at ERROR). Neither the segment being written nor, while its
 //!   head record is out for delivery, the head segment is deleted: the oldest segments after it go instead.
 //! - Accounting: each segment keeps its undelivered events per sender, so [`Spool::hosts`] is what is spooled
 //!   per sender now and [`Evicted::hosts`] what the cap dropped.
 
-use std::collections::VecDeque;
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::collections::{HashMap, VecDeque};
+use std::fs::{self, DirBuilder, File, OpenOptions};
+use std::io::{self, Read, Seek, SeekFrom};
+use std::net::{IpAddr, Ipv6Addr};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+
+use tracing::{error, warn};
+
+use super::batch::{EncodedBatch, NO_SENDER};
+use crate::telemetry::metrics::HostTally;
+
+#[cfg(test)]
+mod crash_tests;
+#[cfg(test)]
+pub(crate) mod faults;
+#[cfg(test)]
+mod prop_tests;
+/// Fault injection compiles to plain calls outside unit tests.
+#[cfg(not(test))]
+mod faults {
+    use std::fs::File;
+    use std::io::{self, Write};
+
+    #[inline(always)]
+    pub(super) fn write_all(f: &mut File, buf: &[u8]) -> io::Result<()> {
+        f.write_all(buf)
+    }
+
+    #[inline(always)]
+    pub(super) fn crash_point() {}
+}
 
 /// Magic of the current record format (with senders).
 const MAGIC: u32 = u32::from_le_bytes(*b"SPL2");
@@ -61,16 +127,21 @@ pub const SEGMENT_BYTES: u64 = 16 << 20;
 pub const MIN_SEGMENT_BYTES: u64 = 64 << 10;
 /// Ids start here so [`Spool::prepend`] has room below.
 const FIRST_ID: u64 = 1 << 40;
-
-use std::net::{IpAddr, Ipv6Addr};
-
-use super::batch::{EncodedBatch, NO_SENDER};
-use crate::telemetry::metrics::HostTally;
+/// Largest record body read back (a batch is at most 32 MiB, see the config's batch limits).
+const MAX_BODY_BYTES: u64 = SEGMENT_BYTES * 4;
+/// Mode of every file the spool creates.
+const FILE_MODE: u32 = 0o600;
+/// Mode of the spool folder.
+const DIR_MODE: u32 = 0o700;
 
 #[derive(Debug)]
 struct Segment {
     id: u64,
+    /// End of the last whole record (the file may be longer only by a torn record the next start cuts off).
     bytes: u64,
+    /// Delivered prefix still on disk, for a segment that is not first (a prepend put one in front of it while it
+    /// was partly delivered); it becomes the read position when the segment becomes the first. Listed in the head.
+    start: u64,
     /// Events in the segment that are not yet delivered (for drop accounting).
     events: u64,
     /// The part of `events` with a known sender, per sender.
@@ -82,6 +153,7 @@ impl Segment {
         Segment {
             id,
             bytes: 0,
+            start: 0,
             events: 0,
             hosts: HostTally::default(),
         }
@@ -99,6 +171,30 @@ pub struct Evicted {
     pub hosts: HostTally,
 }
 
+impl Evicted {
+    /// Adds `other` to this.
+    pub fn add(&mut self, other: &Evicted) {
+        self.segments += other.segments;
+        self.events += other.events;
+        self.hosts.add_all(&other.hosts);
+    }
+}
+
+/// What damaged records cost since the last [`Spool::take_damaged`]: found at open (a record torn by a crash, a
+/// damaged file) or while reading.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Damage {
+    /// Damaged records met; each ends what can be read of its segment.
+    pub records: u64,
+    /// Bytes that could not be read back: the damaged record and the rest of its segment.
+    pub bytes: u64,
+    /// Undelivered events known to be lost (from the index, for damage met while reading). Damage found at open
+    /// adds none: how many events a damaged region held cannot be trusted, so it counts in `records`/`bytes`.
+    pub events: u64,
+    /// The part of `events` with a known sender, per sender.
+    pub hosts: HostTally,
+}
+
 /// The spool of one destination.
 #[derive(Debug)]
 pub struct Spool {
@@ -110,30 +206,55 @@ pub struct Spool {
     /// Read position in the oldest segment.
     head_offset: u64,
     writer: Option<(u64, File)>,
+    /// A failed append could not be cut back: the newest segment ends in torn bytes, so the next append starts a
+    /// new segment.
+    writer_torn: bool,
+    /// Committed prepends still named `prepend-<id>.spool` because the head that makes them first could not be
+    /// written yet (a full disk): renamed after the next head write that succeeds (a start finishes them anyway).
+    unnamed: Vec<u64>,
     reader: Option<(u64, File)>,
-    /// Records found damaged since open.
+    /// Damaged records found since open (at open and while reading).
     pub corrupt_records: u64,
     /// On-disk length of the record last returned by [`Spool::peek`] (v1 and v2 records differ). While set, that
     /// head record is out for delivery: its segment must not be evicted, or the later [`Spool::pop`] would skip a
     /// different, undelivered record.
     peeked_len: Option<u64>,
-    /// Events lost to damaged records met while reading, not yet taken by the caller.
-    damaged: Evicted,
+    /// Damage not yet taken by the caller.
+    damaged: Damage,
 }
 
 impl Spool {
     /// Opens (creating) the spool in `dir`, indexing existing segments (events are counted by reading them once).
+    /// Finishes a prepend a crash interrupted, deletes delivered segments and leftovers, cuts damage off (logged at
+    /// ERROR with its size, and handed over by [`Spool::take_damaged`]).
     pub fn open(dir: &Path, max_bytes: u64) -> io::Result<Spool> {
-        fs::create_dir_all(dir)?;
-        let mut ids: Vec<u64> = fs::read_dir(dir)?
-            .filter_map(|e| e.ok())
-            .filter_map(|e| {
-                let name = e.file_name().into_string().ok()?;
-                name.strip_prefix("seg-")?.strip_suffix(".spool")?.parse().ok()
-            })
-            .collect();
-        ids.sort_unstable();
-        let (head_id, head_offset) = read_head(dir).unwrap_or((0, 0));
+        DirBuilder::new().recursive(true).mode(DIR_MODE).create(dir)?;
+        // A folder made by an earlier release (or by hand) may be readable by others.
+        if let Err(e) = fs::set_permissions(dir, fs::Permissions::from_mode(DIR_MODE)) {
+            warn!(dir = %dir.display(), error = %e, "cannot make the spool folder private");
+        }
+        let mut seg_ids = Vec::new();
+        let mut prepended = Vec::new();
+        for entry in fs::read_dir(dir)? {
+            let name = entry?.file_name();
+            let Some(name) = name.to_str() else { continue };
+            if name.ends_with(".tmp") && name != "prepend.tmp" {
+                let _ = fs::remove_file(dir.join(name)); // an unfinished step; its rename never happened
+            } else if let Some(id) = parse_id(name, "seg-") {
+                seg_ids.push(id);
+            } else if let Some(id) = parse_id(name, "prepend-") {
+                prepended.push(id);
+            }
+        }
+        let head = match read_head(dir) {
+            Ok(h) => h,
+            Err(()) => {
+                error!(dir = %dir.display(), "spool head file damaged: replaying every segment from its start (events may be delivered twice)");
+                Vec::new()
+            }
+        };
+        let head_id = head.first().map_or(0, |&(id, _)| id);
+        let starts: HashMap<u64, u64> = head.iter().copied().collect();
         let mut spool = Spool {
             dir: dir.to_path_buf(),
             max_bytes,
@@ -141,41 +262,87 @@ impl Spool {
             segments: VecDeque::new(),
             head_offset: 0,
             writer: None,
+            writer_torn: false,
+            unnamed: Vec::new(),
             reader: None,
             corrupt_records: 0,
             peeked_len: None,
-            damaged: Evicted::default(),
+            damaged: Damage::default(),
         };
-        for id in ids {
-            if id < head_id {
+        // A prepend a crash cut short before its commit: its whole records are batches that were only in memory,
+        // older than everything spooled. Keep them (first), rather than lose them.
+        let unfinished = dir.join("prepend.tmp");
+        if unfinished.exists() {
+            let (seg, lost_bytes) = scan(&unfinished, 0, 0)?;
+            // Before every segment (rolled-forward prepends are kept whatever the head says); ids start at
+            // FIRST_ID, so there is room below unless a file was renamed by hand.
+            let below = seg_ids
+                .iter()
+                .chain(&prepended)
+                .min()
+                .copied()
+                .unwrap_or(FIRST_ID)
+                .checked_sub(1);
+            if let (true, Some(id)) = (seg.events > 0, below) {
+                OpenOptions::new().write(true).open(&unfinished)?.set_len(seg.bytes)?;
+                File::open(&unfinished)?.sync_all()?;
+                fs::rename(&unfinished, dir.join(prepend_name(id)))?;
+                sync_dir(dir)?;
+                faults::crash_point();
+                prepended.push(id);
+                warn!(dir = %dir.display(), events = seg.events, torn_bytes = lost_bytes, "kept the batches of a prepend a crash interrupted");
+            } else {
+                let _ = fs::remove_file(&unfinished);
+            }
+        }
+        // A committed prepend whose last rename a crash cut short: its batches were never delivered.
+        for &id in &prepended {
+            fs::rename(dir.join(prepend_name(id)), spool.path(id))?;
+            faults::crash_point();
+            seg_ids.push(id);
+        }
+        seg_ids.sort_unstable();
+        seg_ids.dedup();
+        for id in seg_ids {
+            if id < head_id && !prepended.contains(&id) {
                 let _ = fs::remove_file(spool.path(id)); // delivered before a crash
                 continue;
             }
-            let start = if id == head_id { head_offset } else { 0 };
-            let (seg, corrupt) = scan(&spool.path(id), id, start)?;
-            spool.corrupt_records += corrupt;
-            if corrupt > 0 {
+            let start = starts.get(&id).copied().unwrap_or(0);
+            let path = spool.path(id);
+            let _ = fs::set_permissions(&path, fs::Permissions::from_mode(FILE_MODE));
+            let (mut seg, lost_bytes) = scan(&path, id, start)?;
+            if lost_bytes > 0 {
+                spool.corrupt_records += 1;
+                spool.damaged.records += 1;
+                spool.damaged.bytes += lost_bytes;
+                error!(dir = %dir.display(), segment = id, records = 1, bytes = lost_bytes, "damaged spool record found at start: the rest of its segment is lost");
                 // Cut the damaged tail (typically a record torn by a crash) off, so that records appended to this
                 // segment later follow the last intact one instead of hiding behind the damage.
-                OpenOptions::new()
-                    .write(true)
-                    .open(spool.path(id))?
-                    .set_len(seg.bytes)?;
+                OpenOptions::new().write(true).open(&path)?.set_len(seg.bytes)?;
+                faults::crash_point();
             }
-            if seg.events == 0 && corrupt == 0 && seg.bytes <= start {
-                let _ = fs::remove_file(spool.path(id));
+            if seg.events == 0 && seg.bytes <= start {
+                let _ = fs::remove_file(&path);
                 continue;
             }
             if spool.segments.is_empty() {
                 spool.head_offset = start;
+                seg.start = 0;
             }
             spool.segments.push_back(seg);
         }
-        spool.write_head()?;
+        spool.write_head(true)?;
+        for id in prepended {
+            let _ = fs::remove_file(dir.join(prepend_name(id))); // renamed above; nothing left normally
+        }
         Ok(spool)
     }
 
     fn path(&self, id: u64) -> PathBuf {
+        if self.unnamed.contains(&id) {
+            return self.dir.join(prepend_name(id));
+        }
         self.dir.join(format!("seg-{id:020}.spool"))
     }
 
@@ -204,11 +371,14 @@ impl Spool {
     }
 
     /// Appends a batch after everything spooled. May evict the oldest segments to stay under the cap.
+    ///
+    /// On an error (a full disk) nothing of the batch stays in the spool: the segment is cut back to its last
+    /// whole record (or, if that fails too, closed), so later appends are readable. The batch is the caller's.
     pub fn append(&mut self, batch: &EncodedBatch) -> io::Result<Evicted> {
         let events = batch.len() as u32;
         let record = encode_record(batch);
         let needs_new = match self.segments.back() {
-            Some(s) => s.bytes + record.len() as u64 > self.segment_bytes && s.bytes > 0,
+            Some(s) => (s.bytes + record.len() as u64 > self.segment_bytes || self.writer_torn) && s.bytes > 0,
             None => true,
         };
         if needs_new {
@@ -216,75 +386,78 @@ impl Spool {
             let id = self.segments.back().map_or(FIRST_ID, |s| s.id + 1);
             self.segments.push_back(Segment::new(id));
         }
+        self.writer_torn = false;
         let seg = self.segments.back_mut().expect("a segment was just ensured");
         let id = seg.id;
         if self.writer.as_ref().is_none_or(|(wid, _)| *wid != id) {
             let f = OpenOptions::new()
                 .create(true)
                 .append(true)
+                .mode(FILE_MODE)
                 .open(self.dir.join(format!("seg-{id:020}.spool")))?;
             self.writer = Some((id, f));
         }
         let (_, f) = self.writer.as_mut().expect("writer opened above");
-        f.write_all(&record)?;
+        if let Err(e) = faults::write_all(f, &record) {
+            // Part of the record may be in the file: cut it back, or the reader would stop at the torn bytes and
+            // count every later record as damaged (even after space returns).
+            if f.set_len(seg.bytes).is_err() {
+                self.writer = None;
+                self.writer_torn = true;
+            }
+            return Err(e);
+        }
+        faults::crash_point();
         seg.bytes += record.len() as u64;
         seg.events += u64::from(events);
         batch.tally(0..batch.len(), &mut seg.hosts);
         self.evict_over_cap()
     }
 
-    /// Writes a batch *before* everything spooled (a new lowest segment). Used at shutdown for batches that were
-    /// still in memory and are older than the spool's content.
+    /// Writes batches *before* everything spooled (a new lowest segment), in one atomic step (see the module docs).
+    /// Used at shutdown for batches that were still in memory and are older than the spool's content. Once it
+    /// returns `Ok`, the batches are fsynced and a start replays them first.
     pub fn prepend(&mut self, batches: &[EncodedBatch]) -> io::Result<()> {
         if batches.is_empty() {
             return Ok(());
         }
-        // The head moves in front of whatever was peeked: that record is no longer the one a pop would consume.
-        self.peeked_len = None;
         let id = self.segments.front().map_or(FIRST_ID, |s| s.id - 1);
-        let path = self.path(id);
-        let mut f = File::create(&path)?;
+        let tmp = self.dir.join("prepend.tmp");
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(FILE_MODE)
+            .open(&tmp)?;
         let mut seg = Segment::new(id);
         for batch in batches {
             let record = encode_record(batch);
-            f.write_all(&record)?;
+            faults::write_all(&mut f, &record)?;
             seg.bytes += record.len() as u64;
             seg.events += batch.len() as u64;
             batch.tally(0..batch.len(), &mut seg.hosts);
         }
         f.sync_all()?;
-        // The head file holds one offset, for the first segment: the old head segment's delivered prefix is cut
-        // off (rewritten) so it can be read from 0 after the new segment.
-        let old_offset = self.head_offset;
+        drop(f);
+        faults::crash_point();
+        let committed = self.dir.join(prepend_name(id));
+        fs::rename(&tmp, &committed)?;
+        faults::crash_point();
+        sync_dir(&self.dir)?;
+        faults::crash_point();
+        // Committed: from here on a start replays these batches first. The head moves in front of whatever was
+        // peeked: that record is no longer the one a pop would consume.
+        self.peeked_len = None;
+        if let Some(front) = self.segments.front_mut() {
+            front.start = self.head_offset;
+        }
         self.segments.push_front(seg);
         self.head_offset = 0;
-        if self.segments.len() > 1 {
-            self.compact_second(old_offset)?;
-        }
-        self.write_head()
-    }
-
-    /// Drops the delivered prefix of the second segment (after a prepend) by rewriting it without that prefix.
-    fn compact_second(&mut self, offset: u64) -> io::Result<()> {
-        if offset == 0 {
-            return Ok(());
-        }
-        let id = self.segments[1].id;
-        let path = self.path(id);
-        let mut data = Vec::new();
-        File::open(&path)?.read_to_end(&mut data)?;
-        let rest = data.get(offset as usize..).unwrap_or(&[]);
-        let tmp = path.with_extension("tmp");
-        let mut f = File::create(&tmp)?;
-        f.write_all(rest)?;
-        f.sync_all()?;
-        fs::rename(&tmp, &path)?;
-        self.segments[1].bytes = rest.len() as u64;
-        if self.writer.as_ref().is_some_and(|(wid, _)| *wid == id) {
-            self.writer = None;
-        }
-        if self.reader.as_ref().is_some_and(|(rid, _)| *rid == id) {
-            self.reader = None;
+        self.unnamed.push(id);
+        // The batches are safe whatever happens now: a head that cannot be written (a full disk) is written by the
+        // next pop or sync, and the file renamed then.
+        if let Err(e) = self.write_head(true) {
+            warn!(dir = %self.dir.display(), error = %e, "cannot update the spool head after a prepend; retried on the next delivery");
         }
         Ok(())
     }
@@ -295,8 +468,8 @@ impl Spool {
             let Some(seg) = self.segments.front() else {
                 return Ok(None);
             };
-            let id = seg.id;
-            if self.head_offset >= seg.bytes {
+            let (id, end) = (seg.id, seg.bytes);
+            if self.head_offset >= end {
                 if self.segments.len() == 1 {
                     return Ok(None);
                 }
@@ -308,22 +481,31 @@ impl Spool {
             }
             let (_, f) = self.reader.as_mut().expect("reader opened above");
             f.seek(SeekFrom::Start(self.head_offset))?;
-            match read_record(f)? {
+            match read_record(f, end - self.head_offset)? {
                 Some((r, len)) => {
                     self.peeked_len = Some(len);
                     return Ok(Some(r));
                 }
                 None => {
-                    // Damaged or torn record: the rest of this segment is unusable. Its events are lost: hand them to
-                    // the caller (`take_damaged`) to be counted, so they do not just vanish from the spooled gauge.
+                    // Damaged record: the rest of this segment is unusable. Its events are lost: hand them to the
+                    // caller (`take_damaged`) to be counted, so they do not just vanish from the spooled gauge.
                     self.corrupt_records += 1;
                     let seg = self.segments.front_mut().expect("checked above");
+                    self.damaged.records += 1;
+                    self.damaged.bytes += seg.bytes - self.head_offset;
                     self.damaged.events += seg.events;
                     self.damaged.hosts.add_all(&seg.hosts);
                     seg.events = 0;
                     seg.hosts.clear();
                     seg.bytes = self.head_offset;
                     if self.segments.len() == 1 {
+                        // Appends continue in this segment: cut the damage off so they follow the last whole
+                        // record.
+                        self.writer = None;
+                        OpenOptions::new()
+                            .write(true)
+                            .open(self.path(id))?
+                            .set_len(self.head_offset)?;
                         return Ok(None);
                     }
                     self.drop_front_segment()?;
@@ -332,8 +514,9 @@ impl Spool {
         }
     }
 
-    /// The events lost to damaged records since the last call (for the caller to count as dropped).
-    pub fn take_damaged(&mut self) -> Evicted {
+    /// The damage found since the last call (for the caller to count: `events` as dropped, `records` on the
+    /// damaged-records counter).
+    pub fn take_damaged(&mut self) -> Damage {
         std::mem::take(&mut self.damaged)
     }
 
@@ -358,18 +541,19 @@ impl Spool {
                 seg.hosts.sub(ip, n);
             }
             if self.head_offset >= seg.bytes && self.segments.len() > 1 {
-                self.drop_front_segment()?;
+                return self.drop_front_segment();
             }
         }
-        self.write_head()
+        self.write_head(false)
     }
 
-    /// fsyncs the segment being written and the head file.
+    /// fsyncs the segment being written, the head file and the folder (new and deleted segment files): everything
+    /// appended and every delivery recorded before the call survives a power loss.
     pub fn sync(&mut self) -> io::Result<()> {
         if let Some((_, f)) = &self.writer {
             f.sync_data()?;
         }
-        Ok(())
+        self.write_head(true)
     }
 
     fn finish_writer(&mut self) -> io::Result<()> {
@@ -379,11 +563,16 @@ impl Spool {
         Ok(())
     }
 
+    /// Deletes the fully delivered (or evicted) first segment, then moves the head to the next one.
     fn drop_front_segment(&mut self) -> io::Result<()> {
         self.peeked_len = None;
         self.remove_segment(0);
-        self.head_offset = 0;
-        self.write_head()
+        faults::crash_point();
+        self.head_offset = self.segments.front().map_or(0, |s| s.start);
+        if let Some(front) = self.segments.front_mut() {
+            front.start = 0;
+        }
+        self.write_head(false)
     }
 
     /// Deletes segment `index` (its file and index entry).
@@ -396,6 +585,7 @@ impl Spool {
                 self.writer = None;
             }
             let _ = fs::remove_file(self.path(seg.id));
+            self.unnamed.retain(|&id| id != seg.id);
         }
     }
 
@@ -413,24 +603,100 @@ impl Spool {
                 self.drop_front_segment()?;
             } else {
                 self.remove_segment(keep_front);
+                self.write_head(false)?;
             }
             evicted.segments += 1;
         }
         Ok(evicted)
     }
 
-    fn write_head(&self) -> io::Result<()> {
-        let id = self.segments.front().map_or(0, |s| s.id);
+    /// Replaces the head file (write a temporary file, rename); `durable` fsyncs the file and the folder too.
+    /// Then gives committed prepends their segment names.
+    fn write_head(&mut self, durable: bool) -> io::Result<()> {
+        let mut lines = String::new();
+        let front = self.segments.front().map_or(0, |s| s.id);
+        lines.push_str(&format!("{front} {}\n", self.head_offset));
+        for s in self.segments.iter().skip(1).filter(|s| s.start > 0) {
+            lines.push_str(&format!("{} {}\n", s.id, s.start));
+        }
+        let text = format!("v2 {:08x}\n{lines}", crc32fast::hash(lines.as_bytes()));
         let tmp = self.dir.join("head.tmp");
-        fs::write(&tmp, format!("{id} {}\n", self.head_offset))?;
-        fs::rename(tmp, self.dir.join("head"))
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(FILE_MODE)
+            .open(&tmp)?;
+        faults::write_all(&mut f, text.as_bytes())?;
+        if durable {
+            f.sync_all()?;
+        }
+        drop(f);
+        faults::crash_point();
+        fs::rename(tmp, self.dir.join("head"))?;
+        faults::crash_point();
+        if durable {
+            sync_dir(&self.dir)?;
+        }
+        while let Some(&id) = self.unnamed.last() {
+            fs::rename(
+                self.dir.join(prepend_name(id)),
+                self.dir.join(format!("seg-{id:020}.spool")),
+            )?;
+            self.unnamed.pop();
+            faults::crash_point();
+        }
+        Ok(())
     }
 }
 
-fn read_head(dir: &Path) -> Option<(u64, u64)> {
-    let text = fs::read_to_string(dir.join("head")).ok()?;
-    let mut it = text.split_whitespace();
-    Some((it.next()?.parse().ok()?, it.next()?.parse().ok()?))
+/// The id in `<prefix><20 digits>.spool`.
+fn parse_id(name: &str, prefix: &str) -> Option<u64> {
+    name.strip_prefix(prefix)?.strip_suffix(".spool")?.parse().ok()
+}
+
+/// The name of a committed prepend not yet renamed to its segment name.
+fn prepend_name(id: u64) -> String {
+    format!("prepend-{id:020}.spool")
+}
+
+/// fsyncs a folder: new, renamed and deleted entries in it survive a power loss.
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// The head's `(segment id, offset)` entries, first segment first: empty when there is no head file, `Err` when
+/// it is damaged.
+fn read_head(dir: &Path) -> Result<Vec<(u64, u64)>, ()> {
+    let bytes = match fs::read(dir.join("head")) {
+        Ok(b) => b,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(_) => return Err(()),
+    };
+    let text = std::str::from_utf8(&bytes).map_err(|_| ())?;
+    let lines = match text.strip_prefix("v2 ") {
+        Some(rest) => {
+            let (crc, lines) = rest.split_once('\n').ok_or(())?;
+            if u32::from_str_radix(crc, 16) != Ok(crc32fast::hash(lines.as_bytes())) {
+                return Err(());
+            }
+            lines
+        }
+        // The previous release's head: one line, no checksum.
+        None => text,
+    };
+    let mut entries = Vec::new();
+    for line in lines.lines() {
+        let mut it = line.split_whitespace();
+        let (Some(id), Some(offset), None) = (it.next(), it.next(), it.next()) else {
+            return Err(());
+        };
+        entries.push((id.parse().map_err(|_| ())?, offset.parse().map_err(|_| ())?));
+    }
+    if entries.is_empty() {
+        return Err(());
+    }
+    Ok(entries)
 }
 
 /// Body length of `r` as a version 2 record.
@@ -477,10 +743,11 @@ fn u32_at(body: &[u8], at: usize) -> Option<u32> {
 }
 
 /// Reads one record (version 1 or 2) at the file's position, with its on-disk length; `Ok(None)` for a torn or
-/// damaged record. Every length and index is checked against the body, so a damaged record never panics.
-fn read_record(f: &mut File) -> io::Result<Option<(EncodedBatch, u64)>> {
+/// damaged record, or one longer than `available` (the bytes left in the segment). Every length and index is
+/// checked against the body, so a damaged record never panics, and nothing larger than `available` is allocated.
+fn read_record(f: &mut File, available: u64) -> io::Result<Option<(EncodedBatch, u64)>> {
     let mut header = [0u8; HEADER_BYTES as usize];
-    if !read_full(f, &mut header)? {
+    if available < HEADER_BYTES || !read_full(f, &mut header)? {
         return Ok(None);
     }
     let (Some(magic), Some(body_len), Some(crc)) = (u32_at(&header, 0), u32_at(&header, 4), u32_at(&header, 8)) else {
@@ -489,11 +756,11 @@ fn read_record(f: &mut File) -> io::Result<Option<(EncodedBatch, u64)>> {
     if magic != MAGIC && magic != MAGIC_V1 {
         return Ok(None);
     }
-    let body_len = body_len as usize;
-    if body_len < 8 || body_len > (SEGMENT_BYTES as usize) * 4 {
+    let body_len = u64::from(body_len);
+    if !(8..=MAX_BODY_BYTES).contains(&body_len) || body_len > available - HEADER_BYTES {
         return Ok(None);
     }
-    let mut body = vec![0u8; body_len];
+    let mut body = vec![0u8; body_len as usize];
     if !read_full(f, &mut body)? || crc32fast::hash(&body) != crc {
         return Ok(None);
     }
@@ -502,7 +769,7 @@ fn read_record(f: &mut File) -> io::Result<Option<(EncodedBatch, u64)>> {
     } else {
         decode_body(&body, false)
     };
-    Ok(batch.map(|b| (b, HEADER_BYTES + body_len as u64)))
+    Ok(batch.map(|b| (b, HEADER_BYTES + body_len)))
 }
 
 /// The batch in a record body; `with_senders` for version 2.
@@ -574,21 +841,26 @@ fn read_full(f: &mut File, buf: &mut [u8]) -> io::Result<bool> {
 }
 
 /// Indexes segment `id` from `start`: its intact records' events (in total and per sender) and the end of the last
-/// intact record as `bytes`; also returns the number of damaged records (0 or 1: one ends the segment).
+/// intact record as `bytes`; also returns how many bytes after it cannot be read (0, or a damaged record and the
+/// rest of the segment).
 fn scan(path: &Path, id: u64, start: u64) -> io::Result<(Segment, u64)> {
     let mut f = File::open(path)?;
     let len = f.metadata()?.len();
     f.seek(SeekFrom::Start(start))?;
     let mut seg = Segment::new(id);
     seg.bytes = start;
+    seg.start = start;
     while seg.bytes < len {
-        match read_record(&mut f)? {
+        match read_record(&mut f, len - seg.bytes)? {
             Some((r, record_len)) => {
                 seg.events += r.len() as u64;
                 r.tally(0..r.len(), &mut seg.hosts);
                 seg.bytes += record_len;
             }
-            None => return Ok((seg, 1)),
+            None => {
+                let lost = len - seg.bytes;
+                return Ok((seg, lost));
+            }
         }
     }
     Ok((seg, 0))
@@ -596,6 +868,8 @@ fn scan(path: &Path, id: u64, start: u64) -> io::Result<(Segment, u64)> {
 
 #[cfg(test)]
 mod tests {
+    use std::io::Write;
+
     use super::*;
 
     fn rec(n: u32) -> EncodedBatch {
@@ -893,5 +1167,236 @@ mod tests {
         let record = encode_record(&b);
         assert_eq!(decode_body(&record[12..], true), None);
         assert_eq!(decode_body(&record[12..20], true), None);
+    }
+
+    /// Every record's item count, draining the spool.
+    fn drain_all(dir: &Path) -> Vec<usize> {
+        drain(&mut Spool::open(dir, 1 << 30).unwrap())
+    }
+
+    #[test]
+    fn a_failed_append_is_cut_back_and_appends_work_again_once_space_returns() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Spool::open(dir.path(), 1 << 30).unwrap();
+        s.append(&rec(3)).unwrap();
+        // The disk fills up in the middle of the next record, and stays full for one more.
+        faults::set_space(Some(20));
+        assert_eq!(s.append(&rec(4)).unwrap_err().raw_os_error(), Some(libc::ENOSPC));
+        assert!(s.append(&rec(5)).is_err());
+        faults::set_space(None);
+        assert_eq!(s.events(), 3, "a failed append adds nothing");
+        s.append(&rec(6)).unwrap();
+        s.append(&rec(7)).unwrap();
+        assert_eq!(
+            fs::metadata(segment_file(dir.path())).unwrap().len(),
+            s.bytes(),
+            "no torn bytes left in the file"
+        );
+        assert_eq!(drain(&mut s), [3, 6, 7]);
+        assert_eq!(s.take_damaged(), Damage::default());
+        s.append(&rec(8)).unwrap();
+        drop(s);
+        let mut s = Spool::open(dir.path(), 1 << 30).unwrap();
+        assert_eq!((s.corrupt_records, s.take_damaged()), (0, Damage::default()));
+        assert_eq!(drain(&mut s), [8]);
+    }
+
+    #[test]
+    fn a_failed_prepend_leaves_the_spool_as_it_was() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Spool::open(dir.path(), 1 << 30).unwrap();
+        s.append(&rec(3)).unwrap();
+        faults::set_space(Some(10));
+        assert!(s.prepend(&[rec(1), rec(2)]).is_err());
+        faults::set_space(None);
+        drop(s);
+        assert_eq!(drain_all(dir.path()), [3]);
+        let left: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| n.starts_with("prepend"))
+            .collect();
+        assert!(left.is_empty(), "{left:?}");
+    }
+
+    #[test]
+    fn damage_met_while_reading_the_segment_being_written_does_not_hide_later_appends() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Spool::open(dir.path(), 1 << 30).unwrap();
+        for n in [3, 4] {
+            s.append(&rec(n)).unwrap();
+        }
+        let seg = segment_file(dir.path());
+        let mut data = fs::read(&seg).unwrap();
+        let second = encode_record(&rec(3)).len() + 14;
+        data[second] ^= 0xff;
+        fs::write(&seg, data).unwrap();
+        assert_eq!(drain(&mut s), [3]);
+        let damage = s.take_damaged();
+        assert_eq!((damage.records, damage.events), (1, 4));
+        assert_eq!(damage.bytes, encode_record(&rec(4)).len() as u64);
+        // Appended after the damage was met: must be read back, now and after a restart.
+        s.append(&rec(5)).unwrap();
+        s.append(&rec(6)).unwrap();
+        assert_eq!(s.peek().unwrap().map(|r| r.len()), Some(5));
+        s.release_head();
+        drop(s);
+        let mut s = Spool::open(dir.path(), 1 << 30).unwrap();
+        assert_eq!(s.take_damaged(), Damage::default());
+        assert_eq!(drain(&mut s), [5, 6]);
+    }
+
+    #[test]
+    fn damage_found_at_open_is_logged_and_handed_over_with_its_size() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Spool::open(dir.path(), 1 << 30).unwrap();
+        for n in [3, 4, 5] {
+            s.append(&rec(n)).unwrap();
+        }
+        drop(s);
+        let seg = segment_file(dir.path());
+        let mut data = fs::read(&seg).unwrap();
+        let second = encode_record(&rec(3)).len();
+        data[second + 14] ^= 0xff;
+        fs::write(&seg, &data).unwrap();
+        let mut s = Spool::open(dir.path(), 1 << 30).unwrap();
+        let damage = s.take_damaged();
+        assert_eq!(
+            (damage.records, damage.bytes, damage.events),
+            (1, (data.len() - second) as u64, 0),
+            "the damaged record and everything after it; their event count is not trusted"
+        );
+        assert_eq!(s.take_damaged(), Damage::default(), "handed over once");
+        assert_eq!((s.corrupt_records, s.events()), (1, 3));
+    }
+
+    #[test]
+    fn a_damaged_head_file_replays_everything_rather_than_losing_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Spool::open(dir.path(), 1 << 30).unwrap();
+        for n in [3, 4, 5] {
+            s.append(&rec(n)).unwrap();
+        }
+        let r = s.peek().unwrap().unwrap();
+        s.pop(&r).unwrap();
+        drop(s);
+        let head = fs::read_to_string(dir.path().join("head")).unwrap();
+        // A power loss tore the head: the offset lost its last digit (and the newline).
+        let torn = &head[..head.len() - 2];
+        fs::write(dir.path().join("head"), torn).unwrap();
+        assert_eq!(
+            drain_all(dir.path()),
+            [3, 4, 5],
+            "from the start: 3 again, 4 and 5 not lost"
+        );
+    }
+
+    #[test]
+    fn the_previous_releases_head_file_is_still_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Spool::open(dir.path(), 1 << 30).unwrap();
+        for n in [3, 4] {
+            s.append(&rec(n)).unwrap();
+        }
+        drop(s);
+        let offset = encode_record(&rec(3)).len();
+        fs::write(dir.path().join("head"), format!("{FIRST_ID} {offset}\n")).unwrap();
+        assert_eq!(drain_all(dir.path()), [4]);
+    }
+
+    #[test]
+    fn a_prepend_in_front_of_a_partly_delivered_segment_survives_a_reopen_without_rewriting_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Spool::open(dir.path(), 1 << 30).unwrap();
+        for n in [10, 11, 12] {
+            s.append(&rec(n)).unwrap();
+        }
+        let seg = segment_file(dir.path());
+        let before = fs::read(&seg).unwrap();
+        let r = s.peek().unwrap().unwrap();
+        s.pop(&r).unwrap();
+        s.prepend(&[rec(1)]).unwrap();
+        s.prepend(&[rec(2)]).unwrap();
+        assert_eq!(
+            fs::read(&seg).unwrap(),
+            before,
+            "the delivered prefix stays; its offset is in the head"
+        );
+        drop(s);
+        let mut s = Spool::open(dir.path(), 1 << 30).unwrap();
+        assert_eq!(s.events(), 2 + 1 + 11 + 12);
+        assert_eq!(drain(&mut s), [2, 1, 11, 12]);
+    }
+
+    #[test]
+    fn spool_files_and_folder_are_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("spool").join("influxdb");
+        let mut s = Spool::open(&dir, 1 << 30).unwrap();
+        s.append(&rec(3)).unwrap();
+        s.prepend(&[rec(1)]).unwrap();
+        s.sync().unwrap();
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&dir), 0o700);
+        assert_eq!(mode(&root.path().join("spool")), 0o700);
+        for e in fs::read_dir(&dir).unwrap() {
+            let p = e.unwrap().path();
+            assert_eq!(mode(&p), 0o600, "{}", p.display());
+        }
+    }
+
+    #[test]
+    fn an_existing_world_readable_folder_is_made_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+        drop(Spool::open(dir.path(), 1 << 30).unwrap());
+        assert_eq!(fs::metadata(dir.path()).unwrap().permissions().mode() & 0o777, 0o700);
+    }
+
+    #[test]
+    fn a_prepend_whose_head_cannot_be_written_is_kept_and_read_first() {
+        for reopen in [false, true] {
+            let dir = tempfile::tempdir().unwrap();
+            let mut s = Spool::open(dir.path(), 1 << 30).unwrap();
+            for n in [10, 11] {
+                s.append(&rec(n)).unwrap();
+            }
+            let r = s.peek().unwrap().unwrap();
+            s.pop(&r).unwrap();
+            // Room for the prepended record, none for the head after it.
+            faults::set_space(Some(encode_record(&rec(1)).len() as u64));
+            s.prepend(&[rec(1)]).expect("committed: the batches are on disk");
+            faults::set_space(None);
+            if reopen {
+                drop(s);
+                assert_eq!(drain_all(dir.path()), [1, 11]);
+            } else {
+                assert_eq!(drain(&mut s), [1, 11]);
+                drop(s);
+                assert_eq!(drain_all(dir.path()), Vec::<usize>::new());
+            }
+        }
+    }
+
+    #[test]
+    fn the_whole_records_of_a_prepend_a_crash_cut_short_are_kept_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Spool::open(dir.path(), 1 << 30).unwrap();
+        for n in [10, 11] {
+            s.append(&rec(n)).unwrap();
+        }
+        drop(s);
+        // Killed while writing `prepend.tmp`: two whole records and half a third.
+        let mut data = encode_record(&rec(1));
+        data.extend_from_slice(&encode_record(&rec(2)));
+        let third = encode_record(&rec(3));
+        data.extend_from_slice(&third[..third.len() / 2]);
+        fs::write(dir.path().join("prepend.tmp"), data).unwrap();
+        let mut s = Spool::open(dir.path(), 1 << 30).unwrap();
+        assert_eq!(s.events(), 1 + 2 + 10 + 11);
+        assert_eq!(drain(&mut s), [1, 2, 10, 11]);
+        assert!(!dir.path().join("prepend.tmp").exists());
     }
 }

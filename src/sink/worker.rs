@@ -42,10 +42,21 @@ use tracing::{debug, error, info, warn};
 
 use super::batch::{Batch, EncodedBatch};
 use super::queue::{DeliveryQueue, Next, Origin, Pushed, QueueSettings};
+use super::spool::Evicted;
 use super::{Encoded, Encoder, SinkError, Transport};
 use crate::config::{BatchConfig, RetryConfig};
 use crate::event::slab::Slab;
 use crate::telemetry::metrics::{now_unix_ns, HostTally, SinkCounters, SinkOutcome};
+
+/// Counts what the spool's cap (or the memory bound while the disk is full) evicted as dropped, with one ERROR.
+fn count_spool_cap(name: &str, counters: &SinkCounters, evicted: &Evicted) {
+    if evicted.events > 0 {
+        counters.dropped.add(evicted.events);
+        counters.dropped_spool_cap.add(evicted.events);
+        counters.hosts.add(SinkOutcome::DroppedSpoolCap, &evicted.hosts);
+        error!(sink = %name, events = evicted.events, "spool full: oldest events dropped");
+    }
+}
 
 /// Counts items `range` of `batch` per sender under `outcome` (`scratch` is a reused tally). The destination's
 /// totals are counted by the caller.
@@ -178,12 +189,7 @@ pub fn run<E, T>(
             counters.dropped.add(b.len() as u64);
             count_hosts(&counters, SinkOutcome::Dropped, &b, 0..b.len(), &mut refused_hosts);
         }
-        if evicted.events > 0 {
-            counters.dropped.add(evicted.events);
-            counters.dropped_spool_cap.add(evicted.events);
-            counters.hosts.add(SinkOutcome::DroppedSpoolCap, &evicted.hosts);
-            error!(sink = %settings.name, events = evicted.events, "spool full: oldest events dropped");
-        }
+        count_spool_cap(&settings.name, &counters, &evicted);
         if spooled {
             publish_spooled(&queue, &counters);
         }
@@ -232,6 +238,7 @@ pub fn run<E, T>(
         }
         if queue.tick() > 0 {
             publish_spooled(&queue, &counters);
+            count_spool_cap(&settings.name, &counters, &queue.take_deferred_evicted());
         }
     }
     if !batch.is_empty() {
@@ -284,12 +291,15 @@ fn deliver_loop<T: Transport>(
         // Waiting inside the runtime (not on the queue's condvar) lets the transport's background tasks run
         // between batches.
         let next = rt.block_on(queue.next_async(Duration::from_millis(200)));
+        // Damage found at open (before the first call) or while reading: records and bytes always, events where
+        // the index knows them (damage met while reading).
         let damaged = queue.take_damaged();
-        if damaged.events > 0 {
+        if damaged.records > 0 {
+            counters.spool_damaged_records.add(damaged.records);
             counters.dropped.add(damaged.events);
             counters.hosts.add(SinkOutcome::Dropped, &damaged.hosts);
             publish_spooled(&queue, &counters);
-            error!(sink = %settings.name, events = damaged.events, "damaged spool record: the rest of its segment is lost");
+            error!(sink = %settings.name, records = damaged.records, bytes = damaged.bytes, events = damaged.events, "damaged spool records: the rest of their segments is lost");
         }
         match next {
             Next::Batch(origin, mut batch) => {
@@ -353,6 +363,7 @@ fn deliver_loop<T: Transport>(
     }
     rt.block_on(transport.close());
     let (saved, lost_batches) = queue.persist_remaining();
+    count_spool_cap(&settings.name, &counters, &queue.take_deferred_evicted());
     publish_spooled(&queue, &counters);
     if saved > 0 {
         warn!(sink = %settings.name, events = saved, "shutdown budget spent: undelivered events kept in the spool");
@@ -867,5 +878,51 @@ mod tests {
         assert_eq!(accepted, 0);
         assert_eq!(counters.dropped.get(), 0);
         assert_eq!(queue.spooled_events(), (BATCHES * PER_BATCH) as u64);
+    }
+
+    #[test]
+    fn damage_found_when_the_spool_opens_is_counted_and_the_rest_delivered() {
+        use crate::sink::batch::EncodedBatch;
+        use crate::sink::spool::Spool;
+        let dir = tempfile::tempdir().unwrap();
+        let record = |n: usize| {
+            let mut b = EncodedBatch::default();
+            for _ in 0..n {
+                b.bytes.extend_from_slice(b"line\n");
+                b.ends.push(b.bytes.len() as u32);
+            }
+            b
+        };
+        let mut spool = Spool::open(dir.path(), 1 << 30).unwrap();
+        spool.append(&record(3)).unwrap();
+        spool.append(&record(4)).unwrap();
+        drop(spool);
+        let segment = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| p.extension().is_some_and(|e| e == "spool"))
+            .unwrap();
+        let mut data = std::fs::read(&segment).unwrap();
+        let last = data.len() - 1;
+        data[last] ^= 0xff; // the second record's last byte
+        std::fs::write(&segment, data).unwrap();
+        let queue = DeliveryQueue::new(&QueueSettings {
+            max_memory_bytes: 1 << 20,
+            spool: Some(SpoolSettings {
+                dir: dir.path().to_path_buf(),
+                max_bytes: 1 << 30,
+                fsync_interval: Duration::from_secs(1),
+            }),
+        })
+        .unwrap();
+        queue.close();
+        let (_, accepted, counters) = shut_down(&Arc::new(queue), Some(Duration::ZERO));
+        assert_eq!((accepted, counters.delivered.get()), (3, 3));
+        assert_eq!(counters.spool_damaged_records.get(), 1);
+        assert_eq!(
+            counters.dropped.get(),
+            0,
+            "how many events the damaged record held is not known"
+        );
     }
 }

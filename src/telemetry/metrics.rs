@@ -332,6 +332,9 @@ pub struct SinkCounters {
     pub spooled: Counter,
     /// The part of `dropped` that the spool's size cap evicted.
     pub dropped_spool_cap: Counter,
+    /// Damaged spool records found (at start or while reading); each cost the rest of its segment. The events of
+    /// damage met while reading are in `dropped`; those of damage found at start cannot be counted.
+    pub spool_damaged_records: Counter,
     /// `delivered`, `skipped`, `dropped` and `spooled` per sender.
     pub hosts: SinkHostCounters,
     /// First send attempt → acknowledgement, per delivered request.

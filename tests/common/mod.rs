@@ -10,6 +10,7 @@ pub mod influxd;
 pub mod mosquitto;
 pub mod nr_receiver;
 pub mod tls_proxy;
+pub mod tmpfs;
 
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener, UdpSocket};
@@ -295,4 +296,26 @@ pub fn send_datagrams(target: SocketAddr, datagrams: &[Vec<u8>]) {
 /// its README), so a clone needs nothing beside it.
 pub fn fixtures_dir() -> PathBuf {
     PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/butler-sos"))
+}
+
+/// Where the engine's metrics endpoint listens.
+pub fn metrics_addr(engine: &Engine) -> SocketAddr {
+    wait_for("the `metrics endpoint listening` line", Duration::from_secs(10), || {
+        engine
+            .stderr_text()
+            .lines()
+            .find(|l| l.contains("metrics endpoint listening"))
+            .and_then(|l| {
+                let start = l.find("addr=")? + 5;
+                l[start..].split_whitespace().next()?.parse().ok()
+            })
+    })
+}
+
+/// One sample of `/metrics` (exact series name with labels).
+pub fn metric(body: &str, series: &str) -> Option<u64> {
+    body.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .map(|v| v as u64)
 }

@@ -242,7 +242,7 @@ impl MetricsState {
         self.render_hosts(&mut out);
 
         type SinkValue = fn(&SinkMetrics) -> u64;
-        let per_sink: [(&str, &str, &str, SinkValue); 7] = [
+        let per_sink: [(&str, &str, &str, SinkValue); 8] = [
             (
                 "sink_events_delivered_total",
                 COUNTER,
@@ -278,6 +278,12 @@ impl MetricsState {
                 GAUGE,
                 "Events waiting in the sink's disk spool.",
                 |s| s.counters.spooled.get(),
+            ),
+            (
+                "sink_spool_damaged_records_total",
+                COUNTER,
+                "Damaged spool records found; each cost the rest of its segment file.",
+                |s| s.counters.spool_damaged_records.get(),
             ),
         ];
         for (name, kind, help, get) in per_sink {
@@ -638,6 +644,7 @@ mod tests {
         influx.retries.add(2);
         influx.values_changed.add(6);
         influx.spooled.set(11);
+        influx.spool_damaged_records.add(2);
         let mut t = HostTally::default();
         t.add(h1, 14);
         t.add(h2, 5);
@@ -769,6 +776,8 @@ mod tests {
             r#"sense_ingest_sink_batches_total{sink="influxdb"} 4"#.to_string(),
             r#"sense_ingest_sink_values_changed_total{sink="influxdb"} 6"#.to_string(),
             r#"sense_ingest_sink_spooled_events{sink="influxdb"} 11"#.to_string(),
+            r#"sense_ingest_sink_spool_damaged_records_total{sink="influxdb"} 2"#.to_string(),
+            format!("sense_ingest_sink_spool_damaged_records_total{{{nr}}} 0"),
             r#"sense_ingest_sink_queue_depth{sink="influxdb"} 3"#.to_string(),
             r#"sense_ingest_sink_queue_capacity{sink="influxdb"} 64"#.to_string(),
             format!("sense_ingest_sink_queue_capacity{{{nr}}} 16"),

@@ -1,0 +1,123 @@
+//! The spool on a full disk (a small tmpfs another file fills) while InfluxDB is down, then space freed, then
+//! InfluxDB back: every event sent after space returned is stored, stored == delivered, and every accepted event
+//! is delivered, skipped or dropped (counted), with nothing left in the spool and no damaged record.
+
+use std::time::Duration;
+
+use serde_norway::Value as Yaml;
+
+use crate::common::fixtures::{self, set};
+use crate::common::http::request;
+use crate::common::influxd::Influxd;
+use crate::common::tmpfs::Tmpfs;
+use crate::common::{metric, metrics_addr, send_datagrams, wait_for, Engine};
+use crate::reliability::{events, final_summary};
+
+/// `key=<n>` in `text` after `from` (the first occurrence).
+fn number(text: &str, from: &str, key: &str) -> u64 {
+    let rest = &text[text.find(from).unwrap_or_else(|| panic!("{from} in {text}"))..];
+    let at = rest
+        .find(&format!(" {key}="))
+        .or_else(|| rest.find(&format!("({key}=")));
+    let value = &rest[at.unwrap_or_else(|| panic!("{key} in {rest}")) + key.len() + 2..];
+    value
+        .split(|c: char| !c.is_ascii_digit())
+        .next()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("a number for {key} in {value}"))
+}
+
+#[test]
+fn a_full_disk_loses_only_what_it_counts_and_every_event_after_space_returns_is_stored() {
+    let disk = Tmpfs::mount(1 << 20);
+    // Another program fills the disk: the spool has about 128 KiB (a few hundred events) left.
+    disk.fill_leaving("filler", 128 << 10);
+    let mut influxd = Influxd::start();
+    let mut cfg = fixtures::influx_only_config(false, influxd.addr.port(), "fulldisk");
+    set(&mut cfg, "sense-ingest.retry.initialBackoff", Yaml::from("50ms"));
+    set(&mut cfg, "sense-ingest.retry.maxBackoff", Yaml::from("300ms"));
+    set(&mut cfg, "sense-ingest.batch.maxAge", Yaml::from("50ms"));
+    let spool_dir = disk.path().join("spool");
+    set(
+        &mut cfg,
+        "sense-ingest.spool.dir",
+        Yaml::from(spool_dir.to_str().unwrap()),
+    );
+    set(&mut cfg, "sense-ingest.spool.memoryBytes", Yaml::from(4096));
+    // The cap is larger than the disk: the disk fills first.
+    set(&mut cfg, "sense-ingest.spool.maxBytes", Yaml::from(8 << 20));
+    set(&mut cfg, "Butler-SOS.prometheus.enable", Yaml::from(true));
+    set(&mut cfg, "Butler-SOS.prometheus.host", Yaml::from("127.0.0.1"));
+    set(&mut cfg, "Butler-SOS.prometheus.port", Yaml::from(0));
+    influxd.kill();
+    let mut engine = Engine::start_with_yaml(&serde_norway::to_string(&cfg).unwrap());
+    let metrics = metrics_addr(&engine);
+    let scrape = || {
+        request(metrics, "GET", "/metrics", b"")
+            .map(|(_, body)| body)
+            .unwrap_or_default()
+    };
+    let m = |body: &str, series: &str| metric(body, series).unwrap_or(0);
+
+    // InfluxDB down, disk full: the spool takes what fits, then batches wait in memory and the oldest go.
+    send_datagrams(engine.target(), &events(4000, "f"));
+    wait_for("the spool to hit the full disk", Duration::from_secs(30), || {
+        engine.stderr_text().contains("cannot write to the spool").then_some(())
+    });
+    wait_for("every event accepted", Duration::from_secs(30), || {
+        (m(&scrape(), "sense_ingest_events_accepted_total") == 4000).then_some(())
+    });
+
+    // Space returns; then InfluxDB.
+    std::fs::remove_file(disk.path().join("filler")).unwrap();
+    send_datagrams(engine.target(), &events(1000, "a"));
+    wait_for("every later event accepted", Duration::from_secs(30), || {
+        (m(&scrape(), "sense_ingest_events_accepted_total") == 5000).then_some(())
+    });
+    influxd.restart();
+    wait_for("the backlog delivered", Duration::from_secs(60), || {
+        let body = scrape();
+        let settled = m(&body, r#"sense_ingest_sink_events_delivered_total{sink="influxdb"}"#)
+            + m(&body, r#"sense_ingest_sink_events_skipped_total{sink="influxdb"}"#)
+            + m(&body, r#"sense_ingest_sink_events_dropped_total{sink="influxdb"}"#);
+        (settled == 5000 && m(&body, r#"sense_ingest_sink_spooled_events{sink="influxdb"}"#) == 0).then_some(())
+    });
+    assert!(engine.terminate().success());
+
+    let summary = final_summary(&engine);
+    let get = |key: &str| number(&summary, "influxdb(", key);
+    let accepted = number(&summary, "summary", "accepted");
+    let (delivered, skipped, dropped, spool_cap, spooled) = (
+        get("delivered"),
+        get("skipped"),
+        get("dropped"),
+        get("spool_cap"),
+        get("spooled"),
+    );
+    let points = influxd.points("fulldisk", "user_events");
+    let after = points
+        .iter()
+        .filter(|p| p.tags["userId"].as_str().unwrap().starts_with('a'))
+        .count();
+    eprintln!(
+        "full disk probe: accepted={accepted} stored={} delivered={delivered} skipped={skipped} dropped={dropped} \
+         spool_cap={spool_cap} spooled={spooled} stored_after_space_returned={after}/1000",
+        points.len()
+    );
+    assert_eq!(accepted, 5000, "{summary}");
+    assert_eq!(after, 1000, "every event sent after space returned is stored");
+    assert_eq!(points.len() as u64, delivered, "stored == delivered: {summary}");
+    assert_eq!(delivered + skipped + dropped + spooled, accepted, "{summary}");
+    assert_eq!(spooled, 0, "{summary}");
+    assert!(
+        dropped > 0,
+        "the full disk cost events (the memory bound), and they are counted: {summary}"
+    );
+    assert_eq!(dropped, spool_cap, "every loss is the full disk's: {summary}");
+    assert!(
+        !engine.stderr_text().contains("damaged spool record"),
+        "a full disk damages nothing:\n{}",
+        engine.stderr_text()
+    );
+    assert!(engine.stderr_text().contains("the spool takes writes again"));
+}

@@ -410,11 +410,17 @@ fn metrics_summary(addr: SocketAddr) -> Summary {
     let (_, body) = request(addr, "GET", "/metrics", b"").expect("/metrics answers");
     let m = |series: &str| metric(&body, series).unwrap_or(0);
     let sink = |name: &str| SinkCounts {
-        delivered: m(&format!("sense_ingest_sink_events_delivered_total{{sink=\"{name}\"}}")),
-        skipped: m(&format!("sense_ingest_sink_events_skipped_total{{sink=\"{name}\"}}")),
-        dropped: m(&format!("sense_ingest_sink_events_dropped_total{{sink=\"{name}\"}}")),
-        retries: m(&format!("sense_ingest_sink_retries_total{{sink=\"{name}\"}}")),
-        spooled: m(&format!("sense_ingest_sink_spooled_events{{sink=\"{name}\"}}")),
+        delivered: m(&format!(
+            "sense_ingest_sink_events_delivered_total{{destination=\"{name}\"}}"
+        )),
+        skipped: m(&format!(
+            "sense_ingest_sink_events_skipped_total{{destination=\"{name}\"}}"
+        )),
+        dropped: m(&format!(
+            "sense_ingest_sink_events_dropped_total{{destination=\"{name}\"}}"
+        )),
+        retries: m(&format!("sense_ingest_sink_retries_total{{destination=\"{name}\"}}")),
+        spooled: m(&format!("sense_ingest_sink_spooled_events{{destination=\"{name}\"}}")),
     };
     Summary {
         received: m("sense_ingest_datagrams_received_total"),
@@ -485,10 +491,16 @@ fn engine_is_idle(earlier: &[Summary], addr: SocketAddr, sinks: &[&str]) -> bool
             })
             .sum();
         let settled = before
-            + m(&format!("sense_ingest_sink_events_delivered_total{{sink=\"{sink}\"}}"))
-            + m(&format!("sense_ingest_sink_events_skipped_total{{sink=\"{sink}\"}}"))
-            + m(&format!("sense_ingest_sink_events_dropped_total{{sink=\"{sink}\"}}"));
-        settled >= accepted && m(&format!("sense_ingest_sink_spooled_events{{sink=\"{sink}\"}}")) == 0
+            + m(&format!(
+                "sense_ingest_sink_events_delivered_total{{destination=\"{sink}\"}}"
+            ))
+            + m(&format!(
+                "sense_ingest_sink_events_skipped_total{{destination=\"{sink}\"}}"
+            ))
+            + m(&format!(
+                "sense_ingest_sink_events_dropped_total{{destination=\"{sink}\"}}"
+            ));
+        settled >= accepted && m(&format!("sense_ingest_sink_spooled_events{{destination=\"{sink}\"}}")) == 0
     })
 }
 
@@ -518,10 +530,10 @@ const COMPARED: [&str; 7] = [
     "sense_ingest_datagrams_received_total",
     "sense_ingest_events_accepted_total",
     "sense_ingest_kernel_drops_total",
-    r#"sense_ingest_sink_events_delivered_total{sink="influxdb"}"#,
-    r#"sense_ingest_sink_events_delivered_total{sink="mqtt"}"#,
-    r#"sense_ingest_sink_events_dropped_total{sink="influxdb"}"#,
-    r#"sense_ingest_sink_events_dropped_total{sink="mqtt"}"#,
+    r#"sense_ingest_sink_events_delivered_total{destination="influxdb"}"#,
+    r#"sense_ingest_sink_events_delivered_total{destination="mqtt"}"#,
+    r#"sense_ingest_sink_events_dropped_total{destination="influxdb"}"#,
+    r#"sense_ingest_sink_events_dropped_total{destination="mqtt"}"#,
 ];
 
 fn config(influxd: &Influxd, broker: &Mosquitto, spool: &std::path::Path) -> String {

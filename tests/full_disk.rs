@@ -77,10 +77,17 @@ fn a_full_disk_loses_only_what_it_counts_and_every_event_after_space_returns_is_
     influxd.restart();
     wait_for("the backlog delivered", Duration::from_secs(60), || {
         let body = scrape();
-        let settled = m(&body, r#"sense_ingest_sink_events_delivered_total{sink="influxdb"}"#)
-            + m(&body, r#"sense_ingest_sink_events_skipped_total{sink="influxdb"}"#)
-            + m(&body, r#"sense_ingest_sink_events_dropped_total{sink="influxdb"}"#);
-        (settled == 5000 && m(&body, r#"sense_ingest_sink_spooled_events{sink="influxdb"}"#) == 0).then_some(())
+        let settled = m(
+            &body,
+            r#"sense_ingest_sink_events_delivered_total{destination="influxdb"}"#,
+        ) + m(
+            &body,
+            r#"sense_ingest_sink_events_skipped_total{destination="influxdb"}"#,
+        ) + m(
+            &body,
+            r#"sense_ingest_sink_events_dropped_total{destination="influxdb"}"#,
+        );
+        (settled == 5000 && m(&body, r#"sense_ingest_sink_spooled_events{destination="influxdb"}"#) == 0).then_some(())
     });
     assert!(engine.terminate().success());
 

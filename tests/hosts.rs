@@ -61,7 +61,7 @@ fn metrics(addr: SocketAddr) -> Option<HashMap<String, u64>> {
     assert_eq!(status, 200, "{body}");
     Some(
         body.lines()
-            .filter(|l| l.starts_with("sense_ingest_host_"))
+            .filter(|l| l.starts_with("sense_ingest_sender_"))
             .filter_map(|l| {
                 let (series, value) = l.rsplit_once(' ')?;
                 Some((series.to_string(), value.parse().ok()?))
@@ -71,7 +71,7 @@ fn metrics(addr: SocketAddr) -> Option<HashMap<String, u64>> {
 }
 
 fn host_sink(name: &str, host: &str, sink: &str) -> String {
-    format!("sense_ingest_host_{name}{{host=\"{host}\",destination=\"{sink}\"}}")
+    format!("sense_ingest_sender_{name}{{sender=\"{host}\",destination=\"{sink}\"}}")
 }
 
 #[test]
@@ -117,12 +117,12 @@ fn every_sender_is_accounted_per_destination_on_metrics_and_in_the_final_summary
     });
     for &(host, received, accepted, excluded, (reason, rejected), influx_delivered, influx_skipped) in &expected {
         let get = |series: String| -> u64 { *m.get(&series).unwrap_or_else(|| panic!("no {series} in {m:#?}")) };
-        let receive = |name: &str| get(format!("sense_ingest_host_{name}{{host=\"{host}\"}}"));
+        let receive = |name: &str| get(format!("sense_ingest_sender_{name}{{sender=\"{host}\"}}"));
         assert_eq!(receive("datagrams_received_total"), received, "{host}");
         assert_eq!(receive("events_accepted_total"), accepted, "{host}");
         assert_eq!(receive("events_excluded_total"), excluded, "{host}");
         let rejected_series =
-            format!("sense_ingest_host_datagrams_rejected_total{{host=\"{host}\",reason=\"{reason}\"}}");
+            format!("sense_ingest_sender_datagrams_rejected_total{{sender=\"{host}\",reason=\"{reason}\"}}");
         assert_eq!(get(rejected_series), rejected, "{host}");
         assert_eq!(received, accepted + excluded + rejected, "{host}: the receive identity");
         // (destination, delivered, skipped, dropped)

@@ -401,7 +401,7 @@ fn metric(addr: std::net::SocketAddr, series: &str) -> u64 {
 }
 
 const ACCEPTED: &str = "sense_ingest_events_accepted_total";
-const SPOOLED: &str = r#"sense_ingest_sink_spooled_events{sink="mqtt"}"#;
+const SPOOLED: &str = r#"sense_ingest_sink_spooled_events{destination="mqtt"}"#;
 
 /// Sends `datagrams` in chunks, each after the engine accepted the one before (no kernel drops, no sleeps).
 fn send_acknowledged(engine: &Engine, metrics: std::net::SocketAddr, datagrams: &[Vec<u8>]) {
@@ -614,8 +614,8 @@ fn a_full_spool_drops_the_oldest_events_counted_with_one_error_line() {
 
     broker.start_again();
     // Every event ends delivered or dropped at the cap; only then is the drop count final.
-    const DELIVERED: &str = r#"sense_ingest_sink_events_delivered_total{sink="mqtt"}"#;
-    const DROPPED: &str = r#"sense_ingest_sink_events_dropped_total{sink="mqtt"}"#;
+    const DELIVERED: &str = r#"sense_ingest_sink_events_delivered_total{destination="mqtt"}"#;
+    const DROPPED: &str = r#"sense_ingest_sink_events_dropped_total{destination="mqtt"}"#;
     let dropped = wait_for("delivered + dropped = sent", Duration::from_secs(90), || {
         let dropped = metric(metrics, DROPPED);
         (metric(metrics, DELIVERED) + dropped == EVENTS as u64).then_some(dropped)

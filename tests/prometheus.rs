@@ -144,7 +144,8 @@ fn metrics_count_every_fixture_datagram_by_outcome_and_health_is_ok() {
     let m = wait_for("every datagram counted and delivered", Duration::from_secs(20), || {
         let m = get_metrics(metrics)?;
         let done = m.get("sense_ingest_datagrams_received_total") == Some(&(want.received as f64))
-            && m.get(r#"sense_ingest_sink_events_delivered_total{sink="stdout"}"#) == Some(&(want.accepted as f64));
+            && m.get(r#"sense_ingest_sink_events_delivered_total{destination="stdout"}"#)
+                == Some(&(want.accepted as f64));
         done.then_some(m)
     });
 
@@ -168,11 +169,14 @@ fn metrics_count_every_fixture_datagram_by_outcome_and_health_is_ok() {
     }
     assert_eq!(value("sense_ingest_invalid_utf8_total"), want.invalid_utf8 as f64);
     assert_eq!(
-        value(r#"sense_ingest_sink_events_delivered_total{sink="stdout"}"#),
+        value(r#"sense_ingest_sink_events_delivered_total{destination="stdout"}"#),
         want.accepted as f64
     );
-    assert_eq!(value(r#"sense_ingest_sink_events_dropped_total{sink="stdout"}"#), 0.0);
-    assert!(value(r#"sense_ingest_sink_queue_capacity{sink="stdout"}"#) > 0.0);
+    assert_eq!(
+        value(r#"sense_ingest_sink_events_dropped_total{destination="stdout"}"#),
+        0.0
+    );
+    assert!(value(r#"sense_ingest_sink_queue_capacity{destination="stdout"}"#) > 0.0);
     assert_eq!(value("sense_ingest_readers_bound"), 1.0);
     let version = format!("sense_ingest_build_info{{version=\"{}\"}}", env!("CARGO_PKG_VERSION"));
     assert_eq!(value(&version), 1.0);
@@ -227,6 +231,56 @@ fn a_metrics_port_in_use_fails_startup_with_a_clear_message() {
         stderr.contains(&format!("127.0.0.1:{port}")) && stderr.contains("metrics"),
         "the error must name the metrics address:\n{stderr}"
     );
+    assert!(
+        stderr.contains("change Butler-SOS.prometheus.host/port"),
+        "the error must name the key to change:\n{stderr}"
+    );
+}
+
+/// Issue 12: `sense-ingest.metrics.listen` serves `/metrics`, `/live` and `/ready` with Butler SOS's own
+/// Prometheus section off (Butler SOS may hold its port); `/live` stays 200 while a destination is failing and
+/// `/ready` says 503 with the reason; the standard `process_*` families are exported; labels are `destination`
+/// and `sender`.
+#[test]
+fn metrics_listen_serves_live_and_ready_independently_of_butler_sos_prometheus() {
+    let closed_port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port(); // nothing listens
+    let mut cfg = fixtures::influx_only_config(false, closed_port, "nowhere");
+    set(&mut cfg, "Butler-SOS.prometheus.enable", Yaml::from(false));
+    set(&mut cfg, "sense-ingest.metrics.listen", Yaml::from("127.0.0.1:0"));
+    set(&mut cfg, "sense-ingest.unhealthyAfter", Yaml::from("100ms"));
+    set(&mut cfg, "sense-ingest.retry.initialBackoff", Yaml::from("20ms"));
+    let mut engine = Engine::start_with_yaml(&serde_norway::to_string(&cfg).unwrap());
+    let addr = metrics_addr(&engine);
+    send_datagrams(
+        engine.target(),
+        &[b"/qseow-proxy-session/;sense1;Start session;LAB;u1;Hub;/hub/;x".to_vec()],
+    );
+    let (status, body) = wait_for("/ready to say 503", Duration::from_secs(20), || {
+        request(addr, "GET", "/ready", b"").filter(|(status, _)| *status == 503)
+    });
+    assert_eq!(status, 503);
+    assert!(body.starts_with("unhealthy: sink influxdb failing for"), "{body}");
+    assert_eq!(request(addr, "GET", "/live", b""), Some((200, "live\n".to_string())));
+    assert_eq!(request(addr, "GET", "/health", b"").map(|r| r.0), Some(503));
+    let m = get_metrics(addr).expect("/metrics answers");
+    // CPU seconds count in clock ticks (10 ms): present, maybe still 0.
+    assert!(m.get("process_cpu_seconds_total").is_some_and(|v| *v >= 0.0), "{m:?}");
+    for family in [
+        "process_resident_memory_bytes",
+        "process_open_fds",
+        "process_start_time_seconds",
+    ] {
+        assert!(m.get(family).is_some_and(|v| *v > 0.0), "{family}: {:?}", m.get(family));
+    }
+    assert_eq!(
+        m.get(r#"sense_ingest_sender_events_accepted_total{sender="127.0.0.1"}"#),
+        Some(&1.0)
+    );
+    assert!(
+        m.contains_key(r#"sense_ingest_sink_spool_max_bytes{destination="influxdb"}"#),
+        "{m:?}"
+    );
+    assert!(engine.terminate().success());
 }
 
 /// Kills the process if the test fails before it exited.
@@ -262,8 +316,8 @@ sense-ingest:
             .into_bytes()
     };
     send_datagrams(engine.target(), &[session("sense1"), session("sense2")]);
-    let both = r#"sense_ingest_silent_host{host="sense1"}"#;
-    let other = r#"sense_ingest_silent_host{host="sense2"}"#;
+    let both = r#"sense_ingest_silent_host{sense_host="sense1"}"#;
+    let other = r#"sense_ingest_silent_host{sense_host="sense2"}"#;
     wait_for("both hosts reported silent", Duration::from_secs(10), || {
         let m = get_metrics(addr)?;
         (m.get("sense_ingest_silent_hosts") == Some(&2.0) && m.get(both) == Some(&1.0) && m.get(other) == Some(&1.0))

@@ -149,6 +149,15 @@ impl LogFormat {
     }
 }
 
+/// Where the metrics and health endpoints listen, and the key that says so (named in a bind error).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MetricsEndpoint {
+    /// `host:port` (a hostname is resolved at start).
+    pub address: String,
+    /// The config key to change when the address cannot be used.
+    pub key: &'static str,
+}
+
 /// `Butler-SOS.userEvents`.
 #[derive(Debug, Clone, Default)]
 pub struct UserEventsConfig {
@@ -527,6 +536,9 @@ pub struct EngineConfig {
     pub analytics: AnalyticsConfig,
     /// `silentHostAfter`: a known Sense host silent this long raises one WARN (off when absent).
     pub silent_host_after: Option<Duration>,
+    /// `metrics.listen`: where `/metrics`, `/live`, `/ready` and `/health` are served, independently of
+    /// `Butler-SOS.prometheus` (which is used when this is not set).
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// `sense-ingest.analytics`: pair session and connection events into `user_session` points (beyond Butler SOS).
@@ -655,6 +667,7 @@ impl Default for EngineConfig {
             unhealthy_after: Duration::from_secs(300),
             analytics: AnalyticsConfig::default(),
             silent_host_after: None,
+            metrics_listen: None,
         }
     }
 }
@@ -673,6 +686,22 @@ impl Config {
                 ..Default::default()
             },
             ..Default::default()
+        }
+    }
+
+    /// Where `/metrics`, `/live`, `/ready` and `/health` are served: `sense-ingest.metrics.listen` when set, else
+    /// `Butler-SOS.prometheus` when enabled, else nowhere.
+    pub fn metrics_endpoint(&self) -> Option<MetricsEndpoint> {
+        match (self.engine.metrics_listen, self.prometheus.enable) {
+            (Some(addr), _) => Some(MetricsEndpoint {
+                address: addr.to_string(),
+                key: "sense-ingest.metrics.listen",
+            }),
+            (None, true) => Some(MetricsEndpoint {
+                address: format!("{}:{}", self.prometheus.host, self.prometheus.port),
+                key: "Butler-SOS.prometheus.host/port",
+            }),
+            (None, false) => None,
         }
     }
 
@@ -720,9 +749,11 @@ impl Config {
                 ));
             }
         }
-        if self.prometheus.enable {
-            let p = &self.prometheus;
-            lines.push(format!("metrics: http://{}:{}/metrics", p.host, p.port));
+        if let Some(m) = self.metrics_endpoint() {
+            lines.push(format!(
+                "metrics: http://{}/metrics, /live, /ready (from {})",
+                m.address, m.key
+            ));
         }
         let destinations = self.user_events.send_to_influxdb
             || self.user_events.send_to_mqtt.enable

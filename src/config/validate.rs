@@ -336,7 +336,9 @@ const ENGINE_KEYS: &[&str] = &[
     "influxdbTls",
     "newRelicTls",
     "logFormat",
+    "metrics",
 ];
+const ENGINE_METRICS_KEYS: &[&str] = &["listen"];
 const ENGINE_INFLUX_TLS_KEYS: &[&str] = &["enable", "caFile", "insecureSkipVerify"];
 const ENGINE_NEW_RELIC_TLS_KEYS: &[&str] = &["caFile", "insecureSkipVerify"];
 const ENGINE_ANALYTICS_KEYS: &[&str] = &["enable", "orphanAfter", "gaugeInterval", "maxTracked"];
@@ -1975,6 +1977,16 @@ fn engine_config(
         engine.spool.fsync_interval = d;
     }
 
+    let metrics_listen = m.get("metrics").mapping(rep, ENGINE_METRICS_KEYS).get("listen");
+    if let Some(text) = metrics_listen.text(rep) {
+        match text.trim().parse::<SocketAddr>() {
+            Ok(addr) => engine.metrics_listen = Some(addr),
+            Err(_) => rep.error(
+                &metrics_listen.path,
+                format!("expected a socket address like 127.0.0.1:9843 or [::]:9843, got {text:?}"),
+            ),
+        }
+    }
     let listen_node = m.get("listen");
     let listen = listen_node.is_set().then(|| {
         let items = listen_node.list(rep);
@@ -2319,7 +2331,7 @@ sense-ingest:
             "Butler-SOS: {}\nsense-ingest: {threads: 4}\n",
             "sense-ingest.threads: unknown key, expected one of: readerThreads, backend, recvBufferBytes, \
              eventsPerSlab, channelCapacity, batch, retry, stdout, appNames, shutdownTimeout, listen, spool, unhealthyAfter, analytics, silentHostAfter, \
-             influxdbTls, newRelicTls, logFormat",
+             influxdbTls, newRelicTls, logFormat, metrics",
         );
     }
 

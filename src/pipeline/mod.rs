@@ -277,7 +277,7 @@ pub fn start(config: &Config, stop: Arc<AtomicBool>, rules: Arc<LiveRules>) -> R
     }
     let backend_in_use: Arc<Mutex<&'static str>> = Arc::new(Mutex::new(""));
     let readers_bound = Arc::new(AtomicBool::new(false));
-    if config.prometheus.enable {
+    if let Some(endpoint) = config.metrics_endpoint() {
         let metrics_sinks = sinks
             .iter()
             .map(|(name, c)| {
@@ -297,14 +297,18 @@ pub fn start(config: &Config, stop: Arc<AtomicBool>, rules: Arc<LiveRules>) -> R
                 alarm.silent_hosts().into_iter().map(str::to_owned).collect()
             }));
         }
-        let p = &config.prometheus;
-        let addr = (p.host.as_str(), p.port)
+        let addr = endpoint
+            .address
             .to_socket_addrs()
             .ok()
             .and_then(|mut a| a.next())
-            .ok_or_else(|| format!("Butler-SOS.prometheus.host: cannot resolve {:?}", p.host))?;
-        prometheus::serve(addr, Arc::new(state), engine.unhealthy_after, Arc::clone(&stop))
-            .map_err(|e| e.to_string())?;
+            .ok_or_else(|| format!("{}: cannot resolve {:?}", endpoint.key, endpoint.address))?;
+        prometheus::serve(addr, Arc::new(state), engine.unhealthy_after, Arc::clone(&stop)).map_err(|e| {
+            format!(
+                "{e} (change {}; Butler SOS's own Prometheus endpoint may hold the port)",
+                endpoint.key
+            )
+        })?;
     }
     let mut inodes = Vec::new();
     let mut readers = Vec::new();

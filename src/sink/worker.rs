@@ -75,6 +75,7 @@ fn count_hosts(
 /// Publishes the spool's size now, in total and per sender.
 fn publish_spooled(queue: &DeliveryQueue, counters: &SinkCounters) {
     counters.spooled.set(queue.spooled_events());
+    counters.spool_bytes.set(queue.spooled_bytes());
     counters.hosts.set_spooled(&queue.spooled_hosts());
 }
 
@@ -142,6 +143,10 @@ pub fn run<E, T>(
         Some(stop) => queue.with_stop_flag(Arc::clone(stop)),
         None => queue,
     });
+    if queue.has_spool() {
+        let cap = settings.queue.spool.as_ref().map_or(0, |s| s.max_bytes);
+        counters.spool_max_bytes.set(cap);
+    }
     let backlog = queue.spooled_events();
     if backlog > 0 {
         info!(sink = %settings.name, events = backlog, "replaying spooled events from an earlier run");

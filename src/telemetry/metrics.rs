@@ -330,6 +330,10 @@ pub struct SinkCounters {
     pub values_changed: Counter,
     /// Events waiting in the disk spool now (a gauge).
     pub spooled: Counter,
+    /// Bytes of the disk spool now (a gauge).
+    pub spool_bytes: Counter,
+    /// The spool's size cap (`spool.maxBytes`; 0 without a spool).
+    pub spool_max_bytes: Counter,
     /// The part of `dropped` that the spool's size cap evicted.
     pub dropped_spool_cap: Counter,
     /// Damaged spool records found (at start or while reading); each cost the rest of its segment. The events of

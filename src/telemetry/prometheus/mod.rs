@@ -242,7 +242,7 @@ impl MetricsState {
         self.render_hosts(&mut out);
 
         type SinkValue = fn(&SinkMetrics) -> u64;
-        let per_sink: [(&str, &str, &str, SinkValue); 8] = [
+        let per_sink: [(&str, &str, &str, SinkValue); 10] = [
             (
                 "sink_events_delivered_total",
                 COUNTER,
@@ -279,6 +279,15 @@ impl MetricsState {
                 "Events waiting in the sink's disk spool.",
                 |s| s.counters.spooled.get(),
             ),
+            ("sink_spool_bytes", GAUGE, "Bytes of the sink's disk spool now.", |s| {
+                s.counters.spool_bytes.get()
+            }),
+            (
+                "sink_spool_max_bytes",
+                GAUGE,
+                "The sink's spool size cap (spool.maxBytes); 0 without a spool.",
+                |s| s.counters.spool_max_bytes.get(),
+            ),
             (
                 "sink_spool_damaged_records_total",
                 COUNTER,
@@ -289,7 +298,7 @@ impl MetricsState {
         for (name, kind, help, get) in per_sink {
             out.family(name, kind, help);
             for s in &self.sinks {
-                out.sample(name, &[("sink", &s.name)], get(s));
+                out.sample(name, &[("destination", &s.name)], get(s));
             }
         }
         let queues: Vec<(usize, usize)> = self.sinks.iter().map(|s| (s.queue)()).collect();
@@ -299,7 +308,7 @@ impl MetricsState {
             "Slabs of events waiting in the sink's input channel.",
         );
         for (s, (depth, _)) in self.sinks.iter().zip(&queues) {
-            out.sample("sink_queue_depth", &[("sink", &s.name)], depth);
+            out.sample("sink_queue_depth", &[("destination", &s.name)], depth);
         }
         out.family(
             "sink_queue_capacity",
@@ -307,7 +316,7 @@ impl MetricsState {
             "Capacity of the sink's input channel, in slabs.",
         );
         for (s, (_, capacity)) in self.sinks.iter().zip(&queues) {
-            out.sample("sink_queue_capacity", &[("sink", &s.name)], capacity);
+            out.sample("sink_queue_capacity", &[("destination", &s.name)], capacity);
         }
         let now_ms = now_unix_ms();
         out.family(
@@ -319,7 +328,7 @@ impl MetricsState {
             let failing = s.failing_since.failing_for(now_ms).unwrap_or_default();
             out.sample(
                 "sink_failing_seconds",
-                &[("sink", &s.name)],
+                &[("destination", &s.name)],
                 Float(failing.as_secs_f64()),
             );
         }
@@ -360,6 +369,7 @@ impl MetricsState {
         out.sample("build_info", &[("version", self.version)], 1);
         let uptime = Float(self.started.elapsed().as_secs_f64());
         out.scalar("uptime_seconds", GAUGE, "Seconds since the engine started.", uptime);
+        process_metrics(&mut out.0);
         if let Some(silent_hosts) = &self.silent_hosts {
             let hosts = silent_hosts();
             out.scalar(
@@ -374,33 +384,35 @@ impl MetricsState {
                 "1 for each Sense host silent now (absent once it sends again).",
             );
             for host in &hosts {
-                out.sample("silent_host", &[("host", host)], 1);
+                out.sample("silent_host", &[("sense_host", host)], 1);
             }
         }
         out.0
     }
 
-    /// The per-sender families: receive outcomes by `host` (the sender's IP; `0.0.0.0` holds senders beyond the
-    /// tracking cap), and destination outcomes by `host` and `destination` (the sink name). Only senders seen so
-    /// far appear; a rejected-reason sample appears once it is non-zero. A destination with no per-sender counts yet
-    /// has no per-sender samples.
+    /// The per-sender families: receive outcomes by `sender` (the sender's IP), and destination outcomes by
+    /// `sender` and `destination`. Only senders that passed admission are shown one by one, the busiest
+    /// [`MAX_EXPOSED_SENDERS`] of them; the rest (senders whose every datagram was refused by
+    /// `allowedSources`, senders beyond that number or beyond the tracking cap) are summed under
+    /// `sender="other"`, so a port scan cannot grow the exposition. A rejected-reason sample appears once it is
+    /// non-zero. A destination with no per-sender counts yet has no per-sender samples.
     fn render_hosts(&self, out: &mut Exposition) {
-        let hosts = self.receive.hosts.snapshot();
-        let names: Vec<String> = hosts.iter().map(|(ip, _)| ip.to_string()).collect();
+        let (hosts, exposed) = fold_senders(self.receive.hosts.snapshot());
+        let names: Vec<&str> = hosts.iter().map(|(name, _)| name.as_str()).collect();
         type HostValue = fn(&HostStats) -> u64;
         let per_host: [(&str, &str, HostValue); 3] = [
             (
-                "host_datagrams_received_total",
+                "sender_datagrams_received_total",
                 "Datagrams read from the user-event sockets, per sender.",
                 |h| h.received,
             ),
             (
-                "host_events_accepted_total",
+                "sender_events_accepted_total",
                 "Events parsed and handed to the sinks, per sender.",
                 |h| h.accepted,
             ),
             (
-                "host_events_excluded_total",
+                "sender_events_excluded_total",
                 "Events dropped by userEvents.excludeUser, per sender.",
                 |h| h.excluded,
             ),
@@ -408,16 +420,16 @@ impl MetricsState {
         for (name, help, get) in per_host {
             out.family(name, COUNTER, help);
             for ((_, h), host) in hosts.iter().zip(&names) {
-                out.sample(name, &[("host", host)], get(h));
+                out.sample(name, &[("sender", host)], get(h));
             }
         }
-        let name = "host_datagrams_rejected_total";
+        let name = "sender_datagrams_rejected_total";
         out.family(name, COUNTER, "Datagrams rejected, per sender and reason.");
         for ((_, h), host) in hosts.iter().zip(&names) {
             for reason in RejectReason::ALL {
                 let n = h.rejected[reason.index()];
                 if n > 0 {
-                    out.sample(name, &[("host", host), ("reason", reason.key())], n);
+                    out.sample(name, &[("sender", host), ("reason", reason.key())], n);
                 }
             }
         }
@@ -426,41 +438,40 @@ impl MetricsState {
             .sinks
             .iter()
             .map(|s| {
-                let hosts = s.counters.hosts.snapshot();
                 (
                     s.name.as_str(),
-                    hosts.into_iter().map(|(ip, h)| (ip.to_string(), h)).collect(),
+                    fold_sink_senders(s.counters.hosts.snapshot(), &exposed),
                 )
             })
             .collect();
         type HostSinkValue = fn(&HostSinkStats) -> u64;
         let per_host_sink: [(&str, &str, &str, HostSinkValue); 5] = [
             (
-                "host_events_delivered_total",
+                "sender_events_delivered_total",
                 COUNTER,
                 "Events the destination acknowledged, per sender.",
                 |h| h.delivered,
             ),
             (
-                "host_events_skipped_total",
+                "sender_events_skipped_total",
                 COUNTER,
                 "Events the destination does not send by rule (counted, not lost), per sender.",
                 |h| h.skipped,
             ),
             (
-                "host_events_dropped_total",
+                "sender_events_dropped_total",
                 COUNTER,
                 "Events lost at the destination (all causes, spool cap included), per sender.",
                 |h| h.dropped,
             ),
             (
-                "host_events_dropped_spool_cap_total",
+                "sender_events_dropped_spool_cap_total",
                 COUNTER,
-                "Events the spool's size cap evicted (also in host_events_dropped_total), per sender.",
+                "Events the spool's size cap evicted (also in sender_events_dropped_total), per sender.",
                 |h| h.dropped_spool_cap,
             ),
             (
-                "host_spooled_events",
+                "sender_spooled_events",
                 GAUGE,
                 "Events waiting in the destination's disk spool, per sender.",
                 |h| h.spooled,
@@ -470,13 +481,25 @@ impl MetricsState {
             out.family(name, kind, help);
             for (destination, hosts) in &sinks {
                 for (host, h) in hosts {
-                    out.sample(name, &[("host", host), ("destination", destination)], get(h));
+                    out.sample(name, &[("sender", host), ("destination", destination)], get(h));
                 }
             }
         }
     }
 
-    /// `(200, "ok")` when the readers are bound and no sink has been failing for longer than `max_failing`, else
+    /// Liveness (`/live`): `(200, "live")` once the readers are bound, whatever the destinations do, so a liveness
+    /// probe never restarts the receiver during a destination outage (that is when the spool matters); `503`
+    /// before. An engine that is wedged does not answer at all.
+    pub fn live(&self) -> (u16, String) {
+        if self.readers_bound.load(Ordering::Relaxed) {
+            (200, "live".to_string())
+        } else {
+            (503, "not live: readers not bound".to_string())
+        }
+    }
+
+    /// Readiness (`/ready`, `/health`): `(200, "ok")` when the readers are bound and no sink has been failing for
+    /// longer than `max_failing`, else
     /// `(503, reason)` naming what is wrong, e.g. `unhealthy: sink influxdb failing for 95s`.
     pub fn health(&self, max_failing: Duration) -> (u16, String) {
         self.health_at(max_failing, now_unix_ms())
@@ -500,6 +523,122 @@ impl MetricsState {
             (503, format!("unhealthy: {}", problems.join("; ")))
         }
     }
+}
+
+/// Senders shown one by one on `/metrics` (the busiest); the rest are summed under `sender="other"`.
+pub const MAX_EXPOSED_SENDERS: usize = 256;
+
+/// The sender label for everything not shown one by one.
+const OTHER_SENDERS: &str = "other";
+
+/// Receive outcomes per sender as exposed (see [`MetricsState::render_hosts`]): the admitted senders, busiest
+/// first (at most [`MAX_EXPOSED_SENDERS`]), then `other` when anything was folded; and the set shown by IP.
+fn fold_senders(
+    mut hosts: Vec<(std::net::IpAddr, HostStats)>,
+) -> (Vec<(String, HostStats)>, std::collections::HashSet<std::net::IpAddr>) {
+    let refused = RejectReason::DisallowedSource.index();
+    hosts.sort_by(|(a, x), (b, y)| y.received.cmp(&x.received).then(a.cmp(b)));
+    let mut shown = Vec::new();
+    let mut exposed = std::collections::HashSet::new();
+    let mut other = HostStats::default();
+    let mut folded = false;
+    for (ip, h) in hosts {
+        let admitted = h.received > h.rejected[refused] && !ip.is_unspecified();
+        if admitted && shown.len() < MAX_EXPOSED_SENDERS {
+            exposed.insert(ip);
+            shown.push((ip, h));
+        } else {
+            other.add(&h);
+            folded = true;
+        }
+    }
+    // Shown in address order, as before the cap existed.
+    shown.sort_by_key(|(ip, _)| *ip);
+    let mut out: Vec<(String, HostStats)> = shown.into_iter().map(|(ip, h)| (ip.to_string(), h)).collect();
+    if folded {
+        out.push((OTHER_SENDERS.to_owned(), other));
+    }
+    (out, exposed)
+}
+
+/// A destination's outcomes per sender as exposed: the senders in `exposed`, then `other` for the rest.
+fn fold_sink_senders(
+    hosts: Vec<(std::net::IpAddr, HostSinkStats)>,
+    exposed: &std::collections::HashSet<std::net::IpAddr>,
+) -> Vec<(String, HostSinkStats)> {
+    let mut out = Vec::new();
+    let mut other: Option<HostSinkStats> = None;
+    for (ip, h) in hosts {
+        if exposed.contains(&ip) {
+            out.push((ip.to_string(), h));
+        } else {
+            let o = other.get_or_insert_with(HostSinkStats::default);
+            o.delivered += h.delivered;
+            o.skipped += h.skipped;
+            o.dropped += h.dropped;
+            o.dropped_spool_cap += h.dropped_spool_cap;
+            o.spooled += h.spooled;
+        }
+    }
+    out.extend(other.map(|o| (OTHER_SENDERS.to_owned(), o)));
+    out
+}
+
+/// The standard `process_*` families (Prometheus client convention, no prefix) from `/proc/self`: CPU seconds,
+/// resident memory, open file descriptors, start time. A value that cannot be read is left out.
+fn process_metrics(out: &mut String) {
+    use std::fmt::Write as _;
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name (which may hold spaces) start at field 3.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let field = |n: usize| fields.get(n - 3).and_then(|v| v.parse::<u64>().ok());
+    // SAFETY: sysconf only reads a system constant.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    // SAFETY: as above.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(1) as u64;
+    let mut family = |name: &str, kind: &str, help: &str, value: Option<String>| {
+        if let Some(v) = value {
+            let _ = write!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}\n");
+        }
+    };
+    let cpu = field(14)
+        .zip(field(15))
+        .map(|(u, s)| format!("{}", (u + s) as f64 / ticks));
+    family(
+        "process_cpu_seconds_total",
+        "counter",
+        "Total user and system CPU time spent in seconds.",
+        cpu,
+    );
+    let rss = std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .map(|pages| (pages * page).to_string());
+    family(
+        "process_resident_memory_bytes",
+        "gauge",
+        "Resident memory size in bytes.",
+        rss,
+    );
+    let fds = std::fs::read_dir("/proc/self/fd").ok().map(|d| d.count().to_string());
+    family("process_open_fds", "gauge", "Number of open file descriptors.", fds);
+    let boot = std::fs::read_to_string("/proc/stat").ok().and_then(|s| {
+        s.lines()
+            .find_map(|l| l.strip_prefix("btime "))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+    });
+    let start = boot
+        .zip(field(22))
+        .map(|(boot, since_boot)| format!("{}", boot as f64 + since_boot as f64 / ticks));
+    family(
+        "process_start_time_seconds",
+        "gauge",
+        "Start time of the process since unix epoch in seconds.",
+        start,
+    );
 }
 
 /// Prefix of every metric name.
@@ -546,10 +685,14 @@ impl Exposition {
         let bucket = format!("{name}_bucket");
         for (le, count) in snap.cumulative() {
             let le = le.map_or_else(|| "+Inf".to_string(), |b| Float(b).to_string());
-            self.sample(&bucket, &[("sink", sink), ("le", &le)], count);
+            self.sample(&bucket, &[("destination", sink), ("le", &le)], count);
         }
-        self.sample(&format!("{name}_sum"), &[("sink", sink)], Float(snap.sum_seconds));
-        self.sample(&format!("{name}_count"), &[("sink", sink)], snap.count());
+        self.sample(
+            &format!("{name}_sum"),
+            &[("destination", sink)],
+            Float(snap.sum_seconds),
+        );
+        self.sample(&format!("{name}_count"), &[("destination", sink)], snap.count());
     }
 }
 
@@ -688,8 +831,8 @@ mod tests {
                     sense_ingest_silent_hosts 2\n\
                     # HELP sense_ingest_silent_host 1 for each Sense host silent now (absent once it sends again).\n\
                     # TYPE sense_ingest_silent_host gauge\n\
-                    sense_ingest_silent_host{host=\"sense\\\"1\"} 1\n\
-                    sense_ingest_silent_host{host=\"sense2\"} 1\n";
+                    sense_ingest_silent_host{sense_host=\"sense\\\"1\"} 1\n\
+                    sense_ingest_silent_host{sense_host=\"sense2\"} 1\n";
         assert!(text.ends_with(want), "{text}");
         s.silent_hosts = Some(Arc::new(Vec::new));
         let text = s.render();
@@ -736,18 +879,18 @@ mod tests {
         let text = state().render();
         let l = lines(&text);
         for want in [
-            r#"sense_ingest_host_datagrams_received_total{host="127.0.0.1"} 16"#,
-            r#"sense_ingest_host_datagrams_received_total{host="::1"} 8"#,
-            r#"sense_ingest_host_events_accepted_total{host="::1"} 5"#,
-            r#"sense_ingest_host_events_excluded_total{host="127.0.0.1"} 1"#,
-            r#"sense_ingest_host_datagrams_rejected_total{host="::1",reason="unknown_source"} 2"#,
-            r#"sense_ingest_host_events_delivered_total{host="127.0.0.1",destination="influxdb"} 14"#,
-            r#"sense_ingest_host_events_delivered_total{host="::1",destination="influxdb"} 5"#,
-            r#"sense_ingest_host_events_skipped_total{host="127.0.0.1",destination="influxdb"} 1"#,
-            r#"sense_ingest_host_events_dropped_total{host="127.0.0.1",destination="influxdb"} 1"#,
-            r#"sense_ingest_host_events_dropped_spool_cap_total{host="127.0.0.1",destination="influxdb"} 1"#,
-            r#"sense_ingest_host_spooled_events{host="127.0.0.1",destination="influxdb"} 1"#,
-            r#"sense_ingest_host_spooled_events{host="::1",destination="influxdb"} 0"#,
+            r#"sense_ingest_sender_datagrams_received_total{sender="127.0.0.1"} 16"#,
+            r#"sense_ingest_sender_datagrams_received_total{sender="::1"} 8"#,
+            r#"sense_ingest_sender_events_accepted_total{sender="::1"} 5"#,
+            r#"sense_ingest_sender_events_excluded_total{sender="127.0.0.1"} 1"#,
+            r#"sense_ingest_sender_datagrams_rejected_total{sender="::1",reason="unknown_source"} 2"#,
+            r#"sense_ingest_sender_events_delivered_total{sender="127.0.0.1",destination="influxdb"} 14"#,
+            r#"sense_ingest_sender_events_delivered_total{sender="::1",destination="influxdb"} 5"#,
+            r#"sense_ingest_sender_events_skipped_total{sender="127.0.0.1",destination="influxdb"} 1"#,
+            r#"sense_ingest_sender_events_dropped_total{sender="127.0.0.1",destination="influxdb"} 1"#,
+            r#"sense_ingest_sender_events_dropped_spool_cap_total{sender="127.0.0.1",destination="influxdb"} 1"#,
+            r#"sense_ingest_sender_spooled_events{sender="127.0.0.1",destination="influxdb"} 1"#,
+            r#"sense_ingest_sender_spooled_events{sender="::1",destination="influxdb"} 0"#,
         ] {
             assert!(l.contains(&want), "missing {want:?} in\n{text}");
         }
@@ -757,7 +900,7 @@ mod tests {
         );
         assert!(
             !l.iter()
-                .any(|l| l.starts_with("sense_ingest_host_") && l.contains("new_relic")),
+                .any(|l| l.starts_with("sense_ingest_sender_") && l.contains("new_relic")),
             "a destination without per-sender counts has no per-sender samples: {text}"
         );
     }
@@ -766,32 +909,32 @@ mod tests {
     fn sink_metrics_render_exactly_with_escaped_sink_names() {
         let text = state().render();
         let l = lines(&text);
-        let nr = r#"sink="new_relic:NR \"A\"\\x\ny""#;
+        let nr = r#"destination="new_relic:NR \"A\"\\x\ny""#;
         for want in [
-            r#"sense_ingest_sink_events_delivered_total{sink="influxdb"} 19"#.to_string(),
+            r#"sense_ingest_sink_events_delivered_total{destination="influxdb"} 19"#.to_string(),
             format!("sense_ingest_sink_events_delivered_total{{{nr}}} 0"),
-            r#"sense_ingest_sink_events_skipped_total{sink="influxdb"} 1"#.to_string(),
+            r#"sense_ingest_sink_events_skipped_total{destination="influxdb"} 1"#.to_string(),
             format!("sense_ingest_sink_events_dropped_total{{{nr}}} 8"),
-            r#"sense_ingest_sink_retries_total{sink="influxdb"} 2"#.to_string(),
-            r#"sense_ingest_sink_batches_total{sink="influxdb"} 4"#.to_string(),
-            r#"sense_ingest_sink_values_changed_total{sink="influxdb"} 6"#.to_string(),
-            r#"sense_ingest_sink_spooled_events{sink="influxdb"} 11"#.to_string(),
-            r#"sense_ingest_sink_spool_damaged_records_total{sink="influxdb"} 2"#.to_string(),
+            r#"sense_ingest_sink_retries_total{destination="influxdb"} 2"#.to_string(),
+            r#"sense_ingest_sink_batches_total{destination="influxdb"} 4"#.to_string(),
+            r#"sense_ingest_sink_values_changed_total{destination="influxdb"} 6"#.to_string(),
+            r#"sense_ingest_sink_spooled_events{destination="influxdb"} 11"#.to_string(),
+            r#"sense_ingest_sink_spool_damaged_records_total{destination="influxdb"} 2"#.to_string(),
             format!("sense_ingest_sink_spool_damaged_records_total{{{nr}}} 0"),
-            r#"sense_ingest_sink_queue_depth{sink="influxdb"} 3"#.to_string(),
-            r#"sense_ingest_sink_queue_capacity{sink="influxdb"} 64"#.to_string(),
+            r#"sense_ingest_sink_queue_depth{destination="influxdb"} 3"#.to_string(),
+            r#"sense_ingest_sink_queue_capacity{destination="influxdb"} 64"#.to_string(),
             format!("sense_ingest_sink_queue_capacity{{{nr}}} 16"),
-            r#"sense_ingest_sink_failing_seconds{sink="influxdb"} 0"#.to_string(),
-            r#"sense_ingest_sink_batch_latency_seconds_bucket{sink="influxdb",le="0.0005"} 0"#.to_string(),
-            r#"sense_ingest_sink_batch_latency_seconds_bucket{sink="influxdb",le="0.005"} 1"#.to_string(),
-            r#"sense_ingest_sink_batch_latency_seconds_bucket{sink="influxdb",le="0.05"} 2"#.to_string(),
-            r#"sense_ingest_sink_batch_latency_seconds_bucket{sink="influxdb",le="60"} 2"#.to_string(),
-            r#"sense_ingest_sink_batch_latency_seconds_bucket{sink="influxdb",le="+Inf"} 3"#.to_string(),
-            r#"sense_ingest_sink_batch_latency_seconds_sum{sink="influxdb"} 100.043"#.to_string(),
-            r#"sense_ingest_sink_batch_latency_seconds_count{sink="influxdb"} 3"#.to_string(),
-            r#"sense_ingest_event_latency_seconds_bucket{sink="influxdb",le="0.01"} 0"#.to_string(),
-            r#"sense_ingest_event_latency_seconds_bucket{sink="influxdb",le="0.025"} 19"#.to_string(),
-            r#"sense_ingest_event_latency_seconds_count{sink="influxdb"} 19"#.to_string(),
+            r#"sense_ingest_sink_failing_seconds{destination="influxdb"} 0"#.to_string(),
+            r#"sense_ingest_sink_batch_latency_seconds_bucket{destination="influxdb",le="0.0005"} 0"#.to_string(),
+            r#"sense_ingest_sink_batch_latency_seconds_bucket{destination="influxdb",le="0.005"} 1"#.to_string(),
+            r#"sense_ingest_sink_batch_latency_seconds_bucket{destination="influxdb",le="0.05"} 2"#.to_string(),
+            r#"sense_ingest_sink_batch_latency_seconds_bucket{destination="influxdb",le="60"} 2"#.to_string(),
+            r#"sense_ingest_sink_batch_latency_seconds_bucket{destination="influxdb",le="+Inf"} 3"#.to_string(),
+            r#"sense_ingest_sink_batch_latency_seconds_sum{destination="influxdb"} 100.043"#.to_string(),
+            r#"sense_ingest_sink_batch_latency_seconds_count{destination="influxdb"} 3"#.to_string(),
+            r#"sense_ingest_event_latency_seconds_bucket{destination="influxdb",le="0.01"} 0"#.to_string(),
+            r#"sense_ingest_event_latency_seconds_bucket{destination="influxdb",le="0.025"} 19"#.to_string(),
+            r#"sense_ingest_event_latency_seconds_count{destination="influxdb"} 19"#.to_string(),
             format!("sense_ingest_event_latency_seconds_count{{{nr}}} 0"),
         ] {
             assert!(l.contains(&want.as_str()), "missing {want:?} in\n{text}");
@@ -981,7 +1124,7 @@ mod tests {
             .unwrap();
         assert_eq!(
             escaped.labels,
-            [("sink".to_string(), "new_relic:NR \"A\"\\x\ny".to_string())]
+            [("destination".to_string(), "new_relic:NR \"A\"\\x\ny".to_string())]
         );
     }
 
@@ -1076,5 +1219,54 @@ mod tests {
             s.health_at(Duration::from_secs(3600), NOW_MS),
             (503, "unhealthy: readers not bound".to_string())
         );
+    }
+
+    #[test]
+    fn senders_refused_by_allowed_sources_and_beyond_the_cap_are_summed_as_other() {
+        let ip = |i: u32| IpAddr::from(std::net::Ipv4Addr::from(0x0a00_0000 + i));
+        let stats = |received: u64, refused: u64| {
+            let mut h = HostStats {
+                received,
+                accepted: received - refused,
+                ..HostStats::default()
+            };
+            h.rejected[RejectReason::DisallowedSource.index()] = refused;
+            h
+        };
+        let mut hosts: Vec<_> = (0..MAX_EXPOSED_SENDERS as u32 + 2)
+            .map(|i| (ip(i), stats(1000 - u64::from(i), 0)))
+            .collect();
+        hosts.push((ip(9999), stats(5000, 5000))); // a port scanner refused by allowedSources: busiest, but folded
+        hosts.push(("0.0.0.0".parse().unwrap(), stats(3, 0))); // beyond the tracking cap
+        let (shown, exposed) = fold_senders(hosts);
+        assert_eq!(shown.len(), MAX_EXPOSED_SENDERS + 1);
+        assert_eq!(exposed.len(), MAX_EXPOSED_SENDERS);
+        let (name, other) = shown.last().unwrap();
+        assert_eq!(name, "other");
+        // The two least busy admitted senders, the scanner and the overflow.
+        let folded_received = (1000 - MAX_EXPOSED_SENDERS as u64) + (1000 - MAX_EXPOSED_SENDERS as u64 - 1) + 5000 + 3;
+        assert_eq!(other.received, folded_received);
+        assert!(!exposed.contains(&ip(9999)));
+
+        let sink = vec![
+            (
+                ip(0),
+                HostSinkStats {
+                    delivered: 7,
+                    ..HostSinkStats::default()
+                },
+            ),
+            (
+                ip(9999),
+                HostSinkStats {
+                    delivered: 2,
+                    ..HostSinkStats::default()
+                },
+            ),
+        ];
+        let folded = fold_sink_senders(sink, &exposed);
+        assert_eq!(folded.len(), 2);
+        assert_eq!((folded[0].0.as_str(), folded[0].1.delivered), ("10.0.0.0", 7));
+        assert_eq!((folded[1].0.as_str(), folded[1].1.delivered), ("other", 2));
     }
 }

@@ -176,10 +176,15 @@ fn respond<B>(req: &Request<B>, state: &MetricsState, max_failing: Duration) -> 
 /// `(status, content type, body)` for a request.
 fn route(method: &str, path: &str, state: &MetricsState, max_failing: Duration) -> (u16, &'static str, String) {
     let path = path.split_once('?').map_or(path, |(p, _)| p);
-    let known = matches!(path, "/metrics" | "/health");
+    let known = matches!(path, "/metrics" | "/health" | "/ready" | "/live");
     match (method, path) {
         ("GET", "/metrics") => (200, METRICS_CONTENT_TYPE, state.render()),
-        ("GET", "/health") => {
+        ("GET", "/live") => {
+            let (status, text) = state.live();
+            (status, TEXT, text + "\n")
+        }
+        // `/health` is `/ready`, kept for compatibility.
+        ("GET", "/ready" | "/health") => {
             let (status, text) = state.health(max_failing);
             (status, TEXT, text + "\n")
         }
@@ -247,6 +252,10 @@ mod tests {
         let (status, _, body) = get(addr, "/health");
         assert_eq!(status, "HTTP/1.1 503 Service Unavailable");
         assert!(body.starts_with("unhealthy: sink new_relic"), "{body}");
+        // Readiness fails with the destination; liveness does not (a probe must not restart the receiver then).
+        assert_eq!(get(addr, "/ready"), get(addr, "/health"));
+        let (status, _, body) = get(addr, "/live");
+        assert_eq!((status.as_str(), body.as_str()), ("HTTP/1.1 200 OK", "live\n"));
         state.sinks[1].failing_since.mark_ok();
         let (status, headers, body) = get(addr, "/health?verbose=1");
         assert_eq!((status.as_str(), body.as_str()), ("HTTP/1.1 200 OK", "ok\n"));

@@ -1,26 +1,43 @@
-//! A backtracking matcher for the subset of JavaScript `RegExp` syntax that Bowser's rules use.
+//! A memoising backtracker for the subset of JavaScript `RegExp` syntax that Bowser's rules use.
 //!
 //! Supported: literals, `.`, `^`, `$`, `\b`, `\B`, `\d \D \s \S \w \W`, identity escapes (`\/`, `\.`, ...),
 //! `\t \n \r \f \v`, character classes with ranges, capturing and `(?:...)` groups, alternation, and the `*`, `+`,
-//! `?` quantifiers with their lazy forms; the only flag is `i`. Anything else fails to compile (`None`).
+//! `?` quantifiers with their lazy forms; the only flag is `i`. Anything else fails to compile (`None`), and so
+//! does a quantified group that could match the empty string (`(a*)+`; Bowser has none, see below).
 //!
 //! Semantics follow ECMAScript without the `u` flag: the input is UTF-16 code units; `i` folds ASCII letters only
 //! (JavaScript never folds a non-ASCII unit onto an ASCII one); `.` excludes `\n \r U+2028 U+2029`; `\s` is
 //! JavaScript's white-space set; search is leftmost, alternatives and quantifiers are tried in JavaScript's order;
-//! an iteration beyond a quantifier's minimum may not match empty; captures inside a repeated group are reset on
-//! each iteration.
+//! captures inside a repeated group are reset on each iteration.
 //!
-//! Every search is bounded by [`STEP_BUDGET`] matcher steps and [`MAX_DEPTH`] nested matcher calls; a search that
-//! exceeds either reports "no match" instead of running on (or overflowing the stack).
+//! # How, and why it is linear
+//!
+//! A pattern compiles to a small program (`Inst`: match a literal or a unit, assert, save a capture position,
+//! `Split` into a preferred and a fallback branch, `Jmp`, `Match`). The matcher walks it depth first with an
+//! explicit stack, taking the preferred branch of every `Split` first, which is exactly the order in which
+//! JavaScript's backtracking tries alternatives and greedy/lazy iterations; the first path that reaches `Match` is
+//! JavaScript's match, captures included.
+//!
+//! Memoisation makes it linear (the idea of RE2's BitState and regex-automata's `BoundedBacktracker`): whether the
+//! rest of the program can match from instruction `pc` at position `pos` depends on `(pc, pos)` only, never on the
+//! path that got there, because these patterns have no back-references and no look-arounds, and captures never
+//! decide success. So the first visit of a `(pc, pos)` pair that fails proves every later visit fails too, and the
+//! matcher records visited pairs in a bitset and never enters one twice, across all start positions of a search.
+//! One search therefore executes at most `program length x (input length + 1)` instructions
+//! (`Regex::max_steps`), whatever the input; there is no step budget that could cut a search short and change
+//! its result, and no recursion, so no stack depth to run out of.
+//!
+//! The one JavaScript rule that does depend on the path is that an iteration beyond a quantifier's minimum may not
+//! match the empty string (ECMAScript's RepeatMatcher compares the position with the iteration's start). It only
+//! matters for a quantified group that *can* match empty; compiling rejects those, so the rule never applies and
+//! the memo stays exact. No Bowser pattern has one (`every_pattern_compiles` checks them all).
+//!
+//! The visited bitset holds `program length x (input length + 1)` bits (about 8 KiB for a 60-instruction
+//! pattern on a 1000-unit agent, the longest the message limit allows); it lives in [`Text`] and is reused by
+//! every search over that text, and only cleared when a search actually gets past its literal prefilter.
 
 use std::ops::Range;
 
-/// Matcher steps one search may take before it gives up (reports no match).
-pub(super) const STEP_BUDGET: u32 = 1_000_000;
-/// Nested matcher calls one search may reach before it gives up: about 200 KiB of stack in release builds
-/// (under 1 MiB unoptimised). Only repeated groups (`(\.\d+)*` etc.) nest per iteration, about five calls
-/// each, so version numbers of up to about a hundred components still match.
-pub(super) const MAX_DEPTH: u32 = 600;
 /// Capture slots (group 0 plus up to 7 groups); Bowser's patterns use at most 3 groups.
 const SLOTS: usize = 8;
 
@@ -28,10 +45,11 @@ type Caps = [Option<(usize, usize)>; SLOTS];
 
 /// The subject of a search: the user agent as UTF-16 code units (what JavaScript matches on), plus one byte
 /// per unit for a fast literal prefilter (ASCII lower-cased; anything else `0xFF`, which no pattern
-/// literal contains and which case folding never turns into ASCII).
+/// literal contains and which case folding never turns into ASCII), plus the matcher's reusable scratch space.
 pub(super) struct Text {
     units: Vec<u16>,
     folded: Vec<u8>,
+    scratch: Scratch,
 }
 
 impl Text {
@@ -46,18 +64,72 @@ impl Text {
                     .map_or(0xFF, |b| b.to_ascii_lowercase())
             })
             .collect();
-        Text { units, folded }
+        Text {
+            units,
+            folded,
+            scratch: Scratch::default(),
+        }
     }
 
     pub(super) fn units(&self) -> &[u16] {
         &self.units
     }
+
+    /// Instructions executed by every search over this text so far (what the linear bound is about).
+    pub(super) fn steps(&self) -> u64 {
+        self.scratch.steps
+    }
+}
+
+/// The matcher's working memory, reused by every search over one [`Text`].
+#[derive(Default)]
+struct Scratch {
+    /// One bit per `(pc, pos)`: set once the matcher has entered that state in the current search.
+    visited: Vec<u64>,
+    /// Pending work: states to try next, and capture values to restore when backtracking past a save.
+    stack: Vec<Frame>,
+    /// Capture positions of the path being explored: slot `2n` is where group `n` starts, `2n + 1` where it ends.
+    slots: [Option<usize>; 2 * SLOTS],
+    /// Instructions executed, summed over all searches.
+    steps: u64,
+}
+
+#[derive(Clone, Copy)]
+enum Frame {
+    /// Try instruction `pc` at `pos` (the fallback branch of a `Split`, or a start position).
+    Step { pc: u32, pos: u32 },
+    /// Backtracking past a `Save`/`Clear`: put the slot's previous value back.
+    Restore { slot: u8, old: Option<usize> },
+}
+
+/// One instruction of a compiled pattern.
+#[derive(Debug)]
+enum Inst {
+    /// These units, in order (with ASCII case folding under `i`).
+    Lit(Vec<u16>),
+    /// Any unit but a line terminator.
+    Any,
+    Class(Class),
+    /// `^`: position 0.
+    Start,
+    /// `$`: the end of the input.
+    End,
+    /// `\b` (false) or `\B` (true).
+    WordBoundary(bool),
+    /// Record the position in capture slot `n`.
+    Save(u8),
+    /// A new iteration of a quantified group: forget the captures of the groups inside it (these slots).
+    Clear(Range<u8>),
+    /// Continue at the first target; if that fails, at the second.
+    Split(u32, u32),
+    Jmp(u32),
+    Match,
 }
 
 /// A compiled pattern.
 #[derive(Debug)]
 pub(super) struct Regex {
-    node: Node,
+    prog: Vec<Inst>,
     ci: bool,
     anchored: bool,
     /// The pattern's leading literal, lower-cased, searched in [`Text::folded`] to find candidate starts.
@@ -92,13 +164,13 @@ struct Repeat {
     slots: Range<usize>,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Class {
     negated: bool,
     items: Vec<Item>,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 enum Item {
     Range(u16, u16),
     /// `\d` / `\D` (negated = true)
@@ -211,8 +283,12 @@ impl Regex {
                     .collect::<Option<Vec<u8>>>()
             })
             .map(|bytes| memchr::memmem::Finder::new(&bytes.to_ascii_lowercase()).into_owned());
+        let mut prog = Vec::new();
+        compile(&node, &mut prog)?;
+        prog.push(Inst::Match);
+        u32::try_from(prog.len()).ok()?;
         Some(Regex {
-            node,
+            prog,
             ci,
             anchored,
             prefix,
@@ -221,74 +297,273 @@ impl Regex {
     }
 
     /// `re.test(input)`.
-    pub(super) fn is_match(&self, input: &Text) -> bool {
+    pub(super) fn is_match(&self, input: &mut Text) -> bool {
         self.search(input).is_some()
     }
 
     /// The span of capture group `n` of the leftmost match (`None`: no match, or the group did not
     /// participate).
-    pub(super) fn group(&self, input: &Text, n: usize) -> Option<Range<usize>> {
+    pub(super) fn group(&self, input: &mut Text, n: usize) -> Option<Range<usize>> {
         let caps = self.search(input)?;
         let (s, e) = (*caps.get(n)?)?;
         Some(s..e)
     }
 
-    fn search(&self, text: &Text) -> Option<Caps> {
-        let input = text.units.as_slice();
-        let mut m = Matcher {
-            input,
-            ci: self.ci,
-            caps: [None; SLOTS],
-            steps: STEP_BUDGET,
-            depth: 0,
-            aborted: false,
+    /// The most instructions one search over `input_len` units can execute: every `(pc, pos)` state at most once.
+    #[cfg(test)]
+    pub(super) fn max_steps(&self, input_len: usize) -> u64 {
+        self.prog.len() as u64 * (input_len as u64 + 1)
+    }
+
+    fn search(&self, text: &mut Text) -> Option<Caps> {
+        let Text { units, folded, scratch } = text;
+        let input = units.as_slice();
+        // The visited bitset is cleared once per search (not per start: a state that failed from one start fails
+        // from every start), and only when some start gets past the prefilter.
+        let mut fresh = true;
+        let mut attempt = |start: usize| {
+            if std::mem::take(&mut fresh) {
+                scratch.reset(self.prog.len() * (input.len() + 1));
+            }
+            self.attempt(scratch, input, start)
         };
         if self.anchored {
-            return self.attempt(&mut m, 0);
+            return attempt(0);
         }
         if let Some(prefix) = &self.prefix {
-            for start in prefix.find_iter(&text.folded) {
-                if let Some(caps) = self.attempt(&mut m, start) {
-                    return Some(caps);
-                }
-                if m.aborted {
-                    return None;
-                }
-            }
-            return None;
+            return prefix.find_iter(folded).find_map(attempt);
         }
-        for start in 0..=input.len() {
-            if let Some(first) = self.first {
-                match input.get(start) {
-                    Some(&c) if c < 128 && first & (1u128 << c) != 0 => {}
-                    _ => continue,
+        (0..=input.len())
+            .filter(|&start| match self.first {
+                Some(first) => input.get(start).is_some_and(|&c| c < 128 && first & (1u128 << c) != 0),
+                None => true,
+            })
+            .find_map(attempt)
+    }
+
+    /// One match attempt at `start` (sharing the search's visited states); the captures on success.
+    fn attempt(&self, s: &mut Scratch, input: &[u16], start: usize) -> Option<Caps> {
+        s.slots = [None; 2 * SLOTS];
+        s.stack.clear();
+        s.stack.push(Frame::Step {
+            pc: 0,
+            pos: start as u32,
+        });
+        while let Some(frame) = s.stack.pop() {
+            match frame {
+                Frame::Restore { slot, old } => s.slots[usize::from(slot)] = old,
+                Frame::Step { pc, pos } => {
+                    if let Some(end) = self.run(s, input, pc as usize, pos as usize) {
+                        let mut caps: Caps = [None; SLOTS];
+                        caps[0] = Some((start, end));
+                        for (n, cap) in caps.iter_mut().enumerate().skip(1) {
+                            if let (Some(a), Some(b)) = (s.slots[2 * n], s.slots[2 * n + 1]) {
+                                *cap = Some((a, b));
+                            }
+                        }
+                        return Some(caps);
+                    }
                 }
-            }
-            if let Some(caps) = self.attempt(&mut m, start) {
-                return Some(caps);
-            }
-            if m.aborted {
-                return None;
             }
         }
         None
     }
 
-    /// One match attempt at `start`; the captures on success.
-    fn attempt<'a>(&'a self, m: &mut Matcher<'a>, start: usize) -> Option<Caps> {
-        m.caps = [None; SLOTS];
-        let mut end = None;
-        let found = m.run(&self.node, start, &mut |_, p| {
-            end = Some(p);
-            true
-        });
-        if !found {
-            return None;
+    /// Follows the program from `(pc, pos)` along preferred branches (pushing the fallbacks), until `Match` (the
+    /// end position), a failed instruction or a state visited before (`None`).
+    fn run(&self, s: &mut Scratch, input: &[u16], mut pc: usize, mut pos: usize) -> Option<usize> {
+        let width = input.len() + 1;
+        loop {
+            if !s.visit(pc * width + pos) {
+                return None;
+            }
+            s.steps += 1;
+            match &self.prog[pc] {
+                Inst::Match => return Some(pos),
+                Inst::Lit(lit) => {
+                    let seg = input.get(pos..pos + lit.len())?;
+                    if !seg.iter().zip(lit).all(|(&c, &p)| unit_eq(self.ci, p, c)) {
+                        return None;
+                    }
+                    pos += lit.len();
+                }
+                Inst::Any => match input.get(pos) {
+                    Some(&c) if !is_line_terminator(c) => pos += 1,
+                    _ => return None,
+                },
+                Inst::Class(cls) => match input.get(pos) {
+                    Some(&c) if cls.matches(c, self.ci) => pos += 1,
+                    _ => return None,
+                },
+                Inst::Start if pos == 0 => {}
+                Inst::End if pos == input.len() => {}
+                Inst::Start | Inst::End => return None,
+                Inst::WordBoundary(negated) => {
+                    let before = pos > 0 && is_word(input[pos - 1]);
+                    let after = input.get(pos).is_some_and(|&c| is_word(c));
+                    if (before != after) == *negated {
+                        return None;
+                    }
+                }
+                Inst::Save(slot) => {
+                    let slot = *slot;
+                    let old = s.slots[usize::from(slot)].replace(pos);
+                    s.stack.push(Frame::Restore { slot, old });
+                }
+                Inst::Clear(slots) => {
+                    for slot in slots.clone() {
+                        let old = s.slots[usize::from(slot)].take();
+                        s.stack.push(Frame::Restore { slot, old });
+                    }
+                }
+                Inst::Split(preferred, fallback) => {
+                    s.stack.push(Frame::Step {
+                        pc: *fallback,
+                        pos: pos as u32,
+                    });
+                    pc = *preferred as usize;
+                    continue;
+                }
+                Inst::Jmp(target) => {
+                    pc = *target as usize;
+                    continue;
+                }
+            }
+            pc += 1;
         }
-        let mut caps = m.caps;
-        caps[0] = Some((start, end?));
-        Some(caps)
     }
+}
+
+impl Scratch {
+    /// Prepares the visited bitset for a search over `states` states, all unvisited.
+    fn reset(&mut self, states: usize) {
+        let words = states.div_ceil(64);
+        self.visited.clear();
+        self.visited.resize(words, 0);
+    }
+
+    /// Marks state `i` visited; false when it already was.
+    fn visit(&mut self, i: usize) -> bool {
+        let (word, bit) = (i / 64, 1u64 << (i % 64));
+        let seen = self.visited[word] & bit != 0;
+        self.visited[word] |= bit;
+        !seen
+    }
+}
+
+fn unit_eq(ci: bool, pattern: u16, c: u16) -> bool {
+    pattern == c || (ci && pattern < 128 && c < 128 && (pattern as u8).eq_ignore_ascii_case(&(c as u8)))
+}
+
+/// True when `node` can match without consuming input.
+fn can_be_empty(node: &Node) -> bool {
+    match node {
+        Node::Empty | Node::Start | Node::End | Node::WordBoundary(_) => true,
+        Node::Lit(l) => l.is_empty(),
+        Node::Any | Node::Class(_) => false,
+        Node::Group(inner, _) => can_be_empty(inner),
+        Node::Concat(items) => items.iter().all(can_be_empty),
+        Node::Alt(alts) => alts.iter().any(can_be_empty),
+        Node::Repeat(rep) => rep.min == 0 || can_be_empty(&rep.node),
+    }
+}
+
+/// The current end of `prog` as a jump target.
+fn here(prog: &[Inst]) -> u32 {
+    prog.len() as u32
+}
+
+/// Appends the program for `node`. `None` for a quantified group that can match empty (see the module docs) or a
+/// quantifier other than `*`, `+`, `?`.
+fn compile(node: &Node, prog: &mut Vec<Inst>) -> Option<()> {
+    match node {
+        Node::Empty => {}
+        Node::Lit(l) => prog.push(Inst::Lit(l.clone())),
+        Node::Any => prog.push(Inst::Any),
+        Node::Class(cls) => prog.push(Inst::Class(cls.clone())),
+        Node::Start => prog.push(Inst::Start),
+        Node::End => prog.push(Inst::End),
+        Node::WordBoundary(negated) => prog.push(Inst::WordBoundary(*negated)),
+        Node::Group(inner, None) => compile(inner, prog)?,
+        Node::Group(inner, Some(n)) => {
+            let n = u8::try_from(*n).ok()?;
+            prog.push(Inst::Save(2 * n));
+            compile(inner, prog)?;
+            prog.push(Inst::Save(2 * n + 1));
+        }
+        Node::Concat(items) => {
+            for item in items {
+                compile(item, prog)?;
+            }
+        }
+        Node::Alt(alts) => {
+            // Split(a1, next); a1; Jmp end; next: Split(a2, next'); a2; Jmp end; ... an
+            let mut jumps = Vec::new();
+            let (last, init) = alts.split_last()?;
+            for alt in init {
+                let split = prog.len();
+                prog.push(Inst::Split(0, 0));
+                compile(alt, prog)?;
+                jumps.push(prog.len());
+                prog.push(Inst::Jmp(0));
+                prog[split] = Inst::Split(split as u32 + 1, here(prog));
+            }
+            compile(last, prog)?;
+            let end = here(prog);
+            for j in jumps {
+                prog[j] = Inst::Jmp(end);
+            }
+        }
+        Node::Repeat(rep) => {
+            if can_be_empty(&rep.node) {
+                return None;
+            }
+            let order = |body: u32, exit: u32| {
+                if rep.greedy {
+                    Inst::Split(body, exit)
+                } else {
+                    Inst::Split(exit, body)
+                }
+            };
+            let clear = |prog: &mut Vec<Inst>| -> Option<()> {
+                if !rep.slots.is_empty() {
+                    let lo = u8::try_from(2 * rep.slots.start).ok()?;
+                    let hi = u8::try_from(2 * rep.slots.end).ok()?;
+                    prog.push(Inst::Clear(lo..hi));
+                }
+                Some(())
+            };
+            match (rep.min, rep.max) {
+                // x?   Split(body, end); body: [Clear] x; end:
+                (0, Some(1)) => {
+                    let split = prog.len();
+                    prog.push(Inst::Split(0, 0));
+                    clear(prog)?;
+                    compile(&rep.node, prog)?;
+                    prog[split] = order(split as u32 + 1, here(prog));
+                }
+                // x*   loop: Split(body, end); body: [Clear] x; Jmp loop; end:
+                (0, None) => {
+                    let split = prog.len();
+                    prog.push(Inst::Split(0, 0));
+                    clear(prog)?;
+                    compile(&rep.node, prog)?;
+                    prog.push(Inst::Jmp(split as u32));
+                    prog[split] = order(split as u32 + 1, here(prog));
+                }
+                // x+   body: [Clear] x; Split(body, end); end:
+                (1, None) => {
+                    let body = here(prog);
+                    clear(prog)?;
+                    compile(&rep.node, prog)?;
+                    let split = here(prog);
+                    prog.push(order(body, split + 1));
+                }
+                _ => return None,
+            }
+        }
+    }
+    Some(())
 }
 
 /// Bitmap of the ASCII units a match of `node` can start with, or `None` when unknown, not all ASCII, or when
@@ -540,210 +815,4 @@ fn char_escape(e: u8) -> Option<u8> {
         e if e.is_ascii_punctuation() || e == b' ' => e,
         _ => return None,
     })
-}
-
-/// What the rest of the match does once a node has matched up to a position.
-type Cont<'c, 'a> = &'c mut dyn FnMut(&mut Matcher<'a>, usize) -> bool;
-
-struct Matcher<'a> {
-    input: &'a [u16],
-    ci: bool,
-    caps: Caps,
-    steps: u32,
-    depth: u32,
-    aborted: bool,
-}
-
-impl<'a> Matcher<'a> {
-    fn unit_eq(&self, pattern: u16, c: u16) -> bool {
-        pattern == c || (self.ci && pattern < 128 && c < 128 && (pattern as u8).eq_ignore_ascii_case(&(c as u8)))
-    }
-
-    /// Spends one step; true when the budget is gone (the search is then aborted).
-    fn out_of_steps(&mut self) -> bool {
-        if self.aborted {
-            return true;
-        }
-        if self.steps == 0 {
-            self.aborted = true;
-            return true;
-        }
-        self.steps -= 1;
-        false
-    }
-
-    fn single(&self, node: &Node, c: u16) -> bool {
-        match node {
-            Node::Lit(l) => l.len() == 1 && self.unit_eq(l[0], c),
-            Node::Any => !is_line_terminator(c),
-            Node::Class(cls) => cls.matches(c, self.ci),
-            _ => false,
-        }
-    }
-
-    fn run(&mut self, node: &'a Node, pos: usize, k: Cont<'_, 'a>) -> bool {
-        if self.out_of_steps() {
-            return false;
-        }
-        if self.depth >= MAX_DEPTH {
-            self.aborted = true;
-            return false;
-        }
-        self.depth += 1;
-        let ok = self.run_node(node, pos, k);
-        self.depth -= 1;
-        ok
-    }
-
-    fn run_node(&mut self, node: &'a Node, pos: usize, k: Cont<'_, 'a>) -> bool {
-        match node {
-            Node::Empty => k(self, pos),
-            Node::Lit(lit) => {
-                let end = pos + lit.len();
-                let ok = match self.input.get(pos..end) {
-                    Some(seg) => seg.iter().zip(lit).all(|(&c, &p)| self.unit_eq(p, c)),
-                    None => false,
-                };
-                ok && k(self, end)
-            }
-            Node::Any | Node::Class(_) => match self.input.get(pos) {
-                Some(&c) if self.single(node, c) => k(self, pos + 1),
-                _ => false,
-            },
-            Node::Start => pos == 0 && k(self, pos),
-            Node::End => pos == self.input.len() && k(self, pos),
-            Node::WordBoundary(negated) => {
-                let before = pos > 0 && self.input.get(pos - 1).is_some_and(|&c| is_word(c));
-                let after = self.input.get(pos).is_some_and(|&c| is_word(c));
-                ((before != after) != *negated) && k(self, pos)
-            }
-            Node::Group(inner, None) => self.run(inner, pos, k),
-            Node::Group(inner, Some(slot)) => {
-                let slot = *slot;
-                self.run(inner, pos, &mut |m: &mut Matcher<'a>, end: usize| {
-                    let saved = m.caps.get(slot).copied().flatten();
-                    if let Some(c) = m.caps.get_mut(slot) {
-                        *c = Some((pos, end));
-                    }
-                    if k(m, end) {
-                        return true;
-                    }
-                    if let Some(c) = m.caps.get_mut(slot) {
-                        *c = saved;
-                    }
-                    false
-                })
-            }
-            Node::Concat(items) => self.seq(items, pos, k),
-            Node::Alt(alts) => {
-                for alt in alts {
-                    if self.run(alt, pos, &mut *k) {
-                        return true;
-                    }
-                    if self.aborted {
-                        return false;
-                    }
-                }
-                false
-            }
-            Node::Repeat(rep) => {
-                if matches!(&rep.node, Node::Any | Node::Class(_)) || matches!(&rep.node, Node::Lit(l) if l.len() == 1)
-                {
-                    self.repeat_single(rep, pos, k)
-                } else {
-                    self.repeat(rep, 0, pos, k)
-                }
-            }
-        }
-    }
-
-    fn seq(&mut self, items: &'a [Node], pos: usize, k: Cont<'_, 'a>) -> bool {
-        match items.split_first() {
-            None => k(self, pos),
-            Some((first, rest)) => self.run(first, pos, &mut |m: &mut Matcher<'a>, p: usize| m.seq(rest, p, &mut *k)),
-        }
-    }
-
-    /// A quantified single-unit matcher: count the run once, then try continuations without recursing per
-    /// unit (keeps `.*` over a long agent flat on the stack).
-    fn repeat_single(&mut self, rep: &'a Repeat, pos: usize, k: Cont<'_, 'a>) -> bool {
-        let max = rep.max.unwrap_or(usize::MAX);
-        let mut n = 0;
-        while n < max {
-            match self.input.get(pos + n) {
-                Some(&c) if self.single(&rep.node, c) => n += 1,
-                _ => break,
-            }
-        }
-        if n < rep.min {
-            return false;
-        }
-        if rep.greedy {
-            let mut count = n;
-            loop {
-                if self.out_of_steps() {
-                    return false;
-                }
-                if k(self, pos + count) {
-                    return true;
-                }
-                if count == rep.min {
-                    return false;
-                }
-                count -= 1;
-            }
-        } else {
-            for count in rep.min..=n {
-                if self.out_of_steps() {
-                    return false;
-                }
-                if k(self, pos + count) {
-                    return true;
-                }
-            }
-            false
-        }
-    }
-
-    /// A quantified group, after `count` iterations (ECMAScript's RepeatMatcher).
-    fn repeat(&mut self, rep: &'a Repeat, count: usize, pos: usize, k: Cont<'_, 'a>) -> bool {
-        if count < rep.min {
-            return self.iteration(rep, count, pos, false, k);
-        }
-        let more = rep.max.is_none_or(|max| count < max);
-        if rep.greedy {
-            if more && self.iteration(rep, count, pos, true, &mut *k) {
-                return true;
-            }
-            !self.aborted && k(self, pos)
-        } else {
-            if k(self, pos) {
-                return true;
-            }
-            !self.aborted && more && self.iteration(rep, count, pos, true, k)
-        }
-    }
-
-    fn iteration(&mut self, rep: &'a Repeat, count: usize, pos: usize, forbid_empty: bool, k: Cont<'_, 'a>) -> bool {
-        // Unbounded repeats past their minimum need no exact count (keeps it from growing).
-        let next = if rep.max.is_none() && count >= rep.min {
-            count
-        } else {
-            count + 1
-        };
-        let saved = self.caps;
-        if let Some(s) = self.caps.get_mut(rep.slots.clone()) {
-            s.iter_mut().for_each(|c| *c = None);
-        }
-        let ok = self.run(&rep.node, pos, &mut |m: &mut Matcher<'a>, p: usize| {
-            if forbid_empty && p == pos {
-                return false;
-            }
-            m.repeat(rep, next, p, &mut *k)
-        });
-        if !ok {
-            self.caps = saved;
-        }
-        ok
-    }
 }

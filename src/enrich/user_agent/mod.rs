@@ -12,11 +12,22 @@
 //! and the first OS descriptor whose test matches describes the OS (see Bowser's `src/parser-browsers.js` and
 //! `src/parser-os.js`). Each test and each version lookup is a JavaScript regular expression. This module carries
 //! the same two lists, in the same order, with the **same regular-expression sources copied from Bowser 2.14.1**,
-//! and runs them with a small backtracking matcher (private module `js_regex`) that implements the subset of
+//! and runs them with a small memoising backtracker (private module `js_regex`) that implements the subset of
 //! JavaScript `RegExp` syntax those sources use, with JavaScript's semantics: matching over UTF-16 code units,
 //! ASCII-only case folding for the `i` flag, `.` not matching line terminators, `\s` covering Unicode white space,
-//! leftmost-first backtracking with greedy/lazy quantifiers, and JavaScript's rule that an optional iteration
-//! of a quantified group may not match the empty string.
+//! leftmost-first backtracking with greedy/lazy quantifiers.
+//!
+//! # Cost: linear in the agent, whatever it holds
+//!
+//! The matcher never enters the same (instruction, position) state twice within one search, so one search costs
+//! at most its program length times the agent's length plus one, and a whole parse (up to about 180 patterns, most of
+//! them skipped by a literal prefilter) stays linear in the agent's length. A crafted agent such as `1(` followed
+//! by 960 `/` took the old plain backtracker 1.86 million steps (about 20 ms); it now takes about 29,000. The
+//! worst agents we could build are in [`hostile`], measured in `benches/user_agent.rs` (BENCHMARKS.md) and held to
+//! a fixed number of steps per unit by the unit tests. There is no step budget and no depth limit any more, so
+//! no search is ever cut short: the result is Bowser's for every input, long ones included. The per-reader
+//! [`UserAgentCache`] only makes repeats cheaper; the bound holds for every parse, so varying the agent does not
+//! get around it.
 //!
 //! `woothee` was considered (see PROTOCOLS.md f.1) and not used. A name-mapping table on top of it (`Edge` →
 //! `Microsoft Edge`, `Mac OSX` → `macOS`, `SamsungBrowser` → `Samsung Internet for Android`, `Windows 10` →
@@ -29,12 +40,6 @@
 //!
 //! * **Client hints:** Butler SOS calls Bowser without client hints, so the `DuckDuckGo` (Chromium builds) and
 //!   `Brave` descriptors, which need hints, never match here either; Brave is reported as `Chrome`, as Bowser does.
-//! * **Pathological input:** each regular-expression search is bounded in steps and in nesting depth (constants
-//!   `STEP_BUDGET` and `MAX_DEPTH` in the private `js_regex` module) so a hostile user agent cannot make the
-//!   reader spin or overflow its stack. A search that hits a bound counts as "no match" where Bowser would have
-//!   kept going; in practice only a version number with more than about a hundred components (e.g.
-//!   `Firefox/1.1.1.…` repeated) does, and then that version comes out empty. Agents within Butler SOS's
-//!   1000-character message limit never reach the step bound.
 //! * **Empty input:** Bowser throws on an empty string; here the result is simply all-empty.
 //!
 //! Bots are *not* filtered out: Bowser 2.14.1 names them (`Googlebot`, `BingCrawler`, `ClaudeBot`, ...) and so
@@ -48,6 +53,7 @@ use std::sync::{Arc, OnceLock};
 
 use crate::event::UserAgentInfo;
 
+pub mod hostile;
 mod js_regex;
 mod tables;
 #[cfg(test)]
@@ -159,19 +165,25 @@ pub(crate) struct BowserResult {
 
 /// Runs Bowser's browser and OS descriptor lists over `ua`.
 pub(crate) fn parse_detailed(ua: &str) -> BowserResult {
+    parse_counting_steps(ua).0
+}
+
+/// [`parse_detailed`], plus the matcher instructions it executed (summed over every regular-expression search).
+pub(crate) fn parse_counting_steps(ua: &str) -> (BowserResult, u64) {
     if ua.is_empty() {
-        return BowserResult::default();
+        return (BowserResult::default(), 0);
     }
-    let text = js_regex::Text::new(ua);
+    let mut text = js_regex::Text::new(ua);
     let tables = tables();
-    let (browser_name, browser_version) = describe_browser(tables, &text);
-    let (os_name, os_version) = describe_os(tables, &text);
-    BowserResult {
+    let (browser_name, browser_version) = describe_browser(tables, &mut text);
+    let (os_name, os_version) = describe_os(tables, &mut text);
+    let result = BowserResult {
         browser_name,
         browser_version,
         os_name,
         os_version,
-    }
+    };
+    (result, text.steps())
 }
 
 /// The leading ASCII digits of `version` (Butler SOS's "major version").
@@ -271,20 +283,20 @@ fn tables() -> &'static Tables {
     })
 }
 
-fn rx_test(rx: &Rx, ua: &js_regex::Text) -> bool {
+fn rx_test(rx: &Rx, ua: &mut js_regex::Text) -> bool {
     rx.as_ref().is_some_and(|r| r.is_match(ua))
 }
 
 /// `Utils.getFirstMatch` / `getSecondMatch`: the group's text, or empty when there is no match or the group did
 /// not take part in it.
-fn rx_group(rx: &Rx, ua: &js_regex::Text, group: usize) -> String {
+fn rx_group(rx: &Rx, ua: &mut js_regex::Text, group: usize) -> String {
     match rx.as_ref().and_then(|r| r.group(ua, group)) {
         Some(range) => ua.units().get(range).map(String::from_utf16_lossy).unwrap_or_default(),
         None => String::new(),
     }
 }
 
-fn rule_applies(t: &Tables, rule: &Rule, ua: &js_regex::Text) -> bool {
+fn rule_applies(t: &Tables, rule: &Rule, ua: &mut js_regex::Text) -> bool {
     match &rule.test {
         Test::AnyOf(list) => list.iter().any(|rx| rx_test(rx, ua)),
         Test::AndroidNotLike => !rx_test(&t.like_android, ua) && rx_test(&t.android, ua),
@@ -295,7 +307,7 @@ fn rule_applies(t: &Tables, rule: &Rule, ua: &js_regex::Text) -> bool {
 }
 
 /// The first non-empty version lookup (JavaScript's `a || b || c`).
-fn rule_version(rule: &Rule, ua: &js_regex::Text) -> String {
+fn rule_version(rule: &Rule, ua: &mut js_regex::Text) -> String {
     for v in &rule.version {
         let found = match v {
             Ver::First(rx) => rx_group(rx, ua, 1),
@@ -309,7 +321,7 @@ fn rule_version(rule: &Rule, ua: &js_regex::Text) -> String {
 }
 
 /// Bowser's `parseBrowser`: `(name, version)`.
-fn describe_browser(t: &Tables, ua: &js_regex::Text) -> (String, String) {
+fn describe_browser(t: &Tables, ua: &mut js_regex::Text) -> (String, String) {
     let Some(rule) = t.browsers.iter().find(|r| rule_applies(t, r, ua)) else {
         return (String::new(), String::new());
     };
@@ -336,7 +348,7 @@ fn describe_browser(t: &Tables, ua: &js_regex::Text) -> (String, String) {
 }
 
 /// Bowser's `parseOS`: `(name, version)`.
-fn describe_os(t: &Tables, ua: &js_regex::Text) -> (String, String) {
+fn describe_os(t: &Tables, ua: &mut js_regex::Text) -> (String, String) {
     let Some(rule) = t.oses.iter().find(|r| rule_applies(t, r, ua)) else {
         return (String::new(), String::new());
     };

@@ -182,8 +182,8 @@ fn major_version_is_leading_digits() {
     assert_eq!(leading_digits(""), "");
 }
 
-#[test]
-fn every_pattern_compiles() {
+/// The source of every regular expression the descriptor lists use.
+fn all_pattern_sources() -> Vec<&'static str> {
     let mut sources: Vec<&str> = vec![
         COMMON,
         LIKE_ANDROID,
@@ -209,15 +209,40 @@ fn every_pattern_compiles() {
     for spec in OSES {
         add(&spec.test, spec.version);
     }
-    for src in sources {
+    sources
+}
+
+#[test]
+fn every_pattern_compiles() {
+    for src in all_pattern_sources() {
         assert!(js_regex::Regex::new(src).is_some(), "does not compile: {src}");
     }
 }
 
+/// One search never enters a `(pc, pos)` state twice, across all its start positions: at most program length x
+/// (input length + 1) instructions, for every pattern on every hostile agent.
+#[test]
+fn every_search_stays_within_program_length_times_input_length() {
+    for (name, ua) in hostile::user_agents() {
+        for src in all_pattern_sources() {
+            let rx = js_regex::Regex::new(src).expect("pattern compiles");
+            let mut text = js_regex::Text::new(&ua);
+            let _ = rx.group(&mut text, 0);
+            let bound = rx.max_steps(text.units().len());
+            assert!(
+                text.steps() <= bound,
+                "{src} on {name}: {} steps, bound {bound}",
+                text.steps()
+            );
+        }
+    }
+}
+
 fn group_text(pattern: &str, subject: &str, n: usize) -> Option<String> {
-    let text = js_regex::Text::new(subject);
+    let mut text = js_regex::Text::new(subject);
     let rx = js_regex::Regex::new(pattern).expect("pattern compiles");
-    rx.group(&text, n).map(|r| String::from_utf16_lossy(&text.units()[r]))
+    rx.group(&mut text, n)
+        .map(|r| String::from_utf16_lossy(&text.units()[r]))
 }
 
 #[test]
@@ -285,6 +310,50 @@ fn pathological_agents_neither_panic_nor_overflow() {
         .spawn(run)
         .expect("spawn");
     assert!(handle.join().is_ok());
+}
+
+/// Matcher instructions one parse may execute per UTF-16 unit of the agent (plus one): the linear bound the
+/// hostile agents are held to. Each search is bounded by its program length per unit (see the `js_regex` docs);
+/// this is the measured worst over [`hostile::user_agents`] with head room, far below the sum of all program
+/// lengths (the bound no input can exceed) because no agent drives many patterns to their worst case at once.
+const STEPS_PER_UNIT: u64 = 64;
+
+#[test]
+fn hostile_agents_cost_a_bounded_number_of_steps_per_unit() {
+    for (name, ua) in hostile::user_agents() {
+        let (_, steps) = parse_counting_steps(&ua);
+        let units = ua.encode_utf16().count() as u64;
+        assert!(
+            steps <= STEPS_PER_UNIT * (units + 1),
+            "{name}: {steps} matcher steps for {units} units (bound {})",
+            STEPS_PER_UNIT * (units + 1)
+        );
+    }
+}
+
+/// Version numbers of any length match in full, as in Bowser (a search is never cut short).
+#[test]
+fn long_version_numbers_match_as_in_bowser() {
+    let version = format!("{}1", "1.".repeat(300));
+    let firefox = parse_detailed(&format!("Firefox/{version}"));
+    assert_eq!(
+        (firefox.browser_name.as_str(), firefox.browser_version.as_str()),
+        ("Firefox", version.as_str())
+    );
+    // Bowser's Opera Touch test is `/opt\/\d+(?:.?_?\d+)+/i`: a search that gave up here would pick another rule.
+    let touch = parse_detailed(&format!("OPT/{version}"));
+    assert_eq!(
+        (touch.browser_name.as_str(), touch.browser_version.as_str()),
+        ("Opera Touch", version.as_str())
+    );
+    let mac = parse_detailed(&format!(
+        "Mozilla/5.0 (Macintosh; Intel Mac OS X {}1)",
+        "1_".repeat(300)
+    ));
+    assert_eq!(
+        (mac.os_name.as_str(), mac.os_version.as_str()),
+        ("macOS", version.as_str())
+    );
 }
 
 #[test]

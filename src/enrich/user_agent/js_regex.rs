@@ -136,6 +136,9 @@ pub(super) struct Regex {
     prefix: Option<memchr::memmem::Finder<'static>>,
     /// Bitmap of the ASCII units a match can start with (case variants included), when that set is known.
     first: Option<u128>,
+    /// A literal every match contains (lower-cased ASCII), searched in [`Text::folded`] before anything else: when
+    /// it is absent the search is over without a single attempt.
+    required: Option<memchr::memmem::Finder<'static>>,
 }
 
 #[derive(Debug)]
@@ -283,6 +286,7 @@ impl Regex {
                     .collect::<Option<Vec<u8>>>()
             })
             .map(|bytes| memchr::memmem::Finder::new(&bytes.to_ascii_lowercase()).into_owned());
+        let required = required_literal(&node).map(|bytes| memchr::memmem::Finder::new(&bytes).into_owned());
         let mut prog = Vec::new();
         compile(&node, &mut prog)?;
         prog.push(Inst::Match);
@@ -293,6 +297,7 @@ impl Regex {
             anchored,
             prefix,
             first,
+            required,
         })
     }
 
@@ -318,6 +323,9 @@ impl Regex {
     fn search(&self, text: &mut Text) -> Option<Caps> {
         let Text { units, folded, scratch } = text;
         let input = units.as_slice();
+        if let Some(required) = &self.required {
+            required.find(folded)?;
+        }
         // The visited bitset is cleared once per search (not per start: a state that failed from one start fails
         // from every start), and only when some start gets past the prefilter.
         let mut fresh = true;
@@ -342,8 +350,10 @@ impl Regex {
     }
 
     /// One match attempt at `start` (sharing the search's visited states); the captures on success.
+    ///
+    /// Needs all capture slots empty, which [`Scratch::reset`] ensures for the first attempt and a failed attempt
+    /// leaves behind (backtracking restores every slot it changed).
     fn attempt(&self, s: &mut Scratch, input: &[u16], start: usize) -> Option<Caps> {
-        s.slots = [None; 2 * SLOTS];
         s.stack.clear();
         s.stack.push(Frame::Step {
             pc: 0,
@@ -440,6 +450,7 @@ impl Scratch {
         let words = states.div_ceil(64);
         self.visited.clear();
         self.visited.resize(words, 0);
+        self.slots = [None; 2 * SLOTS];
     }
 
     /// Marks state `i` visited; false when it already was.
@@ -466,6 +477,36 @@ fn can_be_empty(node: &Node) -> bool {
         Node::Alt(alts) => alts.iter().any(can_be_empty),
         Node::Repeat(rep) => rep.min == 0 || can_be_empty(&rep.node),
     }
+}
+
+/// The longest ASCII literal that every match of `node` contains (lower-cased), if any: a literal item of the
+/// top-level sequence, or of a group in it.
+fn required_literal(node: &Node) -> Option<Vec<u8>> {
+    let items: &[Node] = match node {
+        Node::Concat(items) => items,
+        other => std::slice::from_ref(other),
+    };
+    items
+        .iter()
+        .filter_map(|item| match item {
+            Node::Lit(l) => Some(l),
+            Node::Group(inner, _) => match &**inner {
+                Node::Lit(l) => Some(l),
+                _ => None,
+            },
+            _ => None,
+        })
+        .filter_map(|l| {
+            l.iter()
+                .map(|&u| {
+                    u8::try_from(u)
+                        .ok()
+                        .filter(u8::is_ascii)
+                        .map(|b| b.to_ascii_lowercase())
+                })
+                .collect::<Option<Vec<u8>>>()
+        })
+        .max_by_key(Vec::len)
 }
 
 /// The current end of `prog` as a jump target.
@@ -597,7 +638,11 @@ fn first_units(node: &Node, ci: bool) -> Option<u128> {
             }
         }
         Node::Group(inner, _) => return first_units(inner, ci),
-        Node::Concat(items) => return first_units(items.first()?, ci),
+        // `\b` and `\B` consume nothing: the first unit is the next item's.
+        Node::Concat(items) => {
+            let first = items.iter().find(|n| !matches!(n, Node::WordBoundary(_)))?;
+            return first_units(first, ci);
+        }
         Node::Repeat(rep) if rep.min >= 1 => return first_units(&rep.node, ci),
         Node::Alt(alts) => {
             for alt in alts {

@@ -136,9 +136,10 @@ pub(super) struct Regex {
     prefix: Option<memchr::memmem::Finder<'static>>,
     /// Bitmap of the ASCII units a match can start with (case variants included), when that set is known.
     first: Option<u128>,
-    /// A literal every match contains (lower-cased ASCII), searched in [`Text::folded`] before anything else: when
-    /// it is absent the search is over without a single attempt.
-    required: Option<memchr::memmem::Finder<'static>>,
+    /// Literals every match contains in this order without overlap (lower-cased ASCII), looked for in
+    /// [`Text::folded`] before anything else: when they are not there in order, the search is over without a
+    /// single attempt.
+    required: Vec<memchr::memmem::Finder<'static>>,
 }
 
 #[derive(Debug)]
@@ -286,7 +287,10 @@ impl Regex {
                     .collect::<Option<Vec<u8>>>()
             })
             .map(|bytes| memchr::memmem::Finder::new(&bytes.to_ascii_lowercase()).into_owned());
-        let required = required_literal(&node).map(|bytes| memchr::memmem::Finder::new(&bytes).into_owned());
+        let required = required_literals(&node)
+            .iter()
+            .map(|bytes| memchr::memmem::Finder::new(bytes).into_owned())
+            .collect();
         let mut prog = Vec::new();
         compile(&node, &mut prog)?;
         prog.push(Inst::Match);
@@ -323,8 +327,9 @@ impl Regex {
     fn search(&self, text: &mut Text) -> Option<Caps> {
         let Text { units, folded, scratch } = text;
         let input = units.as_slice();
-        if let Some(required) = &self.required {
-            required.find(folded)?;
+        let mut from = 0;
+        for required in &self.required {
+            from += required.find(&folded[from..])? + required.needle().len();
         }
         // The visited bitset is cleared once per search (not per start: a state that failed from one start fails
         // from every start), and only when some start gets past the prefilter.
@@ -479,9 +484,9 @@ fn can_be_empty(node: &Node) -> bool {
     }
 }
 
-/// The longest ASCII literal that every match of `node` contains (lower-cased), if any: a literal item of the
-/// top-level sequence, or of a group in it.
-fn required_literal(node: &Node) -> Option<Vec<u8>> {
+/// The ASCII literals (lower-cased) that every match of `node` contains, in order and without overlap: the
+/// literal items of the top-level sequence, and of groups in it.
+fn required_literals(node: &Node) -> Vec<Vec<u8>> {
     let items: &[Node] = match node {
         Node::Concat(items) => items,
         other => std::slice::from_ref(other),
@@ -506,7 +511,7 @@ fn required_literal(node: &Node) -> Option<Vec<u8>> {
                 })
                 .collect::<Option<Vec<u8>>>()
         })
-        .max_by_key(Vec::len)
+        .collect()
 }
 
 /// The current end of `prog` as a jump target.

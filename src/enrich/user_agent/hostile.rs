@@ -26,6 +26,9 @@ pub fn user_agents() -> Vec<(&'static str, String)> {
     vec![
         // The issue's example: `^(.*)\/(.*)[ \t]\((.*)` gives back every `/` and rescans the rest each time.
         ("issue_1paren_960slash", format!("1({}", "/".repeat(960))),
+        // The same, with a `(` after the slashes: the pattern's literals are all there in order, so the literal
+        // prefilter lets it through and the matcher itself must be linear.
+        ("slashes_then_paren", format!("1({}x(", "/".repeat(MAX_UNITS - 4))),
         ("slashes", "/".repeat(MAX_UNITS)),
         ("paren_then_slash_space", cut(format!("({}", "/ ".repeat(MAX_UNITS)))),
         ("slash_space_tab", rep("a/ \t")),
@@ -50,6 +53,11 @@ pub fn user_agents() -> Vec<(&'static str, String)> {
             cut(format!("iPhone; CPU OS {}like mac", "1 ".repeat(MAX_UNITS))),
         ),
         ("macintosh_fxios", rep("Macintosh FxiOS")),
+        // `.` stops at U+2028 (a line terminator the parser keeps): every `Macintosh`/` FxiOS` pair is tried.
+        (
+            "macintosh_fxios_line_separator",
+            format!("{}\u{2028}/", "Macintosh FxiOS".repeat(65)),
+        ),
         ("ddg_dots", cut(format!(" Ddg/{}", ".1".repeat(MAX_UNITS)))),
         ("se_dots", rep("se 1.1.")),
         ("windows_nt", rep("Windows NT 1")),

@@ -10,7 +10,9 @@
 //! - the final summary adds up, `received = accepted + excluded + rejected`, and every counter equals what the
 //!   library parser predicts for the bytes sent (no kernel drops).
 //!
-//! A proptest variant (fixed seed, few cases) does the same with generated mutations of the fixtures.
+//! A proptest variant (fixed seed, few cases) does the same with generated mutations of the fixtures, and a run of
+//! user agents built to make the user-agent matcher work hard checks the same among good datagrams, plus the
+//! enrichment Bowser gives agents whose answer needs every regular-expression search to run to its end.
 
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::OnceLock;
@@ -19,6 +21,7 @@ use std::time::Duration;
 use proptest::prelude::*;
 use proptest::sample::Index;
 use proptest::test_runner::{Config as ProptestConfig, RngSeed};
+use sense_ingest::enrich::user_agent::hostile;
 use sense_ingest::event::{Event, Field, RejectReason};
 use sense_ingest::parse::parse_into;
 use serde_norway::Value as Yaml;
@@ -471,6 +474,75 @@ fn good_datagrams_come_out_unchanged_among_hostile_ones_and_every_datagram_is_co
         alone().len(),
         hostile_lines.len()
     );
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Hostile user agents
+
+/// The fixture `rich` with host `host` and the message `UserAgent: <ua>` (the parser cuts it at 1000 units).
+fn with_user_agent(rich: &[u8], host: &str, ua: &str) -> Vec<u8> {
+    let mut p = parts(rich);
+    p[1] = host.as_bytes().to_vec();
+    p[7] = format!("UserAgent: {ua}").into_bytes();
+    p.join(&b';')
+}
+
+#[test]
+fn hostile_user_agents_among_good_events_come_out_as_bowser_says_and_every_datagram_is_counted() {
+    let goods = goods();
+    let rich = goods
+        .iter()
+        .find(|g| g.windows(10).any(|w| w == b"UserAgent:"))
+        .expect("a fixture with a user agent");
+    // Every agent built to make the matcher work hard, in three variants each, so the per-reader cache cannot
+    // absorb them: each one is parsed.
+    let mut hostile = Vec::new();
+    for (i, (_, ua)) in hostile::user_agents().iter().enumerate() {
+        for v in 0..3 {
+            hostile.push(with_user_agent(rich, &format!("ua-{i}-{v}"), &format!("{v}{ua}")));
+        }
+    }
+    // Agents whose answer depends on every search running to its end: Bowser 2.14.1's answer (its regexes checked
+    // in node). A 601-character version: the Opera Touch test is `/opt\/\d+(?:.?_?\d+)+/i`.
+    let version = format!("{}1", "1.".repeat(300));
+    let expected = [
+        (
+            "ua-opera-touch",
+            format!("OPT/{version}"),
+            r#""uaBrowserName":"Opera Touch","uaBrowserMajorVersion":"1"}"#,
+        ),
+        (
+            "ua-firefox",
+            format!("Mozilla/5.0 (X11; Linux x86_64) Firefox/{version}"),
+            r#""uaBrowserName":"Firefox","uaBrowserMajorVersion":"1","uaOsName":"Linux"}"#,
+        ),
+    ];
+    for (host, ua, _) in &expected {
+        hostile.push(with_user_agent(rich, host, ua));
+    }
+    let total = hostile.len();
+    let chunks = deal(hostile, goods.len() + 1);
+
+    let run = interleaved(&goods, &chunks);
+    assert_eq!(run.counts.kernel_drops, 0, "{}", run.summary);
+    assert_eq!(run.counts.received as usize, goods.len() + total, "{}", run.summary);
+    let hostile_lines = run.lines.iter().filter(|l| l.contains(r#""host":"ua-"#)).count();
+    assert_eq!(
+        hostile_lines, total,
+        "one line per hostile-agent event: {}",
+        run.summary
+    );
+    for (host, _, ua_json) in expected {
+        let line = run
+            .lines
+            .iter()
+            .find(|l| l.contains(&format!(r#""host":"{host}""#)))
+            .unwrap_or_else(|| panic!("no line for {host}"));
+        assert!(
+            line.ends_with(ua_json),
+            "{host}: want the line to end with {ua_json}:\n{line}"
+        );
+    }
 }
 
 // ---------------------------------------------------------------------------------------------------------------

@@ -1,0 +1,868 @@
+//! A memoising backtracker for the subset of JavaScript `RegExp` syntax that Bowser's rules use.
+//!
+//! Supported: literals, `.`, `^`, `$`, `\b`, `\B`, `\d \D \s \S \w \W`, identity escapes (`\/`, `\.`, ...),
+//! `\t \n \r \f \v`, character classes with ranges, capturing and `(?:...)` groups, alternation, and the `*`, `+`,
+//! `?` quantifiers with their lazy forms; the only flag is `i`. Anything else fails to compile (`None`), and so
+//! does a quantified group that could match the empty string (`(a*)+`; Bowser has none, see below).
+//!
+//! Semantics follow ECMAScript without the `u` flag: the input is UTF-16 code units; `i` folds ASCII letters only
+//! (JavaScript never folds a non-ASCII unit onto an ASCII one); `.` excludes `\n \r U+2028 U+2029`; `\s` is
+//! JavaScript's white-space set; search is leftmost, alternatives and quantifiers are tried in JavaScript's order;
+//! captures inside a repeated group are reset on each iteration.
+//!
+//! # How, and why it is linear
+//!
+//! A pattern compiles to a small program (`Inst`: match a literal or a unit, assert, save a capture position,
+//! `Split` into a preferred and a fallback branch, `Jmp`, `Match`). The matcher walks it depth first with an
+//! explicit stack, taking the preferred branch of every `Split` first, which is exactly the order in which
+//! JavaScript's backtracking tries alternatives and greedy/lazy iterations; the first path that reaches `Match` is
+//! JavaScript's match, captures included.
+//!
+//! Memoisation makes it linear (the idea of RE2's BitState and regex-automata's `BoundedBacktracker`): whether the
+//! rest of the program can match from instruction `pc` at position `pos` depends on `(pc, pos)` only, never on the
+//! path that got there, because these patterns have no back-references and no look-arounds, and captures never
+//! decide success. So the first visit of a `(pc, pos)` pair that fails proves every later visit fails too, and the
+//! matcher records visited pairs in a bitset and never enters one twice, across all start positions of a search.
+//! One search therefore executes at most `program length x (input length + 1)` instructions
+//! (`Regex::max_steps`), whatever the input; there is no step budget that could cut a search short and change
+//! its result, and no recursion, so no stack depth to run out of.
+//!
+//! The one JavaScript rule that does depend on the path is that an iteration beyond a quantifier's minimum may not
+//! match the empty string (ECMAScript's RepeatMatcher compares the position with the iteration's start). It only
+//! matters for a quantified group that *can* match empty; compiling rejects those, so the rule never applies and
+//! the memo stays exact. No Bowser pattern has one (`every_pattern_compiles` checks them all).
+//!
+//! The visited bitset holds `program length x (input length + 1)` bits (about 8 KiB for a 60-instruction
+//! pattern on a 1000-unit agent, the longest the message limit allows); it lives in [`Text`] and is reused by
+//! every search over that text, and only cleared when a search actually gets past its literal prefilter.
+
+use std::ops::Range;
+
+/// Capture slots (group 0 plus up to 7 groups); Bowser's patterns use at most 3 groups.
+const SLOTS: usize = 8;
+
+type Caps = [Option<(usize, usize)>; SLOTS];
+
+/// The subject of a search: the user agent as UTF-16 code units (what JavaScript matches on), plus one byte
+/// per unit for a fast literal prefilter (ASCII lower-cased; anything else `0xFF`, which no pattern
+/// literal contains and which case folding never turns into ASCII), plus the matcher's reusable scratch space.
+pub(super) struct Text {
+    units: Vec<u16>,
+    folded: Vec<u8>,
+    scratch: Scratch,
+}
+
+impl Text {
+    pub(super) fn new(s: &str) -> Text {
+        let units: Vec<u16> = s.encode_utf16().collect();
+        let folded = units
+            .iter()
+            .map(|&u| {
+                u8::try_from(u)
+                    .ok()
+                    .filter(u8::is_ascii)
+                    .map_or(0xFF, |b| b.to_ascii_lowercase())
+            })
+            .collect();
+        Text {
+            units,
+            folded,
+            scratch: Scratch::default(),
+        }
+    }
+
+    pub(super) fn units(&self) -> &[u16] {
+        &self.units
+    }
+
+    /// Instructions executed by every search over this text so far (what the linear bound is about).
+    pub(super) fn steps(&self) -> u64 {
+        self.scratch.steps
+    }
+}
+
+/// The matcher's working memory, reused by every search over one [`Text`].
+#[derive(Default)]
+struct Scratch {
+    /// One bit per `(pc, pos)`: set once the matcher has entered that state in the current search.
+    visited: Vec<u64>,
+    /// Pending work: states to try next, and capture values to restore when backtracking past a save.
+    stack: Vec<Frame>,
+    /// Capture positions of the path being explored: slot `2n` is where group `n` starts, `2n + 1` where it ends.
+    slots: [Option<usize>; 2 * SLOTS],
+    /// Instructions executed, summed over all searches.
+    steps: u64,
+}
+
+#[derive(Clone, Copy)]
+enum Frame {
+    /// Try instruction `pc` at `pos` (the fallback branch of a `Split`, or a start position).
+    Step { pc: u32, pos: u32 },
+    /// Backtracking past a `Save`/`Clear`: put the slot's previous value back.
+    Restore { slot: u8, old: Option<usize> },
+}
+
+/// One instruction of a compiled pattern.
+#[derive(Debug)]
+enum Inst {
+    /// These units, in order (with ASCII case folding under `i`).
+    Lit(Vec<u16>),
+    /// Any unit but a line terminator.
+    Any,
+    Class(Class),
+    /// `^`: position 0.
+    Start,
+    /// `$`: the end of the input.
+    End,
+    /// `\b` (false) or `\B` (true).
+    WordBoundary(bool),
+    /// Record the position in capture slot `n`.
+    Save(u8),
+    /// A new iteration of a quantified group: forget the captures of the groups inside it (these slots).
+    Clear(Range<u8>),
+    /// Continue at the first target; if that fails, at the second.
+    Split(u32, u32),
+    Jmp(u32),
+    Match,
+}
+
+/// A compiled pattern.
+#[derive(Debug)]
+pub(super) struct Regex {
+    prog: Vec<Inst>,
+    ci: bool,
+    anchored: bool,
+    /// The pattern's leading literal, lower-cased, searched in [`Text::folded`] to find candidate starts.
+    prefix: Option<memchr::memmem::Finder<'static>>,
+    /// Bitmap of the ASCII units a match can start with (case variants included), when that set is known.
+    first: Option<u128>,
+    /// Literals every match contains in this order without overlap (lower-cased ASCII), looked for in
+    /// [`Text::folded`] before anything else: when they are not there in order, the search is over without a
+    /// single attempt.
+    required: Vec<memchr::memmem::Finder<'static>>,
+}
+
+#[derive(Debug)]
+enum Node {
+    Empty,
+    Lit(Vec<u16>),
+    Any,
+    Class(Class),
+    Start,
+    End,
+    /// `\b` (false) or `\B` (true).
+    WordBoundary(bool),
+    Group(Box<Node>, Option<usize>),
+    Concat(Vec<Node>),
+    Alt(Vec<Node>),
+    Repeat(Box<Repeat>),
+}
+
+#[derive(Debug)]
+struct Repeat {
+    node: Node,
+    min: usize,
+    max: Option<usize>,
+    greedy: bool,
+    /// Capture slots of the groups inside `node` (reset per iteration).
+    slots: Range<usize>,
+}
+
+#[derive(Debug, Clone)]
+struct Class {
+    negated: bool,
+    items: Vec<Item>,
+}
+
+#[derive(Debug, Clone)]
+enum Item {
+    Range(u16, u16),
+    /// `\d` / `\D` (negated = true)
+    Digit(bool),
+    Space(bool),
+    Word(bool),
+}
+
+impl Item {
+    fn matches(&self, c: u16) -> bool {
+        match *self {
+            Item::Range(lo, hi) => lo <= c && c <= hi,
+            Item::Digit(neg) => is_digit(c) != neg,
+            Item::Space(neg) => is_js_space(c) != neg,
+            Item::Word(neg) => is_word(c) != neg,
+        }
+    }
+}
+
+impl Class {
+    fn matches(&self, c: u16, ci: bool) -> bool {
+        let mut hit = self.items.iter().any(|it| it.matches(c));
+        if !hit && ci && c < 128 {
+            let b = c as u8;
+            let other = if b.is_ascii_lowercase() {
+                b.to_ascii_uppercase()
+            } else {
+                b.to_ascii_lowercase()
+            };
+            if other != b {
+                hit = self.items.iter().any(|it| it.matches(u16::from(other)));
+            }
+        }
+        hit != self.negated
+    }
+}
+
+fn is_digit(c: u16) -> bool {
+    (u16::from(b'0')..=u16::from(b'9')).contains(&c)
+}
+
+fn is_word(c: u16) -> bool {
+    c < 128 && ((c as u8).is_ascii_alphanumeric() || c == u16::from(b'_'))
+}
+
+fn is_line_terminator(c: u16) -> bool {
+    matches!(c, 0x0A | 0x0D | 0x2028 | 0x2029)
+}
+
+/// JavaScript's `\s`: WhiteSpace and LineTerminator code points.
+pub(super) fn is_js_space(c: u16) -> bool {
+    matches!(
+        c,
+        0x09..=0x0D
+            | 0x20
+            | 0xA0
+            | 0x1680
+            | 0x2000..=0x200A
+            | 0x2028
+            | 0x2029
+            | 0x202F
+            | 0x205F
+            | 0x3000
+            | 0xFEFF
+    )
+}
+
+/// [`is_js_space`] for a `char` (all of JavaScript's white space is in the BMP).
+pub(super) fn is_js_space_char(c: char) -> bool {
+    u16::try_from(u32::from(c)).is_ok_and(is_js_space)
+}
+
+impl Regex {
+    /// Compiles a JavaScript regex literal such as `/version\/(\d+)/i`. `None` for unsupported syntax.
+    pub(super) fn new(literal: &str) -> Option<Regex> {
+        let body = literal.strip_prefix('/')?;
+        let end = body.rfind('/')?;
+        let (source, flags) = (&body[..end], &body[end + 1..]);
+        let ci = match flags {
+            "" => false,
+            "i" => true,
+            _ => return None,
+        };
+        let mut parser = Parser {
+            s: source.as_bytes(),
+            i: 0,
+            groups: 0,
+        };
+        let node = parser.alternation()?;
+        if parser.i != parser.s.len() || parser.groups >= SLOTS {
+            return None;
+        }
+        let anchored = match &node {
+            Node::Concat(items) => matches!(items.first(), Some(Node::Start)),
+            other => matches!(other, Node::Start),
+        };
+        let first = first_units(&node, ci);
+        let leading_lit = match &node {
+            Node::Lit(l) => Some(l),
+            Node::Concat(items) => match items.first() {
+                Some(Node::Lit(l)) => Some(l),
+                _ => None,
+            },
+            _ => None,
+        };
+        let prefix = leading_lit
+            .and_then(|l| {
+                l.iter()
+                    .map(|&u| u8::try_from(u).ok().filter(u8::is_ascii))
+                    .collect::<Option<Vec<u8>>>()
+            })
+            .map(|bytes| memchr::memmem::Finder::new(&bytes.to_ascii_lowercase()).into_owned());
+        let required = required_literals(&node)
+            .iter()
+            .map(|bytes| memchr::memmem::Finder::new(bytes).into_owned())
+            .collect();
+        let mut prog = Vec::new();
+        compile(&node, &mut prog)?;
+        prog.push(Inst::Match);
+        u32::try_from(prog.len()).ok()?;
+        Some(Regex {
+            prog,
+            ci,
+            anchored,
+            prefix,
+            first,
+            required,
+        })
+    }
+
+    /// `re.test(input)`.
+    pub(super) fn is_match(&self, input: &mut Text) -> bool {
+        self.search(input).is_some()
+    }
+
+    /// The span of capture group `n` of the leftmost match (`None`: no match, or the group did not
+    /// participate).
+    pub(super) fn group(&self, input: &mut Text, n: usize) -> Option<Range<usize>> {
+        let caps = self.search(input)?;
+        let (s, e) = (*caps.get(n)?)?;
+        Some(s..e)
+    }
+
+    /// The most instructions one search over `input_len` units can execute: every `(pc, pos)` state at most once.
+    #[cfg(test)]
+    pub(super) fn max_steps(&self, input_len: usize) -> u64 {
+        self.prog.len() as u64 * (input_len as u64 + 1)
+    }
+
+    fn search(&self, text: &mut Text) -> Option<Caps> {
+        let Text { units, folded, scratch } = text;
+        let input = units.as_slice();
+        let mut from = 0;
+        for required in &self.required {
+            from += required.find(&folded[from..])? + required.needle().len();
+        }
+        // The visited bitset is cleared once per search (not per start: a state that failed from one start fails
+        // from every start), and only when some start gets past the prefilter.
+        let mut fresh = true;
+        let mut attempt = |start: usize| {
+            if std::mem::take(&mut fresh) {
+                scratch.reset(self.prog.len() * (input.len() + 1));
+            }
+            self.attempt(scratch, input, start)
+        };
+        if self.anchored {
+            return attempt(0);
+        }
+        if let Some(prefix) = &self.prefix {
+            return prefix.find_iter(folded).find_map(attempt);
+        }
+        (0..=input.len())
+            .filter(|&start| match self.first {
+                Some(first) => input.get(start).is_some_and(|&c| c < 128 && first & (1u128 << c) != 0),
+                None => true,
+            })
+            .find_map(attempt)
+    }
+
+    /// One match attempt at `start` (sharing the search's visited states); the captures on success.
+    ///
+    /// Needs all capture slots empty, which [`Scratch::reset`] ensures for the first attempt and a failed attempt
+    /// leaves behind (backtracking restores every slot it changed).
+    fn attempt(&self, s: &mut Scratch, input: &[u16], start: usize) -> Option<Caps> {
+        s.stack.clear();
+        s.stack.push(Frame::Step {
+            pc: 0,
+            pos: start as u32,
+        });
+        while let Some(frame) = s.stack.pop() {
+            match frame {
+                Frame::Restore { slot, old } => s.slots[usize::from(slot)] = old,
+                Frame::Step { pc, pos } => {
+                    if let Some(end) = self.run(s, input, pc as usize, pos as usize) {
+                        let mut caps: Caps = [None; SLOTS];
+                        caps[0] = Some((start, end));
+                        for (n, cap) in caps.iter_mut().enumerate().skip(1) {
+                            if let (Some(a), Some(b)) = (s.slots[2 * n], s.slots[2 * n + 1]) {
+                                *cap = Some((a, b));
+                            }
+                        }
+                        return Some(caps);
+                    }
+                }
+            }
+        }
+        None
+    }
+
+    /// Follows the program from `(pc, pos)` along preferred branches (pushing the fallbacks), until `Match` (the
+    /// end position), a failed instruction or a state visited before (`None`).
+    fn run(&self, s: &mut Scratch, input: &[u16], mut pc: usize, mut pos: usize) -> Option<usize> {
+        let width = input.len() + 1;
+        loop {
+            if !s.visit(pc * width + pos) {
+                return None;
+            }
+            s.steps += 1;
+            match &self.prog[pc] {
+                Inst::Match => return Some(pos),
+                Inst::Lit(lit) => {
+                    let seg = input.get(pos..pos + lit.len())?;
+                    if !seg.iter().zip(lit).all(|(&c, &p)| unit_eq(self.ci, p, c)) {
+                        return None;
+                    }
+                    pos += lit.len();
+                }
+                Inst::Any => match input.get(pos) {
+                    Some(&c) if !is_line_terminator(c) => pos += 1,
+                    _ => return None,
+                },
+                Inst::Class(cls) => match input.get(pos) {
+                    Some(&c) if cls.matches(c, self.ci) => pos += 1,
+                    _ => return None,
+                },
+                Inst::Start if pos == 0 => {}
+                Inst::End if pos == input.len() => {}
+                Inst::Start | Inst::End => return None,
+                Inst::WordBoundary(negated) => {
+                    let before = pos > 0 && is_word(input[pos - 1]);
+                    let after = input.get(pos).is_some_and(|&c| is_word(c));
+                    if (before != after) == *negated {
+                        return None;
+                    }
+                }
+                Inst::Save(slot) => {
+                    let slot = *slot;
+                    let old = s.slots[usize::from(slot)].replace(pos);
+                    s.stack.push(Frame::Restore { slot, old });
+                }
+                Inst::Clear(slots) => {
+                    for slot in slots.clone() {
+                        let old = s.slots[usize::from(slot)].take();
+                        s.stack.push(Frame::Restore { slot, old });
+                    }
+                }
+                Inst::Split(preferred, fallback) => {
+                    s.stack.push(Frame::Step {
+                        pc: *fallback,
+                        pos: pos as u32,
+                    });
+                    pc = *preferred as usize;
+                    continue;
+                }
+                Inst::Jmp(target) => {
+                    pc = *target as usize;
+                    continue;
+                }
+            }
+            pc += 1;
+        }
+    }
+}
+
+impl Scratch {
+    /// Prepares the visited bitset for a search over `states` states, all unvisited.
+    fn reset(&mut self, states: usize) {
+        let words = states.div_ceil(64);
+        self.visited.clear();
+        self.visited.resize(words, 0);
+        self.slots = [None; 2 * SLOTS];
+    }
+
+    /// Marks state `i` visited; false when it already was.
+    fn visit(&mut self, i: usize) -> bool {
+        let (word, bit) = (i / 64, 1u64 << (i % 64));
+        let seen = self.visited[word] & bit != 0;
+        self.visited[word] |= bit;
+        !seen
+    }
+}
+
+fn unit_eq(ci: bool, pattern: u16, c: u16) -> bool {
+    pattern == c || (ci && pattern < 128 && c < 128 && (pattern as u8).eq_ignore_ascii_case(&(c as u8)))
+}
+
+/// True when `node` can match without consuming input.
+fn can_be_empty(node: &Node) -> bool {
+    match node {
+        Node::Empty | Node::Start | Node::End | Node::WordBoundary(_) => true,
+        Node::Lit(l) => l.is_empty(),
+        Node::Any | Node::Class(_) => false,
+        Node::Group(inner, _) => can_be_empty(inner),
+        Node::Concat(items) => items.iter().all(can_be_empty),
+        Node::Alt(alts) => alts.iter().any(can_be_empty),
+        Node::Repeat(rep) => rep.min == 0 || can_be_empty(&rep.node),
+    }
+}
+
+/// The ASCII literals (lower-cased) that every match of `node` contains, in order and without overlap: the
+/// literal items of the top-level sequence, and of groups in it.
+fn required_literals(node: &Node) -> Vec<Vec<u8>> {
+    let items: &[Node] = match node {
+        Node::Concat(items) => items,
+        other => std::slice::from_ref(other),
+    };
+    items
+        .iter()
+        .filter_map(|item| match item {
+            Node::Lit(l) => Some(l),
+            Node::Group(inner, _) => match &**inner {
+                Node::Lit(l) => Some(l),
+                _ => None,
+            },
+            _ => None,
+        })
+        .filter_map(|l| {
+            l.iter()
+                .map(|&u| {
+                    u8::try_from(u)
+                        .ok()
+                        .filter(u8::is_ascii)
+                        .map(|b| b.to_ascii_lowercase())
+                })
+                .collect::<Option<Vec<u8>>>()
+        })
+        .collect()
+}
+
+/// The current end of `prog` as a jump target.
+fn here(prog: &[Inst]) -> u32 {
+    prog.len() as u32
+}
+
+/// Appends the program for `node`. `None` for a quantified group that can match empty (see the module docs) or a
+/// quantifier other than `*`, `+`, `?`.
+fn compile(node: &Node, prog: &mut Vec<Inst>) -> Option<()> {
+    match node {
+        Node::Empty => {}
+        Node::Lit(l) => prog.push(Inst::Lit(l.clone())),
+        Node::Any => prog.push(Inst::Any),
+        Node::Class(cls) => prog.push(Inst::Class(cls.clone())),
+        Node::Start => prog.push(Inst::Start),
+        Node::End => prog.push(Inst::End),
+        Node::WordBoundary(negated) => prog.push(Inst::WordBoundary(*negated)),
+        Node::Group(inner, None) => compile(inner, prog)?,
+        Node::Group(inner, Some(n)) => {
+            let n = u8::try_from(*n).ok()?;
+            prog.push(Inst::Save(2 * n));
+            compile(inner, prog)?;
+            prog.push(Inst::Save(2 * n + 1));
+        }
+        Node::Concat(items) => {
+            for item in items {
+                compile(item, prog)?;
+            }
+        }
+        Node::Alt(alts) => {
+            // Split(a1, next); a1; Jmp end; next: Split(a2, next'); a2; Jmp end; ... an
+            let mut jumps = Vec::new();
+            let (last, init) = alts.split_last()?;
+            for alt in init {
+                let split = prog.len();
+                prog.push(Inst::Split(0, 0));
+                compile(alt, prog)?;
+                jumps.push(prog.len());
+                prog.push(Inst::Jmp(0));
+                prog[split] = Inst::Split(split as u32 + 1, here(prog));
+            }
+            compile(last, prog)?;
+            let end = here(prog);
+            for j in jumps {
+                prog[j] = Inst::Jmp(end);
+            }
+        }
+        Node::Repeat(rep) => {
+            if can_be_empty(&rep.node) {
+                return None;
+            }
+            let order = |body: u32, exit: u32| {
+                if rep.greedy {
+                    Inst::Split(body, exit)
+                } else {
+                    Inst::Split(exit, body)
+                }
+            };
+            let clear = |prog: &mut Vec<Inst>| -> Option<()> {
+                if !rep.slots.is_empty() {
+                    let lo = u8::try_from(2 * rep.slots.start).ok()?;
+                    let hi = u8::try_from(2 * rep.slots.end).ok()?;
+                    prog.push(Inst::Clear(lo..hi));
+                }
+                Some(())
+            };
+            match (rep.min, rep.max) {
+                // x?   Split(body, end); body: [Clear] x; end:
+                (0, Some(1)) => {
+                    let split = prog.len();
+                    prog.push(Inst::Split(0, 0));
+                    clear(prog)?;
+                    compile(&rep.node, prog)?;
+                    prog[split] = order(split as u32 + 1, here(prog));
+                }
+                // x*   loop: Split(body, end); body: [Clear] x; Jmp loop; end:
+                (0, None) => {
+                    let split = prog.len();
+                    prog.push(Inst::Split(0, 0));
+                    clear(prog)?;
+                    compile(&rep.node, prog)?;
+                    prog.push(Inst::Jmp(split as u32));
+                    prog[split] = order(split as u32 + 1, here(prog));
+                }
+                // x+   body: [Clear] x; Split(body, end); end:
+                (1, None) => {
+                    let body = here(prog);
+                    clear(prog)?;
+                    compile(&rep.node, prog)?;
+                    let split = here(prog);
+                    prog.push(order(body, split + 1));
+                }
+                _ => return None,
+            }
+        }
+    }
+    Some(())
+}
+
+/// Bitmap of the ASCII units a match of `node` can start with, or `None` when unknown, not all ASCII, or when
+/// `node` can match without consuming anything. `Some` implies `node` always consumes at least one unit.
+fn first_units(node: &Node, ci: bool) -> Option<u128> {
+    let mut set = 0u128;
+    let mut ok = true;
+    let mut add = |c: u16| {
+        if c < 128 {
+            set |= 1u128 << c;
+            if ci {
+                set |= 1u128 << (c as u8).to_ascii_lowercase();
+                set |= 1u128 << (c as u8).to_ascii_uppercase();
+            }
+        } else {
+            ok = false;
+        }
+    };
+    match node {
+        Node::Lit(l) => add(*l.first()?),
+        Node::Class(cls) if !cls.negated => {
+            for item in &cls.items {
+                let (lo, hi) = match *item {
+                    Item::Range(lo, hi) if hi - lo < 16 => (lo, hi),
+                    Item::Digit(false) => (u16::from(b'0'), u16::from(b'9')),
+                    _ => return None,
+                };
+                for c in lo..=hi {
+                    add(c);
+                }
+            }
+        }
+        Node::Group(inner, _) => return first_units(inner, ci),
+        // `\b` and `\B` consume nothing: the first unit is the next item's.
+        Node::Concat(items) => {
+            let first = items.iter().find(|n| !matches!(n, Node::WordBoundary(_)))?;
+            return first_units(first, ci);
+        }
+        Node::Repeat(rep) if rep.min >= 1 => return first_units(&rep.node, ci),
+        Node::Alt(alts) => {
+            for alt in alts {
+                let alt_set = first_units(alt, ci)?;
+                (0..128u16).filter(|&c| alt_set & (1u128 << c) != 0).for_each(&mut add);
+            }
+        }
+        _ => return None,
+    }
+    (ok && set != 0).then_some(set)
+}
+
+struct Parser<'s> {
+    s: &'s [u8],
+    i: usize,
+    groups: usize,
+}
+
+impl Parser<'_> {
+    fn peek(&self) -> Option<u8> {
+        self.s.get(self.i).copied()
+    }
+
+    fn bump(&mut self) -> Option<u8> {
+        let c = self.peek()?;
+        self.i += 1;
+        Some(c)
+    }
+
+    fn alternation(&mut self) -> Option<Node> {
+        let mut alts = vec![self.concat()?];
+        while self.peek() == Some(b'|') {
+            self.i += 1;
+            alts.push(self.concat()?);
+        }
+        if alts.len() == 1 {
+            alts.pop()
+        } else {
+            Some(Node::Alt(alts))
+        }
+    }
+
+    fn concat(&mut self) -> Option<Node> {
+        let mut items: Vec<Node> = Vec::new();
+        while let Some(c) = self.peek() {
+            if c == b'|' || c == b')' {
+                break;
+            }
+            let groups_before = self.groups;
+            let atom = self.atom()?;
+            let slots = groups_before + 1..self.groups + 1;
+            if let Some((min, max, greedy)) = self.quantifier()? {
+                if matches!(atom, Node::Start | Node::End | Node::WordBoundary(_)) {
+                    return None;
+                }
+                items.push(Node::Repeat(Box::new(Repeat {
+                    node: atom,
+                    min,
+                    max,
+                    greedy,
+                    slots,
+                })));
+            } else if let (Node::Lit(new), Some(Node::Lit(prev))) = (&atom, items.last_mut()) {
+                prev.extend_from_slice(new);
+            } else {
+                items.push(atom);
+            }
+        }
+        match items.len() {
+            0 => Some(Node::Empty),
+            1 => items.pop(),
+            _ => Some(Node::Concat(items)),
+        }
+    }
+
+    /// `Some(None)`: no quantifier; `None`: syntax error.
+    #[allow(clippy::type_complexity)]
+    fn quantifier(&mut self) -> Option<Option<(usize, Option<usize>, bool)>> {
+        let (min, max) = match self.peek() {
+            Some(b'*') => (0, None),
+            Some(b'+') => (1, None),
+            Some(b'?') => (0, Some(1)),
+            Some(b'{') => return None,
+            _ => return Some(None),
+        };
+        self.i += 1;
+        let greedy = if self.peek() == Some(b'?') {
+            self.i += 1;
+            false
+        } else {
+            true
+        };
+        Some(Some((min, max, greedy)))
+    }
+
+    fn atom(&mut self) -> Option<Node> {
+        let c = self.bump()?;
+        Some(match c {
+            b'(' => {
+                let slot = if self.s.get(self.i..self.i + 2) == Some(b"?:".as_slice()) {
+                    self.i += 2;
+                    None
+                } else if self.peek() == Some(b'?') {
+                    return None; // look-arounds are not supported
+                } else {
+                    self.groups += 1;
+                    Some(self.groups)
+                };
+                let inner = self.alternation()?;
+                if self.bump()? != b')' {
+                    return None;
+                }
+                Node::Group(Box::new(inner), slot)
+            }
+            b'[' => Node::Class(self.class()?),
+            b'.' => Node::Any,
+            b'^' => Node::Start,
+            b'$' => Node::End,
+            b'\\' => {
+                let e = self.bump()?;
+                match e {
+                    b'b' => Node::WordBoundary(false),
+                    b'B' => Node::WordBoundary(true),
+                    _ => match class_escape(e) {
+                        Some(item) => Node::Class(Class {
+                            negated: false,
+                            items: vec![item],
+                        }),
+                        None => Node::Lit(vec![u16::from(char_escape(e)?)]),
+                    },
+                }
+            }
+            b'*' | b'+' | b'?' | b')' | b'{' | b'}' | b']' | b'|' => return None,
+            c if c.is_ascii() => Node::Lit(vec![u16::from(c)]),
+            _ => return None,
+        })
+    }
+
+    fn class(&mut self) -> Option<Class> {
+        let negated = if self.peek() == Some(b'^') {
+            self.i += 1;
+            true
+        } else {
+            false
+        };
+        let mut items = Vec::new();
+        loop {
+            let c = self.bump()?;
+            if c == b']' {
+                break;
+            }
+            let lo = if c == b'\\' {
+                let e = self.bump()?;
+                if let Some(item) = class_escape(e) {
+                    items.push(item);
+                    continue;
+                }
+                if e == b'b' {
+                    0x08
+                } else {
+                    char_escape(e)?
+                }
+            } else if c.is_ascii() {
+                c
+            } else {
+                return None;
+            };
+            let is_range = self.peek() == Some(b'-') && self.s.get(self.i + 1).is_some_and(|&n| n != b']');
+            if is_range {
+                self.i += 1;
+                let h = self.bump()?;
+                let hi = if h == b'\\' {
+                    let e = self.bump()?;
+                    if class_escape(e).is_some() {
+                        return None;
+                    }
+                    char_escape(e)?
+                } else if h.is_ascii() {
+                    h
+                } else {
+                    return None;
+                };
+                if hi < lo {
+                    return None;
+                }
+                items.push(Item::Range(u16::from(lo), u16::from(hi)));
+            } else {
+                items.push(Item::Range(u16::from(lo), u16::from(lo)));
+            }
+        }
+        Some(Class { negated, items })
+    }
+}
+
+fn class_escape(e: u8) -> Option<Item> {
+    Some(match e {
+        b'd' => Item::Digit(false),
+        b'D' => Item::Digit(true),
+        b's' => Item::Space(false),
+        b'S' => Item::Space(true),
+        b'w' => Item::Word(false),
+        b'W' => Item::Word(true),
+        _ => return None,
+    })
+}
+
+/// The unit an escape stands for: control escapes and identity escapes of ASCII punctuation.
+fn char_escape(e: u8) -> Option<u8> {
+    Some(match e {
+        b't' => b'\t',
+        b'n' => b'\n',
+        b'r' => b'\r',
+        b'f' => 0x0C,
+        b'v' => 0x0B,
+        e if e.is_ascii_punctuation() || e == b' ' => e,
+        _ => return None,
+    })
+}

@@ -1,6 +1,7 @@
 //! The deployment files in `packaging/`: the Grafana dashboard (structure, and every query run against a real
-//! InfluxDB 1.x holding Butler SOS's `user_events` points), the systemd unit, the sysctl snippet and the
-//! Dockerfile, each checked against the engine's own defaults where they depend on them.
+//! InfluxDB 1.x holding Butler SOS's `user_events` points), the systemd unit, the sysctl snippet, the example
+//! overlay and the Dockerfile, each checked against the engine's own defaults where they depend on them. The
+//! Debian package built from them is tested in `deb.rs`.
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -18,6 +19,14 @@ const DASHBOARD: &str = "packaging/grafana/sense-ingest-user-events.json";
 const UNIT: &str = "packaging/sense-ingest.service";
 const SYSCTL: &str = "packaging/99-sense-ingest.conf";
 const DOCKERFILE: &str = "packaging/Dockerfile";
+const OVERLAY: &str = "packaging/overlay.yaml";
+
+/// Where the Debian package installs the binary (the unit's one place of truth for it).
+pub const INSTALLED_BIN: &str = "/usr/bin/sense-ingest";
+/// The config files the unit passes, in order: the Butler SOS file, then the package's overlay (later wins).
+pub const UNIT_CONFIGS: [&str; 2] = ["/etc/sense-ingest/butler-sos.yaml", "/etc/sense-ingest/overlay.yaml"];
+/// The spool folder the overlay sets: inside the unit's StateDirectory, the only place it may write.
+pub const STATE_SPOOL: &str = "/var/lib/sense-ingest/spool";
 
 /// The templated datasource every panel and the host variable must use.
 const DS_VAR: &str = "DS_INFLUXDB";
@@ -357,18 +366,16 @@ fn systemd_unit_runs_the_engine_hardened_without_blocking_io_uring() {
     for section in ["Unit", "Service", "Install"] {
         assert!(unit.contains_key(section), "no [{section}] section");
     }
-    let exec = one(&unit, "Service", "ExecStart");
-    let args: Vec<&str> = exec.split_whitespace().collect();
-    assert!(
-        Path::new(args[0]).is_absolute(),
-        "ExecStart needs an absolute path: {exec}"
-    );
-    assert!(args[0].ends_with("/sense-ingest"), "{exec}");
-    assert_eq!(args[1..3], ["run", "--config"], "{exec}");
-    assert!(
-        args.get(3).is_some_and(|p| p.starts_with('/')),
-        "--config needs an absolute path: {exec}"
-    );
+    // The binary where the package puts it; the Butler SOS file, then the overlay; check-config on the same files.
+    let config_args: Vec<&str> = UNIT_CONFIGS.iter().flat_map(|c| ["--config", c]).collect();
+    for (key, subcommand) in [("ExecStart", "run"), ("ExecStartPre", "check-config")] {
+        let exec = one(&unit, "Service", key);
+        let args: Vec<&str> = exec.split_whitespace().collect();
+        assert!(Path::new(args[0]).is_absolute(), "{key} needs an absolute path: {exec}");
+        assert_eq!(args[0], INSTALLED_BIN, "{key}={exec}");
+        assert_eq!(args[1], subcommand, "{key}={exec}");
+        assert_eq!(args[2..], config_args[..], "{key}={exec}");
+    }
     assert_eq!(one(&unit, "Service", "Type"), "simple");
     assert_eq!(one(&unit, "Service", "User"), "sense-ingest");
     assert_eq!(one(&unit, "Service", "Restart"), "on-failure");
@@ -426,6 +433,45 @@ fn systemd_unit_runs_the_engine_hardened_without_blocking_io_uring() {
             );
         }
     }
+}
+
+/// The example overlay over an unchanged Butler SOS file (user events off, as Butler SOS keeps it once
+/// sense-ingest takes them): valid, user events on, spool in the state directory.
+#[test]
+fn overlay_switches_user_events_on_and_spools_in_the_state_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path().join("butler-sos.yaml");
+    let mut cfg = fixtures::config(false);
+    fixtures::set(
+        &mut cfg,
+        "Butler-SOS.userEvents.enable",
+        serde_norway::Value::from(false),
+    );
+    std::fs::write(&base, serde_norway::to_string(&cfg).unwrap()).unwrap();
+    let overlay = repo_root().join(OVERLAY);
+
+    let out = std::process::Command::new(crate::common::engine_bin())
+        .args(["check-config", "--config"])
+        .arg(&base)
+        .arg("--config")
+        .arg(&overlay)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "check-config failed:\n{stdout}{stderr}");
+    assert!(
+        stdout.starts_with(&format!("{} + {}: valid\n", base.display(), overlay.display())),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("listener: udp 127.0.0.1:19997"),
+        "user events stay off:\n{stdout}"
+    );
+    assert!(
+        stdout.lines().any(|l| l.starts_with(&format!("spool: {STATE_SPOOL} "))),
+        "spool not in the state directory:\n{stdout}"
+    );
 }
 
 #[test]

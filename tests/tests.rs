@@ -12,6 +12,8 @@ mod butler_metrics;
 mod chaos;
 /// `check-config` on good and broken Butler SOS files.
 mod check_config;
+/// The Debian package: built by scripts/package-deb.sh, contents checked, installed as root, run, purged.
+mod deb;
 /// The spool on a full tmpfs while InfluxDB is down, then space and InfluxDB back: only counted losses.
 mod full_disk;
 /// Every fixture case through the real binary into a real InfluxDB 1.x, with both reader backends.

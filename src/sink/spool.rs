@@ -949,6 +949,15 @@ mod tests {
         assert_eq!(drain(&mut s), [3]);
     }
 
+    /// Flips a byte inside the body of the second record (the first is `rec(3)`) of the only segment in `dir`.
+    fn damage_second_record(dir: &Path) {
+        let seg = segment_file(dir);
+        let mut data = fs::read(&seg).unwrap();
+        let second = encode_record(&rec(3)).len() + 14;
+        data[second] ^= 0xff;
+        fs::write(&seg, data).unwrap();
+    }
+
     #[test]
     fn damage_met_while_reading_hands_the_lost_events_over() {
         let dir = tempfile::tempdir().unwrap();
@@ -956,12 +965,8 @@ mod tests {
         for n in [3, 4, 5] {
             s.append(&rec(n)).unwrap();
         }
-        let seg = segment_file(dir.path());
         // Damage the second record on disk while the spool is open (found only when read).
-        let mut data = fs::read(&seg).unwrap();
-        let second = encode_record(&rec(3)).len() + 14;
-        data[second] ^= 0xff;
-        fs::write(&seg, data).unwrap();
+        damage_second_record(dir.path());
         assert_eq!(drain(&mut s), [3]);
         assert_eq!(s.take_damaged().events, 9, "the 4 + 5 events after the damage");
         assert_eq!(s.take_damaged().events, 0);
@@ -1226,11 +1231,7 @@ mod tests {
         for n in [3, 4] {
             s.append(&rec(n)).unwrap();
         }
-        let seg = segment_file(dir.path());
-        let mut data = fs::read(&seg).unwrap();
-        let second = encode_record(&rec(3)).len() + 14;
-        data[second] ^= 0xff;
-        fs::write(&seg, data).unwrap();
+        damage_second_record(dir.path());
         assert_eq!(drain(&mut s), [3]);
         let damage = s.take_damaged();
         assert_eq!((damage.records, damage.events), (1, 4));

@@ -649,18 +649,23 @@ mod tests {
     const BATCHES: usize = 200;
     const PER_BATCH: usize = 10;
 
-    /// A closed queue holding [`BATCHES`] batches of [`PER_BATCH`] events: half in memory, the rest in a spool in
-    /// `dir`.
-    fn backlog(dir: &std::path::Path) -> Arc<DeliveryQueue> {
-        let queue = DeliveryQueue::new(&QueueSettings {
-            max_memory_bytes: BATCHES / 2 * PER_BATCH * 5,
+    /// A queue spooling in `dir` (cap 1 GiB) with `max_memory_bytes` of memory and `fsync_interval`.
+    fn spooling_queue(dir: &std::path::Path, max_memory_bytes: usize, fsync_interval: Duration) -> DeliveryQueue {
+        DeliveryQueue::new(&QueueSettings {
+            max_memory_bytes,
             spool: Some(SpoolSettings {
                 dir: dir.to_path_buf(),
                 max_bytes: 1 << 30,
-                fsync_interval: Duration::from_secs(1),
+                fsync_interval,
             }),
         })
-        .unwrap();
+        .unwrap()
+    }
+
+    /// A closed queue holding [`BATCHES`] batches of [`PER_BATCH`] events: half in memory, the rest in a spool in
+    /// `dir`.
+    fn backlog(dir: &std::path::Path) -> Arc<DeliveryQueue> {
+        let queue = spooling_queue(dir, BATCHES / 2 * PER_BATCH * 5, Duration::from_secs(1));
         let limits = BatchConfig {
             max_events: PER_BATCH,
             max_bytes: 1 << 20,
@@ -739,15 +744,7 @@ mod tests {
     #[test]
     fn out_of_time_after_part_of_a_batch_was_settled_keeps_only_the_unsettled_items() {
         let dir = tempfile::tempdir().unwrap();
-        let queue = DeliveryQueue::new(&QueueSettings {
-            max_memory_bytes: 1 << 20,
-            spool: Some(SpoolSettings {
-                dir: dir.path().to_path_buf(),
-                max_bytes: 1 << 30,
-                fsync_interval: Duration::from_secs(1),
-            }),
-        })
-        .unwrap();
+        let queue = spooling_queue(dir.path(), 1 << 20, Duration::from_secs(1));
         let limits = BatchConfig {
             max_events: 10,
             max_bytes: 1 << 20,
@@ -814,15 +811,8 @@ mod tests {
     fn a_retriable_failure_moves_the_failed_batch_and_memory_to_the_spool_and_delivery_resumes_from_it() {
         let dir = tempfile::tempdir().unwrap();
         let queue = Arc::new(
-            DeliveryQueue::new(&QueueSettings {
-                max_memory_bytes: 1 << 30, // everything fits in memory
-                spool: Some(SpoolSettings {
-                    dir: dir.path().to_path_buf(),
-                    max_bytes: 1 << 30,
-                    fsync_interval: Duration::from_secs(3600), // only the failure moves batches
-                }),
-            })
-            .unwrap(),
+            // Everything fits in memory, and only the failure moves batches (no timer within the test).
+            spooling_queue(dir.path(), 1 << 30, Duration::from_secs(3600)),
         );
         let limits = BatchConfig {
             max_events: PER_BATCH,
@@ -911,15 +901,7 @@ mod tests {
         let last = data.len() - 1;
         data[last] ^= 0xff; // the second record's last byte
         std::fs::write(&segment, data).unwrap();
-        let queue = DeliveryQueue::new(&QueueSettings {
-            max_memory_bytes: 1 << 20,
-            spool: Some(SpoolSettings {
-                dir: dir.path().to_path_buf(),
-                max_bytes: 1 << 30,
-                fsync_interval: Duration::from_secs(1),
-            }),
-        })
-        .unwrap();
+        let queue = spooling_queue(dir.path(), 1 << 20, Duration::from_secs(1));
         queue.close();
         let (_, accepted, counters) = shut_down(&Arc::new(queue), Some(Duration::ZERO));
         assert_eq!((accepted, counters.delivered.get()), (3, 3));

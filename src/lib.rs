@@ -5,17 +5,20 @@
 //! rules, and delivers them in batches to the destinations a Butler SOS config file names, with the same schema.
 //!
 //! # Layout
-//! - [`config`]: the Butler SOS YAML file (and our `sense-ingest:` section), validated once into typed structs.
+//! - [`config`]: the Butler SOS YAML files (and our `sense-ingest:` section): layered, `${VAR}` values
+//!   ([`config::layers`]), validated once into typed structs.
 //! - [`event`]: the one [`event::Event`] type and the recycled [`event::slab::Slab`]s that carry events.
 //! - [`parse`]: datagram bytes to `Event`; memchr, no I/O, no allocation.
 //! - [`enrich`]: user-agent facts (Bowser-compatible, cached per reader) and app names.
-//! - [`reader`]: UDP sockets (io_uring multishot or recvmmsg) → parse → slab → channels. Knows no sink.
+//! - [`reader`]: UDP sockets (io_uring multishot or recvmmsg) → parse → slab → channels. Knows no sink. The
+//!   rules a SIGHUP may change (excluded users, allowed sources, rate limit) are [`reader::rules`].
 //! - [`sink`]: destinations (InfluxDB, New Relic, MQTT, stdout). Each knows events and its wire format, nothing of UDP.
 //! - [`pipeline`]: the only module that knows readers *and* sinks: builds, wires, runs, shuts down, answers SIGHUP;
 //!   writes Butler SOS's own InfluxDB metrics (event counts, queue metrics), which read both sides; takes the port
 //!   and spool locks that make one engine the only owner of its ports and spool ([`pipeline::ownership`]).
 //! - [`telemetry`]: logging setup (Butler SOS level names) and the escaping of network text in logs, the counters
-//!   every loss path bumps, Butler SOS's event counts, `/metrics` and `/health` (hyper, on a thread of its own).
+//!   every loss path bumps, Butler SOS's event counts, `/metrics`, `/live`, `/ready` (hyper, on a thread of its
+//!   own).
 //! - [`appender`]: the Qlik Sense proxy `LocalLogConfig.xml` for a receiver.
 //! - [`analytics`]: beyond Butler SOS, off by default: session/connection durations and concurrency, silent hosts.
 //!

@@ -105,15 +105,6 @@ impl fmt::Display for ConfigErrors {
 
 impl std::error::Error for ConfigErrors {}
 
-impl fmt::Debug for Loaded {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Loaded")
-            .field("config", &self.config)
-            .field("not_implemented", &self.not_implemented)
-            .finish_non_exhaustive()
-    }
-}
-
 /// A loaded, valid configuration. Debug leaves the raw tree out (it holds secrets in the clear).
 #[derive(Clone)]
 pub struct Loaded {
@@ -126,6 +117,15 @@ pub struct Loaded {
     /// The merged YAML tree the config was built from (a SIGHUP compares it with the new one to name what
     /// changed; never logged, it holds secrets).
     pub tree: Value,
+}
+
+impl fmt::Debug for Loaded {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Loaded")
+            .field("config", &self.config)
+            .field("not_implemented", &self.not_implemented)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Reads and validates the config file at `path`. A file that cannot be read is reported as one [`ConfigError`]

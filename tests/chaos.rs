@@ -371,13 +371,14 @@ struct Summary {
     mqtt: SinkCounts,
 }
 
-/// `name=<digits>` in `text`, where `name` starts a key (after a space, `=` or `(`).
+/// `name=<digits>` in `text`, where `name` starts a key (after a space, `(` or the quote of `rejected_by_reason`).
 fn counter(text: &str, name: &str) -> u64 {
     let pat = format!("{name}=");
     let mut from = 0;
     while let Some(i) = text[from..].find(&pat) {
         let at = from + i;
-        if at == 0 || matches!(text.as_bytes()[at - 1], b' ' | b'=' | b'(') {
+        // A key follows a space, `(` (inside `sinks=`) or the opening quote of `rejected_by_reason="..."`.
+        if at == 0 || matches!(text.as_bytes()[at - 1], b' ' | b'"' | b'(') {
             let digits: String = text[at + pat.len()..]
                 .chars()
                 .take_while(char::is_ascii_digit)

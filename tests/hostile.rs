@@ -127,12 +127,12 @@ fn prints_a_line(datagram: &[u8]) -> bool {
     matches!(outcome(datagram, &mut Event::new()), Outcome::Accepted { .. })
 }
 
-/// `key=<n>` from a summary line (keys are preceded by a space, or by `=` inside `rejected=...`).
+/// `key=<n>` from a summary line (keys are preceded by a space, or inside `rejected_by_reason="..."` by the quote).
 fn counter(summary: &str, key: &str) -> u64 {
     let pattern = format!("{key}=");
     summary
         .match_indices(&pattern)
-        .filter(|(at, _)| *at == 0 || matches!(summary.as_bytes()[at - 1], b' ' | b'='))
+        .filter(|(at, _)| *at == 0 || matches!(summary.as_bytes()[at - 1], b' ' | b'"'))
         .find_map(|(at, _)| {
             let digits: String = summary[at + pattern.len()..]
                 .chars()

@@ -154,7 +154,7 @@ fn every_sender_is_accounted_per_destination_on_metrics_and_in_the_final_summary
         (
             SENDER_1,
             [
-                "received=8 accepted=6 excluded=1 rejected=too_few_fields=1",
+                "received=8 accepted=6 excluded=1 rejected=1 rejected_by_reason=\"too_few_fields=1\"",
                 "influxdb(delivered=5 skipped=1 dropped=0 spool_cap=0 spooled=0)",
                 "new_relic:NR account A(delivered=6 skipped=0 dropped=0 spool_cap=0 spooled=0)",
                 "new_relic:NR account B(delivered=0 skipped=0 dropped=6 spool_cap=0 spooled=0)",
@@ -163,7 +163,7 @@ fn every_sender_is_accounted_per_destination_on_metrics_and_in_the_final_summary
         (
             SENDER_2,
             [
-                "received=6 accepted=4 excluded=0 rejected=unknown_source=2",
+                "received=6 accepted=4 excluded=0 rejected=2 rejected_by_reason=\"unknown_source=2\"",
                 "influxdb(delivered=3 skipped=1 dropped=0 spool_cap=0 spooled=0)",
                 "new_relic:NR account A(delivered=4 skipped=0 dropped=0 spool_cap=0 spooled=0)",
                 "new_relic:NR account B(delivered=0 skipped=0 dropped=4 spool_cap=0 spooled=0)",

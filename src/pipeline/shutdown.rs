@@ -165,7 +165,8 @@ pub fn log_summary(counters: &ReceiveCounters, sinks_in: &[(String, Arc<SinkCoun
         received = counters.received.get(),
         accepted = counters.accepted.get(),
         excluded = counters.excluded.get(),
-        rejected = %rejected.join(" "),
+        rejected = RejectReason::ALL.iter().map(|r| counters.rejected[r.index()].get()).sum::<u64>(),
+        rejected_by_reason = ?rejected.join(" "),
         invalid_utf8 = counters.invalid_utf8.get(),
         kernel_drops = counters.kernel_drops.get(),
         channel_full_waits = counters.channel_full_waits.get(),
@@ -206,7 +207,8 @@ pub fn log_summary(counters: &ReceiveCounters, sinks_in: &[(String, Arc<SinkCoun
             .collect();
         info!(
             kind, sender = %ip, received = h.received, accepted = h.accepted, excluded = h.excluded,
-            rejected = %rejected.join(" "), destinations = %destinations.join(" "), "sender totals"
+            rejected = h.rejected.iter().sum::<u64>(), rejected_by_reason = ?rejected.join(" "),
+            destinations = %destinations.join(" "), "sender totals"
         );
     }
     if hosts.len() > SUMMARY_HOSTS {

@@ -50,7 +50,7 @@ fn run(cli: cli::Cli) -> anyhow::Result<ExitCode> {
                 match config::load_files(&config) {
                     Ok(loaded) => (loaded.config, loaded.not_implemented, loaded.tree),
                     Err(errors) => {
-                        eprintln!("sense-ingest: {} is not valid:\n{errors}", names(&config));
+                        eprintln!("sense-ingest: {} is not valid:\n{errors}", config::file_names(&config));
                         return Ok(ExitCode::from(EXIT_CONFIG));
                     }
                 }
@@ -70,7 +70,7 @@ fn run(cli: cli::Cli) -> anyhow::Result<ExitCode> {
             if config.is_empty() {
                 info!("no --config: embedded default (udp 0.0.0.0:9997, events printed as JSON lines)");
             } else {
-                info!(config = %names(&config), "config loaded");
+                info!(config = %config::file_names(&config), "config loaded");
             }
             for line in cfg.describe() {
                 info!("{line}");
@@ -94,7 +94,7 @@ fn run(cli: cli::Cli) -> anyhow::Result<ExitCode> {
         }
         cli::Command::CheckConfig { config } => match config::load_files(&config) {
             Ok(loaded) => {
-                println!("{}: valid", names(&config));
+                println!("{}: valid", config::file_names(&config));
                 for line in loaded.config.describe() {
                     println!("{line}");
                 }
@@ -104,7 +104,7 @@ fn run(cli: cli::Cli) -> anyhow::Result<ExitCode> {
                 Ok(ExitCode::SUCCESS)
             }
             Err(errors) => {
-                eprintln!("{}: {} error(s)", names(&config), errors.0.len());
+                eprintln!("{}: {} error(s)", config::file_names(&config), errors.0.len());
                 eprintln!("{errors}");
                 Ok(ExitCode::from(EXIT_CONFIG))
             }
@@ -122,13 +122,4 @@ fn run(cli: cli::Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
-}
-
-/// The config files as the user named them, in order (`a.yaml + b.yaml`).
-fn names(paths: &[std::path::PathBuf]) -> String {
-    paths
-        .iter()
-        .map(|p| p.display().to_string())
-        .collect::<Vec<_>>()
-        .join(" + ")
 }

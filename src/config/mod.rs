@@ -149,6 +149,15 @@ impl LogFormat {
     }
 }
 
+/// The config files as the user named them, in order (`a.yaml + b.yaml`), for messages about them.
+pub fn file_names(paths: &[PathBuf]) -> String {
+    paths
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect::<Vec<_>>()
+        .join(" + ")
+}
+
 /// Where the metrics and health endpoints listen, and the key that says so (named in a bind error).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MetricsEndpoint {

@@ -102,12 +102,7 @@ pub fn reload(live: &Live) -> Reload {
         warn!("SIGHUP received: running on the embedded default config, there is no config file to re-read");
         return Reload::NoFile;
     }
-    let names = live
-        .files
-        .iter()
-        .map(|p| p.display().to_string())
-        .collect::<Vec<_>>()
-        .join(" + ");
+    let names = config::file_names(&live.files);
     info!(config = %names, "SIGHUP received: re-reading the config");
     let loaded = match config::load_files(&live.files) {
         Ok(loaded) => loaded,

@@ -239,9 +239,7 @@ impl DeliveryQueue {
                         if st.free.len() < 4 {
                             st.free.push(b);
                         }
-                        if std::mem::take(&mut st.spool_failing) {
-                            warn!("the spool takes writes again; batches kept in memory meanwhile are on disk");
-                        }
+                        spool_recovered(st);
                         return self.pushed(evicted, spooled);
                     }
                     Err(e) => failed = Some(e),
@@ -509,11 +507,7 @@ impl DeliveryQueue {
             st.deferred_evicted = evicted;
             moved += before - st.unspooled.iter().map(|b| b.len() as u64).sum::<u64>();
             match flushed {
-                Ok(()) => {
-                    if std::mem::take(&mut st.spool_failing) {
-                        warn!("the spool takes writes again; batches kept in memory meanwhile are on disk");
-                    }
-                }
+                Ok(()) => spool_recovered(st),
                 Err(_) => st.spill_retry_at = Some(Instant::now() + self.fsync_interval.max(Duration::from_secs(1))),
             }
         }
@@ -633,6 +627,13 @@ fn received_at(batch: &EncodedBatch) -> Instant {
     };
     let age = Duration::from_nanos(now_unix_ns().saturating_sub(oldest));
     now.checked_sub(age).unwrap_or(now)
+}
+
+/// A spool write succeeded: if writes were failing, say once that they work again.
+fn spool_recovered(st: &mut State) {
+    if std::mem::take(&mut st.spool_failing) {
+        warn!("the spool takes writes again; batches kept in memory meanwhile are on disk");
+    }
 }
 
 /// fsyncs the spool's appended records and clears the unsynced mark (an error is logged; the mark is cleared

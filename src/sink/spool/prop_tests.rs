@@ -47,6 +47,16 @@ pub(super) fn open_and_drain(dir: &Path) -> (Vec<EncodedBatch>, u64, super::Dama
     (read, indexed, damage)
 }
 
+/// A spool in `dir` holding one record per item list of `batches`; the records as written.
+fn write_spool(dir: &Path, batches: &[Vec<Vec<u8>>]) -> Vec<EncodedBatch> {
+    let mut s = Spool::open(dir, CAP).unwrap();
+    let written: Vec<EncodedBatch> = batches.iter().map(|b| batch(b)).collect();
+    for b in &written {
+        s.append(b).unwrap();
+    }
+    written
+}
+
 fn segment_path(dir: &Path) -> std::path::PathBuf {
     dir.join(format!("seg-{FIRST_ID:020}.spool"))
 }
@@ -90,12 +100,7 @@ proptest! {
         bit in 0u8..8,
     ) {
         let dir = tempfile::tempdir().unwrap();
-        let mut s = Spool::open(dir.path(), CAP).unwrap();
-        let written: Vec<EncodedBatch> = batches.iter().map(|b| batch(b)).collect();
-        for b in &written {
-            s.append(b).unwrap();
-        }
-        drop(s);
+        let written = write_spool(dir.path(), &batches);
         let path = segment_path(dir.path());
         let mut data = fs::read(&path).unwrap();
         let i = at.index(data.len());
@@ -124,12 +129,7 @@ proptest! {
         garbage in prop::collection::vec(any::<u8>(), 0..50),
     ) {
         let dir = tempfile::tempdir().unwrap();
-        let mut s = Spool::open(dir.path(), CAP).unwrap();
-        let written: Vec<EncodedBatch> = batches.iter().map(|b| batch(b)).collect();
-        for b in &written {
-            s.append(b).unwrap();
-        }
-        drop(s);
+        let written = write_spool(dir.path(), &batches);
         let path = segment_path(dir.path());
         let mut data = fs::read(&path).unwrap();
         data.truncate(cut.index(data.len() + 1));

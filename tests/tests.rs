@@ -45,5 +45,7 @@ mod receive;
 mod reliability;
 /// Sentinel secrets in the config never appear in check-config, run logs (level silly), stdout or Debug output.
 mod secrets;
+/// At start each destination is contacted once; the result is logged with its address and the keys to fix.
+mod startup_contact;
 /// TLS to InfluxDB and New Relic through a TLS-terminating proxy: private CA, wrong CA, verification off.
 mod tls;

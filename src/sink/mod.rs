@@ -95,6 +95,42 @@ impl SinkError {
     }
 }
 
+/// Where a destination is and which config keys set it: what the start-up contact logs, so a WARN can say what to
+/// fix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    /// The address contacted (a URL or host:port), never with credentials.
+    pub address: String,
+    /// The config keys that set the address.
+    pub address_keys: &'static str,
+    /// The config keys that set the credentials.
+    pub auth_keys: &'static str,
+    /// The config keys that set TLS.
+    pub tls_keys: &'static str,
+}
+
+impl Endpoint {
+    /// An endpoint for test transports that stand for no configured destination.
+    #[cfg(test)]
+    pub(crate) fn for_tests() -> Endpoint {
+        Endpoint {
+            address: "test".to_owned(),
+            address_keys: "-",
+            auth_keys: "-",
+            tls_keys: "-",
+        }
+    }
+
+    /// The keys to check after `error`: the credentials for 401/403, TLS for a failed handshake, else the address.
+    pub fn keys_to_check(&self, error: &SinkError) -> &'static str {
+        match error {
+            SinkError::Tls(_) => self.tls_keys,
+            SinkError::Status { status: 401 | 403, .. } => self.auth_keys,
+            _ => self.address_keys,
+        }
+    }
+}
+
 /// Sends encoded batches to one destination. Implementations own their client (HTTP, MQTT) and run inside the sink
 /// worker's own single-threaded runtime; tasks they spawn there run whenever the delivery thread waits (for a
 /// batch, an answer or a backoff).
@@ -105,6 +141,17 @@ pub trait Transport {
     async fn start(&mut self) {}
     /// One-time setup before the first write (e.g. create the database); retried like a write until it succeeds.
     async fn prepare(&mut self) -> Result<(), SinkError>;
+
+    /// Where this destination is, for the start-up contact's log line.
+    fn endpoint(&self) -> Endpoint;
+
+    /// Contacts the destination once at start-up, after [`Transport::start`], and says what it found (e.g.
+    /// `"influxdb 1.8.10; database \"senseops\" ready"`). Success means the destination is prepared: the first
+    /// write does not call [`Transport::prepare`] again. A failure is only logged (the worker keeps events queued
+    /// and retries as it would for a write). Default: [`Transport::prepare`].
+    async fn contact(&mut self) -> Result<String, SinkError> {
+        self.prepare().await.map(|()| "ready".to_owned())
+    }
     /// Sends `items` (whole encoded items, concatenated) holding `count` events. `Ok(n)`: accepted, except `n`
     /// events the destination says it rejected (a partial write); those are counted as dropped.
     async fn send(&mut self, items: &[u8], count: usize) -> Result<usize, SinkError>;

@@ -274,10 +274,11 @@ fn deliver_loop<T: Transport>(
         }
     };
     rt.block_on(transport.start());
+    let prepared = rt.block_on(contact_at_start(&settings, &mut transport, &queue));
     let mut delivery = Delivery {
         settings: &settings,
         counters: &counters,
-        prepared: false,
+        prepared,
         persistent: queue.has_spool(),
         scratch: HostTally::default(),
         tls_error_logged: false,
@@ -417,6 +418,40 @@ struct Delivery<'a> {
 }
 
 /// Resolves once `queue` has been closed for `budget` (the shutdown budget is spent). Checks every 100 ms.
+/// The longest the start-up contact may take: past it the destination is reported unreachable and the worker goes
+/// on (events wait in the queue meanwhile, as during any outage).
+pub const CONTACT_LIMIT: Duration = Duration::from_secs(10);
+
+/// Contacts the destination once, before the first batch, and logs what came of it with its address: INFO when it
+/// answered, one WARN naming the config keys to check when it did not. Never fails the worker: a destination that
+/// is down at start is an outage like any other (events are queued, spooled and retried). True when the
+/// destination is prepared. Skipped when a shutdown is already under way.
+async fn contact_at_start<T: Transport>(settings: &WorkerSettings, transport: &mut T, queue: &DeliveryQueue) -> bool {
+    if queue.closed_for().is_some() {
+        return false;
+    }
+    let endpoint = transport.endpoint();
+    let result = tokio::select! {
+        result = tokio::time::timeout(CONTACT_LIMIT, transport.contact()) => result,
+        () = budget_spent(queue, Duration::ZERO) => return false,
+    };
+    let error = match result {
+        Ok(Ok(found)) => {
+            info!(destination = %settings.name, address = %endpoint.address, %found, "destination answered at start");
+            return true;
+        }
+        Ok(Err(e)) => e,
+        Err(_) => SinkError::Connection(format!("no answer within {} s", CONTACT_LIMIT.as_secs())),
+    };
+    warn!(
+        destination = %settings.name, address = %endpoint.address, %error,
+        "cannot reach the destination at start; events are queued (and spooled) and retried until it answers; \
+         check {}",
+        endpoint.keys_to_check(&error)
+    );
+    false
+}
+
 async fn budget_spent(queue: &DeliveryQueue, budget: Duration) {
     while queue.closed_for().is_none_or(|d| d < budget) {
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -625,6 +660,7 @@ mod tests {
 
     use super::*;
     use crate::sink::queue::SpoolSettings;
+    use crate::sink::Endpoint;
 
     /// Accepts every batch after `delay` (forever when `None`), counting the events it accepted.
     struct SlowTransport {
@@ -635,6 +671,9 @@ mod tests {
     impl Transport for SlowTransport {
         async fn prepare(&mut self) -> Result<(), SinkError> {
             Ok(())
+        }
+        fn endpoint(&self) -> Endpoint {
+            Endpoint::for_tests()
         }
         async fn send(&mut self, _items: &[u8], count: usize) -> Result<usize, SinkError> {
             match self.delay {
@@ -723,6 +762,9 @@ mod tests {
         async fn prepare(&mut self) -> Result<(), SinkError> {
             Ok(())
         }
+        fn endpoint(&self) -> Endpoint {
+            Endpoint::for_tests()
+        }
         async fn send(&mut self, _items: &[u8], count: usize) -> Result<usize, SinkError> {
             let status = |status| SinkError::Status {
                 status,
@@ -788,6 +830,9 @@ mod tests {
     impl Transport for Outage {
         async fn prepare(&mut self) -> Result<(), SinkError> {
             Ok(())
+        }
+        fn endpoint(&self) -> Endpoint {
+            Endpoint::for_tests()
         }
         async fn send(&mut self, items: &[u8], _count: usize) -> Result<usize, SinkError> {
             self.attempts.fetch_add(1, Ordering::Relaxed);

@@ -19,9 +19,9 @@ use std::time::Duration;
 use reqwest::header::{HeaderMap, RETRY_AFTER};
 use tracing::{info, warn};
 
-use super::client_v2::{base_url, http_client};
+use super::client_v2::{base_url, http_client, influx_endpoint};
 use crate::config::{InfluxConfig, Secret};
-use crate::sink::{SinkError, Transport};
+use crate::sink::{Endpoint, SinkError, Transport};
 use crate::telemetry::escape::Escaped;
 
 /// How much of an error body is kept for logs.
@@ -118,6 +118,45 @@ impl Transport for InfluxV1Transport {
         self.prepared_once = true;
         self.needs_prepare = false;
         Ok(())
+    }
+
+    fn endpoint(&self) -> Endpoint {
+        influx_endpoint(
+            &self.base,
+            "Butler-SOS.influxdbConfig.v1Config.auth.username and .password",
+        )
+    }
+
+    /// `GET /ping` (which names the server's version), then [`Transport::prepare`]: the database exists, with its
+    /// retention policy, before the first event arrives.
+    async fn contact(&mut self) -> Result<String, SinkError> {
+        let resp = self
+            .client
+            .get(format!("{}/ping", self.base))
+            .send()
+            .await
+            .map_err(connection_error)?;
+        let status = resp.status().as_u16();
+        let version = resp
+            .headers()
+            .get("x-influxdb-version")
+            .and_then(|v| v.to_str().ok())
+            .map(|v| Escaped(v).to_string());
+        if status != 204 && status != 200 {
+            let retry_after = retry_after(resp.headers());
+            let body = resp.bytes().await.unwrap_or_default();
+            return Err(SinkError::Status {
+                status,
+                retry_after,
+                message: format!("/ping: {}", body_text(&body)),
+            });
+        }
+        self.prepare().await?;
+        Ok(format!(
+            "influxdb {}; database {:?} ready",
+            version.as_deref().unwrap_or("(version not given)"),
+            self.db
+        ))
     }
 
     async fn send(&mut self, items: &[u8], count: usize) -> Result<usize, SinkError> {

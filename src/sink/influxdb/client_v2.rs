@@ -29,7 +29,7 @@ use tracing::{info, warn};
 use super::client::{body_text, retry_after, url_encode};
 use crate::config::{HttpTls, InfluxConfig, Secret};
 use crate::sink::http::{request_error, with_tls};
-use crate::sink::{SinkError, Transport};
+use crate::sink::{Endpoint, SinkError, Transport};
 
 /// The request timeout for setup and writes.
 const TIMEOUT: Duration = Duration::from_secs(30);
@@ -126,6 +126,10 @@ impl InfluxV2Transport {
 }
 
 impl Transport for InfluxV2Transport {
+    fn endpoint(&self) -> Endpoint {
+        influx_endpoint(&self.base, "Butler-SOS.influxdbConfig.v2Config.token")
+    }
+
     async fn prepare(&mut self) -> Result<(), SinkError> {
         let Some(org_id) = self.org_id().await? else {
             warn!(org = %self.org, "influxdb token may not read organizations; bucket not checked, writing anyway");
@@ -279,6 +283,16 @@ pub(crate) fn base_url(host: &str, port: u16, tls: bool) -> String {
         format!("{scheme}://[{host}]:{port}")
     } else {
         format!("{scheme}://{host}:{port}")
+    }
+}
+
+/// The endpoint of an InfluxDB transport at `base`, whose credentials are set by `auth_keys`.
+pub(crate) fn influx_endpoint(base: &str, auth_keys: &'static str) -> Endpoint {
+    Endpoint {
+        address: base.to_owned(),
+        address_keys: "Butler-SOS.influxdbConfig.host and Butler-SOS.influxdbConfig.port",
+        auth_keys,
+        tls_keys: "sense-ingest.influxdbTls",
     }
 }
 

@@ -27,10 +27,10 @@ use tracing::{info, warn};
 
 use super::client::{body_text, retry_after, url_encode};
 use super::client_v2::{
-    answer, auth_header, base_url, connection_error, http_client, status_error, write_gzipped, Refused,
+    answer, auth_header, base_url, connection_error, http_client, influx_endpoint, status_error, write_gzipped, Refused,
 };
 use crate::config::InfluxConfig;
-use crate::sink::{SinkError, Transport};
+use crate::sink::{Endpoint, SinkError, Transport};
 use crate::telemetry::escape::Escaped;
 
 /// Butler SOS's default `writeTimeout`, used when the config gives none.
@@ -88,6 +88,10 @@ impl InfluxV3Transport {
 }
 
 impl Transport for InfluxV3Transport {
+    fn endpoint(&self) -> Endpoint {
+        influx_endpoint(&self.base, "Butler-SOS.influxdbConfig.v3Config.token")
+    }
+
     async fn prepare(&mut self) -> Result<(), SinkError> {
         let resp = self
             .client

@@ -49,7 +49,7 @@ use tracing::{error, info};
 use crate::config::{MqttConfig, MqttRouting};
 use crate::event::{Command, Event};
 use crate::sink::json::EventJson;
-use crate::sink::{Encoded, Encoder, SinkError, Transport};
+use crate::sink::{Encoded, Encoder, Endpoint, SinkError, Transport};
 use crate::telemetry::metrics::RateLimit;
 
 use client::Link;
@@ -336,6 +336,22 @@ impl Transport for MqttTransport {
 
     async fn prepare(&mut self) -> Result<(), SinkError> {
         self.connected().await
+    }
+
+    fn endpoint(&self) -> Endpoint {
+        Endpoint {
+            address: self.broker.clone(),
+            address_keys: "Butler-SOS.mqttConfig.brokerHost and Butler-SOS.mqttConfig.brokerPort",
+            auth_keys: "Butler-SOS.mqttConfig.username and .password",
+            tls_keys: "Butler-SOS.mqttConfig.tls",
+        }
+    }
+
+    /// Waits for the broker's CONNACK (at most [`CONNECT_WAIT`]).
+    async fn contact(&mut self) -> Result<String, SinkError> {
+        self.connected()
+            .await
+            .map(|()| "connected to the mqtt broker".to_owned())
     }
 
     /// Publishes every message of `items` (whole [`frame`] items, `count` events) and waits until all are

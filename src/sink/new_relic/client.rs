@@ -33,7 +33,7 @@ use tracing::{debug, warn};
 use crate::config::{NewRelicAccount, NewRelicConfig};
 use crate::sink::http::{request_error, with_tls};
 use crate::sink::influxdb::client::{body_text, retry_after};
-use crate::sink::{SinkError, Transport};
+use crate::sink::{Endpoint, SinkError, Transport};
 
 /// New Relic's limit on one POST, in bytes of (uncompressed) JSON.
 pub const MAX_BODY_BYTES: usize = 1_000_000;
@@ -192,6 +192,35 @@ impl Transport for NewRelicTransport {
     /// Nothing to set up: the Event API needs no database or schema.
     async fn prepare(&mut self) -> Result<(), SinkError> {
         Ok(())
+    }
+
+    fn endpoint(&self) -> Endpoint {
+        Endpoint {
+            address: self.url.clone(),
+            address_keys: "Butler-SOS.newRelic.event.url",
+            auth_keys: "this account's insertApiKey in Butler-SOS.thirdPartyToolsCredentials.newRelic",
+            tls_keys: "sense-ingest.newRelicTls",
+        }
+    }
+
+    /// Resolves the Event API's host name: nothing is posted before there are events (an empty post would be
+    /// refused, and New Relic bills per request).
+    async fn contact(&mut self) -> Result<String, SinkError> {
+        let url = reqwest::Url::parse(&self.url).map_err(|e| SinkError::Setup(format!("invalid url: {e}")))?;
+        let host = url.host_str().unwrap_or_default();
+        let host = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
+        let port = url.port_or_known_default().unwrap_or(443);
+        let addrs: Vec<std::net::SocketAddr> = tokio::net::lookup_host((host, port))
+            .await
+            .map_err(|e| SinkError::Connection(format!("cannot resolve {host:?}: {e}")))?
+            .collect();
+        match addrs.first() {
+            Some(first) => Ok(format!(
+                "new relic event api resolves to {first} ({} addresses)",
+                addrs.len()
+            )),
+            None => Err(SinkError::Connection(format!("{host:?} resolves to no address"))),
+        }
     }
 
     async fn send(&mut self, items: &[u8], count: usize) -> Result<usize, SinkError> {

@@ -11,11 +11,15 @@
 //! - [`parse`]: datagram bytes to `Event`; memchr, no I/O, no allocation.
 //! - [`enrich`]: user-agent facts (Bowser-compatible, cached per reader) and app names.
 //! - [`reader`]: UDP sockets (io_uring multishot or recvmmsg) → parse → slab → channels. Knows no sink. The
-//!   rules a SIGHUP may change (excluded users, allowed sources, rate limit) are [`reader::rules`].
-//! - [`sink`]: destinations (InfluxDB, New Relic, MQTT, stdout). Each knows events and its wire format, nothing of UDP.
-//! - [`pipeline`]: the only module that knows readers *and* sinks: builds, wires, runs, shuts down, answers SIGHUP;
-//!   writes Butler SOS's own InfluxDB metrics (event counts, queue metrics), which read both sides; takes the port
-//!   and spool locks that make one engine the only owner of its ports and spool ([`pipeline::ownership`]).
+//!   rules a SIGHUP may change (excluded users, allowed sources, rate limit) are [`reader::rules`]; which backend
+//!   runs, and the fallback, is [`reader::backend`].
+//! - [`sink`]: destinations (InfluxDB, New Relic, MQTT, stdout). Each knows events and its wire format, nothing of
+//!   UDP; what a reload changes in a running one is [`sink::retune`].
+//! - [`pipeline`]: the only module that knows readers *and* sinks: the list of enabled destinations
+//!   ([`pipeline::destinations`], the one place to add one), builds, wires, runs, shuts down, answers SIGHUP
+//!   ([`pipeline::reload`]), watches ([`pipeline::monitor`]); writes Butler SOS's own InfluxDB metrics (event
+//!   counts, queue metrics), which read both sides; takes the port and spool locks that make one engine the only
+//!   owner of its ports and spool ([`pipeline::ownership`]).
 //! - [`telemetry`]: logging setup (Butler SOS level names) and the escaping of network text in logs, the counters
 //!   every loss path bumps, Butler SOS's event counts, `/metrics`, `/live`, `/ready` (hyper, on a thread of its
 //!   own).

@@ -81,14 +81,16 @@ fn run(cli: cli::Cli) -> anyhow::Result<ExitCode> {
             let stop = Arc::new(AtomicBool::new(false));
             pipeline::shutdown::install_signal_handlers(&stop).context("installing signal handlers")?;
             let rules = Arc::new(LiveRules::new(Rules::from_config(&cfg.user_events)));
+            let parts = Arc::new(pipeline::reload::LiveDestinations::default());
             pipeline::reload::watch_sighup(pipeline::reload::Live {
                 files: config.clone(),
                 started: tree,
                 rules: Arc::clone(&rules),
                 cli_log_level: cli_level.is_some(),
+                parts: Arc::clone(&parts),
             })
             .context("installing the SIGHUP handler")?;
-            let engine = pipeline::start(&cfg, stop, rules).context("starting the engine")?;
+            let engine = pipeline::start(&cfg, stop, rules, &parts).context("starting the engine")?;
             let clean = engine.wait();
             Ok(if clean { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }

@@ -414,7 +414,7 @@ fn sighup_applies_a_new_excluded_user_at_once_and_names_what_needs_a_restart() {
         .clone();
     exclude.push(serde_norway::from_str("{directory: LAB, userId: anna}").unwrap());
     set(&mut cfg, "Butler-SOS.userEvents.excludeUser", Yaml::Sequence(exclude));
-    set(&mut cfg, "sense-ingest.batch.maxAge", Yaml::from("77ms"));
+    set(&mut cfg, "sense-ingest.spool.maxBytes", Yaml::from(77u64 << 20));
     std::fs::write(&path, serde_norway::to_string(&cfg).unwrap()).unwrap();
     engine.signal("HUP");
     wait_for("the reload", Duration::from_secs(20), || {
@@ -436,7 +436,7 @@ fn sighup_applies_a_new_excluded_user_at_once_and_names_what_needs_a_restart() {
         .filter(|l| l.contains("take effect only at the next restart"))
         .collect();
     assert_eq!(warns.len(), 1, "{log}");
-    assert!(warns[0].contains("keys=sense-ingest.batch.maxAge"), "{}", warns[0]);
+    assert!(warns[0].contains("keys=sense-ingest.spool.maxBytes"), "{}", warns[0]);
     assert!(!warns[0].contains("excludeUser"), "{}", warns[0]);
     let summary = log.lines().rev().find(|l| l.contains("summary")).unwrap();
     assert!(summary.contains("received=41 accepted=31 excluded=10"), "{summary}");

@@ -274,3 +274,74 @@ fn a_sender_that_keeps_sending_cannot_prolong_the_shutdown() {
         "{summary}"
     );
 }
+
+/// Issue 12: `userEvents.tags`, batch and retry settings change on SIGHUP while InfluxDB is down. Events queued
+/// before the reload keep the tags they were encoded with and arrive once InfluxDB is back; events after the
+/// reload carry the new tags; nothing is lost and nothing waits for a restart.
+#[test]
+fn sighup_applies_new_tags_to_running_destinations_and_loses_nothing_queued() {
+    let mut influxd = Influxd::start();
+    let spool = tempfile::tempdir().unwrap();
+    let mut engine =
+        Engine::start_with_yaml(&serde_norway::to_string(&config(&influxd, "retag", spool.path())).unwrap());
+    send_datagrams(engine.target(), &events(30, "before"));
+    wait_for("the first events in InfluxDB", Duration::from_secs(20), || {
+        (influxd.points("retag", "user_events").len() == 30).then_some(())
+    });
+    influxd.kill();
+    send_datagrams(engine.target(), &events(30, "queued"));
+    wait_for("the engine to notice the outage", Duration::from_secs(20), || {
+        engine.stderr_text().contains("send failed; retrying").then_some(())
+    });
+
+    let path = engine.config_path().unwrap();
+    let mut cfg: Yaml = serde_norway::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let tags: Yaml = serde_norway::from_str("[{name: env, value: PROD}, {name: site, value: north}]").unwrap();
+    set(&mut cfg, "Butler-SOS.userEvents.tags", tags);
+    set(&mut cfg, "sense-ingest.retry.maxBackoff", Yaml::from("200ms"));
+    set(&mut cfg, "sense-ingest.batch.maxEvents", Yaml::from(7));
+    std::fs::write(&path, serde_norway::to_string(&cfg).unwrap()).unwrap();
+    engine.signal("HUP");
+    wait_for("the reload", Duration::from_secs(20), || {
+        engine.stderr_text().contains("config reloaded").then_some(())
+    });
+    influxd.restart();
+    send_datagrams(engine.target(), &events(30, "after"));
+    let points = wait_for("all 90 events in InfluxDB", Duration::from_secs(30), || {
+        let points = influxd.points("retag", "user_events");
+        (points.len() >= 90).then_some(points)
+    });
+    assert!(engine.terminate().success());
+
+    let mut users: Vec<&str> = points.iter().map(|p| p.tags["userId"].as_str().unwrap()).collect();
+    users.sort_unstable();
+    users.dedup();
+    assert_eq!(users.len(), 90, "every event once");
+    let tags_of = |p: &crate::common::influxd::Point| {
+        (
+            p.tags.get("env").and_then(|v| v.as_str()).unwrap_or("").to_owned(),
+            p.tags.get("site").and_then(|v| v.as_str()).unwrap_or("").to_owned(),
+        )
+    };
+    let old = ("DEV".to_owned(), String::new());
+    let new = ("PROD".to_owned(), "north".to_owned());
+    for p in &points {
+        let user = p.tags["userId"].as_str().unwrap();
+        let tags = tags_of(p);
+        if user.starts_with("before") || user.starts_with("queued") {
+            assert_eq!(tags, old, "{user}: encoded before the reload, kept as it was");
+        } else {
+            assert_eq!(tags, new, "{user}: received after the reload");
+        }
+    }
+    let log = engine.stderr_text();
+    assert!(
+        !log.contains("take effect only at the next restart"),
+        "tags, batch and retry are live:\n{log}"
+    );
+    let summary = final_summary(&engine);
+    assert!(
+        summary.contains("influxdb(delivered=90 skipped=0 dropped=0"),
+        "{summary}"
+    );
+}

@@ -53,6 +53,18 @@ impl AppNames {
         }))
     }
 
+    /// Re-reads the file now, changed or not (SIGHUP). `Ok(false)` when there is no file; on a read or parse error
+    /// the previous map stays in use.
+    pub fn reload_now(&self) -> Result<bool, String> {
+        let Some(path) = &self.path else { return Ok(false) };
+        let stamp = file_stamp(path);
+        let map = load(path)?;
+        *self.stamp.write().unwrap_or_else(|e| e.into_inner()) = stamp;
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(map);
+        self.generation.fetch_add(1, Ordering::Release);
+        Ok(true)
+    }
+
     /// Re-reads the file if its modification time or size changed. Returns `Ok(true)` when the map was replaced.
     /// On a read or parse error the previous map stays in use.
     pub fn reload_if_changed(&self) -> Result<bool, String> {

@@ -25,14 +25,12 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::Receiver;
 use tracing::{debug, error, info, warn};
 
-use crate::config::{InfluxConfig, InfluxVersion, MetricsWriteConfig};
+use crate::config::{InfluxConfig, MetricsWriteConfig};
 use crate::event::slab::Slab;
 use crate::event::RejectReason;
 use crate::reader::ReaderShared;
 use crate::sink::influxdb::butler_metrics::{MetricsEncoder, QueueSample};
-use crate::sink::influxdb::client_v2::InfluxV2Transport;
-use crate::sink::influxdb::client_v3::InfluxV3Transport;
-use crate::sink::influxdb::InfluxV1Transport;
+use crate::sink::influxdb::InfluxTransport;
 use crate::sink::{SinkError, Transport};
 use crate::telemetry::event_counts::EventCounts;
 use crate::telemetry::histogram::{HistogramSnapshot, BUCKETS, BUCKET_BOUNDS_SECONDS};
@@ -75,39 +73,6 @@ pub fn spawn(metrics: ButlerMetrics, stop: Arc<AtomicBool>) -> std::io::Result<s
     std::thread::Builder::new()
         .name("butler-metrics".into())
         .spawn(move || run(metrics, stop))
-}
-
-/// The InfluxDB transport of the configured version.
-enum AnyTransport {
-    V1(InfluxV1Transport),
-    V2(InfluxV2Transport),
-    V3(InfluxV3Transport),
-}
-
-impl AnyTransport {
-    fn new(influx: &InfluxConfig) -> Result<AnyTransport, SinkError> {
-        Ok(match influx.version {
-            InfluxVersion::V1 => AnyTransport::V1(InfluxV1Transport::new(influx)?),
-            InfluxVersion::V2 => AnyTransport::V2(InfluxV2Transport::new(influx)?),
-            InfluxVersion::V3 => AnyTransport::V3(InfluxV3Transport::new(influx)?),
-        })
-    }
-
-    async fn prepare(&mut self) -> Result<(), SinkError> {
-        match self {
-            AnyTransport::V1(t) => t.prepare().await,
-            AnyTransport::V2(t) => t.prepare().await,
-            AnyTransport::V3(t) => t.prepare().await,
-        }
-    }
-
-    async fn send(&mut self, items: &[u8], count: usize) -> Result<usize, SinkError> {
-        match self {
-            AnyTransport::V1(t) => t.send(items, count).await,
-            AnyTransport::V2(t) => t.send(items, count).await,
-            AnyTransport::V3(t) => t.send(items, count).await,
-        }
-    }
 }
 
 /// Cumulative receive-side and latency totals at one moment; a queue sample is the difference of two.
@@ -256,7 +221,7 @@ impl Schedule {
 /// The writer's state.
 struct Writer {
     m: ButlerMetrics,
-    transport: AnyTransport,
+    transport: InfluxTransport,
     prepared: bool,
     host: String,
     events: Option<(MetricsEncoder, Schedule)>,
@@ -275,7 +240,7 @@ fn run(m: ButlerMetrics, stop: Arc<AtomicBool>) {
             return;
         }
     };
-    let transport = match AnyTransport::new(&m.influx) {
+    let transport = match InfluxTransport::new(&m.influx) {
         Ok(t) => t,
         Err(e) => {
             error!(error = %e, "cannot create the InfluxDB client; no event counts or queue metrics");

@@ -2,6 +2,8 @@
 //! bounded channels, runs them, and shuts them down in order (readers stop → channels drain → sinks flush).
 
 pub mod butler_metrics;
+pub mod destinations;
+pub mod monitor;
 pub mod ownership;
 pub mod reload;
 pub mod shutdown;
@@ -17,50 +19,24 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{bounded, Receiver, Sender};
 use tracing::{error, info, warn};
 
-use crate::analytics::{self, SessionAnalytics, SessionSettings, SilentHostAlarm};
-use crate::config::{BatchConfig, Config, InfluxVersion, ReaderBackend};
+use crate::analytics::{self, SilentHostAlarm};
+use crate::config::Config;
 use crate::enrich::app_names::AppNames;
 use crate::event::slab::{Slab, SlabPool};
-use crate::reader::recvmmsg::RecvmmsgReceiver;
+use crate::reader::backend::run_reader;
 use crate::reader::rules::LiveRules;
-use crate::reader::{self, ReaderCore, ReaderShared};
-use crate::sink::influxdb::client_v2::InfluxV2Transport;
-use crate::sink::influxdb::client_v3::InfluxV3Transport;
-use crate::sink::influxdb::{InfluxV1Transport, LineEncoder};
-use crate::sink::json::EventJson;
-use crate::sink::mqtt::{MqttEncoder, MqttTransport};
-use crate::sink::new_relic::{NewRelicEncoder, NewRelicTransport};
-use crate::sink::queue::{QueueSettings, SpoolSettings};
-use crate::sink::stdout;
-use crate::sink::worker::{self, WorkerSettings};
-use crate::sink::{self, Encoder, SinkError, Transport};
+use crate::reader::{self, ReaderShared};
+use crate::sink::SinkError;
 use crate::telemetry::event_counts::EventCounts;
 use crate::telemetry::metrics::{ReceiveCounters, SinkCounters};
 use crate::telemetry::prometheus::{self, MetricsState, SinkMetrics};
+use destinations::SinkStart;
 use ownership::{OwnershipError, PortLock, SpoolLock};
+use reload::LiveDestinations;
 
 /// Time allowed after `shutdownTimeout` for sinks to write their leftovers to the spool. A shutdown therefore
 /// ends within [`reader::DRAIN_LIMIT`] + `shutdownTimeout` + this grace of the stop request (see [`Engine::wait`]).
 pub const SPOOL_GRACE: Duration = Duration::from_secs(5);
-
-/// The backend a reader ended up using.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BackendInUse {
-    /// io_uring multishot recvmsg.
-    IoUring,
-    /// recvmmsg.
-    Recvmmsg,
-}
-
-impl BackendInUse {
-    /// Stable name for logs and metrics.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            BackendInUse::IoUring => "io_uring",
-            BackendInUse::Recvmmsg => "recvmmsg",
-        }
-    }
-}
 
 /// A running engine: what `run` returns once everything is bound, so callers (main, tests) can wait and stop it.
 #[derive(Debug)]
@@ -100,7 +76,7 @@ impl Ownership {
         if self.spool.is_none() && !self.spool_unusable {
             match SpoolLock::acquire(root) {
                 Ok(lock) => self.spool = Some(lock),
-                Err(e @ OwnershipError::SpoolInUse { .. }) => return Err(e.to_string().into()),
+                Err(e @ OwnershipError::SpoolInUse { .. }) => return Err(e.into()),
                 Err(e) => {
                     error!(error = %e, "cannot lock the spool folder; running with memory queues only");
                     self.spool_unusable = true;
@@ -111,12 +87,15 @@ impl Ownership {
     }
 }
 
-/// A sink thread to start once its channel exists.
-type SinkStart = Box<dyn FnOnce(Receiver<Slab>) + Send>;
-
 /// Builds and starts the engine. Returns once every socket is bound (errors before anything runs). `rules` are
-/// the receive rules the readers follow (built from `config`; a SIGHUP may replace them, see [`reload`]).
-pub fn start(config: &Config, stop: Arc<AtomicBool>, rules: Arc<LiveRules>) -> Result<Engine, StartError> {
+/// the receive rules the readers follow (built from `config`; a SIGHUP may replace them, see [`reload`]);
+/// `live` receives each destination's hook for a reloaded config.
+pub fn start(
+    config: &Config,
+    stop: Arc<AtomicBool>,
+    rules: Arc<LiveRules>,
+    live: &LiveDestinations,
+) -> Result<Engine, StartError> {
     let engine = &config.engine;
     // One owner per port: before anything binds (port 0 is locked once the kernel chose the port).
     let mut owned = Ownership::default();
@@ -124,62 +103,39 @@ pub fn start(config: &Config, stop: Arc<AtomicBool>, rules: Arc<LiveRules>) -> R
     ports.sort_unstable();
     ports.dedup();
     for port in ports.into_iter().filter(|&p| p != 0) {
-        owned.ports.push(PortLock::acquire(port).map_err(|e| e.to_string())?);
+        owned.ports.push(PortLock::acquire(port)?);
     }
     let counters = Arc::new(ReceiveCounters::default());
-    let mut sinks: Vec<(String, Arc<SinkCounters>)> = Vec::new();
-    let mut starts: Vec<(String, SinkStart)> = Vec::new();
-
-    if engine.stdout {
-        let json = EventJson::new(&config.user_events.tags);
-        let c = Arc::new(SinkCounters::default());
-        sinks.push(("stdout".into(), Arc::clone(&c)));
-        starts.push(("stdout".into(), Box::new(move |rx| stdout::run(rx, json, c))));
+    let destinations = destinations::from_config(config, &mut owned, &stop)?;
+    if destinations.is_empty() {
+        warn!("no destination is enabled: events are received, counted and discarded");
     }
-    let tags = &config.user_events.tags;
-    if config.user_events.send_to_influxdb {
-        let influx = &config.influxdb;
-        let encoder = LineEncoder::with_version(tags, influx.version);
-        // `influxdbConfig.maxBatchSize` keeps Butler SOS's meaning: the most points per write request.
-        let mut batch = engine.batch;
-        if influx.max_batch_size > 0 {
-            batch.max_events = batch.max_events.min(influx.max_batch_size);
-        }
-        let settings = worker_settings(config, "influxdb", batch, &mut owned, &stop)?;
-        let start = match influx.version {
-            InfluxVersion::V1 => batched(settings, encoder, InfluxV1Transport::new(influx)),
-            InfluxVersion::V2 => batched(settings, encoder, InfluxV2Transport::new(influx)),
-            InfluxVersion::V3 => batched(settings, encoder, InfluxV3Transport::new(influx)),
-        }
-        .map_err(|e| format!("influxdb: {e}"))?;
-        sinks.push(("influxdb".into(), start.1));
-        starts.push(("influxdb".into(), start.0));
-
-        if engine.analytics.enable {
-            let a = &engine.analytics;
-            let settings = SessionSettings {
-                orphan_after: a.orphan_after,
-                gauge_interval: a.gauge_interval,
-                max_tracked: a.max_tracked,
-            };
-            let encoder = SessionAnalytics::new(&settings, influx.version);
-            let name = "user_session";
-            let settings = worker_settings(config, name, engine.batch, &mut owned, &stop)?;
-            let start = match influx.version {
-                InfluxVersion::V1 => batched(settings, encoder, InfluxV1Transport::new(influx)),
-                InfluxVersion::V2 => batched(settings, encoder, InfluxV2Transport::new(influx)),
-                InfluxVersion::V3 => batched(settings, encoder, InfluxV3Transport::new(influx)),
-            }
-            .map_err(|e| format!("{name}: {e}"))?;
-            sinks.push((name.into(), start.1));
-            starts.push((name.into(), start.0));
-        }
-    } else if engine.analytics.enable {
-        warn!("sense-ingest.analytics.enable is set but the InfluxDB destination is off: no session analytics");
+    // The spool is locked (by the first destination that spools): before any worker opens its spool, adopt the
+    // folders an older version named.
+    if owned.spool.is_some() {
+        let spooling: Vec<String> = destinations
+            .iter()
+            .filter(|d| d.spools)
+            .map(|d| d.name.clone())
+            .collect();
+        ownership::adopt_legacy_spools(&engine.spool.root(), &spooling)?;
     }
+    let owned = Arc::new(owned);
+    let sinks: Vec<(String, Arc<SinkCounters>)> = destinations
+        .iter()
+        .map(|d| (d.name.clone(), Arc::clone(&d.counters)))
+        .collect();
+
+    // Each destination, and the silent-host watcher, takes every slab through a channel of its own.
     let silent_hosts = engine
         .silent_host_after
         .map(|after| Arc::new(Mutex::new(SilentHostAlarm::new(after))));
+    let mut starts: Vec<(String, SinkStart)> = Vec::new();
+    let mut retuners = Vec::new();
+    for d in destinations {
+        starts.push((d.name, d.start));
+        retuners.push(d.retune);
+    }
     if let Some(alarm) = &silent_hosts {
         let alarm = Arc::clone(alarm);
         starts.push((
@@ -187,46 +143,6 @@ pub fn start(config: &Config, stop: Arc<AtomicBool>, rules: Arc<LiveRules>) -> R
             Box::new(move |rx| analytics::watch_hosts(rx, alarm)),
         ));
     }
-    if config.user_events.send_to_mqtt.enable {
-        let (routing, json) = (&config.user_events.send_to_mqtt, EventJson::new(tags));
-        let transport = MqttTransport::new(&config.mqtt, routing, &json);
-        let settings = worker_settings(config, "mqtt", engine.batch, &mut owned, &stop)?;
-        let start = batched(settings, MqttEncoder::new(routing, json), transport).map_err(|e| format!("mqtt: {e}"))?;
-        sinks.push(("mqtt".into(), start.1));
-        starts.push(("mqtt".into(), start.0));
-    }
-    if config.user_events.send_to_new_relic.enable {
-        let routing = &config.user_events.send_to_new_relic;
-        // One worker per account: a failing account never holds up another.
-        for account in &routing.accounts {
-            let name = account.destination_name();
-            let mut batch = engine.batch;
-            // A whole batch must fit one Event API request (1 MB uncompressed). A batch is closed once it reaches
-            // max_bytes, so it can exceed it by one event (a few KB): keep a margin.
-            batch.max_bytes = batch.max_bytes.min(sink::new_relic::max_body_bytes() - (64 << 10));
-            let settings = worker_settings(config, &name, batch, &mut owned, &stop)?;
-            let encoder = NewRelicEncoder::new(tags, routing.scramble);
-            let start = batched(settings, encoder, NewRelicTransport::new(&config.new_relic, account))
-                .map_err(|e| format!("{name}: {e}"))?;
-            sinks.push((name.clone(), start.1));
-            starts.push((name, start.0));
-        }
-    }
-    if starts.is_empty() {
-        warn!("no destination is enabled: events are received, counted and discarded");
-    }
-    // The spool is locked (by the first destination that spools): before any worker opens its spool, adopt the
-    // folders an older version named.
-    if owned.spool.is_some() {
-        let spooling: Vec<String> = sinks
-            .iter()
-            .map(|(name, _)| name.clone())
-            .filter(|name| name != "stdout")
-            .collect();
-        ownership::adopt_legacy_spools(&engine.spool.root(), &spooling).map_err(|e| e.to_string())?;
-    }
-    let owned = Arc::new(owned);
-
     let mut outputs: Vec<Sender<Slab>> = Vec::new();
     let mut sink_threads = Vec::new();
     let mut channels: Vec<(String, Receiver<Slab>)> = Vec::new();
@@ -235,20 +151,18 @@ pub fn start(config: &Config, stop: Arc<AtomicBool>, rules: Arc<LiveRules>) -> R
         outputs.push(tx);
         channels.push((name.clone(), rx.clone()));
         let held = Arc::clone(&owned);
-        let handle = std::thread::Builder::new()
-            .name(format!("sink-{name}"))
-            .spawn(move || {
-                let _held = held;
-                start(rx)
-            })
-            .map_err(|e| format!("cannot start sink thread {name}: {e}"))?;
+        let handle = spawn(format!("sink-{name}"), move || {
+            let _held = held;
+            start(rx)
+        })?;
         sink_threads.push(handle);
     }
 
     let app_names = match &engine.app_names_file {
-        Some(path) => AppNames::from_file(path).map_err(|e| format!("sense-ingest.appNames: {e}"))?,
+        Some(path) => AppNames::from_file(path).map_err(StartError::AppNames)?,
         None => AppNames::empty(),
     };
+    live.set(retuners, Arc::clone(&app_names));
     let in_flight = engine.channel_capacity * outputs.len().max(1) + engine.reader_threads * 2;
     let pool = SlabPool::new(engine.events_per_slab, in_flight);
     let event_counts = config.event_count.as_ref().map(|_| Arc::new(EventCounts::default()));
@@ -266,12 +180,13 @@ pub fn start(config: &Config, stop: Arc<AtomicBool>, rules: Arc<LiveRules>) -> R
     // Bind everything first: a bind error stops startup before any thread receives.
     let mut groups: Vec<(SocketAddr, Vec<UdpSocket>)> = Vec::new();
     let mut chosen_ports = Vec::new();
-    for addr in &config.user_events.udp.listen {
-        let socks = reader::socket::bind_group(*addr, engine.reader_threads, engine.recv_buffer_bytes)
-            .map_err(|e| format!("cannot listen on udp {addr}: {e}"))?;
-        let bound = socks[0].local_addr().map_err(|e| e.to_string())?;
+    for &addr in &config.user_events.udp.listen {
+        let bind_error = |source| StartError::Bind { addr, source };
+        let socks =
+            reader::socket::bind_group(addr, engine.reader_threads, engine.recv_buffer_bytes).map_err(bind_error)?;
+        let bound = socks[0].local_addr().map_err(bind_error)?;
         if addr.port() == 0 {
-            chosen_ports.push(PortLock::acquire(bound.port()).map_err(|e| e.to_string())?);
+            chosen_ports.push(PortLock::acquire(bound.port())?);
         }
         groups.push((bound, socks));
     }
@@ -297,18 +212,18 @@ pub fn start(config: &Config, stop: Arc<AtomicBool>, rules: Arc<LiveRules>) -> R
                 alarm.silent_hosts().into_iter().map(str::to_owned).collect()
             }));
         }
+        let metrics_error = |message: String| StartError::Metrics {
+            key: endpoint.key,
+            message,
+        };
         let addr = endpoint
             .address
             .to_socket_addrs()
             .ok()
             .and_then(|mut a| a.next())
-            .ok_or_else(|| format!("{}: cannot resolve {:?}", endpoint.key, endpoint.address))?;
-        prometheus::serve(addr, Arc::new(state), engine.unhealthy_after, Arc::clone(&stop)).map_err(|e| {
-            format!(
-                "{e} (change {}; Butler SOS's own Prometheus endpoint may hold the port)",
-                endpoint.key
-            )
-        })?;
+            .ok_or_else(|| metrics_error(format!("cannot resolve {:?}", endpoint.address)))?;
+        prometheus::serve(addr, Arc::new(state), engine.unhealthy_after, Arc::clone(&stop))
+            .map_err(|e| metrics_error(format!("{e} (Butler SOS's own Prometheus endpoint may hold the port)")))?;
     }
     let mut inodes = Vec::new();
     let mut readers = Vec::new();
@@ -320,10 +235,9 @@ pub fn start(config: &Config, stop: Arc<AtomicBool>, rules: Arc<LiveRules>) -> R
             let shared = Arc::clone(&shared);
             let backend = engine.backend;
             let in_use = Arc::clone(&backend_in_use);
-            let handle = std::thread::Builder::new()
-                .name(format!("reader-{i}"))
-                .spawn(move || run_reader(sock, shared, backend, bound, i, in_use))
-                .map_err(|e| format!("cannot start reader thread: {e}"))?;
+            let handle = spawn(format!("reader-{i}"), move || {
+                run_reader(sock, shared, backend, bound, i, in_use)
+            })?;
             readers.push(handle);
         }
     }
@@ -340,33 +254,27 @@ pub fn start(config: &Config, stop: Arc<AtomicBool>, rules: Arc<LiveRules>) -> R
             readers: Arc::downgrade(&shared),
             shutdown_timeout: engine.shutdown_timeout,
         };
-        let handle = butler_metrics::spawn(metrics, Arc::clone(&stop))
-            .map_err(|e| format!("cannot start the Butler SOS metrics thread: {e}"))?;
+        let handle = butler_metrics::spawn(metrics, Arc::clone(&stop)).map_err(|source| StartError::Thread {
+            name: "butler-metrics".into(),
+            source,
+        })?;
         sink_threads.push(handle);
     }
     drop(shared);
     readers_bound.store(true, Ordering::Relaxed);
 
+    let monitored = monitor::Monitored {
+        counters: Arc::clone(&counters),
+        sinks: sinks.clone(),
+        inodes,
+        app_names,
+        channels,
+        threshold: config.user_events.udp.backpressure_threshold_pct,
+        silent_hosts,
+    };
     let monitor = {
-        let threshold = config.user_events.udp.backpressure_threshold_pct;
-        let counters = Arc::clone(&counters);
         let stop = Arc::clone(&stop);
-        let sinks = sinks.clone();
-        std::thread::Builder::new()
-            .name("monitor".into())
-            .spawn(move || {
-                let m = shutdown::Monitored {
-                    counters,
-                    sinks,
-                    inodes,
-                    app_names,
-                    channels,
-                    threshold,
-                    silent_hosts,
-                };
-                shutdown::monitor(m, stop)
-            })
-            .ok()
+        spawn("monitor".into(), move || monitor::monitor(monitored, stop)).ok()
     };
 
     Ok(Engine {
@@ -383,99 +291,15 @@ pub fn start(config: &Config, stop: Arc<AtomicBool>, rules: Arc<LiveRules>) -> R
     })
 }
 
-/// A batched destination: its worker start and its counters.
-fn batched<E, T>(
-    settings: WorkerSettings,
-    encoder: E,
-    transport: Result<T, SinkError>,
-) -> Result<(SinkStart, Arc<SinkCounters>), SinkError>
+/// Starts a named thread; failing to is a start error.
+fn spawn<F>(name: String, body: F) -> Result<JoinHandle<()>, StartError>
 where
-    E: Encoder + 'static,
-    T: Transport + Send + 'static,
+    F: FnOnce() + Send + 'static,
 {
-    let transport = transport?;
-    let c = Arc::new(SinkCounters::default());
-    let counters = Arc::clone(&c);
-    Ok((
-        Box::new(move |rx| worker::run(settings, rx, encoder, transport, counters)),
-        c,
-    ))
-}
-
-/// Batching, retry, queue and spool settings for the destination `name` (the first that spools takes the spool
-/// lock); `stop` is the engine's stop flag.
-fn worker_settings(
-    config: &Config,
-    name: &str,
-    batch: BatchConfig,
-    owned: &mut Ownership,
-    stop: &Arc<AtomicBool>,
-) -> Result<WorkerSettings, StartError> {
-    let engine = &config.engine;
-    let spool = (engine.spool.enable && owned.spool_usable(&engine.spool.root())?).then(|| SpoolSettings {
-        dir: engine.spool.folder_of(name),
-        max_bytes: engine.spool.max_bytes,
-        fsync_interval: engine.spool.fsync_interval,
-    });
-    Ok(WorkerSettings {
-        name: name.to_string(),
-        batch,
-        retry: engine.retry,
-        queue: QueueSettings {
-            max_memory_bytes: engine.spool.memory_bytes,
-            spool,
-        },
-        shutdown_timeout: engine.shutdown_timeout,
-        stop: Some(Arc::clone(stop)),
-    })
-}
-
-/// One reader thread: io_uring unless configured or forced otherwise, recvmmsg as the fallback. At shutdown the
-/// socket is drained of what is already queued before the thread returns.
-fn run_reader(
-    sock: UdpSocket,
-    shared: Arc<ReaderShared>,
-    backend: ReaderBackend,
-    bound: SocketAddr,
-    index: usize,
-    in_use: Arc<Mutex<&'static str>>,
-) {
-    let set_in_use = |b: BackendInUse| *in_use.lock().unwrap_or_else(|e| e.into_inner()) = b.as_str();
-    let mut core = ReaderCore::new(shared);
-    let mut fallback = RecvmmsgReceiver::new(core.max_message_size());
-    #[cfg(target_os = "linux")]
-    if backend != ReaderBackend::Recvmmsg {
-        match reader::uring::UringReceiver::new(&sock, core.max_message_size()) {
-            Ok(mut rx) => {
-                set_in_use(BackendInUse::IoUring);
-                info!(addr = %bound, backend = BackendInUse::IoUring.as_str(), reader = index, "listening");
-                let result = rx.run(&mut core);
-                drop(rx); // closes the ring, cancelling the multishot request, before the socket is drained
-                match result {
-                    Ok(()) => {
-                        fallback.drain(&sock, &mut core);
-                        return;
-                    }
-                    Err(e) => warn!(error = %e, reader = index, "io_uring receive failed; falling back to recvmmsg"),
-                }
-            }
-            Err(reason) => {
-                if index == 0 {
-                    let asked = if backend == ReaderBackend::IoUring {
-                        " (io_uring was asked for explicitly)"
-                    } else {
-                        ""
-                    };
-                    warn!(%reason, "io_uring unavailable{asked}; using recvmmsg");
-                }
-            }
-        }
-    }
-    set_in_use(BackendInUse::Recvmmsg);
-    info!(addr = %bound, backend = BackendInUse::Recvmmsg.as_str(), reader = index, "listening");
-    if let Err(e) = fallback.run(&sock, &mut core) {
-        error!(error = %e, reader = index, "receive loop failed; this reader stopped");
-    }
+    std::thread::Builder::new()
+        .name(name.clone())
+        .spawn(body)
+        .map_err(|source| StartError::Thread { name, source })
 }
 
 impl Engine {
@@ -521,13 +345,45 @@ impl Engine {
     }
 }
 
-/// Why the engine could not start (a socket could not be bound, a thread or client could not be created).
+/// Why the engine could not start. Nothing receives yet when one of these is returned.
 #[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct StartError(String);
-
-impl From<String> for StartError {
-    fn from(s: String) -> StartError {
-        StartError(s)
-    }
+pub enum StartError {
+    /// Another engine owns a port or the spool folder, or the spool folder could not be adopted.
+    #[error(transparent)]
+    Ownership(#[from] OwnershipError),
+    /// A listen address could not be bound.
+    #[error("cannot listen on udp {addr}: {source}")]
+    Bind {
+        /// The configured address.
+        addr: SocketAddr,
+        /// The bind error.
+        source: std::io::Error,
+    },
+    /// A thread could not be started.
+    #[error("cannot start thread {name}: {source}")]
+    Thread {
+        /// The thread's name.
+        name: String,
+        /// The spawn error.
+        source: std::io::Error,
+    },
+    /// A destination's client could not be built (TLS settings, an invalid URL or header).
+    #[error("{destination}: {source}")]
+    Sink {
+        /// The destination's name.
+        destination: String,
+        /// What its client refused.
+        source: SinkError,
+    },
+    /// The metrics endpoint could not be served.
+    #[error("{message} (change {key})")]
+    Metrics {
+        /// The config key that sets the address.
+        key: &'static str,
+        /// What went wrong.
+        message: String,
+    },
+    /// The app-name file could not be read.
+    #[error("sense-ingest.appNames: {0}")]
+    AppNames(String),
 }

@@ -5,10 +5,12 @@
 //! config files with [`config::load_files`] (what `run` and `check-config` run) and:
 //! - invalid: one ERROR listing every problem with its file and key path; nothing changes, so a half-edited file
 //!   does no harm;
-//! - valid: the keys in [`LIVE_KEYS`] take effect at once (the log level, excluded users, allowed sources, the
-//!   rate limit: see [`crate::reader::rules`]); every other key sense-ingest reads that differs from the config
-//!   the engine started with is named in one WARN, since it needs a restart (listeners, destinations, batches,
-//!   tags, the spool). One INFO says what was applied.
+//! - valid: the keys in [`LIVE_KEYS`] take effect at once: the log level; excluded users, allowed sources and the
+//!   rate limit (see [`crate::reader::rules`]); `userEvents.tags`, batch limits and retry policy of each running
+//!   destination (see [`crate::sink::retune`]); and the app-name file is read again. Every other key
+//!   sense-ingest reads that differs from the config the engine started with is named in one WARN, since it
+//!   needs a restart (listeners, destinations and their addresses, the spool, the app-name file's path). One
+//!   INFO says what was applied.
 //!
 //! Readers keep receiving and queues keep draining throughout, so a SIGHUP cannot lose an event. The handler only
 //! wakes a thread (signal-hook's self-pipe); reading and validating happen on that thread.
@@ -16,14 +18,16 @@
 use std::collections::BTreeMap;
 use std::io;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use serde_norway::Value;
 use signal_hook::consts::SIGHUP;
 use signal_hook::iterator::Signals;
 use tracing::{error, info, warn};
 
-use crate::config::{self, ConfigErrors, Loaded};
+use super::destinations::Retuner;
+use crate::config::{self, Config, ConfigErrors, Loaded};
+use crate::enrich::app_names::AppNames;
 use crate::reader::rules::{LiveRules, Rules};
 use crate::telemetry;
 use crate::telemetry::escape::Escaped;
@@ -35,6 +39,10 @@ pub const LIVE_KEYS: &[&str] = &[
     "Butler-SOS.userEvents.udpServerConfig.enableSourceValidation",
     "Butler-SOS.userEvents.udpServerConfig.allowedSources",
     "Butler-SOS.userEvents.udpServerConfig.rateLimit",
+    "Butler-SOS.userEvents.tags",
+    "Butler-SOS.influxdbConfig.maxBatchSize",
+    "sense-ingest.batch",
+    "sense-ingest.retry",
 ];
 
 /// The parts of a config file sense-ingest reads; a change anywhere else is Butler SOS's business.
@@ -66,6 +74,49 @@ pub struct Live {
     pub rules: Arc<LiveRules>,
     /// `--log-level` was given: it keeps overriding `Butler-SOS.logLevel` after a reload.
     pub cli_log_level: bool,
+    /// The running destinations and the app-name table (filled by `pipeline::start`).
+    pub parts: Arc<LiveDestinations>,
+}
+
+/// What of the running engine a reload reaches beyond the receive rules: each destination's
+/// [`Retuner`](super::destinations::Retuner) and the app-name table. Empty until `pipeline::start` fills it (a
+/// SIGHUP during start-up then applies the rules and log level only).
+#[derive(Default)]
+pub struct LiveDestinations {
+    retuners: Mutex<Vec<Retuner>>,
+    app_names: Mutex<Option<Arc<AppNames>>>,
+}
+
+impl std::fmt::Debug for LiveDestinations {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let n = self.retuners.lock().map_or(0, |r| r.len());
+        f.debug_struct("LiveDestinations")
+            .field("destinations", &n)
+            .finish_non_exhaustive()
+    }
+}
+
+impl LiveDestinations {
+    /// Registers the running destinations' retuners and the app-name table.
+    pub fn set(&self, retuners: Vec<Retuner>, app_names: Arc<AppNames>) {
+        *self.retuners.lock().unwrap_or_else(|e| e.into_inner()) = retuners;
+        *self.app_names.lock().unwrap_or_else(|e| e.into_inner()) = Some(app_names);
+    }
+
+    /// Hands `config` to every running destination and re-reads the app-name file.
+    fn apply(&self, config: &Config) {
+        for retune in self.retuners.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+            retune(config);
+        }
+        let app_names = self.app_names.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        if let Some(app_names) = app_names {
+            match app_names.reload_now() {
+                Ok(true) => info!(file = ?app_names.path(), "app names reloaded"),
+                Ok(false) => {}
+                Err(e) => warn!(error = %e, "app names file cannot be read; keeping the previous names"),
+            }
+        }
+    }
 }
 
 /// Installs the SIGHUP handler and starts the thread (`sighup`) that answers it for the life of the process.
@@ -121,7 +172,8 @@ pub fn reload(live: &Live) -> Reload {
     info!(
         config = %names,
         applied = %list(&applied),
-        "config reloaded: log level, excluded users, allowed sources and rate limit are in force"
+        "config reloaded: log level, excluded users, allowed sources, rate limit, tags, batch and retry settings \
+         are in force"
     );
     if !restart.is_empty() {
         warn!(
@@ -136,6 +188,7 @@ pub fn reload(live: &Live) -> Reload {
 /// Puts the live keys of `loaded` in force.
 fn apply(live: &Live, loaded: &Loaded) {
     live.rules.replace(Rules::from_config(&loaded.config.user_events));
+    live.parts.apply(&loaded.config);
     if !live.cli_log_level {
         telemetry::set_level(loaded.config.log_level);
     }
@@ -230,12 +283,12 @@ mod tests {
     fn changed_keys_are_split_into_live_and_restart_and_other_sections_are_ignored() {
         let old = tree(
             "Butler-SOS:\n  logLevel: info\n  logEvents: {a: 1}\n  userEvents:\n    excludeUser: []\n    \
-             tags: [{name: a, value: b}]\nsense-ingest: {batch: {maxAge: 1s}}\n",
+             tags: [{name: a, value: b}]\nsense-ingest: {batch: {maxAge: 1s}, spool: {maxBytes: 1MiB}}\n",
         );
         let new = tree(
             "Butler-SOS:\n  logLevel: verbose\n  logEvents: {a: 2}\n  userEvents:\n    \
              excludeUser: [{directory: LAB, userId: x}]\n    tags: [{name: a, value: c}]\n\
-             sense-ingest: {batch: {maxAge: 2s}}\n",
+             sense-ingest: {batch: {maxAge: 2s}, spool: {maxBytes: 2MiB}}\n",
         );
         let (live, restart) = changed_keys(&old, &new);
         assert_eq!(
@@ -245,12 +298,11 @@ mod tests {
                 "Butler-SOS.userEvents.excludeUser",
                 "Butler-SOS.userEvents.excludeUser[0].directory",
                 "Butler-SOS.userEvents.excludeUser[0].userId",
+                "Butler-SOS.userEvents.tags[0].value",
+                "sense-ingest.batch.maxAge",
             ]
         );
-        assert_eq!(
-            restart,
-            ["Butler-SOS.userEvents.tags[0].value", "sense-ingest.batch.maxAge"]
-        );
+        assert_eq!(restart, ["sense-ingest.spool.maxBytes"]);
         assert_eq!(changed_keys(&old, &old), (vec![], vec![]));
     }
 
@@ -275,6 +327,7 @@ mod tests {
             started: loaded.tree.clone(),
             rules: Arc::new(LiveRules::new(Rules::from_config(&loaded.config.user_events))),
             cli_log_level: true,
+            parts: Arc::default(),
         };
         let Reload::Applied { applied, restart } = reload(&live) else {
             panic!("a valid file must be applied");

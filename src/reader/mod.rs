@@ -14,6 +14,7 @@
 //! drops are read from `/proc/net/udp*` and reported as `kernel_drops`. Nothing is dropped silently.
 
 pub mod admission;
+pub mod backend;
 pub mod recvmmsg;
 pub mod rules;
 pub mod socket;

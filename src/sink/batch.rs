@@ -276,6 +276,11 @@ impl Batch {
     pub fn max_age(&self) -> Duration {
         self.limits.max_age
     }
+
+    /// The limits this batch closes at.
+    pub fn limits(&self) -> BatchConfig {
+        self.limits
+    }
 }
 
 #[cfg(test)]

@@ -12,6 +12,7 @@ pub mod json;
 pub mod mqtt;
 pub mod new_relic;
 pub mod queue;
+pub mod retune;
 pub mod scan;
 pub mod spool;
 pub mod stdout;

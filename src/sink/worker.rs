@@ -42,6 +42,7 @@ use tracing::{debug, error, info, warn};
 
 use super::batch::{Batch, EncodedBatch};
 use super::queue::{DeliveryQueue, Next, Origin, Pushed, QueueSettings};
+use super::retune::Retune;
 use super::spool::Evicted;
 use super::{Encoded, Encoder, SinkError, Transport};
 use crate::config::{BatchConfig, RetryConfig};
@@ -115,14 +116,25 @@ impl WorkerSettings {
 }
 
 /// Runs the worker until `rx` disconnects and the queue is delivered, spooled or (without a spool) counted lost.
-pub fn run<E, T>(
+pub fn run<E, T>(settings: WorkerSettings, rx: Receiver<Slab>, encoder: E, transport: T, counters: Arc<SinkCounters>)
+where
+    E: Encoder + 'static,
+    T: Transport + Send + 'static,
+{
+    run_retunable(settings, rx, encoder, transport, counters, None);
+}
+
+/// [`run`], taking a reloaded config's encoder, batch limits and retry policy from `retune` while it runs (see
+/// [`crate::sink::retune`]).
+pub fn run_retunable<E, T>(
     settings: WorkerSettings,
     rx: Receiver<Slab>,
     mut encoder: E,
     transport: T,
     counters: Arc<SinkCounters>,
+    retune: Option<Arc<Retune<E>>>,
 ) where
-    E: Encoder,
+    E: Encoder + 'static,
     T: Transport + Send + 'static,
 {
     let queue = match DeliveryQueue::new(&settings.queue) {
@@ -156,9 +168,10 @@ pub fn run<E, T>(
         let queue = Arc::clone(&queue);
         let counters = Arc::clone(&counters);
         let settings = settings.clone();
+        let retune = retune.clone();
         std::thread::Builder::new()
             .name(format!("deliver-{}", settings.name))
-            .spawn(move || deliver_loop(settings, queue, transport, counters))
+            .spawn(move || deliver_loop(settings, queue, transport, counters, retune))
     };
     let delivery = match delivery {
         Ok(h) => h,
@@ -182,7 +195,7 @@ pub fn run<E, T>(
     let mut refused_events = 0;
     let mut refused_hosts = HostTally::default();
     let mut hand_over = |batch: &mut Batch| {
-        let empty = queue.take_buffers().unwrap_or_else(|| Batch::buffers(settings.batch));
+        let empty = queue.take_buffers().unwrap_or_else(|| Batch::buffers(batch.limits()));
         let full = batch.take(empty);
         let Pushed {
             evicted,
@@ -204,7 +217,18 @@ pub fn run<E, T>(
     loop {
         let wake = [batch.deadline(), queue.tick_deadline()].into_iter().flatten().min();
         let wait = wake.map_or(Duration::from_secs(1), |d| d.saturating_duration_since(Instant::now()));
-        match rx.recv_timeout(wait) {
+        let received = rx.recv_timeout(wait);
+        // Before the slab is encoded: a slab received after a reload was offered gets the new settings.
+        if let Some(update) = retune.as_ref().and_then(|r| r.take()) {
+            // What was encoded so far goes as it is; later events get the new encoder and limits.
+            if !batch.is_empty() {
+                hand_over(&mut batch);
+            }
+            encoder = update.encoder.unwrap_or(encoder);
+            batch = Batch::new(update.batch);
+            info!(sink = %settings.name, "reloaded settings in force");
+        }
+        match received {
             Ok(slab) => {
                 let now = Instant::now();
                 for event in slab.events() {
@@ -260,11 +284,12 @@ pub fn run<E, T>(
 }
 
 /// The delivery thread: oldest batch first, until the queue is closed and empty or the shutdown budget is spent.
-fn deliver_loop<T: Transport>(
+fn deliver_loop<T: Transport, E: 'static>(
     settings: WorkerSettings,
     queue: Arc<DeliveryQueue>,
     mut transport: T,
     counters: Arc<SinkCounters>,
+    retune: Option<Arc<Retune<E>>>,
 ) {
     let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
@@ -286,6 +311,7 @@ fn deliver_loop<T: Transport>(
         spill_failed: false,
         carried: None,
         pause: Duration::ZERO,
+        retry: retune.map(|r| Box::new(move || r.retry()) as Box<dyn Fn() -> RetryConfig>),
     };
     loop {
         // While the destination keeps answering, only this check ends delivery at shutdown: without it a slow
@@ -415,6 +441,8 @@ struct Delivery<'a> {
     carried: Option<(Duration, u32)>,
     /// How long to wait after a spill before the next attempt.
     pause: Duration,
+    /// The retry policy in force (a reload may change it), read per batch; `None`: `settings.retry`.
+    retry: Option<Box<dyn Fn() -> RetryConfig>>,
 }
 
 /// Resolves once `queue` has been closed for `budget` (the shutdown budget is spent). Checks every 100 ms.
@@ -562,7 +590,7 @@ impl Delivery<'_> {
         count: usize,
         queue: &DeliveryQueue,
     ) -> Result<usize, Failure> {
-        let retry = self.settings.retry;
+        let retry = self.retry.as_ref().map_or(self.settings.retry, |retry| retry());
         let (mut backoff, mut attempt) = self.carried.take().unwrap_or((retry.initial_backoff, 1));
         loop {
             let prepared = &mut self.prepared;
@@ -662,6 +690,9 @@ mod tests {
     use crate::sink::queue::SpoolSettings;
     use crate::sink::Endpoint;
 
+    /// No reload hook (the delivery tests run without one).
+    const NO_RETUNE: Option<Arc<Retune<()>>> = None;
+
     /// Accepts every batch after `delay` (forever when `None`), counting the events it accepted.
     struct SlowTransport {
         delay: Option<Duration>,
@@ -735,7 +766,7 @@ mod tests {
             accepted: Arc::clone(&accepted),
         };
         let started = Instant::now();
-        deliver_loop(settings, Arc::clone(queue), transport, Arc::clone(&counters));
+        deliver_loop(settings, Arc::clone(queue), transport, Arc::clone(&counters), NO_RETUNE);
         (started.elapsed(), accepted.load(Ordering::Relaxed), counters)
     }
 
@@ -808,6 +839,7 @@ mod tests {
             Arc::clone(&queue),
             SplitThenHang { calls: 0 },
             Arc::clone(&counters),
+            NO_RETUNE,
         );
         // The first half was refused for good (dropped once); the second half, unanswered, is in the spool.
         assert_eq!(counters.dropped.get(), 5);
@@ -890,7 +922,7 @@ mod tests {
                 attempts: Arc::clone(&attempts),
                 accepted: Arc::clone(&accepted),
             };
-            std::thread::spawn(move || deliver_loop(settings, queue, transport, counters))
+            std::thread::spawn(move || deliver_loop(settings, queue, transport, counters, NO_RETUNE))
         };
         // The first refusal moves all five batches (the failed one first) to the spool; later ones go there too.
         wait_until("the first refusal", || attempts.load(Ordering::Relaxed) >= 1);

@@ -9,6 +9,8 @@ pub mod client;
 pub mod client_v2;
 pub mod client_v3;
 pub mod encode;
+pub mod transport;
 
 pub use client::InfluxV1Transport;
 pub use encode::LineEncoder;
+pub use transport::InfluxTransport;

@@ -39,6 +39,8 @@ pub mod frame;
 mod client;
 mod config;
 
+pub(crate) use config::max_payload;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -203,7 +205,7 @@ impl MqttTransport {
     /// Fails when the options cannot be built (TLS: an unreadable or empty CA file, no system CA store).
     pub fn new(config: &MqttConfig, routing: &MqttRouting, json: &EventJson) -> Result<MqttTransport, SinkError> {
         let topics = Topics::new(routing);
-        let max_payload = config::max_payload(json);
+        let max_payload = max_payload(json);
         let max_packet = max_payload + topics.longest() + config::PUBLISH_OVERHEAD;
         let client_id = config::client_id(config);
         let broker = format!("{}:{}", config.broker_host.trim(), config.broker_port);

@@ -19,11 +19,17 @@ use tracing::error;
 
 use crate::event::slab::Slab;
 use crate::sink::json::EventJson;
+use crate::sink::retune::Retune;
 use crate::telemetry::metrics::{HostTally, SinkCounters, SinkOutcome};
 
 /// Writes every event of every slab as a JSON line until `rx` disconnects, one write per slab; delivered and
 /// dropped events are counted, in total and per sender, once per slab.
-pub fn run(rx: Receiver<Slab>, json: EventJson, counters: Arc<SinkCounters>) {
+pub fn run(
+    rx: Receiver<Slab>,
+    mut json: EventJson,
+    counters: Arc<SinkCounters>,
+    retune: Option<Arc<Retune<EventJson>>>,
+) {
     let mut out = match io::stdout().as_fd().try_clone_to_owned() {
         Ok(fd) => Some(File::from(fd)),
         Err(e) => {
@@ -36,6 +42,9 @@ pub fn run(rx: Receiver<Slab>, json: EventJson, counters: Arc<SinkCounters>) {
     let mut lines: Vec<(usize, IpAddr)> = Vec::new();
     let (mut delivered, mut dropped) = (HostTally::default(), HostTally::default());
     for slab in rx.iter() {
+        if let Some(update) = retune.as_ref().and_then(|r| r.take()) {
+            json = update.encoder.unwrap_or(json);
+        }
         buf.clear();
         lines.clear();
         if out.is_some() {

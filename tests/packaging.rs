@@ -30,6 +30,8 @@ pub const STATE_SPOOL: &str = "/var/lib/sense-ingest/spool";
 
 /// The templated datasource every panel and the host variable must use.
 const DS_VAR: &str = "DS_INFLUXDB";
+/// The user-events dashboard's variables for config tags (`userEvents.tags`), each a filter on every query.
+const TAG_VARIABLES: [&str; 2] = ["qs_env", "env"];
 /// What `sense-ingest` waits after `shutdownTimeout` for sinks to write to their spool (`SPOOL_GRACE`).
 const SPOOL_GRACE: Duration = Duration::from_secs(5);
 
@@ -161,6 +163,24 @@ fn grafana_dashboard_imports_cleanly() {
     assert_eq!(host["type"], "query");
     assert_eq!(host["datasource"], ds_ref());
     assert_eq!(host["query"], r#"SHOW TAG VALUES FROM "user_events" WITH KEY = "host""#);
+    // Config tags (`userEvents.tags`), as Butler SOS's SenseOps dashboards filter them. "All" is `.*`, so points
+    // written without the tag still show; every query filters by each.
+    for tag in TAG_VARIABLES {
+        let v = variable(&d, tag);
+        assert_eq!(v["type"], "query", "{tag}");
+        assert_eq!(v["datasource"], ds_ref(), "{tag}");
+        assert_eq!(
+            v["query"],
+            format!(r#"SHOW TAG VALUES FROM "user_events" WITH KEY = "{tag}""#),
+            "{tag}"
+        );
+        assert_eq!(
+            (v["multi"].as_bool(), v["includeAll"].as_bool()),
+            (Some(true), Some(true)),
+            "{tag}"
+        );
+        assert_eq!(v["allValue"], ".*", "{tag}");
+    }
     let defined: HashSet<String> = d["templating"]["list"]
         .as_array()
         .unwrap()
@@ -176,6 +196,12 @@ fn grafana_dashboard_imports_cleanly() {
         assert_eq!(t["rawQuery"], true, "{title}: rawQuery");
         let q = t["query"].as_str().unwrap_or_else(|| panic!("{title}: query"));
         assert!(q.contains(r#"FROM "user_events""#), "{title}: {q}");
+        for tag in TAG_VARIABLES {
+            assert!(
+                q.contains(&format!(r#"AND "{tag}" =~ /^${tag}$/"#)),
+                "{title}: not filtered by ${tag}: {q}"
+            );
+        }
         assert!(
             q.matches("$timeFilter").count() >= q.matches("FROM").count(),
             "{title}: every SELECT needs WHERE $timeFilter: {q}"
@@ -244,51 +270,101 @@ fn numbers(series: &Value) -> Vec<f64> {
         .collect()
 }
 
+/// `line` (InfluxDB line protocol) with the tag `key=value` added to its tag set.
+fn with_tag(line: &str, key: &str, value: &str) -> String {
+    let b = line.as_bytes();
+    let at = (0..b.len())
+        .find(|&i| b[i] == b' ' && (i == 0 || b[i - 1] != b'\\'))
+        .expect("a line has a field set");
+    format!("{},{key}={value}{}", &line[..at], &line[at..])
+}
+
+/// The values a query variable's query returns.
+fn variable_values(influx: &Influxd, d: &Value, name: &str) -> Vec<String> {
+    let q = variable(d, name)["query"].as_str().unwrap().to_string();
+    let mut values: Vec<String> = influx.query("senseops", &q)["results"][0]["series"][0]["values"]
+        .as_array()
+        .unwrap_or_else(|| panic!("the {name} variable query returns no values: {q}"))
+        .iter()
+        .map(|kv| kv[1].as_str().unwrap().to_string())
+        .collect();
+    values.sort();
+    values
+}
+
 #[test]
 fn grafana_dashboard_queries_run_on_influxdb_1x() {
-    // The points Butler SOS stored for the golden cases: the schema the dashboard must read.
+    // The points Butler SOS stored for the golden cases (config tags env=DEV, no qs_env: the schema the dashboard
+    // must read as it is), and the same points from a second farm tagged qs_env=prod, env=PROD.
     let influx = Influxd::start();
     influx.query("senseops", "CREATE DATABASE senseops");
     let body: Vec<String> = fixtures::cases().iter().flat_map(|c| c.influx_bodies()).collect();
     assert!(body.len() >= 5, "fixtures hold too few InfluxDB points");
-    let (status, answer) = request(influx.addr, "POST", "/write?db=senseops", body.join("\n").as_bytes()).unwrap();
+    assert!(body.iter().all(|l| l.contains(",env=DEV") && !l.contains("qs_env=")));
+    let prod: Vec<String> = body
+        .iter()
+        .map(|l| with_tag(&l.replace(",env=DEV", ",env=PROD"), "qs_env", "prod"))
+        .collect();
+    let (status, answer) = request(
+        influx.addr,
+        "POST",
+        "/write?db=senseops",
+        [body.join("\n"), prod.join("\n")].join("\n").as_bytes(),
+    )
+    .unwrap();
     assert_eq!(status, 204, "write: {answer}");
 
     let d = dashboard();
-    let host_query = variable(&d, "host")["query"].as_str().unwrap().to_string();
-    let hosts: Vec<String> = influx.query("senseops", &host_query)["results"][0]["series"][0]["values"]
-        .as_array()
-        .expect("the host variable query returns values")
-        .iter()
-        .map(|kv| kv[1].as_str().unwrap().to_string())
-        .collect();
+    let hosts = variable_values(&influx, &d, "host");
     assert!(!hosts.is_empty());
+    assert_eq!(variable_values(&influx, &d, "qs_env"), ["prod"]);
+    assert_eq!(variable_values(&influx, &d, "env"), ["DEV", "PROD"]);
 
     let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis();
     let time_filter = format!("time >= {}ms and time <= {}ms", now_ms - 6 * 3_600_000, now_ms + 60_000);
+    // Each query as Grafana sends it for a selection of the tag variables: "All" (the variable's allValue `.*`),
+    // one value, or a value no point has. `host` is always all its values.
+    let all = ".*".to_string();
+    let one = |v: &str| grafana_regex(&[v.to_string()]);
+    let selections: [(&str, [String; 2], bool); 4] = [
+        ("all", [all.clone(), all.clone()], true),
+        ("qs_env=prod", [one("prod"), all.clone()], true),
+        ("env=DEV", [all.clone(), one("DEV")], true),
+        ("qs_env=test", [one("test"), all.clone()], false),
+    ];
     let mut checked = BTreeMap::new();
     for p in all_panels(&d) {
         let title = p["title"].as_str().unwrap().to_string();
         let interval = p["interval"].as_str().unwrap_or("1m");
         for t in p["targets"].as_array().into_iter().flatten() {
-            let q = t["query"]
-                .as_str()
-                .unwrap()
-                .replace("$timeFilter", &time_filter)
-                .replace("$__interval", interval)
-                .replace("$host", &grafana_regex(&hosts));
-            let v = influx.query("senseops", &q);
-            let result = &v["results"][0];
-            assert!(result.get("error").is_none(), "{title}: {q}\n{result}");
-            let series = result["series"]
-                .as_array()
-                .unwrap_or_else(|| panic!("{title}: no series for {q}"));
-            let values: Vec<f64> = series.iter().flat_map(numbers).collect();
-            assert!(
-                values.iter().any(|n| *n > 0.0),
-                "{title}: only zeros/nulls for {q}\n{result}"
-            );
-            checked.insert(title.clone(), series.len());
+            for (what, values, has_data) in &selections {
+                let mut q = t["query"]
+                    .as_str()
+                    .unwrap()
+                    .replace("$timeFilter", &time_filter)
+                    .replace("$__interval", interval)
+                    .replace("$host", &grafana_regex(&hosts));
+                for (tag, value) in TAG_VARIABLES.iter().zip(values) {
+                    q = q.replace(&format!("${tag}"), value);
+                }
+                let v = influx.query("senseops", &q);
+                let result = &v["results"][0];
+                assert!(result.get("error").is_none(), "{title} ({what}): {q}\n{result}");
+                let series = result["series"].as_array().cloned().unwrap_or_default();
+                let values: Vec<f64> = series.iter().flat_map(numbers).collect();
+                if *has_data {
+                    assert!(
+                        values.iter().any(|n| *n > 0.0),
+                        "{title} ({what}): only zeros/nulls for {q}\n{result}"
+                    );
+                } else {
+                    assert!(
+                        values.iter().all(|n| *n == 0.0),
+                        "{title} ({what}): the filter lets other points through: {q}\n{result}"
+                    );
+                }
+            }
+            checked.insert(title.clone(), ());
         }
     }
     assert!(checked.len() >= 6, "checked only {checked:?}");

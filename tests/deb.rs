@@ -99,29 +99,8 @@ impl Drop for Purge {
 
 #[test]
 fn debian_package_builds_installs_runs_and_purges_cleanly() {
-    // Run the script as from a shell: without the package variables cargo sets for test binaries (were the script
-    // to run `cargo build`, cargo would see them as changed and rebuild, then again from the next shell).
-    let mut script = Command::new("bash");
-    script
-        .arg("scripts/package-deb.sh")
-        .current_dir(repo_root())
-        .env("SENSE_INGEST_RELEASE_BIN", crate::common::engine_bin());
-    for (name, _) in std::env::vars_os() {
-        let name = name.to_string_lossy();
-        if [
-            "CARGO_PKG_",
-            "CARGO_MANIFEST_",
-            "CARGO_BIN_EXE_",
-            "CARGO_CRATE_",
-            "CARGO_PRIMARY_",
-            "CARGO_TARGET_TMPDIR",
-        ]
-        .iter()
-        .any(|p| name.starts_with(p))
-        {
-            script.env_remove(name.as_ref());
-        }
-    }
+    let mut script = crate::common::repo_script("scripts/package-deb.sh");
+    script.env("SENSE_INGEST_RELEASE_BIN", crate::common::engine_bin());
     let out = script.output().unwrap();
     assert!(
         out.status.success(),

@@ -1,6 +1,6 @@
 //! The deployment files in `packaging/`: the Grafana dashboard (structure, and every query run against a real
 //! InfluxDB 1.x holding Butler SOS's `user_events` points), the systemd unit, the sysctl snippet, the example
-//! overlay and the Dockerfile, each checked against the engine's own defaults where they depend on them. The
+//! overlay, the Dockerfile and its overlay, each checked against the engine's own defaults where they depend on them. The
 //! Debian package built from them is tested in `deb.rs`.
 
 use std::collections::{BTreeMap, HashSet};
@@ -20,6 +20,7 @@ const UNIT: &str = "packaging/sense-ingest.service";
 const SYSCTL: &str = "packaging/99-sense-ingest.conf";
 const DOCKERFILE: &str = "packaging/Dockerfile";
 const OVERLAY: &str = "packaging/overlay.yaml";
+const CONTAINER_OVERLAY: &str = "packaging/container.yaml";
 
 /// Where the Debian package installs the binary (the unit's one place of truth for it).
 pub const INSTALLED_BIN: &str = "/usr/bin/sense-ingest";
@@ -568,13 +569,11 @@ fn sysctl_snippet_allows_the_default_receive_buffer() {
     );
 }
 
-#[test]
-fn dockerfile_builds_the_workspace_and_runs_unprivileged() {
-    let text = read(DOCKERFILE);
-    // Instructions with their continuation lines joined.
-    let mut instructions: Vec<(String, String)> = Vec::new();
+/// The Dockerfile's instructions in order, continuation lines joined: (instruction, arguments).
+fn dockerfile_instructions() -> Vec<(String, String)> {
+    let mut instructions = Vec::new();
     let mut pending = String::new();
-    for line in text.lines() {
+    for line in read(DOCKERFILE).lines() {
         let t = line.trim();
         if pending.is_empty() && (t.is_empty() || t.starts_with('#')) {
             continue;
@@ -589,6 +588,14 @@ fn dockerfile_builds_the_workspace_and_runs_unprivileged() {
             }
         }
     }
+    instructions
+}
+
+/// The image is the prebuilt binary on a Debian base, unprivileged, with its overlay, spool volume, HEALTHCHECK
+/// and stop signal (`container.rs` builds and runs it).
+#[test]
+fn dockerfile_packages_the_prebuilt_binary_and_runs_unprivileged() {
+    let instructions = dockerfile_instructions();
     let all = |op: &str| -> Vec<&str> {
         instructions
             .iter()
@@ -596,66 +603,100 @@ fn dockerfile_builds_the_workspace_and_runs_unprivileged() {
             .map(|(_, a)| a.as_str())
             .collect()
     };
-    let froms = all("FROM");
-    assert_eq!(froms.len(), 2, "multi-stage: {froms:?}");
-    assert!(
-        froms[0].starts_with("rust:") && froms[0].contains("bookworm"),
-        "{}",
-        froms[0]
-    );
-    assert_eq!(froms[1], "debian:bookworm-slim");
-    let stage_build = instructions.iter().position(|(o, _)| o == "FROM").unwrap();
-    let stage_runtime = instructions.iter().rposition(|(o, _)| o == "FROM").unwrap();
-
-    // The build stage copies every source path cargo needs; each exists in the repository.
-    let mut copied = HashSet::new();
-    for (op, args) in &instructions[stage_build..stage_runtime] {
-        if op == "COPY" && !args.starts_with("--from") {
-            let parts: Vec<&str> = args.split_whitespace().collect();
-            for src in &parts[..parts.len() - 1] {
-                assert!(repo_root().join(src).exists(), "COPY {src}: not in the repository");
-                copied.insert(src.trim_end_matches('/').to_string());
-            }
-        }
+    assert_eq!(all("ARG"), ["BASE=debian:bookworm-slim"]);
+    assert_eq!(all("FROM"), ["${BASE}"], "one stage, no toolchain");
+    // The build context is what scripts/package-container.sh puts in it.
+    let script = read("scripts/package-container.sh");
+    for copy in all("COPY") {
+        let parts: Vec<&str> = copy.split_whitespace().collect();
+        assert_eq!(parts.len(), 2, "COPY {copy}");
+        assert!(
+            script.contains(&format!("\"$work/context/{}\"", parts[0])),
+            "COPY {}: the script's context has no such file",
+            parts[0]
+        );
     }
-    let manifest = read("Cargo.toml");
-    let members = manifest
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("members = "))
-        .expect("[workspace] members");
-    let mut needed: Vec<String> = vec!["Cargo.toml".into(), "Cargo.lock".into(), "src".into()];
-    needed.extend(
-        members
-            .trim_matches(['[', ']'])
-            .split(',')
-            .map(|m| m.trim().trim_matches('"').to_string()),
-    );
-    needed.extend(["benches".into(), "tests".into()]);
-    for n in needed.iter().filter(|n| *n != ".") {
-        assert!(copied.contains(n.as_str()), "the build stage does not COPY {n}");
-    }
-    assert!(
-        all("RUN").iter().any(|r| r.contains("cargo build --release --locked")),
-        "cargo build --release --locked"
-    );
+    assert!(all("COPY").contains(&"sense-ingest /usr/bin/sense-ingest"));
+    assert!(all("COPY").contains(&"container.yaml /etc/sense-ingest/container.yaml"));
 
-    let runtime = &instructions[stage_runtime..];
-    let user = runtime
-        .iter()
-        .rev()
-        .find(|(o, _)| o == "USER")
-        .map(|(_, a)| a.as_str())
-        .expect("USER");
-    assert!(!["root", "0", "root:root", "0:0"].contains(&user), "runs as root");
+    let user = all("USER").pop().expect("USER");
+    let (uid, gid) = user.split_once(':').expect("USER uid:gid");
+    assert!(
+        uid.parse::<u32>().is_ok_and(|u| u != 0) && gid.parse::<u32>().is_ok_and(|g| g != 0),
+        "USER {user}: numeric and not root"
+    );
+    assert!(
+        all("RUN").iter().any(|r| r.contains(&format!("--uid {uid} "))),
+        "USER {user} is not the user the image creates"
+    );
     let exposed: Vec<&str> = all("EXPOSE").iter().flat_map(|a| a.split_whitespace()).collect();
+    assert_eq!(exposed, ["9997/udp", "9842/tcp"]);
+    assert_eq!(all("VOLUME"), [r#"["/var/lib/sense-ingest/spool"]"#]);
+    assert_eq!(all("STOPSIGNAL"), ["SIGTERM"]);
+    let health = all("HEALTHCHECK");
+    assert_eq!(health.len(), 1);
     assert!(
-        exposed.contains(&"9997/udp") && exposed.contains(&"9842/tcp"),
-        "{exposed:?}"
-    );
-    assert!(
-        all("VOLUME").iter().any(|v| v.contains("/var/lib/sense-ingest/spool")),
-        "spool volume"
+        health[0].contains("/dev/tcp/127.0.0.1/${SENSE_INGEST_METRICS_PORT:-9842}") && health[0].contains("GET /live "),
+        "{}",
+        health[0]
     );
     assert_eq!(all("ENTRYPOINT"), [r#"["sense-ingest"]"#]);
-    assert_eq!(all("CMD"), [r#"["run", "--config", "/config/butler-sos.yaml"]"#]);
+    assert_eq!(
+        all("CMD"),
+        [r#"["run", "--config", "/config/butler-sos.yaml", "--config", "/etc/sense-ingest/container.yaml"]"#]
+    );
+}
+
+/// The image's overlay over an unchanged Butler SOS file: valid, user events on, the metrics endpoint where the
+/// HEALTHCHECK asks and EXPOSE says (or where the environment moves it), the spool in the volume.
+#[test]
+fn container_overlay_serves_metrics_where_the_healthcheck_asks_and_spools_in_the_volume() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path().join("butler-sos.yaml");
+    let mut cfg = fixtures::config(false);
+    fixtures::set(
+        &mut cfg,
+        "Butler-SOS.userEvents.enable",
+        serde_norway::Value::from(false),
+    );
+    std::fs::write(&base, serde_norway::to_string(&cfg).unwrap()).unwrap();
+    let overlay = repo_root().join(CONTAINER_OVERLAY);
+    for (env, metrics) in [
+        (vec![], "0.0.0.0:9842"),
+        (
+            vec![
+                ("SENSE_INGEST_METRICS_HOST", "127.0.0.1"),
+                ("SENSE_INGEST_METRICS_PORT", "19842"),
+            ],
+            "127.0.0.1:19842",
+        ),
+    ] {
+        let out = std::process::Command::new(crate::common::engine_bin())
+            .args(["check-config", "--config"])
+            .arg(&base)
+            .arg("--config")
+            .arg(&overlay)
+            .env_remove("SENSE_INGEST_METRICS_HOST")
+            .env_remove("SENSE_INGEST_METRICS_PORT")
+            .envs(env)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "check-config failed:\n{stdout}{stderr}");
+        assert!(
+            stdout.contains("listener: udp 127.0.0.1:19997"),
+            "user events stay off:\n{stdout}"
+        );
+        assert!(
+            stdout
+                .lines()
+                .any(|l| l.starts_with(&format!("metrics: http://{metrics}/metrics, "))),
+            "metrics not on {metrics}:\n{stdout}"
+        );
+        assert!(
+            stdout.lines().any(|l| l.starts_with(&format!("spool: {STATE_SPOOL} "))),
+            "spool not in the volume:\n{stdout}"
+        );
+    }
 }

@@ -12,6 +12,8 @@ mod butler_metrics;
 mod chaos;
 /// `check-config` on good and broken Butler SOS files.
 mod check_config;
+/// The container image: built by scripts/package-container.sh, run by podman under the default seccomp profile.
+mod container;
 /// The Debian package: built by scripts/package-deb.sh, contents checked, installed as root, run, purged.
 mod deb;
 /// The spool on a full tmpfs while InfluxDB is down, then space and InfluxDB back: only counted losses.

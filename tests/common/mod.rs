@@ -319,3 +319,28 @@ pub fn metric(body: &str, series: &str) -> Option<u64> {
         .and_then(|v| v.trim().parse::<f64>().ok())
         .map(|v| v as u64)
 }
+
+/// `bash <script>` (a path relative to the repository root), run from the root as from a shell: without the
+/// package variables cargo sets for test binaries (were the script to run `cargo build`, cargo would see them as
+/// changed and rebuild, then again from the next shell).
+pub fn repo_script(script: &str) -> Command {
+    let mut cmd = Command::new("bash");
+    cmd.arg(script).current_dir(env!("CARGO_MANIFEST_DIR"));
+    for (name, _) in std::env::vars_os() {
+        let name = name.to_string_lossy();
+        if [
+            "CARGO_PKG_",
+            "CARGO_MANIFEST_",
+            "CARGO_BIN_EXE_",
+            "CARGO_CRATE_",
+            "CARGO_PRIMARY_",
+            "CARGO_TARGET_TMPDIR",
+        ]
+        .iter()
+        .any(|p| name.starts_with(p))
+        {
+            cmd.env_remove(name.as_ref());
+        }
+    }
+    cmd
+}

@@ -2,9 +2,10 @@
 # Installs what the tests need, then runs every test of the workspace.
 #
 # The integration tests start real servers as child processes on free loopback ports in temp dirs:
-# InfluxDB 1.x (`influxd`, Debian package `influxdb`) and Mosquitto (`mosquitto`). The container test builds and
-# runs the image with `podman`, `runc` and `debootstrap` (for the local base image). This script installs those
-# packages when they are missing (as root, or through sudo). Nothing else is downloaded.
+# InfluxDB 1.x (`influxd`, Debian package `influxdb`), Mosquitto (`mosquitto`) and Prometheus (`prometheus`, with
+# `promtool`). The container test builds and runs the image with `podman`, `runc` and `debootstrap` (for the local
+# base image). This script installs those packages when they are missing (as root, or through sudo), and keeps the
+# Prometheus package's own service from running: the tests start their own. Nothing else is downloaded.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,6 +14,7 @@ missing=()
 [ -x /usr/sbin/mosquitto ] || command -v mosquitto >/dev/null 2>&1 || missing+=(mosquitto)
 # openssl makes the MQTT TLS test's certificates (present on Debian images, installed if not).
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+{ [ -x /usr/bin/prometheus ] && [ -x /usr/bin/promtool ]; } || missing+=(prometheus)
 # The container tools are installed with their recommended packages (as tested here).
 containers=()
 command -v podman >/dev/null 2>&1 || containers+=(podman)
@@ -41,6 +43,18 @@ if [ $((${#missing[@]} + ${#containers[@]})) -gt 0 ]; then
   fi
   [ -z "$policy" ] || $sudo rm -f "$policy"
   [ "$status" -eq 0 ] || exit "$status"
+fi
+
+# The Debian package of Prometheus enables (and, under systemd, would start) its own service on port 9090.
+if [ -x /usr/bin/prometheus ] && command -v systemctl >/dev/null 2>&1 &&
+  systemctl is-enabled --quiet prometheus 2>/dev/null; then
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  if [ -d /run/systemd/system ]; then
+    $sudo systemctl disable --now prometheus >/dev/null 2>&1
+  else
+    $sudo systemctl disable prometheus >/dev/null 2>&1
+  fi
 fi
 
 # Every test binary runs even when an earlier one fails (--no-fail-fast); the last line sums them all.

@@ -41,6 +41,8 @@ mod packaging;
 /// `/metrics` and `/health` of the real binary: every fixture counted by outcome, health, port-in-use startup error,
 /// answers while slow clients trickle.
 mod prometheus;
+/// The health dashboard's queries and the alert rules on a real Prometheus scraping the engine; promtool.
+mod prometheus_dashboards;
 /// Receive-side behaviour: stdout JSON lines, IPv6, rejects (counted, logged escaped), SIGHUP, shutdown flush.
 mod receive;
 /// Outages, restarts and the spool: nothing lost, every loss counted.

@@ -9,6 +9,7 @@ pub mod influx_mock;
 pub mod influxd;
 pub mod mosquitto;
 pub mod nr_receiver;
+pub mod prometheus;
 pub mod tls_proxy;
 pub mod tmpfs;
 

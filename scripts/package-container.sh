@@ -14,27 +14,12 @@
 # The last line of stdout is the image's name.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-root=$(pwd)
 
 image=${SENSE_INGEST_IMAGE:-localhost/sense-ingest:latest}
 base=localhost/debian-bookworm-minbase
-version=$(awk '/^\[package\]/ {p = 1; next} /^\[/ {p = 0} p && $1 == "version" {gsub(/"/, "", $3); print $3; exit}' Cargo.toml)
-[ -n "$version" ] || { echo "package-container: no [package] version in Cargo.toml" >&2; exit 1; }
-target_dir=${CARGO_TARGET_DIR:-target}
-case "$target_dir" in /*) ;; *) target_dir="$root/$target_dir" ;; esac
-
-if [ -n "${SENSE_INGEST_RELEASE_BIN:-}" ]; then
-  bin=$SENSE_INGEST_RELEASE_BIN
-else
-  cargo build --release --locked --bin sense-ingest >&2
-  bin="$target_dir/release/sense-ingest"
-fi
-[ -x "$bin" ] || { echo "package-container: $bin is not an executable" >&2; exit 1; }
-bin_version=$("$bin" --version)
-[ "$bin_version" = "sense-ingest $version" ] || {
-  echo "package-container: $bin says '$bin_version', Cargo.toml says $version" >&2
-  exit 1
-}
+name=package-container
+# version, target_dir and bin (SENSE_INGEST_RELEASE_BIN or a release build), checked.
+. scripts/release-bin.sh
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT

@@ -10,11 +10,11 @@
 //! debootstrap from the Debian mirror, about two minutes), not something the test's run leaves in a changed state.
 
 use std::os::unix::fs::PermissionsExt;
-use std::process::{Command, Output};
+use std::process::Output;
 use std::time::Duration;
 
 use crate::common::influxd::Influxd;
-use crate::common::{fixtures, free_tcp_port, send_datagrams, wait_for};
+use crate::common::{fixtures, free_tcp_port, run, run_ok, send_datagrams, wait_for};
 
 /// How every podman container of the image is run here: crun refuses this kind of host's hybrid cgroups, and
 /// podman's default limits are above what the runtime may set without a systemd scope.
@@ -34,22 +34,12 @@ const FALLBACK_LINE: &str = "WARN io_uring unavailable; using recvmmsg reason=io
                              profile that blocks io_uring, e.g. podman's default one, or a kernel without io_uring)";
 
 fn podman(args: &[&str]) -> Output {
-    Command::new("podman")
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("podman: {e}"))
+    run("podman", args)
 }
 
+/// `podman args`' stdout; panics with its output unless it exits 0.
 fn podman_ok(args: &[&str]) -> String {
-    let out = podman(args);
-    assert!(
-        out.status.success(),
-        "podman {args:?}: {}\nstdout:\n{}\nstderr:\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
+    String::from_utf8(run_ok("podman", args).stdout).unwrap()
 }
 
 /// Everything the container printed (stdout and stderr).

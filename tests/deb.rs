@@ -10,9 +10,9 @@
 use std::collections::BTreeMap;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
-use crate::common::fixtures;
+use crate::common::{fixtures, run, run_ok};
 use crate::packaging::{INSTALLED_BIN, STATE_SPOOL, UNIT_CONFIGS};
 
 const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -23,26 +23,6 @@ const STATE_DIR: &str = "/var/lib/sense-ingest";
 
 fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// Runs `program args`; panics with its output unless it exits 0.
-fn run_ok(program: &str, args: &[&str]) -> Output {
-    let out = run(program, args);
-    assert!(
-        out.status.success(),
-        "{program} {args:?}: {}\nstdout:\n{}\nstderr:\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
-fn run(program: &str, args: &[&str]) -> Output {
-    Command::new(program)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("{program}: {e}"))
 }
 
 fn stdout(out: &Output) -> String {

@@ -253,7 +253,7 @@ fn grafana_dashboard_imports_cleanly() {
 }
 
 /// Grafana's rendering of a multi-value variable inside an InfluxQL regex: `(a|b)`, each value regex-escaped.
-fn grafana_regex(values: &[String]) -> String {
+pub fn grafana_regex(values: &[String]) -> String {
     let escaped: Vec<String> = values
         .iter()
         .map(|v| {
@@ -519,10 +519,9 @@ fn systemd_unit_runs_the_engine_hardened_without_blocking_io_uring() {
     }
 }
 
-/// The example overlay over an unchanged Butler SOS file (user events off, as Butler SOS keeps it once
-/// sense-ingest takes them): valid, user events on, spool in the state directory.
-#[test]
-fn overlay_switches_user_events_on_and_spools_in_the_state_directory() {
+/// `check-config` on an unchanged Butler SOS file (user events off, as Butler SOS keeps it once sense-ingest takes
+/// them) plus `overlay`, with the environment `env`: asserts it is valid and user events are on; returns its report.
+fn check_overlay(overlay: &Path, env: &[(&str, &str)]) -> String {
     let dir = tempfile::tempdir().unwrap();
     let base = dir.path().join("butler-sos.yaml");
     let mut cfg = fixtures::config(false);
@@ -532,16 +531,17 @@ fn overlay_switches_user_events_on_and_spools_in_the_state_directory() {
         serde_norway::Value::from(false),
     );
     std::fs::write(&base, serde_norway::to_string(&cfg).unwrap()).unwrap();
-    let overlay = repo_root().join(OVERLAY);
-
     let out = std::process::Command::new(crate::common::engine_bin())
         .args(["check-config", "--config"])
         .arg(&base)
         .arg("--config")
-        .arg(&overlay)
+        .arg(overlay)
+        .env_remove("SENSE_INGEST_METRICS_HOST")
+        .env_remove("SENSE_INGEST_METRICS_PORT")
+        .envs(env.iter().copied())
         .output()
         .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "check-config failed:\n{stdout}{stderr}");
     assert!(
@@ -552,6 +552,13 @@ fn overlay_switches_user_events_on_and_spools_in_the_state_directory() {
         stdout.contains("listener: udp 127.0.0.1:19997"),
         "user events stay off:\n{stdout}"
     );
+    stdout
+}
+
+/// The example overlay: valid over a Butler SOS file, user events on, spool in the state directory.
+#[test]
+fn overlay_switches_user_events_on_and_spools_in_the_state_directory() {
+    let stdout = check_overlay(&repo_root().join(OVERLAY), &[]);
     assert!(
         stdout.lines().any(|l| l.starts_with(&format!("spool: {STATE_SPOOL} "))),
         "spool not in the state directory:\n{stdout}"
@@ -658,15 +665,6 @@ fn dockerfile_packages_the_prebuilt_binary_and_runs_unprivileged() {
 /// HEALTHCHECK asks and EXPOSE says (or where the environment moves it), the spool in the volume.
 #[test]
 fn container_overlay_serves_metrics_where_the_healthcheck_asks_and_spools_in_the_volume() {
-    let dir = tempfile::tempdir().unwrap();
-    let base = dir.path().join("butler-sos.yaml");
-    let mut cfg = fixtures::config(false);
-    fixtures::set(
-        &mut cfg,
-        "Butler-SOS.userEvents.enable",
-        serde_norway::Value::from(false),
-    );
-    std::fs::write(&base, serde_norway::to_string(&cfg).unwrap()).unwrap();
     let overlay = repo_root().join(CONTAINER_OVERLAY);
     for (env, metrics) in [
         (vec![], "0.0.0.0:9842"),
@@ -678,23 +676,7 @@ fn container_overlay_serves_metrics_where_the_healthcheck_asks_and_spools_in_the
             "127.0.0.1:19842",
         ),
     ] {
-        let out = std::process::Command::new(crate::common::engine_bin())
-            .args(["check-config", "--config"])
-            .arg(&base)
-            .arg("--config")
-            .arg(&overlay)
-            .env_remove("SENSE_INGEST_METRICS_HOST")
-            .env_remove("SENSE_INGEST_METRICS_PORT")
-            .envs(env)
-            .output()
-            .unwrap();
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(out.status.success(), "check-config failed:\n{stdout}{stderr}");
-        assert!(
-            stdout.contains("listener: udp 127.0.0.1:19997"),
-            "user events stay off:\n{stdout}"
-        );
+        let stdout = check_overlay(&overlay, &env);
         assert!(
             stdout
                 .lines()

@@ -57,22 +57,10 @@ fn dashboard_queries(d: &Value) -> Vec<(String, String)> {
     out
 }
 
-/// Grafana's rendering of a multi-value Prometheus variable inside a `=~"..."` matcher: `(a|b)`, each value
-/// regex-escaped, the backslashes doubled for the PromQL string literal.
+/// Grafana's rendering of a multi-value Prometheus variable inside a `=~"..."` matcher: InfluxQL's `(a|b)` with
+/// regex-escaped values (RE2 takes the same escapes), the backslashes doubled for the PromQL string literal.
 fn grafana_prometheus_regex(values: &[String]) -> String {
-    let escaped: Vec<String> = values
-        .iter()
-        .map(|v| {
-            v.chars().fold(String::new(), |mut s, c| {
-                if r"\^$.|?*+()[]{}".contains(c) {
-                    s.push_str(r"\\");
-                }
-                s.push(c);
-                s
-            })
-        })
-        .collect();
-    format!("({})", escaped.join("|"))
+    crate::packaging::grafana_regex(values).replace('\\', r"\\")
 }
 
 /// `data.result` of a successful instant query; panics with Prometheus' error otherwise.
@@ -173,12 +161,7 @@ fn health_dashboard_queries_and_alert_rules_run_on_a_real_prometheus() {
         .and_then(|s| s.split_once(", "))
         .unwrap_or_else(|| panic!("instance variable: {definition}"));
     let values = prometheus.get(&format!("/api/v1/label/{label}/values?match[]={metric}"));
-    let instances: Vec<String> = values["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_str().unwrap().to_string())
-        .collect();
+    let instances: Vec<String> = serde_json::from_value(values["data"].clone()).unwrap();
     assert_eq!(instances, std::slice::from_ref(&instance));
 
     // Every query, with "All" (`.*`) and with the one instance selected: valid, and with data.

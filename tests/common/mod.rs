@@ -345,3 +345,24 @@ pub fn repo_script(script: &str) -> Command {
     }
     cmd
 }
+
+/// Runs `program args` to completion; panics only when it cannot be started.
+pub fn run(program: &str, args: &[&str]) -> std::process::Output {
+    Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{program}: {e}"))
+}
+
+/// [`run`], panicking with its output unless it exits 0.
+pub fn run_ok(program: &str, args: &[&str]) -> std::process::Output {
+    let out = run(program, args);
+    assert!(
+        out.status.success(),
+        "{program} {args:?}: {}\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}

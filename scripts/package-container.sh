@@ -18,6 +18,9 @@ cd "$(dirname "$0")/.."
 image=${SENSE_INGEST_IMAGE:-localhost/sense-ingest:latest}
 base=localhost/debian-bookworm-minbase
 name=package-container
+for tool in podman runc; do
+  command -v "$tool" >/dev/null 2>&1 || { echo "$name: needs $tool (Debian package $tool)" >&2; exit 1; }
+done
 # version, target_dir and bin (SENSE_INGEST_RELEASE_BIN or a release build), checked.
 . scripts/release-bin.sh
 
@@ -48,6 +51,7 @@ debian_mirror() {
 }
 
 if ! podman image exists "$base"; then
+  command -v debootstrap >/dev/null 2>&1 || { echo "$name: needs debootstrap to make $base" >&2; exit 1; }
   mirror=$(debian_mirror | head -n 1)
   mirror=${mirror:-http://deb.debian.org/debian}
   echo "package-container: making $base with debootstrap from $mirror" >&2

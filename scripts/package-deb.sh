@@ -15,26 +15,11 @@
 # /var/lib/sense-ingest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-root=$(pwd)
 
-version=$(awk '/^\[package\]/ {p = 1; next} /^\[/ {p = 0} p && $1 == "version" {gsub(/"/, "", $3); print $3; exit}' Cargo.toml)
-[ -n "$version" ] || { echo "package-deb: no [package] version in Cargo.toml" >&2; exit 1; }
+name=package-deb
+# version, target_dir and bin (SENSE_INGEST_RELEASE_BIN or a release build), checked.
+. scripts/release-bin.sh
 arch=$(dpkg --print-architecture)
-target_dir=${CARGO_TARGET_DIR:-target}
-case "$target_dir" in /*) ;; *) target_dir="$root/$target_dir" ;; esac
-
-if [ -n "${SENSE_INGEST_RELEASE_BIN:-}" ]; then
-  bin=$SENSE_INGEST_RELEASE_BIN
-else
-  cargo build --release --locked --bin sense-ingest >&2
-  bin="$target_dir/release/sense-ingest"
-fi
-[ -x "$bin" ] || { echo "package-deb: $bin is not an executable" >&2; exit 1; }
-bin_version=$("$bin" --version)
-[ "$bin_version" = "sense-ingest $version" ] || {
-  echo "package-deb: $bin says '$bin_version', Cargo.toml says $version" >&2
-  exit 1
-}
 
 # Depends: from the shared libraries the binary links (objdump -p) and the newest symbol versions it uses.
 libc=0

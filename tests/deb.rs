@@ -10,9 +10,9 @@
 use std::collections::BTreeMap;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
-use crate::common::fixtures;
+use crate::common::{fixtures, run, run_ok};
 use crate::packaging::{INSTALLED_BIN, STATE_SPOOL, UNIT_CONFIGS};
 
 const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -23,26 +23,6 @@ const STATE_DIR: &str = "/var/lib/sense-ingest";
 
 fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// Runs `program args`; panics with its output unless it exits 0.
-fn run_ok(program: &str, args: &[&str]) -> Output {
-    let out = run(program, args);
-    assert!(
-        out.status.success(),
-        "{program} {args:?}: {}\nstdout:\n{}\nstderr:\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
-fn run(program: &str, args: &[&str]) -> Output {
-    Command::new(program)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("{program}: {e}"))
 }
 
 fn stdout(out: &Output) -> String {
@@ -99,29 +79,8 @@ impl Drop for Purge {
 
 #[test]
 fn debian_package_builds_installs_runs_and_purges_cleanly() {
-    // Run the script as from a shell: without the package variables cargo sets for test binaries (were the script
-    // to run `cargo build`, cargo would see them as changed and rebuild, then again from the next shell).
-    let mut script = Command::new("bash");
-    script
-        .arg("scripts/package-deb.sh")
-        .current_dir(repo_root())
-        .env("SENSE_INGEST_RELEASE_BIN", crate::common::engine_bin());
-    for (name, _) in std::env::vars_os() {
-        let name = name.to_string_lossy();
-        if [
-            "CARGO_PKG_",
-            "CARGO_MANIFEST_",
-            "CARGO_BIN_EXE_",
-            "CARGO_CRATE_",
-            "CARGO_PRIMARY_",
-            "CARGO_TARGET_TMPDIR",
-        ]
-        .iter()
-        .any(|p| name.starts_with(p))
-        {
-            script.env_remove(name.as_ref());
-        }
-    }
+    let mut script = crate::common::repo_script("scripts/package-deb.sh");
+    script.env("SENSE_INGEST_RELEASE_BIN", crate::common::engine_bin());
     let out = script.output().unwrap();
     assert!(
         out.status.success(),

@@ -1,6 +1,6 @@
 //! The deployment files in `packaging/`: the Grafana dashboard (structure, and every query run against a real
 //! InfluxDB 1.x holding Butler SOS's `user_events` points), the systemd unit, the sysctl snippet, the example
-//! overlay and the Dockerfile, each checked against the engine's own defaults where they depend on them. The
+//! overlay, the Dockerfile and its overlay, each checked against the engine's own defaults where they depend on them. The
 //! Debian package built from them is tested in `deb.rs`.
 
 use std::collections::{BTreeMap, HashSet};
@@ -20,6 +20,7 @@ const UNIT: &str = "packaging/sense-ingest.service";
 const SYSCTL: &str = "packaging/99-sense-ingest.conf";
 const DOCKERFILE: &str = "packaging/Dockerfile";
 const OVERLAY: &str = "packaging/overlay.yaml";
+const CONTAINER_OVERLAY: &str = "packaging/container.yaml";
 
 /// Where the Debian package installs the binary (the unit's one place of truth for it).
 pub const INSTALLED_BIN: &str = "/usr/bin/sense-ingest";
@@ -30,6 +31,8 @@ pub const STATE_SPOOL: &str = "/var/lib/sense-ingest/spool";
 
 /// The templated datasource every panel and the host variable must use.
 const DS_VAR: &str = "DS_INFLUXDB";
+/// The user-events dashboard's variables for config tags (`userEvents.tags`), each a filter on every query.
+const TAG_VARIABLES: [&str; 2] = ["qs_env", "env"];
 /// What `sense-ingest` waits after `shutdownTimeout` for sinks to write to their spool (`SPOOL_GRACE`).
 const SPOOL_GRACE: Duration = Duration::from_secs(5);
 
@@ -102,9 +105,10 @@ fn var_refs(text: &str) -> Vec<String> {
     out
 }
 
-#[test]
-fn grafana_dashboard_imports_cleanly() {
-    let d = dashboard();
+/// What Grafana 10/11 needs to import a dashboard file as a new dashboard: title, uid, schema version, no id;
+/// panels with unique ids inside the 24-column grid without overlaps, core panel types only, every panel with
+/// queries on the templated datasource `ds`.
+pub fn check_importable(d: &Value, ds: &Value) {
     assert!(d["title"].as_str().is_some_and(|t| !t.trim().is_empty()), "title");
     let uid = d["uid"].as_str().expect("uid is a string");
     assert!(
@@ -126,7 +130,7 @@ fn grafana_dashboard_imports_cleanly() {
     assert!(!panels.is_empty(), "no panels");
     let mut ids = HashSet::new();
     let mut boxes: Vec<(String, [u64; 4])> = Vec::new();
-    for p in all_panels(&d) {
+    for p in all_panels(d) {
         let title = p["title"].as_str().unwrap_or("").to_string();
         let id = p["id"].as_u64().unwrap_or_else(|| panic!("panel {title:?}: id"));
         assert!(ids.insert(id), "panel id {id} used twice");
@@ -149,9 +153,15 @@ fn grafana_dashboard_imports_cleanly() {
             "{title}: panel type {ty:?} is not a core panel"
         );
         if p["targets"].as_array().is_some_and(|t| !t.is_empty()) {
-            assert_eq!(p["datasource"], ds_ref(), "{title}: panel datasource");
+            assert_eq!(&p["datasource"], ds, "{title}: panel datasource");
         }
     }
+}
+
+#[test]
+fn grafana_dashboard_imports_cleanly() {
+    let d = dashboard();
+    check_importable(&d, &ds_ref());
 
     // Variables: the InfluxDB datasource, and the Sense hosts from the datasource.
     let ds = variable(&d, DS_VAR);
@@ -161,6 +171,24 @@ fn grafana_dashboard_imports_cleanly() {
     assert_eq!(host["type"], "query");
     assert_eq!(host["datasource"], ds_ref());
     assert_eq!(host["query"], r#"SHOW TAG VALUES FROM "user_events" WITH KEY = "host""#);
+    // Config tags (`userEvents.tags`), as Butler SOS's SenseOps dashboards filter them. "All" is `.*`, so points
+    // written without the tag still show; every query filters by each.
+    for tag in TAG_VARIABLES {
+        let v = variable(&d, tag);
+        assert_eq!(v["type"], "query", "{tag}");
+        assert_eq!(v["datasource"], ds_ref(), "{tag}");
+        assert_eq!(
+            v["query"],
+            format!(r#"SHOW TAG VALUES FROM "user_events" WITH KEY = "{tag}""#),
+            "{tag}"
+        );
+        assert_eq!(
+            (v["multi"].as_bool(), v["includeAll"].as_bool()),
+            (Some(true), Some(true)),
+            "{tag}"
+        );
+        assert_eq!(v["allValue"], ".*", "{tag}");
+    }
     let defined: HashSet<String> = d["templating"]["list"]
         .as_array()
         .unwrap()
@@ -176,6 +204,12 @@ fn grafana_dashboard_imports_cleanly() {
         assert_eq!(t["rawQuery"], true, "{title}: rawQuery");
         let q = t["query"].as_str().unwrap_or_else(|| panic!("{title}: query"));
         assert!(q.contains(r#"FROM "user_events""#), "{title}: {q}");
+        for tag in TAG_VARIABLES {
+            assert!(
+                q.contains(&format!(r#"AND "{tag}" =~ /^${tag}$/"#)),
+                "{title}: not filtered by ${tag}: {q}"
+            );
+        }
         assert!(
             q.matches("$timeFilter").count() >= q.matches("FROM").count(),
             "{title}: every SELECT needs WHERE $timeFilter: {q}"
@@ -219,7 +253,7 @@ fn grafana_dashboard_imports_cleanly() {
 }
 
 /// Grafana's rendering of a multi-value variable inside an InfluxQL regex: `(a|b)`, each value regex-escaped.
-fn grafana_regex(values: &[String]) -> String {
+pub fn grafana_regex(values: &[String]) -> String {
     let escaped: Vec<String> = values
         .iter()
         .map(|v| {
@@ -244,51 +278,101 @@ fn numbers(series: &Value) -> Vec<f64> {
         .collect()
 }
 
+/// `line` (InfluxDB line protocol) with the tag `key=value` added to its tag set.
+fn with_tag(line: &str, key: &str, value: &str) -> String {
+    let b = line.as_bytes();
+    let at = (0..b.len())
+        .find(|&i| b[i] == b' ' && (i == 0 || b[i - 1] != b'\\'))
+        .expect("a line has a field set");
+    format!("{},{key}={value}{}", &line[..at], &line[at..])
+}
+
+/// The values a query variable's query returns.
+fn variable_values(influx: &Influxd, d: &Value, name: &str) -> Vec<String> {
+    let q = variable(d, name)["query"].as_str().unwrap().to_string();
+    let mut values: Vec<String> = influx.query("senseops", &q)["results"][0]["series"][0]["values"]
+        .as_array()
+        .unwrap_or_else(|| panic!("the {name} variable query returns no values: {q}"))
+        .iter()
+        .map(|kv| kv[1].as_str().unwrap().to_string())
+        .collect();
+    values.sort();
+    values
+}
+
 #[test]
 fn grafana_dashboard_queries_run_on_influxdb_1x() {
-    // The points Butler SOS stored for the golden cases: the schema the dashboard must read.
+    // The points Butler SOS stored for the golden cases (config tags env=DEV, no qs_env: the schema the dashboard
+    // must read as it is), and the same points from a second farm tagged qs_env=prod, env=PROD.
     let influx = Influxd::start();
     influx.query("senseops", "CREATE DATABASE senseops");
     let body: Vec<String> = fixtures::cases().iter().flat_map(|c| c.influx_bodies()).collect();
     assert!(body.len() >= 5, "fixtures hold too few InfluxDB points");
-    let (status, answer) = request(influx.addr, "POST", "/write?db=senseops", body.join("\n").as_bytes()).unwrap();
+    assert!(body.iter().all(|l| l.contains(",env=DEV") && !l.contains("qs_env=")));
+    let prod: Vec<String> = body
+        .iter()
+        .map(|l| with_tag(&l.replace(",env=DEV", ",env=PROD"), "qs_env", "prod"))
+        .collect();
+    let (status, answer) = request(
+        influx.addr,
+        "POST",
+        "/write?db=senseops",
+        [body.join("\n"), prod.join("\n")].join("\n").as_bytes(),
+    )
+    .unwrap();
     assert_eq!(status, 204, "write: {answer}");
 
     let d = dashboard();
-    let host_query = variable(&d, "host")["query"].as_str().unwrap().to_string();
-    let hosts: Vec<String> = influx.query("senseops", &host_query)["results"][0]["series"][0]["values"]
-        .as_array()
-        .expect("the host variable query returns values")
-        .iter()
-        .map(|kv| kv[1].as_str().unwrap().to_string())
-        .collect();
+    let hosts = variable_values(&influx, &d, "host");
     assert!(!hosts.is_empty());
+    assert_eq!(variable_values(&influx, &d, "qs_env"), ["prod"]);
+    assert_eq!(variable_values(&influx, &d, "env"), ["DEV", "PROD"]);
 
     let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis();
     let time_filter = format!("time >= {}ms and time <= {}ms", now_ms - 6 * 3_600_000, now_ms + 60_000);
+    // Each query as Grafana sends it for a selection of the tag variables: "All" (the variable's allValue `.*`),
+    // one value, or a value no point has. `host` is always all its values.
+    let all = ".*".to_string();
+    let one = |v: &str| grafana_regex(&[v.to_string()]);
+    let selections: [(&str, [String; 2], bool); 4] = [
+        ("all", [all.clone(), all.clone()], true),
+        ("qs_env=prod", [one("prod"), all.clone()], true),
+        ("env=DEV", [all.clone(), one("DEV")], true),
+        ("qs_env=test", [one("test"), all.clone()], false),
+    ];
     let mut checked = BTreeMap::new();
     for p in all_panels(&d) {
         let title = p["title"].as_str().unwrap().to_string();
         let interval = p["interval"].as_str().unwrap_or("1m");
         for t in p["targets"].as_array().into_iter().flatten() {
-            let q = t["query"]
-                .as_str()
-                .unwrap()
-                .replace("$timeFilter", &time_filter)
-                .replace("$__interval", interval)
-                .replace("$host", &grafana_regex(&hosts));
-            let v = influx.query("senseops", &q);
-            let result = &v["results"][0];
-            assert!(result.get("error").is_none(), "{title}: {q}\n{result}");
-            let series = result["series"]
-                .as_array()
-                .unwrap_or_else(|| panic!("{title}: no series for {q}"));
-            let values: Vec<f64> = series.iter().flat_map(numbers).collect();
-            assert!(
-                values.iter().any(|n| *n > 0.0),
-                "{title}: only zeros/nulls for {q}\n{result}"
-            );
-            checked.insert(title.clone(), series.len());
+            for (what, values, has_data) in &selections {
+                let mut q = t["query"]
+                    .as_str()
+                    .unwrap()
+                    .replace("$timeFilter", &time_filter)
+                    .replace("$__interval", interval)
+                    .replace("$host", &grafana_regex(&hosts));
+                for (tag, value) in TAG_VARIABLES.iter().zip(values) {
+                    q = q.replace(&format!("${tag}"), value);
+                }
+                let v = influx.query("senseops", &q);
+                let result = &v["results"][0];
+                assert!(result.get("error").is_none(), "{title} ({what}): {q}\n{result}");
+                let series = result["series"].as_array().cloned().unwrap_or_default();
+                let values: Vec<f64> = series.iter().flat_map(numbers).collect();
+                if *has_data {
+                    assert!(
+                        values.iter().any(|n| *n > 0.0),
+                        "{title} ({what}): only zeros/nulls for {q}\n{result}"
+                    );
+                } else {
+                    assert!(
+                        values.iter().all(|n| *n == 0.0),
+                        "{title} ({what}): the filter lets other points through: {q}\n{result}"
+                    );
+                }
+            }
+            checked.insert(title.clone(), ());
         }
     }
     assert!(checked.len() >= 6, "checked only {checked:?}");
@@ -435,10 +519,9 @@ fn systemd_unit_runs_the_engine_hardened_without_blocking_io_uring() {
     }
 }
 
-/// The example overlay over an unchanged Butler SOS file (user events off, as Butler SOS keeps it once
-/// sense-ingest takes them): valid, user events on, spool in the state directory.
-#[test]
-fn overlay_switches_user_events_on_and_spools_in_the_state_directory() {
+/// `check-config` on an unchanged Butler SOS file (user events off, as Butler SOS keeps it once sense-ingest takes
+/// them) plus `overlay`, with the environment `env`: asserts it is valid and user events are on; returns its report.
+fn check_overlay(overlay: &Path, env: &[(&str, &str)]) -> String {
     let dir = tempfile::tempdir().unwrap();
     let base = dir.path().join("butler-sos.yaml");
     let mut cfg = fixtures::config(false);
@@ -448,16 +531,17 @@ fn overlay_switches_user_events_on_and_spools_in_the_state_directory() {
         serde_norway::Value::from(false),
     );
     std::fs::write(&base, serde_norway::to_string(&cfg).unwrap()).unwrap();
-    let overlay = repo_root().join(OVERLAY);
-
     let out = std::process::Command::new(crate::common::engine_bin())
         .args(["check-config", "--config"])
         .arg(&base)
         .arg("--config")
-        .arg(&overlay)
+        .arg(overlay)
+        .env_remove("SENSE_INGEST_METRICS_HOST")
+        .env_remove("SENSE_INGEST_METRICS_PORT")
+        .envs(env.iter().copied())
         .output()
         .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "check-config failed:\n{stdout}{stderr}");
     assert!(
@@ -468,6 +552,13 @@ fn overlay_switches_user_events_on_and_spools_in_the_state_directory() {
         stdout.contains("listener: udp 127.0.0.1:19997"),
         "user events stay off:\n{stdout}"
     );
+    stdout
+}
+
+/// The example overlay: valid over a Butler SOS file, user events on, spool in the state directory.
+#[test]
+fn overlay_switches_user_events_on_and_spools_in_the_state_directory() {
+    let stdout = check_overlay(&repo_root().join(OVERLAY), &[]);
     assert!(
         stdout.lines().any(|l| l.starts_with(&format!("spool: {STATE_SPOOL} "))),
         "spool not in the state directory:\n{stdout}"
@@ -492,13 +583,11 @@ fn sysctl_snippet_allows_the_default_receive_buffer() {
     );
 }
 
-#[test]
-fn dockerfile_builds_the_workspace_and_runs_unprivileged() {
-    let text = read(DOCKERFILE);
-    // Instructions with their continuation lines joined.
-    let mut instructions: Vec<(String, String)> = Vec::new();
+/// The Dockerfile's instructions in order, continuation lines joined: (instruction, arguments).
+fn dockerfile_instructions() -> Vec<(String, String)> {
+    let mut instructions = Vec::new();
     let mut pending = String::new();
-    for line in text.lines() {
+    for line in read(DOCKERFILE).lines() {
         let t = line.trim();
         if pending.is_empty() && (t.is_empty() || t.starts_with('#')) {
             continue;
@@ -513,6 +602,14 @@ fn dockerfile_builds_the_workspace_and_runs_unprivileged() {
             }
         }
     }
+    instructions
+}
+
+/// The image is the prebuilt binary on a Debian base, unprivileged, with its overlay, spool volume, HEALTHCHECK
+/// and stop signal (`container.rs` builds and runs it).
+#[test]
+fn dockerfile_packages_the_prebuilt_binary_and_runs_unprivileged() {
+    let instructions = dockerfile_instructions();
     let all = |op: &str| -> Vec<&str> {
         instructions
             .iter()
@@ -520,66 +617,75 @@ fn dockerfile_builds_the_workspace_and_runs_unprivileged() {
             .map(|(_, a)| a.as_str())
             .collect()
     };
-    let froms = all("FROM");
-    assert_eq!(froms.len(), 2, "multi-stage: {froms:?}");
-    assert!(
-        froms[0].starts_with("rust:") && froms[0].contains("bookworm"),
-        "{}",
-        froms[0]
-    );
-    assert_eq!(froms[1], "debian:bookworm-slim");
-    let stage_build = instructions.iter().position(|(o, _)| o == "FROM").unwrap();
-    let stage_runtime = instructions.iter().rposition(|(o, _)| o == "FROM").unwrap();
-
-    // The build stage copies every source path cargo needs; each exists in the repository.
-    let mut copied = HashSet::new();
-    for (op, args) in &instructions[stage_build..stage_runtime] {
-        if op == "COPY" && !args.starts_with("--from") {
-            let parts: Vec<&str> = args.split_whitespace().collect();
-            for src in &parts[..parts.len() - 1] {
-                assert!(repo_root().join(src).exists(), "COPY {src}: not in the repository");
-                copied.insert(src.trim_end_matches('/').to_string());
-            }
-        }
+    assert_eq!(all("ARG"), ["BASE=debian:bookworm-slim"]);
+    assert_eq!(all("FROM"), ["${BASE}"], "one stage, no toolchain");
+    // The build context is what scripts/package-container.sh puts in it.
+    let script = read("scripts/package-container.sh");
+    for copy in all("COPY") {
+        let parts: Vec<&str> = copy.split_whitespace().collect();
+        assert_eq!(parts.len(), 2, "COPY {copy}");
+        assert!(
+            script.contains(&format!("\"$work/context/{}\"", parts[0])),
+            "COPY {}: the script's context has no such file",
+            parts[0]
+        );
     }
-    let manifest = read("Cargo.toml");
-    let members = manifest
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("members = "))
-        .expect("[workspace] members");
-    let mut needed: Vec<String> = vec!["Cargo.toml".into(), "Cargo.lock".into(), "src".into()];
-    needed.extend(
-        members
-            .trim_matches(['[', ']'])
-            .split(',')
-            .map(|m| m.trim().trim_matches('"').to_string()),
-    );
-    needed.extend(["benches".into(), "tests".into()]);
-    for n in needed.iter().filter(|n| *n != ".") {
-        assert!(copied.contains(n.as_str()), "the build stage does not COPY {n}");
-    }
-    assert!(
-        all("RUN").iter().any(|r| r.contains("cargo build --release --locked")),
-        "cargo build --release --locked"
-    );
+    assert!(all("COPY").contains(&"sense-ingest /usr/bin/sense-ingest"));
+    assert!(all("COPY").contains(&"container.yaml /etc/sense-ingest/container.yaml"));
 
-    let runtime = &instructions[stage_runtime..];
-    let user = runtime
-        .iter()
-        .rev()
-        .find(|(o, _)| o == "USER")
-        .map(|(_, a)| a.as_str())
-        .expect("USER");
-    assert!(!["root", "0", "root:root", "0:0"].contains(&user), "runs as root");
+    let user = all("USER").pop().expect("USER");
+    let (uid, gid) = user.split_once(':').expect("USER uid:gid");
+    assert!(
+        uid.parse::<u32>().is_ok_and(|u| u != 0) && gid.parse::<u32>().is_ok_and(|g| g != 0),
+        "USER {user}: numeric and not root"
+    );
+    assert!(
+        all("RUN").iter().any(|r| r.contains(&format!("--uid {uid} "))),
+        "USER {user} is not the user the image creates"
+    );
     let exposed: Vec<&str> = all("EXPOSE").iter().flat_map(|a| a.split_whitespace()).collect();
+    assert_eq!(exposed, ["9997/udp", "9842/tcp"]);
+    assert_eq!(all("VOLUME"), [r#"["/var/lib/sense-ingest/spool"]"#]);
+    assert_eq!(all("STOPSIGNAL"), ["SIGTERM"]);
+    let health = all("HEALTHCHECK");
+    assert_eq!(health.len(), 1);
     assert!(
-        exposed.contains(&"9997/udp") && exposed.contains(&"9842/tcp"),
-        "{exposed:?}"
-    );
-    assert!(
-        all("VOLUME").iter().any(|v| v.contains("/var/lib/sense-ingest/spool")),
-        "spool volume"
+        health[0].contains("/dev/tcp/127.0.0.1/${SENSE_INGEST_METRICS_PORT:-9842}") && health[0].contains("GET /live "),
+        "{}",
+        health[0]
     );
     assert_eq!(all("ENTRYPOINT"), [r#"["sense-ingest"]"#]);
-    assert_eq!(all("CMD"), [r#"["run", "--config", "/config/butler-sos.yaml"]"#]);
+    assert_eq!(
+        all("CMD"),
+        [r#"["run", "--config", "/config/butler-sos.yaml", "--config", "/etc/sense-ingest/container.yaml"]"#]
+    );
+}
+
+/// The image's overlay over an unchanged Butler SOS file: valid, user events on, the metrics endpoint where the
+/// HEALTHCHECK asks and EXPOSE says (or where the environment moves it), the spool in the volume.
+#[test]
+fn container_overlay_serves_metrics_where_the_healthcheck_asks_and_spools_in_the_volume() {
+    let overlay = repo_root().join(CONTAINER_OVERLAY);
+    for (env, metrics) in [
+        (vec![], "0.0.0.0:9842"),
+        (
+            vec![
+                ("SENSE_INGEST_METRICS_HOST", "127.0.0.1"),
+                ("SENSE_INGEST_METRICS_PORT", "19842"),
+            ],
+            "127.0.0.1:19842",
+        ),
+    ] {
+        let stdout = check_overlay(&overlay, &env);
+        assert!(
+            stdout
+                .lines()
+                .any(|l| l.starts_with(&format!("metrics: http://{metrics}/metrics, "))),
+            "metrics not on {metrics}:\n{stdout}"
+        );
+        assert!(
+            stdout.lines().any(|l| l.starts_with(&format!("spool: {STATE_SPOOL} "))),
+            "spool not in the volume:\n{stdout}"
+        );
+    }
 }

@@ -12,6 +12,8 @@ mod butler_metrics;
 mod chaos;
 /// `check-config` on good and broken Butler SOS files.
 mod check_config;
+/// The container image: built by scripts/package-container.sh, run by podman under the default seccomp profile.
+mod container;
 /// The Debian package: built by scripts/package-deb.sh, contents checked, installed as root, run, purged.
 mod deb;
 /// The spool on a full tmpfs while InfluxDB is down, then space and InfluxDB back: only counted losses.
@@ -39,6 +41,8 @@ mod packaging;
 /// `/metrics` and `/health` of the real binary: every fixture counted by outcome, health, port-in-use startup error,
 /// answers while slow clients trickle.
 mod prometheus;
+/// The health dashboard's queries and the alert rules on a real Prometheus scraping the engine; promtool.
+mod prometheus_dashboards;
 /// Receive-side behaviour: stdout JSON lines, IPv6, rejects (counted, logged escaped), SIGHUP, shutdown flush.
 mod receive;
 /// Outages, restarts and the spool: nothing lost, every loss counted.

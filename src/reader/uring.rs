@@ -122,13 +122,7 @@ impl UringReceiver {
             .setup_defer_taskrun()
             .build(64)
             .or_else(|_| IoUring::builder().build(64));
-        let ring = ring.map_err(|e| match e.raw_os_error() {
-            Some(libc::EPERM) => "io_uring_setup: EPERM (kernel.io_uring_disabled sysctl or missing privilege)".into(),
-            Some(libc::ENOSYS) => {
-                "io_uring_setup: ENOSYS (blocked by seccomp, e.g. Docker's default profile, or not built in)".into()
-            }
-            _ => format!("io_uring_setup failed: {e}"),
-        })?;
+        let ring = ring.map_err(|e| setup_failure(&e))?;
         let name_len = size_of::<libc::sockaddr_storage>();
         // io_uring_recvmsg_out header (16 bytes) + the sender's address + payload up to maxMessageSize + 1.
         let buf_size = (16 + name_len + max_message_size + 1).next_multiple_of(64);
@@ -362,4 +356,48 @@ fn kernel_version() -> Option<(u32, u32)> {
     let major = parts.next()?.parse().ok()?;
     let minor = parts.next()?.parse().ok()?;
     Some((major, minor))
+}
+
+/// Why `io_uring_setup` failed, for the fallback WARN: the errno and its likely cause.
+///
+/// Container runtimes answer a syscall their seccomp profile blocks with their profile's default errno: Docker's
+/// (Engine 25+) with EPERM, podman's (containers-common) with ENOSYS. EPERM outside a container comes from the
+/// `kernel.io_uring_disabled` sysctl (2, or 1 for a process outside `kernel.io_uring_group`); ENOSYS from a kernel
+/// built without io_uring.
+fn setup_failure(e: &io::Error) -> String {
+    match e.raw_os_error() {
+        Some(libc::EPERM) => "io_uring_setup: EPERM (likely a container's seccomp profile, e.g. Docker's default \
+                              one; else the kernel.io_uring_disabled sysctl)"
+            .into(),
+        Some(libc::ENOSYS) => "io_uring_setup: ENOSYS (a seccomp profile that blocks io_uring, e.g. podman's \
+                               default one, or a kernel without io_uring)"
+            .into(),
+        _ => format!("io_uring_setup failed: {e}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn setup_failure_names_the_likely_cause_per_errno() {
+        let eperm = setup_failure(&io::Error::from_raw_os_error(libc::EPERM));
+        assert_eq!(
+            eperm,
+            "io_uring_setup: EPERM (likely a container's seccomp profile, e.g. Docker's default one; \
+             else the kernel.io_uring_disabled sysctl)"
+        );
+        let enosys = setup_failure(&io::Error::from_raw_os_error(libc::ENOSYS));
+        assert_eq!(
+            enosys,
+            "io_uring_setup: ENOSYS (a seccomp profile that blocks io_uring, e.g. podman's default one, \
+             or a kernel without io_uring)"
+        );
+        let other = setup_failure(&io::Error::from_raw_os_error(libc::ENOMEM));
+        assert!(
+            other.starts_with("io_uring_setup failed: ") && other.contains("(os error 12)"),
+            "{other}"
+        );
+    }
 }

@@ -9,6 +9,7 @@ pub mod influx_mock;
 pub mod influxd;
 pub mod mosquitto;
 pub mod nr_receiver;
+pub mod prometheus;
 pub mod tls_proxy;
 pub mod tmpfs;
 
@@ -318,4 +319,50 @@ pub fn metric(body: &str, series: &str) -> Option<u64> {
         .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
         .and_then(|v| v.trim().parse::<f64>().ok())
         .map(|v| v as u64)
+}
+
+/// `bash <script>` (a path relative to the repository root), run from the root as from a shell: without the
+/// package variables cargo sets for test binaries (were the script to run `cargo build`, cargo would see them as
+/// changed and rebuild, then again from the next shell).
+pub fn repo_script(script: &str) -> Command {
+    let mut cmd = Command::new("bash");
+    cmd.arg(script).current_dir(env!("CARGO_MANIFEST_DIR"));
+    for (name, _) in std::env::vars_os() {
+        let name = name.to_string_lossy();
+        if [
+            "CARGO_PKG_",
+            "CARGO_MANIFEST_",
+            "CARGO_BIN_EXE_",
+            "CARGO_CRATE_",
+            "CARGO_PRIMARY_",
+            "CARGO_TARGET_TMPDIR",
+        ]
+        .iter()
+        .any(|p| name.starts_with(p))
+        {
+            cmd.env_remove(name.as_ref());
+        }
+    }
+    cmd
+}
+
+/// Runs `program args` to completion; panics only when it cannot be started.
+pub fn run(program: &str, args: &[&str]) -> std::process::Output {
+    Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{program}: {e}"))
+}
+
+/// [`run`], panicking with its output unless it exits 0.
+pub fn run_ok(program: &str, args: &[&str]) -> std::process::Output {
+    let out = run(program, args);
+    assert!(
+        out.status.success(),
+        "{program} {args:?}: {}\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
 }

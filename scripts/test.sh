@@ -51,9 +51,9 @@ if [ -x /usr/bin/prometheus ] && command -v systemctl >/dev/null 2>&1 &&
   sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo"
   if [ -d /run/systemd/system ]; then
-    $sudo systemctl disable --now prometheus >/dev/null 2>&1
+    $sudo systemctl disable --now prometheus >/dev/null 2>&1 || true
   else
-    $sudo systemctl disable prometheus >/dev/null 2>&1
+    $sudo systemctl disable prometheus >/dev/null 2>&1 || true
   fi
 fi
 

@@ -16,16 +16,13 @@
 
 use std::time::Duration;
 
-use reqwest::header::{HeaderMap, RETRY_AFTER};
 use tracing::{info, warn};
 
-use super::client_v2::{base_url, http_client, influx_endpoint};
+use super::http::{influx_client, influx_endpoint, partial_write_dropped};
 use crate::config::{InfluxConfig, Secret};
+use crate::sink::http::{base_url, body_text, connection_error, retry_after, url_encode};
 use crate::sink::{Endpoint, SinkError, Transport};
 use crate::telemetry::escape::Escaped;
-
-/// How much of an error body is kept for logs.
-const MAX_ERROR_BODY: usize = 512;
 
 /// `/write` and `/query` against one InfluxDB 1.x server.
 #[derive(Debug)]
@@ -47,7 +44,7 @@ impl InfluxV1Transport {
     /// A transport for `config` (`host`, `port`, `v1Config`). Plain HTTP as Butler SOS's v1 client uses, or https
     /// with `sense-ingest.influxdbTls.enable`.
     pub fn new(config: &InfluxConfig) -> Result<InfluxV1Transport, SinkError> {
-        let client = http_client(Duration::from_secs(30), &config.tls)?;
+        let client = influx_client(Duration::from_secs(30), &config.tls)?;
         let base = base_url(&config.host, config.port, config.tls.enable);
         let db = config.v1.db_name.clone();
         let write_url = format!("{base}/write?db={}&precision=n", url_encode(&db));
@@ -264,7 +261,7 @@ impl InfluxV1Transport {
         // `partial write: ... dropped=N`: the other points were written. Read from the whole answer: the message
         // kept for logs is cut to `MAX_ERROR_BODY`, and the count is at its very end.
         let whole = String::from_utf8_lossy(&body);
-        if let Some(dropped) = super::client_v2::partial_write_dropped(&whole).filter(|&d| d < count) {
+        if let Some(dropped) = partial_write_dropped(&whole).filter(|&d| d < count) {
             warn!(sink = "influxdb", dropped, lines = count, %message, "influxdb partial write");
             return Ok(dropped);
         }
@@ -276,51 +273,9 @@ impl InfluxV1Transport {
     }
 }
 
-fn connection_error(e: reqwest::Error) -> SinkError {
-    // The URL carries no secret here (credentials go in a header), but it is left out like elsewhere.
-    crate::sink::http::request_error(e, None)
-}
-
-/// `Retry-After` in seconds (the HTTP-date form is treated as absent).
-pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    headers
-        .get(RETRY_AFTER)?
-        .to_str()
-        .ok()?
-        .trim()
-        .parse::<u64>()
-        .ok()
-        .map(Duration::from_secs)
-}
-
-/// An error body as text for errors and logs: cut to `MAX_ERROR_BODY` bytes on a char boundary, control
-/// characters escaped ([`Escaped`]: a destination's body must not start log lines of its own).
-pub fn body_text(body: &[u8]) -> String {
-    let text = String::from_utf8_lossy(body);
-    let text = text.trim();
-    let mut end = text.len().min(MAX_ERROR_BODY);
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    Escaped(&text[..end]).to_string()
-}
-
 /// Escapes `"` and `\` inside a double-quoted InfluxQL identifier.
 fn escape_ident(s: &str) -> String {
     s.replace('\\', "\\\\").replace('"', "\\\"")
-}
-
-/// Percent-encodes a query-string value (RFC 3986 unreserved characters stay).
-pub fn url_encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() * 3);
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }
 
 #[cfg(test)]
@@ -328,6 +283,7 @@ mod tests {
     use super::*;
     use crate::config::InfluxVersion;
     use crate::sink::http::test_server::{block_on, serve, Answer};
+    use crate::sink::http::MAX_ERROR_BODY;
 
     /// A v1 transport for the scripted server at `addr`, database `senseops`.
     fn transport(addr: std::net::SocketAddr) -> InfluxV1Transport {

@@ -20,15 +20,16 @@
 //! counted as delivered, because [`Transport::send`] has no partial outcome; when every point was dropped it is a
 //! final error and the worker counts the whole batch as dropped.
 
-use std::io::Write;
 use std::time::Duration;
 
-use reqwest::header::{HeaderValue, AUTHORIZATION, CONTENT_ENCODING, CONTENT_TYPE};
+use reqwest::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE};
 use tracing::{info, warn};
 
-use super::client::{body_text, retry_after, url_encode};
-use crate::config::{HttpTls, InfluxConfig, Secret};
-use crate::sink::http::{request_error, with_tls};
+use super::http::{influx_client, influx_endpoint, partial_write_dropped, write_gzipped, Refused};
+use crate::config::InfluxConfig;
+use crate::sink::http::{
+    answer, auth_header, base_url, body_text, connection_error, retry_after, status_error, url_encode,
+};
 use crate::sink::{Endpoint, SinkError, Transport};
 
 /// The request timeout for setup and writes.
@@ -60,7 +61,7 @@ impl InfluxV2Transport {
             url_encode(&v2.bucket)
         );
         Ok(InfluxV2Transport {
-            client: http_client(TIMEOUT, &config.tls)?,
+            client: influx_client(TIMEOUT, &config.tls)?,
             base,
             write_url,
             org: v2.org.clone(),
@@ -205,149 +206,10 @@ impl Transport for InfluxV2Transport {
     }
 }
 
-/// A write the server answered with something other than 200/204.
-pub(crate) struct Refused {
-    pub status: u16,
-    pub retry: Option<Duration>,
-    pub body: bytes::Bytes,
-}
-
-/// POSTs `items` gzipped, as line protocol, with the `auth` header to `url` (the v2 and v3 write APIs take the same
-/// request). `Ok(None)`: written (200/204); `Ok(Some(..))`: the server's refusal, for the caller to interpret.
-pub(crate) async fn write_gzipped(
-    client: &reqwest::Client,
-    url: &str,
-    auth: &HeaderValue,
-    items: &[u8],
-) -> Result<Option<Refused>, SinkError> {
-    let resp = client
-        .post(url)
-        .header(AUTHORIZATION, auth.clone())
-        .header(CONTENT_TYPE, "text/plain; charset=utf-8")
-        .header(CONTENT_ENCODING, "gzip")
-        .body(gzip(items)?)
-        .send()
-        .await
-        .map_err(connection_error)?;
-    let status = resp.status().as_u16();
-    if status == 204 || status == 200 {
-        return Ok(None);
-    }
-    let retry = retry_after(resp.headers());
-    let body = resp.bytes().await.unwrap_or_default();
-    Ok(Some(Refused { status, retry, body }))
-}
-
-/// `N` from an InfluxDB partial-write answer: `body` is the whole answer (never a cut-down copy), either the JSON
-/// error document (`{"error": ".."}` from 1.x, `{"code": .., "message": ".."}` from 2.x) or plain text.
-///
-/// InfluxDB formats a partial write as `partial write: <reason> dropped=<N>`, so `N` is read only where InfluxDB
-/// puts it: at the very end of the message, after whitespace. The reason may echo a refused line, whose values come
-/// from senders, so a `dropped=` anywhere else is not ours to read. Returns `None` for any other answer.
-///
-/// InfluxDB 1.x writes the lines it could parse and reports the others as `partial write: unable to parse
-/// '<line>': <why>` with `dropped=0`, one `unable to parse` per refused line, joined by newlines (a line-protocol
-/// line holds none, so each refused line starts one). Those lines are counted instead of the `0`.
-pub(crate) fn partial_write_dropped(body: &str) -> Option<usize> {
-    let message = match serde_json::from_str::<serde_json::Value>(body) {
-        Ok(doc) => doc.get("message").or_else(|| doc.get("error"))?.as_str()?.to_owned(),
-        Err(_) => body.to_owned(),
-    };
-    let message = message.trim_end();
-    if !message.contains("partial write") {
-        return None;
-    }
-    let without_digits = message.trim_end_matches(|c: char| c.is_ascii_digit());
-    let digits = &message[without_digits.len()..];
-    let reason = without_digits.strip_suffix("dropped=")?;
-    if digits.is_empty() || !reason.ends_with(char::is_whitespace) {
-        return None;
-    }
-    let dropped: usize = digits.parse().ok()?;
-    if dropped > 0 {
-        return Some(dropped);
-    }
-    let unparsed = reason.split_once("partial write:").map_or(0, |(_, refused)| {
-        refused
-            .split('\n')
-            .filter(|line| line.trim_start().starts_with("unable to parse '"))
-            .count()
-    });
-    Some(unparsed)
-}
-
-/// `http://host:port` (`https://` with `tls`), with an IPv6 literal in brackets.
-pub(crate) fn base_url(host: &str, port: u16, tls: bool) -> String {
-    let scheme = if tls { "https" } else { "http" };
-    if host.contains(':') && !host.starts_with('[') {
-        format!("{scheme}://[{host}]:{port}")
-    } else {
-        format!("{scheme}://{host}:{port}")
-    }
-}
-
-/// The endpoint of an InfluxDB transport at `base`, whose credentials are set by `auth_keys`.
-pub(crate) fn influx_endpoint(base: &str, auth_keys: &'static str) -> Endpoint {
-    Endpoint {
-        address: base.to_owned(),
-        address_keys: "Butler-SOS.influxdbConfig.host and Butler-SOS.influxdbConfig.port",
-        auth_keys,
-        tls_keys: "sense-ingest.influxdbTls",
-    }
-}
-
-/// The HTTP client every InfluxDB transport uses, with `sense-ingest.influxdbTls` applied.
-pub(crate) fn http_client(timeout: Duration, tls: &HttpTls) -> Result<reqwest::Client, SinkError> {
-    let builder = reqwest::Client::builder()
-        .timeout(timeout)
-        .connect_timeout(Duration::from_secs(5).min(timeout))
-        .user_agent(concat!("sense-ingest/", env!("CARGO_PKG_VERSION")));
-    with_tls(builder, tls, "sense-ingest.influxdbTls", "influxdb")?
-        .build()
-        .map_err(|e| SinkError::Setup(e.to_string()))
-}
-
-/// `<scheme> <token>` as a sensitive header value; `key` names the config key in the error (never the token).
-pub(crate) fn auth_header(scheme: &str, token: &Secret, key: &str) -> Result<HeaderValue, SinkError> {
-    let mut value = HeaderValue::from_str(&format!("{scheme} {}", token.expose()))
-        .map_err(|_| SinkError::Setup(format!("{key} holds characters an HTTP header cannot carry")))?;
-    value.set_sensitive(true);
-    Ok(value)
-}
-
-/// `items` gzipped (fastest level: line protocol compresses well even so, and the encoder's CPU is the budget).
-pub(crate) fn gzip(items: &[u8]) -> Result<Vec<u8>, SinkError> {
-    let mut enc = flate2::write::GzEncoder::new(Vec::with_capacity(items.len() / 4 + 64), flate2::Compression::fast());
-    enc.write_all(items)
-        .and_then(|()| enc.finish())
-        .map_err(|e| SinkError::Setup(format!("gzip failed: {e}")))
-}
-
-/// The status and whole body of a response.
-pub(crate) async fn answer(resp: reqwest::Response) -> Result<(u16, Vec<u8>), SinkError> {
-    let status = resp.status().as_u16();
-    let body = resp.bytes().await.map_err(connection_error)?.to_vec();
-    Ok((status, body))
-}
-
-/// A non-success answer as a [`SinkError::Status`].
-pub(crate) fn status_error(status: u16, retry_after: Option<Duration>, body: &[u8]) -> SinkError {
-    SinkError::Status {
-        status,
-        retry_after,
-        message: body_text(body),
-    }
-}
-
-pub(crate) fn connection_error(e: reqwest::Error) -> SinkError {
-    // The URL carries no secret (the token goes in a header), but leave it out like the v1 client does.
-    request_error(e, None)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::InfluxVersion;
+    use crate::config::{InfluxVersion, Secret};
 
     fn config(retention: Option<Duration>) -> InfluxConfig {
         let mut c = InfluxConfig {
@@ -392,63 +254,5 @@ mod tests {
         );
         let t = InfluxV2Transport::new(&config(None)).unwrap();
         assert_eq!(t.bucket_request("0123")["retentionRules"], serde_json::json!([]));
-    }
-
-    #[test]
-    fn the_dropped_count_is_read_from_a_partial_write_message() {
-        let body = r#"{"code":"unprocessable entity","message":"failure writing points to database: partial write: points beyond retention policy dropped=3"}"#;
-        assert_eq!(partial_write_dropped(body), Some(3));
-        assert_eq!(partial_write_dropped("partial write: field type conflict"), None);
-        // 1.x: `{"error": ..}`.
-        let v1 = r#"{"error":"partial write: field type conflict: input field \"userId\" on measurement \"user_events\" is type string, already exists as type float dropped=1"}"#;
-        assert_eq!(partial_write_dropped(v1), Some(1));
-        assert_eq!(
-            partial_write_dropped("partial write: points beyond retention policy dropped=12\n"),
-            Some(12)
-        );
-    }
-
-    #[test]
-    fn only_the_dropped_count_at_the_end_of_the_message_is_read() {
-        // A sender's value echoed in the reason, then the real count.
-        let echoed = format!(
-            "partial write: unable to parse 'm f=\\\"dropped=0 {}\\\" 1': bad dropped=2",
-            "y".repeat(600)
-        );
-        assert_eq!(partial_write_dropped(&format!(r#"{{"error":"{echoed}"}}"#)), Some(2));
-        // No count at the end: not a partial write, whatever the echoed line holds.
-        let refused = r#"{"error":"unable to parse 'm f=\"x dropped=0\" abc': bad timestamp"}"#;
-        assert_eq!(partial_write_dropped(refused), None);
-        let echoed_last = r#"{"error":"partial write: unable to parse 'm f=\"x dropped=0\"'"}"#;
-        assert_eq!(partial_write_dropped(echoed_last), None);
-        assert_eq!(partial_write_dropped("partial write: dropped="), None);
-        assert_eq!(partial_write_dropped("partial write: xdropped=3"), None);
-        assert_eq!(
-            partial_write_dropped("partial write: x dropped=99999999999999999999999"),
-            None
-        );
-    }
-
-    #[test]
-    fn lines_influxdb_1_could_not_parse_are_counted_although_it_says_dropped_0() {
-        // One `unable to parse` per refused line, joined by newlines; the second echoes the phrase in its value.
-        let body = r#"{"error":"partial write: unable to parse 'm f=x 1': invalid boolean\nunable to parse 'm g=\"unable to parse '\" q': bad timestamp dropped=0"}"#;
-        assert_eq!(partial_write_dropped(body), Some(2));
-        // A partial write for another reason keeps its count, 0 included.
-        assert_eq!(
-            partial_write_dropped("partial write: points beyond retention policy dropped=0"),
-            Some(0)
-        );
-    }
-
-    #[test]
-    fn gzip_round_trips() {
-        use std::io::Read;
-        let data = b"user_events,host=a userId=\"x\" 1\n".repeat(100);
-        let mut out = Vec::new();
-        flate2::read::GzDecoder::new(&gzip(&data).unwrap()[..])
-            .read_to_end(&mut out)
-            .unwrap();
-        assert_eq!(out, data);
     }
 }

@@ -25,11 +25,11 @@ use std::time::Duration;
 use reqwest::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE};
 use tracing::{info, warn};
 
-use super::client::{body_text, retry_after, url_encode};
-use super::client_v2::{
-    answer, auth_header, base_url, connection_error, http_client, influx_endpoint, status_error, write_gzipped, Refused,
-};
+use super::http::{influx_client, influx_endpoint, write_gzipped, Refused};
 use crate::config::InfluxConfig;
+use crate::sink::http::{
+    answer, auth_header, base_url, body_text, connection_error, retry_after, status_error, url_encode,
+};
 use crate::sink::{Endpoint, SinkError, Transport};
 use crate::telemetry::escape::Escaped;
 
@@ -68,7 +68,7 @@ impl InfluxV3Transport {
             v3.write_timeout
         };
         Ok(InfluxV3Transport {
-            client: http_client(timeout, &config.tls)?,
+            client: influx_client(timeout, &config.tls)?,
             base,
             write_url,
             database: v3.database.clone(),

@@ -9,6 +9,7 @@ pub mod client;
 pub mod client_v2;
 pub mod client_v3;
 pub mod encode;
+pub mod http;
 pub mod transport;
 
 pub use client::InfluxV1Transport;

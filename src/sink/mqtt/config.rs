@@ -1,19 +1,15 @@
 //! From the validated [`MqttConfig`] to rumqttc's `MqttOptions`: client id, credentials, keep-alive, packet size
 //! limits and the TLS transport.
 
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rumqttc::tokio_rustls::rustls::{
-    self,
-    pki_types::{pem::PemObject, CertificateDer},
-    ClientConfig, RootCertStore,
-};
 use rumqttc::{MqttOptions, QoS, TlsConfiguration, Transport};
+use rustls::crypto::CryptoProvider;
 
 use crate::config::{MqttConfig, MqttTls};
 use crate::event::Event;
+use crate::sink::http::tls::{client_config, provider, root_store};
 use crate::sink::json::EventJson;
 
 /// Smallest payload limit we configure, whatever the computation below gives.
@@ -122,10 +118,8 @@ const SYSTEM_BUNDLES: &[&str] = &[
     "/etc/ssl/cert.pem",
 ];
 
-/// rustls client config: roots from `caFile`, else the system bundle file, else (Windows, macOS) the platform
-/// store through rumqttc's default. The crypto provider is named explicitly (aws-lc-rs, which rumqttc's default
-/// feature brings): this binary also links rustls with *ring* (reqwest), and with two providers compiled in,
-/// rustls refuses to pick one implicitly.
+/// rustls client config (the shared provider, see [`crate::sink::http::tls`]): roots from `caFile`, else the
+/// system bundle file, else (Windows, macOS) the platform store through rumqttc's default.
 fn tls_configuration(tls: &MqttTls) -> Result<TlsConfiguration, String> {
     let (path, pem) = match &tls.ca_file {
         Some(path) => {
@@ -146,32 +140,15 @@ fn tls_configuration(tls: &MqttTls) -> Result<TlsConfiguration, String> {
             }
         }
     };
-    let roots = root_store(&path, &pem)?;
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let config = ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| format!("tls setup failed: {e}"))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+    let config = client_config(root_store(&path, &pem)?)?;
     Ok(TlsConfiguration::Rustls(Arc::new(config)))
-}
-
-/// Every parsable certificate of a PEM file; an error when there is none.
-fn root_store(path: &Path, pem: &[u8]) -> Result<RootCertStore, String> {
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(pem).filter_map(Result::ok).collect();
-    let mut roots = RootCertStore::empty();
-    let (added, _ignored) = roots.add_parsable_certificates(certs);
-    if added == 0 {
-        return Err(format!("{} holds no usable PEM certificate", path.display()));
-    }
-    Ok(roots)
 }
 
 /// The platform's trust store through rumqttc's `TlsConfiguration::default()` (rustls-native-certs), for systems
 /// without a CA bundle file. That function panics when the store cannot be read, so it runs under
 /// `catch_unwind`; it also builds its config with rustls's process-default provider, so install ours first.
 fn platform_roots() -> Result<TlsConfiguration, String> {
-    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let _ = Arc::into_inner(provider()).map(CryptoProvider::install_default);
     std::panic::catch_unwind(TlsConfiguration::default).map_err(|_| {
         "no system CA certificates found; set Butler-SOS.mqttConfig.tls.caFile to the broker's CA (PEM)".to_owned()
     })

@@ -22,17 +22,13 @@
 //! not followed (they would be final errors naming the `Location`), so the key never goes to another host.
 
 use std::fmt;
-use std::io::Write;
 use std::time::Duration;
 
-use flate2::write::GzEncoder;
-use flate2::Compression;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_ENCODING, CONTENT_TYPE, LOCATION};
 use tracing::{debug, warn};
 
 use crate::config::{NewRelicAccount, NewRelicConfig};
-use crate::sink::http::{request_error, with_tls};
-use crate::sink::influxdb::client::{body_text, retry_after};
+use crate::sink::http::{self, body_text, request_error, retry_after};
 use crate::sink::{Endpoint, SinkError, Transport};
 
 /// New Relic's limit on one POST, in bytes of (uncompressed) JSON.
@@ -126,21 +122,14 @@ impl NewRelicTransport {
         key.set_sensitive(true);
         headers.insert(HeaderName::from_static("api-key"), key);
 
-        let client = reqwest::Client::builder()
-            .timeout(REQUEST_TIMEOUT)
-            .connect_timeout(Duration::from_secs(5))
-            .user_agent(concat!("sense-ingest/", env!("CARGO_PKG_VERSION")))
-            .redirect(reqwest::redirect::Policy::none())
-            // `Api-Key`, `Content-Type` as Butler SOS (axios) writes them, for picky proxies in between.
-            .http1_title_case_headers();
-        let client = with_tls(
-            client,
+        let client = http::client(
+            REQUEST_TIMEOUT,
             &config.tls,
             "sense-ingest.newRelicTls",
-            &format!("new_relic:{}", account.name),
-        )?
-        .build()
-        .map_err(|e| SinkError::Setup(e.to_string()))?;
+            &account.destination_name(),
+            // `Api-Key`, `Content-Type` as Butler SOS (axios) writes them, for picky proxies in between.
+            |b| b.redirect(reqwest::redirect::Policy::none()).http1_title_case_headers(),
+        )?;
         Ok(NewRelicTransport {
             client,
             url,
@@ -179,13 +168,8 @@ pub fn body_len(items: &[u8]) -> usize {
 }
 
 /// gzip of `[` + `items` without the last comma + `]`, into a buffer of `capacity`.
-pub fn gzip_body(items: &[u8], capacity: usize) -> std::io::Result<Vec<u8>> {
-    // Level 1: JSON of repetitive events still shrinks ~10x, at a fraction of the default level's CPU.
-    let mut gz = GzEncoder::new(Vec::with_capacity(capacity), Compression::fast());
-    gz.write_all(b"[")?;
-    gz.write_all(strip_last_comma(items))?;
-    gz.write_all(b"]")?;
-    gz.finish()
+pub fn gzip_body(items: &[u8], capacity: usize) -> Result<Vec<u8>, SinkError> {
+    http::gzip(&[b"[", strip_last_comma(items), b"]"], capacity)
 }
 
 impl Transport for NewRelicTransport {
@@ -241,7 +225,7 @@ impl Transport for NewRelicTransport {
             });
         }
         let capacity = self.last_compressed.saturating_mul(2).max(4096).min(len + 64);
-        let body = gzip_body(items, capacity).map_err(|e| SinkError::Setup(format!("gzip failed: {e}")))?;
+        let body = gzip_body(items, capacity)?;
         self.last_compressed = body.len();
         debug!(account = %self.account, events = count, json_bytes = len, gzip_bytes = body.len(), "new relic post");
         let resp = self

@@ -1,0 +1,187 @@
+//! TLS for every destination: the one rustls crypto provider (*ring*, which reqwest brings), the client config
+//! MQTT uses, the trust settings of the HTTP client, and telling a failed TLS handshake from a failed connection.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::CertificateDer;
+use rustls::{ClientConfig, RootCertStore};
+use tracing::warn;
+
+use crate::config::HttpTls;
+use crate::sink::SinkError;
+
+/// The crypto provider of every TLS connection. With one provider compiled in, rustls could pick it implicitly;
+/// naming it keeps that true if a dependency ever brings a second one.
+pub(crate) fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// A client config trusting `roots`, with [`provider`] and rustls's safe protocol versions.
+pub(crate) fn client_config(roots: RootCertStore) -> Result<ClientConfig, String> {
+    Ok(ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("tls setup failed: {e}"))?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
+}
+
+/// Every parsable certificate of the PEM file `path` (already read into `pem`); an error when there is none.
+pub(crate) fn root_store(path: &Path, pem: &[u8]) -> Result<RootCertStore, String> {
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(pem).filter_map(Result::ok).collect();
+    let mut roots = RootCertStore::empty();
+    let (added, _ignored) = roots.add_parsable_certificates(certs);
+    if added == 0 {
+        return Err(format!("{} holds no usable PEM certificate", path.display()));
+    }
+    Ok(roots)
+}
+
+/// Applies `tls` to `builder`. `key` is the config section (`sense-ingest.influxdbTls`) named in errors and in
+/// the WARN about disabled verification. The CA file was checked at validation; it is read again here, so a
+/// file changed or removed since is a setup error naming `key.caFile`, never a panic.
+pub(super) fn with_tls(
+    builder: reqwest::ClientBuilder,
+    tls: &HttpTls,
+    key: &str,
+    sink: &str,
+) -> Result<reqwest::ClientBuilder, SinkError> {
+    let mut builder = builder;
+    if let Some(path) = &tls.ca_file {
+        let pem = crate::config::validate::read_small_file(path)
+            .map_err(|e| SinkError::Setup(format!("{key}.caFile: cannot read {}: {e}", path.display())))?;
+        let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
+            SinkError::Setup(format!(
+                "{key}.caFile: {} holds no usable PEM certificate: {e}",
+                path.display()
+            ))
+        })?;
+        if certs.is_empty() {
+            return Err(SinkError::Setup(format!(
+                "{key}.caFile: {} holds no PEM certificate",
+                path.display()
+            )));
+        }
+        builder = builder.tls_built_in_root_certs(false);
+        for cert in certs {
+            builder = builder.add_root_certificate(cert);
+        }
+    }
+    if tls.insecure_skip_verify {
+        warn!(
+            sink,
+            key = %format!("{key}.insecureSkipVerify"),
+            "TLS certificate verification is OFF for this destination: anyone on the network path can read \
+             and change what is sent, tokens included; use caFile instead"
+        );
+        builder = builder.danger_accept_invalid_certs(true);
+    }
+    Ok(builder)
+}
+
+/// True when `e`'s cause chain holds a rustls error: the TLS handshake failed (certificate not trusted, name
+/// mismatch, an alert from the server, a server that does not speak TLS). tokio-rustls hands it on as the payload
+/// of an `io::Error` (wrapped in another by the connector), so each `io::Error` is opened rather than followed by
+/// `source()`, which skips the payload. A server that closes the connection mid-handshake is a connection error.
+pub(super) fn is_tls_failure(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(e);
+    while let Some(err) = cause {
+        if err.is::<rustls::Error>() {
+            return true;
+        }
+        // An `io::Error`'s `source()` skips its payload (here: another `io::Error`, then the rustls error).
+        cause = match err.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref()) {
+            Some(payload) => Some(payload as &(dyn std::error::Error + 'static)),
+            None => err.source(),
+        };
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sink::http::{request_error, test_server};
+
+    #[test]
+    fn tls_failures_are_told_apart_from_connection_failures_by_type_not_text() {
+        let handshake = std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer),
+        );
+        assert!(is_tls_failure(&handshake));
+        assert!(is_tls_failure(&rustls::Error::PeerIncompatible(
+            rustls::PeerIncompatible::Tls12NotOffered
+        )));
+        // A refusal whose text merely mentions certificates is not a TLS failure.
+        let refused = std::io::Error::new(
+            std::io::ErrorKind::ConnectionRefused,
+            "connection refused while fetching certificate list",
+        );
+        assert!(!is_tls_failure(&refused));
+    }
+
+    #[test]
+    fn a_refused_connection_is_a_connection_error_and_a_plain_http_server_is_a_tls_error() {
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = closed.local_addr().unwrap().port();
+        drop(closed);
+        let client = reqwest::Client::new();
+        let e = test_server::block_on(client.get(format!("https://127.0.0.1:{port}/")).send()).unwrap_err();
+        assert!(matches!(request_error(e, None), SinkError::Connection(_)));
+        // A plain HTTP server answers the ClientHello with a plain-text 400, as InfluxDB does.
+        let plain = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = plain.local_addr().unwrap();
+        std::thread::spawn(move || {
+            use std::io::{Read, Write};
+            let (mut conn, _) = plain.accept().unwrap();
+            let _ = conn.read(&mut [0; 1024]);
+            let _ = conn.write_all(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n");
+        });
+        let e = test_server::block_on(client.get(format!("https://{addr}/")).send()).unwrap_err();
+        let e = request_error(e, None);
+        assert!(matches!(e, SinkError::Tls(_)), "{e}");
+    }
+
+    #[test]
+    fn a_missing_or_non_pem_ca_file_is_a_setup_error_naming_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let tls = |p: &Path| HttpTls {
+            enable: true,
+            ca_file: Some(p.to_path_buf()),
+            insecure_skip_verify: false,
+        };
+        let missing = dir.path().join("missing.pem");
+        let e = with_tls(
+            reqwest::Client::builder(),
+            &tls(&missing),
+            "sense-ingest.influxdbTls",
+            "influxdb",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("sense-ingest.influxdbTls.caFile: cannot read"), "{e}");
+        let junk = dir.path().join("junk.pem");
+        std::fs::write(&junk, "not a certificate").unwrap();
+        let e = with_tls(
+            reqwest::Client::builder(),
+            &tls(&junk),
+            "sense-ingest.influxdbTls",
+            "influxdb",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("sense-ingest.influxdbTls.caFile"), "{e}");
+        let e = with_tls(
+            reqwest::Client::builder(),
+            &tls(Path::new("/dev/zero")),
+            "sense-ingest.newRelicTls",
+            "new_relic:x",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("not a regular file"), "{e}");
+    }
+}

@@ -275,9 +275,9 @@ fn a_sender_that_keeps_sending_cannot_prolong_the_shutdown() {
     );
 }
 
-/// Issue 12: `userEvents.tags`, batch and retry settings change on SIGHUP while InfluxDB is down. Events queued
-/// before the reload keep the tags they were encoded with and arrive once InfluxDB is back; events after the
-/// reload carry the new tags; nothing is lost and nothing waits for a restart.
+/// Issue 12: `userEvents.tags`, batch and retry settings change on SIGHUP while InfluxDB is down. Events already
+/// encoded keep their tags and arrive once InfluxDB is back; events received after the reload carry the new tags;
+/// nothing is lost and nothing waits for a restart.
 #[test]
 fn sighup_applies_new_tags_to_running_destinations_and_loses_nothing_queued() {
     let mut influxd = Influxd::start();
@@ -328,8 +328,12 @@ fn sighup_applies_new_tags_to_running_destinations_and_loses_nothing_queued() {
     for p in &points {
         let user = p.tags["userId"].as_str().unwrap();
         let tags = tags_of(p);
-        if user.starts_with("before") || user.starts_with("queued") {
-            assert_eq!(tags, old, "{user}: encoded before the reload, kept as it was");
+        if user.starts_with("before") {
+            assert_eq!(tags, old, "{user}: delivered before the reload");
+        } else if user.starts_with("queued") {
+            // Encoded before the reload (old tags, kept while queued) or still in the channel when it landed (new
+            // tags): one whole set either way, never a mix.
+            assert!(tags == old || tags == new, "{user}: {tags:?}");
         } else {
             assert_eq!(tags, new, "{user}: received after the reload");
         }

@@ -38,7 +38,7 @@ pub enum Command {
 }
 
 impl Command {
-    /// All commands, in [`Command::index`] order.
+    /// All commands, in declaration order (the order of a command mix).
     pub const ALL: [Command; 4] = [
         Command::StartSession,
         Command::StopSession,

@@ -98,7 +98,7 @@ struct FloodArgs {
     /// Distinct users (user0000.., directories LAB and CORP).
     #[arg(long, value_name = "U", default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..=100_000_000))]
     users: u32,
-    /// Distinct apps (valid v4 UUIDs in /app/<id>?reloaduri=... contexts).
+    /// Distinct apps (valid v4 UUIDs in `/app/<id>?reloaduri=...` contexts).
     #[arg(long, value_name = "A", default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     apps: u32,
     /// steady: constant rate. storm: the first 20% of the run at 5x the rate of the rest,

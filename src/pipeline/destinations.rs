@@ -1,6 +1,6 @@
 //! The destinations a config enables, as one list: **the one place to add a destination.**
 //!
-//! [`from_config`] turns the validated config into [`Destination`]s. Each knows its name (its spool folder,
+//! `from_config` turns the validated config into [`Destination`]s. Each knows its name (its spool folder,
 //! metrics label and log field), its counters, how to start its thread once its channel exists, and how to take a
 //! reloaded config ([`Destination::retune`]). `pipeline::start` wires channels, readers and metrics to whatever
 //! this list holds and names no destination itself.

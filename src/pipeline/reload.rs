@@ -79,7 +79,7 @@ pub struct Live {
 }
 
 /// What of the running engine a reload reaches beyond the receive rules: each destination's
-/// [`Retuner`](super::destinations::Retuner) and the app-name table. Empty until `pipeline::start` fills it (a
+/// [`Retuner`] and the app-name table. Empty until `pipeline::start` fills it (a
 /// SIGHUP during start-up then applies the rules and log level only).
 #[derive(Default)]
 pub struct LiveDestinations {

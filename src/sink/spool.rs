@@ -423,12 +423,7 @@ impl Spool {
         }
         let id = self.segments.front().map_or(FIRST_ID, |s| s.id - 1);
         let tmp = self.dir.join("prepend.tmp");
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(FILE_MODE)
-            .open(&tmp)?;
+        let mut f = create_private(&tmp)?;
         let mut seg = Segment::new(id);
         for batch in batches {
             let record = encode_record(batch);
@@ -621,12 +616,7 @@ impl Spool {
         }
         let text = format!("v2 {:08x}\n{lines}", crc32fast::hash(lines.as_bytes()));
         let tmp = self.dir.join("head.tmp");
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(FILE_MODE)
-            .open(&tmp)?;
+        let mut f = create_private(&tmp)?;
         faults::write_all(&mut f, text.as_bytes())?;
         if durable {
             f.sync_all()?;
@@ -656,6 +646,16 @@ fn parse_id(name: &str, prefix: &str) -> Option<u64> {
 }
 
 /// The name of a committed prepend not yet renamed to its segment name.
+/// Creates (or empties) `path` for writing, readable by the owner only ([`FILE_MODE`]).
+fn create_private(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(FILE_MODE)
+        .open(path)
+}
+
 fn prepend_name(id: u64) -> String {
     format!("prepend-{id:020}.spool")
 }
@@ -872,6 +872,22 @@ mod tests {
 
     use super::*;
 
+    /// A spool (no cap to speak of) in a fresh folder holding one record of `n` events per entry of `sizes`.
+    fn spool_holding(sizes: &[u32]) -> (tempfile::TempDir, Spool) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Spool::open(dir.path(), 1 << 30).unwrap();
+        for &n in sizes {
+            s.append(&rec(n)).unwrap();
+        }
+        (dir, s)
+    }
+
+    /// Delivers the head record.
+    fn deliver_head(s: &mut Spool) {
+        let r = s.peek().unwrap().unwrap();
+        s.pop(&r).unwrap();
+    }
+
     fn rec(n: u32) -> EncodedBatch {
         let mut b = EncodedBatch::default();
         for i in 0..n {
@@ -918,13 +934,8 @@ mod tests {
 
     #[test]
     fn prepend_puts_older_batches_first_even_mid_segment() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut s = Spool::open(dir.path(), 1 << 30).unwrap();
-        for n in [10, 11, 12] {
-            s.append(&rec(n)).unwrap();
-        }
-        let r = s.peek().unwrap().unwrap();
-        s.pop(&r).unwrap(); // 10 delivered
+        let (dir, mut s) = spool_holding(&[10, 11, 12]);
+        deliver_head(&mut s); // 10 delivered
         s.prepend(&[rec(1), rec(2)]).unwrap();
         drop(s);
         let mut s = Spool::open(dir.path(), 1 << 30).unwrap();
@@ -933,11 +944,7 @@ mod tests {
 
     #[test]
     fn a_damaged_record_ends_its_segment_and_is_counted() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut s = Spool::open(dir.path(), 1 << 30).unwrap();
-        for n in [3, 4] {
-            s.append(&rec(n)).unwrap();
-        }
+        let (dir, s) = spool_holding(&[3, 4]);
         drop(s);
         let seg = segment_file(dir.path());
         let mut data = fs::read(&seg).unwrap();
@@ -960,11 +967,7 @@ mod tests {
 
     #[test]
     fn damage_met_while_reading_hands_the_lost_events_over() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut s = Spool::open(dir.path(), 1 << 30).unwrap();
-        for n in [3, 4, 5] {
-            s.append(&rec(n)).unwrap();
-        }
+        let (dir, mut s) = spool_holding(&[3, 4, 5]);
         // Damage the second record on disk while the spool is open (found only when read).
         damage_second_record(dir.path());
         assert_eq!(drain(&mut s), [3]);
@@ -1226,11 +1229,7 @@ mod tests {
 
     #[test]
     fn damage_met_while_reading_the_segment_being_written_does_not_hide_later_appends() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut s = Spool::open(dir.path(), 1 << 30).unwrap();
-        for n in [3, 4] {
-            s.append(&rec(n)).unwrap();
-        }
+        let (dir, mut s) = spool_holding(&[3, 4]);
         damage_second_record(dir.path());
         assert_eq!(drain(&mut s), [3]);
         let damage = s.take_damaged();
@@ -1249,11 +1248,7 @@ mod tests {
 
     #[test]
     fn damage_found_at_open_is_logged_and_handed_over_with_its_size() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut s = Spool::open(dir.path(), 1 << 30).unwrap();
-        for n in [3, 4, 5] {
-            s.append(&rec(n)).unwrap();
-        }
+        let (dir, s) = spool_holding(&[3, 4, 5]);
         drop(s);
         let seg = segment_file(dir.path());
         let mut data = fs::read(&seg).unwrap();
@@ -1273,13 +1268,8 @@ mod tests {
 
     #[test]
     fn a_damaged_head_file_replays_everything_rather_than_losing_records() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut s = Spool::open(dir.path(), 1 << 30).unwrap();
-        for n in [3, 4, 5] {
-            s.append(&rec(n)).unwrap();
-        }
-        let r = s.peek().unwrap().unwrap();
-        s.pop(&r).unwrap();
+        let (dir, mut s) = spool_holding(&[3, 4, 5]);
+        deliver_head(&mut s);
         drop(s);
         let head = fs::read_to_string(dir.path().join("head")).unwrap();
         // A power loss tore the head: the offset lost its last digit (and the newline).
@@ -1294,11 +1284,7 @@ mod tests {
 
     #[test]
     fn the_previous_releases_head_file_is_still_read() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut s = Spool::open(dir.path(), 1 << 30).unwrap();
-        for n in [3, 4] {
-            s.append(&rec(n)).unwrap();
-        }
+        let (dir, s) = spool_holding(&[3, 4]);
         drop(s);
         let offset = encode_record(&rec(3)).len();
         fs::write(dir.path().join("head"), format!("{FIRST_ID} {offset}\n")).unwrap();
@@ -1307,15 +1293,10 @@ mod tests {
 
     #[test]
     fn a_prepend_in_front_of_a_partly_delivered_segment_survives_a_reopen_without_rewriting_it() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut s = Spool::open(dir.path(), 1 << 30).unwrap();
-        for n in [10, 11, 12] {
-            s.append(&rec(n)).unwrap();
-        }
+        let (dir, mut s) = spool_holding(&[10, 11, 12]);
         let seg = segment_file(dir.path());
         let before = fs::read(&seg).unwrap();
-        let r = s.peek().unwrap().unwrap();
-        s.pop(&r).unwrap();
+        deliver_head(&mut s);
         s.prepend(&[rec(1)]).unwrap();
         s.prepend(&[rec(2)]).unwrap();
         assert_eq!(
@@ -1383,11 +1364,7 @@ mod tests {
 
     #[test]
     fn the_whole_records_of_a_prepend_a_crash_cut_short_are_kept_first() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut s = Spool::open(dir.path(), 1 << 30).unwrap();
-        for n in [10, 11] {
-            s.append(&rec(n)).unwrap();
-        }
+        let (dir, s) = spool_holding(&[10, 11]);
         drop(s);
         // Killed while writing `prepend.tmp`: two whole records and half a third.
         let mut data = encode_record(&rec(1));

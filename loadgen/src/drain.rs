@@ -27,15 +27,11 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use socket2::{Domain, Protocol, Socket, Type};
 
+use crate::recv::{ThreadCounters, RECV_TIMEOUT, SLOT_BYTES};
 use crate::stats::{self, fmt_count, process_cpu};
 
 /// Datagrams per `recvmmsg` call.
 pub const RECV_BATCH: usize = 64;
-/// Bytes per receive slot (the largest UDP payload fits).
-pub const SLOT_BYTES: usize = 65_536;
-/// How often a blocked receiver wakes up to check for shutdown.
-pub const RECV_TIMEOUT: Duration = Duration::from_millis(100);
-
 /// How the drain receives.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, clap::ValueEnum)]
 pub enum Backend {
@@ -79,42 +75,6 @@ pub struct DrainConfig {
     /// io_uring backend: set the ring up with `SINGLE_ISSUER | DEFER_TASKRUN` (kernel 6.1+; completions are
     /// processed only when the receiver enters the kernel, instead of interrupting it).
     pub uring_defer_taskrun: bool,
-}
-
-/// Counters of one receiver thread, padded to their own cache lines.
-#[repr(align(128))]
-#[derive(Debug)]
-pub struct ThreadCounters {
-    received: AtomicU64,
-    bytes: AtomicU64,
-    calls: AtomicU64,
-    /// Nanoseconds after the drain's epoch; `u64::MAX` until the first datagram.
-    first_ns: AtomicU64,
-    last_ns: AtomicU64,
-}
-
-impl ThreadCounters {
-    fn new() -> ThreadCounters {
-        ThreadCounters {
-            received: AtomicU64::new(0),
-            bytes: AtomicU64::new(0),
-            calls: AtomicU64::new(0),
-            first_ns: AtomicU64::new(u64::MAX),
-            last_ns: AtomicU64::new(0),
-        }
-    }
-
-    /// Counts one receive call (or wake-up) that returned `n` datagrams of `bytes` bytes.
-    pub fn record(&self, n: u64, bytes: u64, epoch: Instant) {
-        let now_ns = epoch.elapsed().as_nanos() as u64;
-        if self.first_ns.load(Ordering::Relaxed) == u64::MAX {
-            self.first_ns.store(now_ns, Ordering::Relaxed);
-        }
-        self.last_ns.store(now_ns, Ordering::Relaxed);
-        self.received.fetch_add(n, Ordering::Relaxed);
-        self.bytes.fetch_add(bytes, Ordering::Relaxed);
-        self.calls.fetch_add(1, Ordering::Relaxed);
-    }
 }
 
 /// A running drain.
@@ -504,33 +464,18 @@ pub fn run(
             if drain.rcvbuf_forced { ", forced" } else { "" }
         );
     }
-    let start = Instant::now();
-    let mut last = start;
-    let mut last_count = 0;
-    let mut interrupted = false;
-    loop {
-        if shutdown.load(Ordering::Relaxed) {
-            interrupted = true;
-            break;
-        }
-        if duration.is_some_and(|d| start.elapsed() >= d) {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-        if progress && last.elapsed() >= Duration::from_secs(1) {
-            let now = Instant::now();
-            let n = drain.received();
-            eprintln!(
-                "[{:>7.1}s] received {} ({}/s), kernel drops {}",
-                start.elapsed().as_secs_f64(),
-                fmt_count(n),
-                fmt_count(((n - last_count) as f64 / (now - last).as_secs_f64()) as u64),
-                drain.kernel_drops().map_or("n/a".to_string(), fmt_count)
-            );
-            last = now;
-            last_count = n;
-        }
-    }
+    let mut last = (Instant::now(), 0);
+    let interrupted = stats::wait_until_done(duration, shutdown, progress, |elapsed| {
+        let (now, n) = (Instant::now(), drain.received());
+        eprintln!(
+            "[{:>7.1}s] received {} ({}/s), kernel drops {}",
+            elapsed.as_secs_f64(),
+            fmt_count(n),
+            fmt_count(((n - last.1) as f64 / (now - last.0).as_secs_f64()) as u64),
+            drain.kernel_drops().map_or("n/a".to_string(), fmt_count)
+        );
+        last = (now, n);
+    });
     Ok(drain.stop_with(interrupted))
 }
 

@@ -18,9 +18,11 @@
 //! this workplace forbids non-loopback traffic.
 
 mod drain;
+mod framing;
 mod gen;
 mod mock;
 mod procstat;
+mod recv;
 mod replay;
 mod send;
 mod stats;
@@ -36,8 +38,8 @@ use std::time::Duration;
 use anyhow::bail;
 use clap::{Args, Parser, Subcommand};
 
+use crate::framing::Framing;
 use crate::gen::{ModelConfig, Pattern, SeqIn};
-use crate::replay::Framing;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -455,38 +457,23 @@ mod tests {
     #[test]
     fn bad_arguments_name_the_argument() {
         let err = |args: &[&str]| Cli::try_parse_from(args).map(|_| ()).unwrap_err().to_string();
-        let e = err(&[
-            "loadgen",
-            "flood",
-            "--target",
-            "127.0.0.1:9997",
-            "--rate",
-            "0",
-            "--duration",
-            "1s",
-        ]);
+        let flood = |target: &str, rate: &str, duration: &str| {
+            err(&[
+                "loadgen",
+                "flood",
+                "--target",
+                target,
+                "--rate",
+                rate,
+                "--duration",
+                duration,
+            ])
+        };
+        let e = flood("127.0.0.1:9997", "0", "1s");
         assert!(e.contains("--rate") && e.contains("at least 1"), "{e}");
-        let e = err(&[
-            "loadgen",
-            "flood",
-            "--target",
-            "127.0.0.1:9997",
-            "--rate",
-            "10",
-            "--duration",
-            "10x",
-        ]);
+        let e = flood("127.0.0.1:9997", "10", "10x");
         assert!(e.contains("--duration") && e.contains("unknown unit"), "{e}");
-        let e = err(&[
-            "loadgen",
-            "flood",
-            "--target",
-            "nonsense",
-            "--rate",
-            "10",
-            "--duration",
-            "1s",
-        ]);
+        let e = flood("nonsense", "10", "1s");
         assert!(e.contains("--target") && e.contains("IP:PORT"), "{e}");
         let e = err(&["loadgen", "flood", "--rate", "10", "--duration", "1s"]);
         assert!(e.contains("--target"), "{e}");

@@ -608,7 +608,14 @@ fn serve_connection(stream: TcpStream, stop: &AtomicBool, state: &ServerState) -
         state.tracker.requests.fetch_add(1, Ordering::Relaxed);
         let resp = match early {
             Some(r) => r,
-            None => handle(state, &head, &body, &mut decoded, received_at),
+            None => {
+                let req = Incoming {
+                    head: &head,
+                    body: &body,
+                    received_at,
+                };
+                handle(state, &req, &mut decoded)
+            }
         };
         if resp.status >= 400 {
             state.tracker.bad_requests.fetch_add(1, Ordering::Relaxed);
@@ -673,26 +680,30 @@ pub fn decode_body<'a>(
     }
 }
 
-fn handle(
-    state: &ServerState,
-    head: &RequestHead,
-    body: &[u8],
-    decoded: &mut Vec<u8>,
+/// One request as the handlers see it: the head, the raw body, and when the body was complete.
+struct Incoming<'a> {
+    head: &'a RequestHead,
+    body: &'a [u8],
     received_at: Instant,
-) -> Response {
-    match state.tracker.kind {
-        SinkKind::Influxdb => handle_influx(state, head, body, decoded, received_at),
-        SinkKind::Newrelic => handle_newrelic(state, head, body, decoded, received_at),
+}
+
+impl Incoming<'_> {
+    /// The body decoded per its `Content-Encoding` (into `buf` when it is compressed), or the error response.
+    fn decoded<'b>(&'b self, buf: &'b mut Vec<u8>) -> Result<&'b [u8], Response> {
+        decode_body(self.head.header("content-encoding"), self.body, buf)
+            .map_err(|(status, msg)| Response::error(status, msg))
     }
 }
 
-fn handle_influx(
-    state: &ServerState,
-    head: &RequestHead,
-    body: &[u8],
-    decoded: &mut Vec<u8>,
-    received_at: Instant,
-) -> Response {
+fn handle(state: &ServerState, req: &Incoming<'_>, decoded: &mut Vec<u8>) -> Response {
+    match state.tracker.kind {
+        SinkKind::Influxdb => handle_influx(state, req, decoded),
+        SinkKind::Newrelic => handle_newrelic(state, req, decoded),
+    }
+}
+
+fn handle_influx(state: &ServerState, req: &Incoming<'_>, decoded: &mut Vec<u8>) -> Response {
+    let head = req.head;
     let method = head.method.as_str();
     match head.path() {
         "/ping" | "/health" if matches!(method, "GET" | "HEAD") => Response::no_content(),
@@ -702,7 +713,7 @@ fn handle_influx(
                 .header("content-type")
                 .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
             if q.is_none() && is_form {
-                q = query_param(&String::from_utf8_lossy(body), "q");
+                q = query_param(&String::from_utf8_lossy(req.body), "q");
             }
             match q {
                 Some(q) => Response::json(200, influx_query(&state.databases, &q)),
@@ -710,9 +721,9 @@ fn handle_influx(
             }
         }
         "/write" | "/api/v2/write" | "/api/v3/write_lp" if method == "POST" => {
-            let text = match decode_body(head.header("content-encoding"), body, decoded) {
+            let text = match req.decoded(decoded) {
                 Ok(t) => t,
-                Err((status, msg)) => return Response::error(status, msg),
+                Err(resp) => return resp,
             };
             let tracker = &state.tracker;
             tracker.write_requests.fetch_add(1, Ordering::Relaxed);
@@ -733,7 +744,7 @@ fn handle_influx(
             }
             tracker.items.fetch_add(items, Ordering::Relaxed);
             tracker.add_unidentified(unidentified);
-            tracker.record(&seqs, received_at);
+            tracker.record(&seqs, req.received_at);
             Response::no_content()
         }
         "/ping" | "/query" | "/write" | "/api/v2/write" | "/api/v3/write_lp" => {
@@ -813,13 +824,8 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-fn handle_newrelic(
-    state: &ServerState,
-    head: &RequestHead,
-    body: &[u8],
-    decoded: &mut Vec<u8>,
-    received_at: Instant,
-) -> Response {
+fn handle_newrelic(state: &ServerState, req: &Incoming<'_>, decoded: &mut Vec<u8>) -> Response {
+    let head = req.head;
     let path = head.path();
     let is_events = path
         .strip_prefix("/v1/accounts/")
@@ -831,9 +837,9 @@ fn handle_newrelic(
     if head.method != "POST" {
         return Response::error(405, "method not allowed");
     }
-    let json = match decode_body(head.header("content-encoding"), body, decoded) {
+    let json = match req.decoded(decoded) {
         Ok(t) => t,
-        Err((status, msg)) => return Response::error(status, msg),
+        Err(resp) => return resp,
     };
     let Ok(ids) = newrelic_user_ids(json) else {
         return Response::error(400, "body is not a JSON event object or array");
@@ -846,7 +852,7 @@ fn handle_newrelic(
         .filter_map(|id| id.as_deref().and_then(parse_s_seq))
         .collect();
     tracker.add_unidentified((ids.len() - seqs.len()) as u64);
-    tracker.record(&seqs, received_at);
+    tracker.record(&seqs, req.received_at);
     Response::json(202, r#"{"success":true}"#)
 }
 
@@ -1047,33 +1053,20 @@ pub fn run_standalone(
         servers.push(server);
     }
     let start = Instant::now();
-    let mut last = start;
-    let mut interrupted = false;
-    loop {
-        if shutdown.load(Ordering::Relaxed) {
-            interrupted = true;
-            break;
+    let interrupted = crate::stats::wait_until_done(duration, shutdown, progress, |elapsed| {
+        let mut line = format!("[{:>7.1}s]", elapsed.as_secs_f64());
+        for m in &servers {
+            let c = m.tracker().counts();
+            line.push_str(&format!(
+                " | {} items {} unique {} dup {}",
+                m.tracker().kind().name(),
+                fmt_count(c.items),
+                fmt_count(c.unique),
+                fmt_count(c.duplicates)
+            ));
         }
-        if duration.is_some_and(|d| start.elapsed() >= d) {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-        if progress && last.elapsed() >= Duration::from_secs(1) {
-            last = Instant::now();
-            let mut line = format!("[{:>7.1}s]", start.elapsed().as_secs_f64());
-            for m in &servers {
-                let c = m.tracker().counts();
-                line.push_str(&format!(
-                    " | {} items {} unique {} dup {}",
-                    m.tracker().kind().name(),
-                    fmt_count(c.items),
-                    fmt_count(c.unique),
-                    fmt_count(c.duplicates)
-                ));
-            }
-            eprintln!("{line}");
-        }
-    }
+        eprintln!("{line}");
+    });
     let elapsed = start.elapsed();
     let sinks = servers
         .into_iter()

@@ -33,10 +33,10 @@ use anyhow::Context;
 use serde::Serialize;
 use socket2::{Domain, Protocol, Socket, Type};
 
+use crate::framing::{write_frame, Framing};
 use crate::gen::{Command, ModelConfig, Pattern, Schedule, SeqIn, TrafficModel};
 use crate::mock::{MockServer, RunClock, SeqTracker, SinkKind, TrackerCounts};
 use crate::procstat::{CpuTimes, Memory};
-use crate::replay::{write_frame, Framing};
 use crate::stats::{self, fmt_count, new_histogram, pct, LatencySummary};
 
 /// Largest `vlen` the kernel accepts for one `sendmmsg` call (UIO_MAXIOV).

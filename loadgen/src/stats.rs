@@ -111,6 +111,33 @@ pub fn secs(d: std::time::Duration) -> f64 {
     (d.as_secs_f64() * 1000.0).round() / 1000.0
 }
 
+/// Waits until `duration` has passed (never, when `None`) or `shutdown` is set, checking every 20 ms. When
+/// `progress` is on, calls `tick` about once a second with the time since the start. Returns whether `shutdown`
+/// ended the wait (the report's `interrupted`).
+pub fn wait_until_done(
+    duration: Option<std::time::Duration>,
+    shutdown: &std::sync::atomic::AtomicBool,
+    progress: bool,
+    mut tick: impl FnMut(std::time::Duration),
+) -> bool {
+    use std::time::{Duration, Instant};
+    let start = Instant::now();
+    let mut last = start;
+    loop {
+        if shutdown.load(std::sync::atomic::Ordering::Relaxed) {
+            return true;
+        }
+        if duration.is_some_and(|d| start.elapsed() >= d) {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+        if progress && last.elapsed() >= Duration::from_secs(1) {
+            last = Instant::now();
+            tick(start.elapsed());
+        }
+    }
+}
+
 /// Writes `report` as pretty JSON to `path` (with a trailing newline).
 pub fn write_json<T: Serialize>(path: &Path, report: &T) -> anyhow::Result<()> {
     let mut text = serde_json::to_string_pretty(report).context("serialising the report")?;

@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use io_uring::types::{BufRingEntry, Fd, RecvMsgOut, SubmitArgs, Timespec};
 use io_uring::{cqueue, opcode, IoUring};
 
-use crate::drain::{ThreadCounters, SLOT_BYTES};
+use crate::recv::{ThreadCounters, RECV_TIMEOUT, SLOT_BYTES};
 
 /// Buffers in the provided ring (a power of two, at most 32768).
 pub const RING_ENTRIES: u16 = 1024;
@@ -310,7 +310,7 @@ impl MultishotRx {
     /// Receives and counts until `stop`, then cancels the request and waits for its last completion.
     pub fn run(mut self, counters: &ThreadCounters, stop: &AtomicBool, epoch: Instant) -> io::Result<()> {
         while !stop.load(Ordering::Relaxed) {
-            self.wait(crate::drain::RECV_TIMEOUT)?;
+            self.wait(RECV_TIMEOUT)?;
             let (n, bytes, ended) = self.pass()?;
             if n > 0 {
                 counters.record(n, bytes, epoch);

@@ -40,5 +40,5 @@ pub mod reader;
 pub mod sink;
 pub mod telemetry;
 
-#[cfg(test)]
-pub(crate) mod testing;
+#[doc(hidden)]
+pub mod testing;

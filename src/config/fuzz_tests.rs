@@ -16,14 +16,13 @@
 //! `mqttConfig.tls.caFile` when TLS is on. Inputs that would send a DNS query, or name a device file, are
 //! skipped ([`stays_local`]), so these tests never leave the machine and never block.
 
-use std::net::IpAddr;
-
 use proptest::prelude::*;
 use proptest::sample::Index;
 use proptest::test_runner::Config as ProptestConfig;
 use serde_norway::{Mapping, Value};
 
-use super::{load_str, raw};
+use super::load_str;
+use crate::testing::stays_local;
 
 /// `cases` per property, or `PROPTEST_CASES` when set (for a long run: `PROPTEST_CASES=20000 cargo test --lib
 /// config::fuzz_tests`).
@@ -44,54 +43,6 @@ fn config(cases: u32) -> ProptestConfig {
 // ---------------------------------------------------------------------------------------------------------------
 // Staying local
 
-/// The text a scalar is read as (strings, and numbers as their text), as the validator reads it.
-fn scalar_text(value: &Value) -> Option<String> {
-    match value {
-        Value::String(s) => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
-        _ => None,
-    }
-}
-
-/// True when the validator might hand `value` to the system resolver: not an IP literal (bracketed or not), not
-/// `localhost`, and made only of characters a hostname may hold (a superset of the validator's `is_hostname`).
-fn may_query_dns(value: &Value) -> bool {
-    let Some(text) = scalar_text(value) else {
-        return false;
-    };
-    let host = text.trim();
-    let bare = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
-    if bare.is_empty() || bare.parse::<IpAddr>().is_ok() || bare.eq_ignore_ascii_case("localhost") {
-        return false;
-    }
-    bare.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
-}
-
-/// True when loading `text` stays inside this process: no DNS query (a hostname in `serverHost` or
-/// `allowedSources`) and no read of a device file (`mqttConfig.tls.caFile` naming something that is neither a
-/// regular file nor a folder, such as `/dev/zero`, which would never end).
-fn stays_local(text: &str) -> bool {
-    let Ok(root) = raw::parse(text, "<config>") else {
-        return true;
-    };
-    let bsos = &root["Butler-SOS"];
-    let udp = &bsos["userEvents"]["udpServerConfig"];
-    if may_query_dns(&udp["serverHost"]) {
-        return false;
-    }
-    if let Value::Sequence(sources) = &udp["allowedSources"] {
-        if sources.iter().any(may_query_dns) {
-            return false;
-        }
-    }
-    if let Some(ca) = scalar_text(&bsos["mqttConfig"]["tls"]["caFile"]) {
-        if std::fs::metadata(ca.as_str()).is_ok_and(|m| !m.is_file() && !m.is_dir()) {
-            return false;
-        }
-    }
-    true
-}
-
 /// Loads `text` (skipping inputs that would leave the process) and checks what a result must look like.
 fn load_checked(text: &str) -> Result<(), TestCaseError> {
     prop_assume!(stays_local(text));
@@ -107,36 +58,6 @@ fn load_checked(text: &str) -> Result<(), TestCaseError> {
         }
     }
     Ok(())
-}
-
-#[test]
-fn the_guard_skips_inputs_that_would_leave_the_process() {
-    let udp = |host: &str| format!("Butler-SOS:\n  userEvents:\n    udpServerConfig:\n      serverHost: {host}\n");
-    for local in [
-        "127.0.0.1",
-        "'::1'",
-        "'[::1]'",
-        "localhost",
-        "''",
-        "a b",
-        "[x]",
-        "{a: b}",
-    ] {
-        assert!(stays_local(&udp(local)), "{local}");
-    }
-    for remote in ["sense1.example.com", "10d", "host_1", "12345"] {
-        assert!(!stays_local(&udp(remote)), "{remote}");
-    }
-    assert!(!stays_local(
-        "Butler-SOS:\n  userEvents:\n    udpServerConfig:\n      allowedSources: [127.0.0.1, proxy1]\n"
-    ));
-    assert!(!stays_local(
-        "Butler-SOS:\n  mqttConfig:\n    tls:\n      caFile: /dev/zero\n"
-    ));
-    assert!(stays_local(
-        "Butler-SOS:\n  mqttConfig:\n    tls:\n      caFile: /nonexistent/ca.pem\n"
-    ));
-    assert!(stays_local("Butler-SOS: [unclosed\n"));
 }
 
 // ---------------------------------------------------------------------------------------------------------------

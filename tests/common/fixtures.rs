@@ -1,76 +1,8 @@
 //! The golden cases observed from Butler SOS 15.0.1 (`tests/fixtures/butler-sos`).
 
-use serde_json::Value;
+pub use sense_ingest::testing::{fixture_cases as cases, Case};
 
 use super::fixtures_dir;
-
-/// One fixture case.
-#[derive(Debug, Clone)]
-pub struct Case {
-    /// e.g. `01_session_start`.
-    pub name: String,
-    /// The datagram, exactly.
-    pub datagram: Vec<u8>,
-    /// The whole fixture JSON.
-    pub json: Value,
-}
-
-impl Case {
-    /// `expected.influxdb_v1.points` (tags and fields as stored).
-    pub fn influx_points(&self) -> Vec<Value> {
-        self.json["expected"]["influxdb_v1"]["points"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default()
-    }
-    /// `expected.influxdb_v1.write_requests[].body`.
-    pub fn influx_bodies(&self) -> Vec<String> {
-        self.json["expected"]["influxdb_v1"]["write_requests"]
-            .as_array()
-            .map(|a| a.iter().map(|r| r["body"].as_str().unwrap().to_string()).collect())
-            .unwrap_or_default()
-    }
-    /// `expected.mqtt[]` as (topic, payload_raw).
-    pub fn mqtt(&self) -> Vec<(String, String)> {
-        self.json["expected"]["mqtt"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .map(|m| {
-                        (
-                            m["topic"].as_str().unwrap().to_string(),
-                            m["payload_raw"].as_str().unwrap().to_string(),
-                        )
-                    })
-                    .collect()
-            })
-            .unwrap_or_default()
-    }
-}
-
-/// Every `NN_*.json` case, in name order.
-pub fn cases() -> Vec<Case> {
-    let dir = fixtures_dir();
-    let mut names: Vec<_> = std::fs::read_dir(&dir)
-        .unwrap()
-        .filter_map(|e| e.ok())
-        .map(|e| e.file_name().to_string_lossy().to_string())
-        .filter(|n| n.ends_with(".json") && n.as_bytes()[0].is_ascii_digit())
-        .collect();
-    names.sort();
-    names
-        .into_iter()
-        .map(|n| {
-            let json: Value = serde_json::from_str(&std::fs::read_to_string(dir.join(&n)).unwrap()).unwrap();
-            let datagram = base64_decode(json["input"]["bytes_b64"].as_str().unwrap());
-            Case {
-                name: n.trim_end_matches(".json").to_string(),
-                datagram,
-                json,
-            }
-        })
-        .collect()
-}
 
 /// The fixture config with the given scramble setting, as a YAML tree to adjust per test.
 pub fn config(scramble: bool) -> serde_norway::Value {
@@ -138,34 +70,4 @@ pub fn set(v: &mut serde_norway::Value, path: &str, value: serde_norway::Value) 
             .entry(key)
             .or_insert(serde_norway::Value::Mapping(Default::default()));
     }
-}
-
-/// Standard base64 (with padding) to bytes.
-pub fn base64_decode(s: &str) -> Vec<u8> {
-    let val = |c: u8| -> u32 {
-        match c {
-            b'A'..=b'Z' => (c - b'A') as u32,
-            b'a'..=b'z' => (c - b'a' + 26) as u32,
-            b'0'..=b'9' => (c - b'0' + 52) as u32,
-            b'+' => 62,
-            b'/' => 63,
-            _ => panic!("bad base64 byte {c}"),
-        }
-    };
-    let bytes: Vec<u8> = s.bytes().filter(|&b| b != b'=' && !b.is_ascii_whitespace()).collect();
-    let mut out = Vec::with_capacity(bytes.len() * 3 / 4);
-    for chunk in bytes.chunks(4) {
-        let mut n = 0u32;
-        for (i, &c) in chunk.iter().enumerate() {
-            n |= val(c) << (18 - 6 * i);
-        }
-        out.push((n >> 16) as u8);
-        if chunk.len() > 2 {
-            out.push((n >> 8) as u8);
-        }
-        if chunk.len() > 3 {
-            out.push(n as u8);
-        }
-    }
-    out
 }

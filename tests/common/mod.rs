@@ -293,11 +293,7 @@ pub fn send_datagrams(target: SocketAddr, datagrams: &[Vec<u8>]) {
     }
 }
 
-/// The golden cases observed from Butler SOS, carried inside the repository (`tests/fixtures/butler-sos`, with
-/// its README), so a clone needs nothing beside it.
-pub fn fixtures_dir() -> PathBuf {
-    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/butler-sos"))
-}
+pub use sense_ingest::testing::fixtures_dir;
 
 /// Where the engine's metrics endpoint listens.
 pub fn metrics_addr(engine: &Engine) -> SocketAddr {

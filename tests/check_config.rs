@@ -106,16 +106,7 @@ fn a_missing_config_file_is_an_error_naming_the_file() {
 #[test]
 fn source_validation_without_a_usable_source_refuses_to_start() {
     let mut cfg = fixtures::config(true);
-    set(
-        &mut cfg,
-        "Butler-SOS.userEvents.udpServerConfig.enableSourceValidation",
-        Yaml::from(true),
-    );
-    set(
-        &mut cfg,
-        "Butler-SOS.userEvents.udpServerConfig.allowedSources",
-        Yaml::Null,
-    );
+    fixtures::validate_sources(&mut cfg, Yaml::Null);
     let out = check(&serde_norway::to_string(&cfg).unwrap());
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);

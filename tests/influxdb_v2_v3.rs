@@ -165,10 +165,15 @@ fn mapped(
     (tags, fields)
 }
 
-/// Sends every fixture datagram and waits until the mock holds `expected` points.
-fn send_fixtures_and_wait(engine: &Engine, mock: &Mock, expected: usize) {
+/// Sends every fixture datagram to the engine.
+fn send_fixtures(engine: &Engine) {
     let datagrams: Vec<Vec<u8>> = fixtures::cases().iter().map(|c| c.datagram.clone()).collect();
     send_datagrams(engine.target(), &datagrams);
+}
+
+/// Sends every fixture datagram and waits until the mock holds `expected` points.
+fn send_fixtures_and_wait(engine: &Engine, mock: &Mock, expected: usize) {
+    send_fixtures(engine);
     wait_for("every expected point at the mock", Duration::from_secs(30), || {
         (mock.lines().len() >= expected).then_some(())
     });
@@ -311,19 +316,26 @@ fn every_fixture_arrives_in_the_v3_layout() {
     every_fixture_arrives_in_the_layout_of(3);
 }
 
+/// Starts the engine on `mock` with one batch a second (so a scripted fault hits every event), sends every fixture,
+/// waits until the mock holds every point and stops the engine, which must exit 0. Returns the stopped engine (for
+/// its final counters) and the number of points.
+fn deliver_fixtures_in_one_batch(mock: &Mock) -> (Engine, usize) {
+    let mut cfg = config_for(mock, TOKEN);
+    set(&mut cfg, "sense-ingest.batch.maxAge", Yaml::from("1s"));
+    let mut engine = start_engine(&cfg);
+    let expected = v1_points().len();
+    send_fixtures_and_wait(&engine, mock, expected);
+    assert!(engine.terminate().success(), "{}", engine.stderr_text());
+    (engine, expected)
+}
+
 /// `faults` answer the first writes; the engine retries them (honouring `Retry-After`) and loses nothing.
 fn retries_after_faults_lose_nothing(version: u8, faults: &[(u16, Option<u64>)]) {
     let mock = Mock::start(version, TOKEN, 25_000_000);
     for &(status, retry_after) in faults {
         mock.push_fault(status, retry_after);
     }
-    let mut cfg = config_for(&mock, TOKEN);
-    // One batch, so every fault hits the same events.
-    set(&mut cfg, "sense-ingest.batch.maxAge", Yaml::from("1s"));
-    let mut engine = start_engine(&cfg);
-    let expected = v1_points().len();
-    send_fixtures_and_wait(&engine, &mock, expected);
-    assert!(engine.terminate().success(), "{}", engine.stderr_text());
+    let (engine, expected) = deliver_fixtures_in_one_batch(&mock);
     assert_eq!(mock.lines().len(), expected);
     let statuses: Vec<u16> = mock.writes().iter().map(|w| w.status).collect();
     let want: Vec<u16> = faults.iter().map(|f| f.0).collect();
@@ -353,12 +365,7 @@ fn v3_503_and_429_are_retried_without_loss() {
 fn too_large_batches_are_split(version: u8) {
     // About three lines per request: the fixtures (one batch of ~7 KB) need several splits.
     let mock = Mock::start(version, TOKEN, 1500);
-    let mut cfg = config_for(&mock, TOKEN);
-    set(&mut cfg, "sense-ingest.batch.maxAge", Yaml::from("1s"));
-    let mut engine = start_engine(&cfg);
-    let expected = v1_points().len();
-    send_fixtures_and_wait(&engine, &mock, expected);
-    assert!(engine.terminate().success(), "{}", engine.stderr_text());
+    let (engine, expected) = deliver_fixtures_in_one_batch(&mock);
     let writes = mock.writes();
     assert!(writes.iter().any(|w| w.status == 413), "no 413 seen: {writes:?}");
     assert_eq!(mock.lines().len(), expected);
@@ -383,8 +390,7 @@ fn a_refused_token_counts_every_event_as_dropped(version: u8) {
     let mock = Mock::start(version, TOKEN, 25_000_000);
     let mut engine = start_engine(&config_for(&mock, "not-the-token"));
     let expected = v1_points().len();
-    let datagrams: Vec<Vec<u8>> = fixtures::cases().iter().map(|c| c.datagram.clone()).collect();
-    send_datagrams(engine.target(), &datagrams);
+    send_fixtures(&engine);
     wait_for("a refused write", Duration::from_secs(30), || {
         mock.writes().iter().any(|w| w.status == 401).then_some(())
     });
@@ -428,8 +434,7 @@ fn issue_10_a_long_v2_partial_write_message_counts_its_real_dropped_count() {
     set(&mut cfg, "sense-ingest.batch.maxAge", Yaml::from("1s"));
     let mut engine = start_engine(&cfg);
     let expected = v1_points().len();
-    let datagrams: Vec<Vec<u8>> = fixtures::cases().iter().map(|c| c.datagram.clone()).collect();
-    send_datagrams(engine.target(), &datagrams);
+    send_fixtures(&engine);
     wait_for("the partial write", Duration::from_secs(30), || {
         mock.writes().iter().any(|w| w.status == 422).then_some(())
     });

@@ -13,12 +13,7 @@ use crate::common::{engine_bin, send_datagrams, wait_for, Engine};
 /// The fixture config with every destination off, events printed on stdout, and the metrics endpoint on
 /// 127.0.0.1:`port`.
 fn metrics_config(port: u16) -> Yaml {
-    let mut cfg = fixtures::loopback_config(true);
-    set(&mut cfg, "Butler-SOS.influxdbConfig.enable", Yaml::from(false));
-    set(&mut cfg, "Butler-SOS.mqttConfig.enable", Yaml::from(false));
-    set(&mut cfg, "Butler-SOS.newRelic.enable", Yaml::from(false));
-    set(&mut cfg, "Butler-SOS.logLevel", Yaml::from("info"));
-    set(&mut cfg, "sense-ingest.stdout", Yaml::from(true));
+    let mut cfg = fixtures::stdout_config();
     set(&mut cfg, "Butler-SOS.prometheus.enable", Yaml::from(true));
     set(&mut cfg, "Butler-SOS.prometheus.host", Yaml::from("127.0.0.1"));
     set(&mut cfg, "Butler-SOS.prometheus.port", Yaml::from(port));

@@ -7,12 +7,7 @@ use crate::common::{send_datagrams, wait_for, Engine};
 
 /// The fixture config with every destination off and events printed on stdout.
 fn stdout_config(listen: Option<&str>) -> serde_norway::Value {
-    let mut cfg = fixtures::loopback_config(true);
-    set(&mut cfg, "Butler-SOS.influxdbConfig.enable", Yaml::from(false));
-    set(&mut cfg, "Butler-SOS.mqttConfig.enable", Yaml::from(false));
-    set(&mut cfg, "Butler-SOS.newRelic.enable", Yaml::from(false));
-    set(&mut cfg, "Butler-SOS.logLevel", Yaml::from("info"));
-    set(&mut cfg, "sense-ingest.stdout", Yaml::from(true));
+    let mut cfg = fixtures::stdout_config();
     if let Some(addr) = listen {
         set(&mut cfg, "sense-ingest.listen", Yaml::Sequence(vec![Yaml::from(addr)]));
     }
@@ -150,16 +145,7 @@ fn app_names_come_from_the_app_names_file_and_follow_its_changes() {
 #[test]
 fn only_allowed_sources_are_accepted_and_the_rest_counted() {
     let mut cfg = stdout_config(Some("[::]:0"));
-    set(
-        &mut cfg,
-        "Butler-SOS.userEvents.udpServerConfig.enableSourceValidation",
-        Yaml::from(true),
-    );
-    set(
-        &mut cfg,
-        "Butler-SOS.userEvents.udpServerConfig.allowedSources",
-        Yaml::Sequence(vec![Yaml::from("127.0.0.1")]),
-    );
+    fixtures::validate_sources(&mut cfg, Yaml::Sequence(vec![Yaml::from("127.0.0.1")]));
     let mut engine = Engine::start_with_yaml(&serde_norway::to_string(&cfg).unwrap());
     let port = engine.addr.port();
     let good = fixtures::cases().into_iter().next().unwrap().datagram;

@@ -46,6 +46,29 @@ pub fn influx_only_config(scramble: bool, port: u16, db: &str) -> serde_norway::
     cfg
 }
 
+/// [`loopback_config`] (scrambled) with every destination off, events printed on stdout, logging at info.
+pub fn stdout_config() -> serde_norway::Value {
+    use serde_norway::Value as Yaml;
+    let mut cfg = loopback_config(true);
+    set(&mut cfg, "Butler-SOS.influxdbConfig.enable", Yaml::from(false));
+    set(&mut cfg, "Butler-SOS.mqttConfig.enable", Yaml::from(false));
+    set(&mut cfg, "Butler-SOS.newRelic.enable", Yaml::from(false));
+    set(&mut cfg, "Butler-SOS.logLevel", Yaml::from("info"));
+    set(&mut cfg, "sense-ingest.stdout", Yaml::from(true));
+    cfg
+}
+
+/// Turns source validation on in `cfg`, with `allowed` as `allowedSources` (`Null` for none).
+pub fn validate_sources(cfg: &mut serde_norway::Value, allowed: serde_norway::Value) {
+    let udp = "Butler-SOS.userEvents.udpServerConfig";
+    set(
+        cfg,
+        &format!("{udp}.enableSourceValidation"),
+        serde_norway::Value::from(true),
+    );
+    set(cfg, &format!("{udp}.allowedSources"), allowed);
+}
+
 /// Sets `path` (dot-separated keys) in a YAML tree, creating mappings as needed.
 pub fn set(v: &mut serde_norway::Value, path: &str, value: serde_norway::Value) {
     let mut cur = v;

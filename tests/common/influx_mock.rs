@@ -594,6 +594,14 @@ struct Common {
 }
 
 impl Common {
+    fn new(token: &str, max_body_bytes: usize) -> Common {
+        Common {
+            token: token.into(),
+            max_body_bytes,
+            ..Default::default()
+        }
+    }
+
     fn record(&mut self, req: &Request, resp: &Response) {
         self.seen.push(Seen {
             method: req.method.clone(),
@@ -630,6 +638,25 @@ impl Common {
             }
         })
     }
+}
+
+/// What a mock's state does with a request; [`serve`] records every answer in its [`Common`].
+trait Api: Send + 'static {
+    fn handle(&mut self, req: &Request) -> Response;
+    fn common(&mut self) -> &mut Common;
+}
+
+/// Starts a server answering with `state`'s API and recording each request with its answer.
+fn serve<S: Api>(state: S) -> (HttpServer, Arc<Mutex<S>>) {
+    let state = Arc::new(Mutex::new(state));
+    let handler_state = Arc::clone(&state);
+    let server = HttpServer::start(Arc::new(move |req| {
+        let mut st = handler_state.lock().unwrap();
+        let resp = st.handle(req);
+        st.common().record(req, &resp);
+        resp
+    }));
+    (server, state)
 }
 
 /// Generates the accessors both mocks share.
@@ -691,23 +718,12 @@ impl InfluxV2Mock {
     /// A server with one organization `org` (id `0a1b2c3d4e5f6071`) accepting `token`, no buckets, and decoded
     /// write bodies up to `max_body_bytes`.
     pub fn start(org: &str, token: &str, max_body_bytes: usize) -> InfluxV2Mock {
-        let state = Arc::new(Mutex::new(V2State {
-            common: Common {
-                token: token.into(),
-                max_body_bytes,
-                ..Default::default()
-            },
+        let (server, state) = serve(V2State {
+            common: Common::new(token, max_body_bytes),
             org: org.into(),
             org_id: "0a1b2c3d4e5f6071".into(),
             buckets: HashMap::new(),
-        }));
-        let handler_state = Arc::clone(&state);
-        let server = HttpServer::start(Arc::new(move |req| {
-            let mut st = handler_state.lock().unwrap();
-            let resp = st.handle(req);
-            st.common.record(req, &resp);
-            resp
-        }));
+        });
         InfluxV2Mock { server, state }
     }
 
@@ -721,7 +737,11 @@ fn v2_error(status: u16, code: &str, message: &str) -> Response {
     Response::json(status, json!({"code": code, "message": message}))
 }
 
-impl V2State {
+impl Api for V2State {
+    fn common(&mut self) -> &mut Common {
+        &mut self.common
+    }
+
     fn handle(&mut self, req: &Request) -> Response {
         if !self.common.authorized(req, &["Token"]) {
             return v2_error(401, "unauthorized", "unauthorized access");
@@ -748,7 +768,9 @@ impl V2State {
             _ => v2_error(404, "not found", "path not found"),
         }
     }
+}
 
+impl V2State {
     fn create_bucket(&mut self, req: &Request) -> Response {
         let Ok(body) = serde_json::from_slice::<Value>(&req.body) else {
             return v2_error(400, "invalid", "request body is not JSON");
@@ -872,21 +894,10 @@ mock_accessors!(InfluxV3Mock);
 impl InfluxV3Mock {
     /// A server accepting `token`, with no databases, and decoded write bodies up to `max_body_bytes`.
     pub fn start(token: &str, max_body_bytes: usize) -> InfluxV3Mock {
-        let state = Arc::new(Mutex::new(V3State {
-            common: Common {
-                token: token.into(),
-                max_body_bytes,
-                ..Default::default()
-            },
+        let (server, state) = serve(V3State {
+            common: Common::new(token, max_body_bytes),
             databases: HashMap::new(),
-        }));
-        let handler_state = Arc::clone(&state);
-        let server = HttpServer::start(Arc::new(move |req| {
-            let mut st = handler_state.lock().unwrap();
-            let resp = st.handle(req);
-            st.common.record(req, &resp);
-            resp
-        }));
+        });
         InfluxV3Mock { server, state }
     }
 
@@ -935,7 +946,11 @@ fn valid_retention(p: &str) -> bool {
     true
 }
 
-impl V3State {
+impl Api for V3State {
+    fn common(&mut self) -> &mut Common {
+        &mut self.common
+    }
+
     fn handle(&mut self, req: &Request) -> Response {
         if !self.common.authorized(req, &["Bearer", "Token"]) {
             return v3_error(401, "unauthorized access");
@@ -946,7 +961,9 @@ impl V3State {
             _ => v3_error(404, "not found"),
         }
     }
+}
 
+impl V3State {
     fn create_database(&mut self, req: &Request) -> Response {
         let Ok(body) = serde_json::from_slice::<Value>(&req.body) else {
             return v3_error(400, "request body is not JSON");

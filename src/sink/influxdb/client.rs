@@ -87,10 +87,8 @@ impl InfluxV1Transport {
                 message: body_text(&body),
             });
         }
-        let mut parsed = body.clone();
-        let value: simd_json::OwnedValue = simd_json::to_owned_value(&mut parsed)
-            .map_err(|e| SinkError::Setup(format!("unreadable /query answer: {e}")))?;
-        use simd_json::prelude::*;
+        let value: serde_json::Value =
+            serde_json::from_slice(&body).map_err(|e| SinkError::Setup(format!("unreadable /query answer: {e}")))?;
         if let Some(err) = value
             .get("results")
             .and_then(|r| r.as_array())
@@ -169,10 +167,9 @@ impl InfluxV1Transport {
     /// `show databases`; when ours is missing, `create database` and its default retention policy.
     async fn setup(&mut self) -> Result<(), SinkError> {
         let _one_at_a_time = PREPARE.lock().await;
-        let mut body = self.query("show databases", false).await?;
-        let value: simd_json::OwnedValue = simd_json::to_owned_value(&mut body)
+        let body = self.query("show databases", false).await?;
+        let value: serde_json::Value = serde_json::from_slice(&body)
             .map_err(|e| SinkError::Setup(format!("unreadable `show databases` answer: {e}")))?;
-        use simd_json::prelude::*;
         let exists = value
             .get("results")
             .and_then(|r| r.as_array())

@@ -17,30 +17,23 @@
 //! samples; sequence numbers outside the run are counted as out of range.
 //!
 //! # HTTP
-//! A small HTTP/1.1 server on plain `std::net` threads, one per connection: keep-alive,
+//! The workspace's `mini-http` server (shared with the engine's test mocks): keep-alive,
 //! `Content-Length` and chunked bodies, `Expect: 100-continue`, and `Content-Encoding: gzip`
 //! (multi-member), `x-gzip` or `deflate` bodies. Limits: 64 KiB of headers, 256 MiB of body.
 
 use std::collections::BTreeSet;
-use std::io::{self, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::io;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
+use mini_http::{BodyError, Handler, Request, Response, Server, MAX_BODY_BYTES};
 use serde::{Deserialize, Serialize};
 
 use crate::gen::Schedule;
 use crate::stats::{fmt_count, new_histogram, LatencySummary};
-
-/// Largest request head we accept.
-const MAX_HEAD_BYTES: usize = 64 * 1024;
-/// Largest request body we accept (decoded or not).
-const MAX_BODY_BYTES: usize = 256 * 1024 * 1024;
-/// How often idle connection threads and the accept loop look at the stop flag.
-const POLL_INTERVAL: Duration = Duration::from_millis(100);
 
 /// Which API a mock serves.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -245,42 +238,24 @@ impl SeqTracker {
 /// A running mock sink.
 #[derive(Debug)]
 pub struct MockServer {
-    local_addr: SocketAddr,
-    stop: Arc<AtomicBool>,
-    accept: Option<JoinHandle<()>>,
-    conns: Arc<Mutex<Vec<JoinHandle<()>>>>,
+    server: Server,
     tracker: Arc<SeqTracker>,
 }
 
 impl MockServer {
     /// Binds `listen` and starts serving `tracker.kind()`'s API.
     pub fn start(listen: SocketAddr, tracker: Arc<SeqTracker>) -> io::Result<MockServer> {
-        let listener = TcpListener::bind(listen)?;
-        let local_addr = listener.local_addr()?;
-        let stop = Arc::new(AtomicBool::new(false));
-        let conns = Arc::new(Mutex::new(Vec::new()));
-        let state = Arc::new(ServerState {
+        let state = ServerState {
             tracker: Arc::clone(&tracker),
             databases: Mutex::new(BTreeSet::new()),
-        });
-        let accept = {
-            let (stop, conns) = (Arc::clone(&stop), Arc::clone(&conns));
-            std::thread::Builder::new()
-                .name(format!("mock-{}", tracker.kind().name()))
-                .spawn(move || accept_loop(listener, stop, conns, state))?
         };
-        Ok(MockServer {
-            local_addr,
-            stop,
-            accept: Some(accept),
-            conns,
-            tracker,
-        })
+        let server = Server::start(listen, &format!("mock-{}", tracker.kind().name()), state)?;
+        Ok(MockServer { server, tracker })
     }
 
     /// The bound address (the real port when `listen` had port 0).
     pub fn local_addr(&self) -> SocketAddr {
-        self.local_addr
+        self.server.local_addr()
     }
 
     /// The tracker this server feeds.
@@ -288,37 +263,9 @@ impl MockServer {
         &self.tracker
     }
 
-    /// Stops accepting, lets connection threads notice within [`POLL_INTERVAL`], joins them.
-    pub fn stop(mut self) {
-        self.shutdown();
-    }
-
-    fn shutdown(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        // Wake the blocking accept() with a throwaway connection.
-        let mut wake = self.local_addr;
-        if wake.ip().is_unspecified() {
-            wake.set_ip(match wake {
-                SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
-                SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
-            });
-        }
-        let _ = TcpStream::connect_timeout(&wake, Duration::from_secs(1));
-        if let Some(h) = self.accept.take() {
-            let _ = h.join();
-        }
-        let handles = std::mem::take(&mut *self.conns.lock().unwrap_or_else(|e| e.into_inner()));
-        for h in handles {
-            let _ = h.join();
-        }
-    }
-}
-
-impl Drop for MockServer {
-    fn drop(&mut self) {
-        if self.accept.is_some() {
-            self.shutdown();
-        }
+    /// Stops accepting, lets connection threads notice within [`mini_http::POLL_INTERVAL`], joins them.
+    pub fn stop(self) {
+        self.server.stop();
     }
 }
 
@@ -328,400 +275,80 @@ struct ServerState {
     databases: Mutex<BTreeSet<String>>,
 }
 
-fn accept_loop(
-    listener: TcpListener,
-    stop: Arc<AtomicBool>,
-    conns: Arc<Mutex<Vec<JoinHandle<()>>>>,
-    state: Arc<ServerState>,
-) {
-    for stream in listener.incoming() {
-        if stop.load(Ordering::SeqCst) {
-            break;
-        }
-        let Ok(stream) = stream else {
-            // EMFILE and friends: back off briefly instead of spinning.
-            std::thread::sleep(Duration::from_millis(10));
-            continue;
-        };
-        let (stop, state) = (Arc::clone(&stop), Arc::clone(&state));
-        let spawned = std::thread::Builder::new().name("mock-conn".into()).spawn(move || {
-            let _ = serve_connection(stream, &stop, &state);
-        });
-        if let Ok(h) = spawned {
-            let mut list = conns.lock().unwrap_or_else(|e| e.into_inner());
-            list.retain(|h| !h.is_finished());
-            list.push(h);
-        }
-    }
-}
-
-/// One parsed request (head only; the body is in the connection's body buffer).
-#[derive(Debug, Default)]
-struct RequestHead {
-    method: String,
-    target: String,
-    http10: bool,
-    headers: Vec<(String, String)>,
-}
-
-impl RequestHead {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-
-    fn path(&self) -> &str {
-        self.target.split('?').next().unwrap_or("")
-    }
-
-    fn query(&self) -> &str {
-        self.target.split_once('?').map(|(_, q)| q).unwrap_or("")
-    }
-
-    fn keep_alive(&self) -> bool {
-        let conn = self.header("connection").unwrap_or("").to_ascii_lowercase();
-        if self.http10 {
-            conn.contains("keep-alive")
-        } else {
-            !conn.contains("close")
-        }
-    }
-}
-
-/// A response to write.
-struct Response {
-    status: u16,
-    body: Vec<u8>,
-}
-
-impl Response {
-    fn json(status: u16, body: impl Into<Vec<u8>>) -> Response {
-        Response {
-            status,
-            body: body.into(),
+impl Handler for ServerState {
+    fn handle(&self, req: &Request) -> Response {
+        match self.tracker.kind {
+            SinkKind::Influxdb => handle_influx(self, req),
+            SinkKind::Newrelic => handle_newrelic(self, req),
         }
     }
 
-    fn no_content() -> Response {
-        Response {
-            status: 204,
-            body: Vec::new(),
-        }
+    fn refused(&self, status: u16, message: &str) -> Response {
+        error(status, message)
     }
 
-    fn error(status: u16, msg: &str) -> Response {
-        Response::json(status, serde_json::json!({ "error": msg }).to_string())
-    }
-}
-
-/// Buffered reading from a connection that wakes up every [`POLL_INTERVAL`] to check `stop`.
-struct Conn<'a> {
-    stream: TcpStream,
-    buf: Vec<u8>,
-    start: usize,
-    stop: &'a AtomicBool,
-}
-
-/// Why a connection ended.
-#[derive(Debug)]
-enum ConnEnd {
-    /// The peer closed (cleanly, between requests).
-    Closed,
-    /// An I/O error, an unparsable request or a stop request.
-    Abort,
-}
-
-impl From<io::Error> for ConnEnd {
-    fn from(_: io::Error) -> Self {
-        ConnEnd::Abort
-    }
-}
-
-impl Conn<'_> {
-    fn pending(&self) -> &[u8] {
-        &self.buf[self.start..]
-    }
-
-    /// Reads more bytes; `Ok(false)` on EOF.
-    fn fill(&mut self) -> Result<bool, ConnEnd> {
-        if self.start > 0 && self.start == self.buf.len() {
-            self.buf.clear();
-            self.start = 0;
-        } else if self.start > 1 << 20 {
-            self.buf.drain(..self.start);
-            self.start = 0;
-        }
-        let len = self.buf.len();
-        self.buf.resize(len + 64 * 1024, 0);
-        loop {
-            match self.stream.read(&mut self.buf[len..]) {
-                Ok(n) => {
-                    self.buf.truncate(len + n);
-                    return Ok(n > 0);
-                }
-                Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
-                    if self.stop.load(Ordering::Relaxed) {
-                        self.buf.truncate(len);
-                        return Err(ConnEnd::Abort);
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => {
-                    self.buf.truncate(len);
-                    return Err(ConnEnd::Abort);
-                }
-            }
-        }
-    }
-
-    /// Ensures at least `n` unconsumed bytes are buffered.
-    fn need(&mut self, n: usize) -> Result<(), ConnEnd> {
-        while self.pending().len() < n {
-            if !self.fill()? {
-                return Err(ConnEnd::Abort);
-            }
-        }
-        Ok(())
-    }
-
-    /// Reads a CRLF-terminated line (without the CRLF) and consumes it.
-    fn line(&mut self) -> Result<String, ConnEnd> {
-        loop {
-            if let Some(i) = find(self.pending(), b"\r\n") {
-                let s = String::from_utf8_lossy(&self.pending()[..i]).into_owned();
-                self.start += i + 2;
-                return Ok(s);
-            }
-            if self.pending().len() > MAX_HEAD_BYTES || !self.fill()? {
-                return Err(ConnEnd::Abort);
-            }
-        }
-    }
-
-    /// Reads the next request head; `Err(Closed)` on a clean EOF before it.
-    fn head(&mut self) -> Result<RequestHead, ConnEnd> {
-        let end = loop {
-            if let Some(i) = find(self.pending(), b"\r\n\r\n") {
-                break i;
-            }
-            if self.pending().len() > MAX_HEAD_BYTES {
-                return Err(ConnEnd::Abort);
-            }
-            let was_empty = self.pending().is_empty();
-            if !self.fill()? {
-                return Err(if was_empty { ConnEnd::Closed } else { ConnEnd::Abort });
-            }
-        };
-        let text = String::from_utf8_lossy(&self.pending()[..end]).into_owned();
-        self.start += end + 4;
-        let mut lines = text.split("\r\n");
-        let mut rl = lines.next().unwrap_or("").split(' ');
-        let (Some(method), Some(target), Some(version)) = (rl.next(), rl.next(), rl.next()) else {
-            return Err(ConnEnd::Abort);
-        };
-        let headers = lines
-            .filter_map(|l| l.split_once(':'))
-            .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
-            .collect();
-        Ok(RequestHead {
-            method: method.to_string(),
-            target: target.to_string(),
-            http10: version == "HTTP/1.0",
-            headers,
-        })
-    }
-
-    /// Reads the body described by `head` into `body`.
-    fn body(&mut self, head: &RequestHead, body: &mut Vec<u8>) -> Result<Option<Response>, ConnEnd> {
-        body.clear();
-        let chunked = head
-            .header("transfer-encoding")
-            .is_some_and(|v| v.to_ascii_lowercase().contains("chunked"));
-        if chunked {
-            loop {
-                let line = self.line()?;
-                let size_hex = line.split(';').next().unwrap_or("").trim();
-                let size = usize::from_str_radix(size_hex, 16).map_err(|_| ConnEnd::Abort)?;
-                if size == 0 {
-                    // Trailers, up to the empty line.
-                    while !self.line()?.is_empty() {}
-                    return Ok(None);
-                }
-                if body.len() + size > MAX_BODY_BYTES {
-                    return Ok(Some(Response::error(413, "request body too large")));
-                }
-                self.need(size + 2)?;
-                body.extend_from_slice(&self.pending()[..size]);
-                self.start += size + 2;
-            }
-        }
-        let len = match head.header("content-length") {
-            None => 0,
-            Some(v) => match v.parse::<usize>() {
-                Ok(n) => n,
-                Err(_) => return Ok(Some(Response::error(400, "bad content-length"))),
-            },
-        };
-        if len > MAX_BODY_BYTES {
-            return Ok(Some(Response::error(413, "request body too large")));
-        }
-        self.need(len)?;
-        body.extend_from_slice(&self.pending()[..len]);
-        self.start += len;
-        Ok(None)
-    }
-}
-
-fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    hay.windows(needle.len()).position(|w| w == needle)
-}
-
-fn serve_connection(stream: TcpStream, stop: &AtomicBool, state: &ServerState) -> Result<(), ConnEnd> {
-    stream.set_read_timeout(Some(POLL_INTERVAL))?;
-    stream.set_nodelay(true)?;
-    let mut writer = stream.try_clone()?;
-    let mut conn = Conn {
-        stream,
-        buf: Vec::with_capacity(64 * 1024),
-        start: 0,
-        stop,
-    };
-    let mut body = Vec::new();
-    let mut decoded = Vec::new();
-    let mut out = Vec::with_capacity(512);
-    loop {
-        let head = match conn.head() {
-            Ok(h) => h,
-            Err(ConnEnd::Closed) => return Ok(()),
-            Err(e) => return Err(e),
-        };
-        if head
-            .header("expect")
-            .is_some_and(|v| v.eq_ignore_ascii_case("100-continue"))
-        {
-            writer.write_all(b"HTTP/1.1 100 Continue\r\n\r\n")?;
-        }
-        let early = conn.body(&head, &mut body)?;
-        let received_at = Instant::now();
-        state.tracker.requests.fetch_add(1, Ordering::Relaxed);
-        let resp = match early {
-            Some(r) => r,
-            None => {
-                let req = Incoming {
-                    head: &head,
-                    body: &body,
-                    received_at,
-                };
-                handle(state, &req, &mut decoded)
-            }
-        };
+    fn answered(&self, _req: &Request, resp: &Response) {
+        self.tracker.requests.fetch_add(1, Ordering::Relaxed);
         if resp.status >= 400 {
-            state.tracker.bad_requests.fetch_add(1, Ordering::Relaxed);
-        }
-        let keep = head.keep_alive() && resp.status != 413;
-        write_response(&mut out, &head, &resp, keep);
-        writer.write_all(&out)?;
-        if !keep {
-            return Ok(());
+            self.tracker.bad_requests.fetch_add(1, Ordering::Relaxed);
         }
     }
 }
 
-fn write_response(out: &mut Vec<u8>, head: &RequestHead, resp: &Response, keep: bool) {
-    out.clear();
-    let reason = match resp.status {
-        200 => "OK",
-        202 => "Accepted",
-        204 => "No Content",
-        400 => "Bad Request",
-        404 => "Not Found",
-        405 => "Method Not Allowed",
-        413 => "Payload Too Large",
-        415 => "Unsupported Media Type",
-        _ => "Status",
-    };
-    out.extend_from_slice(format!("HTTP/1.1 {} {}\r\n", resp.status, reason).as_bytes());
-    out.extend_from_slice(b"X-Influxdb-Version: 1.8.10\r\nX-Influxdb-Build: OSS\r\n");
-    if resp.status != 204 {
-        out.extend_from_slice(b"Content-Type: application/json\r\n");
-        out.extend_from_slice(format!("Content-Length: {}\r\n", resp.body.len()).as_bytes());
-    }
-    out.extend_from_slice(if keep {
-        b"Connection: keep-alive\r\n\r\n".as_slice()
+/// Every answer says it comes from InfluxDB 1.8 (clients probe for it).
+fn influx_headers(resp: Response) -> Response {
+    resp.with_header("X-Influxdb-Version", "1.8.10")
+        .with_header("X-Influxdb-Build", "OSS")
+}
+
+fn json(status: u16, body: impl Into<Vec<u8>>) -> Response {
+    influx_headers(Response::json(status, body))
+}
+
+fn no_content() -> Response {
+    influx_headers(Response::new(204))
+}
+
+/// `{"error": msg}`; a 413 closes the connection (the client cannot tell how much of its body was read).
+fn error(status: u16, msg: &str) -> Response {
+    let resp = json(status, serde_json::json!({ "error": msg }).to_string());
+    if status == 413 {
+        resp.closing()
     } else {
-        b"Connection: close\r\n\r\n".as_slice()
-    });
-    if head.method != "HEAD" && resp.status != 204 {
-        out.extend_from_slice(&resp.body);
+        resp
     }
 }
 
-/// Decodes `body` per `Content-Encoding` into `decoded` (or returns the error response).
-pub fn decode_body<'a>(
-    encoding: Option<&str>,
-    body: &'a [u8],
-    decoded: &'a mut Vec<u8>,
-) -> Result<&'a [u8], (u16, &'static str)> {
-    let enc = encoding.unwrap_or("identity").trim().to_ascii_lowercase();
-    decoded.clear();
-    let limit = MAX_BODY_BYTES as u64 + 1;
-    let res = match enc.as_str() {
-        "" | "identity" => return Ok(body),
-        "gzip" | "x-gzip" => flate2::read::MultiGzDecoder::new(body).take(limit).read_to_end(decoded),
-        "deflate" => flate2::read::ZlibDecoder::new(body).take(limit).read_to_end(decoded),
-        _ => return Err((415, "unsupported content-encoding")),
-    };
-    match res {
-        Ok(_) if decoded.len() > MAX_BODY_BYTES => Err((413, "decoded body too large")),
-        Ok(_) => Ok(decoded),
-        Err(_) => Err((400, "body does not decode per content-encoding")),
+/// The body decoded per its `Content-Encoding` (into `buf`), or the error answer.
+fn decoded<'b>(req: &Request, buf: &'b mut Vec<u8>) -> Result<&'b [u8], Response> {
+    match mini_http::decode_body(req.header("content-encoding"), &req.body, MAX_BODY_BYTES, buf) {
+        Ok(()) => Ok(buf),
+        Err(BodyError::Unsupported) => Err(error(415, "unsupported content-encoding")),
+        Err(BodyError::Corrupt) => Err(error(400, "body does not decode per content-encoding")),
+        Err(BodyError::TooLarge) => Err(error(413, "decoded body too large")),
     }
 }
 
-/// One request as the handlers see it: the head, the raw body, and when the body was complete.
-struct Incoming<'a> {
-    head: &'a RequestHead,
-    body: &'a [u8],
-    received_at: Instant,
-}
-
-impl Incoming<'_> {
-    /// The body decoded per its `Content-Encoding` (into `buf` when it is compressed), or the error response.
-    fn decoded<'b>(&'b self, buf: &'b mut Vec<u8>) -> Result<&'b [u8], Response> {
-        decode_body(self.head.header("content-encoding"), self.body, buf)
-            .map_err(|(status, msg)| Response::error(status, msg))
-    }
-}
-
-fn handle(state: &ServerState, req: &Incoming<'_>, decoded: &mut Vec<u8>) -> Response {
-    match state.tracker.kind {
-        SinkKind::Influxdb => handle_influx(state, req, decoded),
-        SinkKind::Newrelic => handle_newrelic(state, req, decoded),
-    }
-}
-
-fn handle_influx(state: &ServerState, req: &Incoming<'_>, decoded: &mut Vec<u8>) -> Response {
-    let head = req.head;
-    let method = head.method.as_str();
-    match head.path() {
-        "/ping" | "/health" if matches!(method, "GET" | "HEAD") => Response::no_content(),
+fn handle_influx(state: &ServerState, req: &Request) -> Response {
+    let method = req.method.as_str();
+    match req.path() {
+        "/ping" | "/health" if matches!(method, "GET" | "HEAD") => no_content(),
         "/query" if matches!(method, "GET" | "POST") => {
-            let mut q = query_param(head.query(), "q");
-            let is_form = head
+            let mut q = req.param("q");
+            let is_form = req
                 .header("content-type")
                 .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
             if q.is_none() && is_form {
-                q = query_param(&String::from_utf8_lossy(req.body), "q");
+                q = mini_http::form_param(&String::from_utf8_lossy(&req.body), "q");
             }
             match q {
-                Some(q) => Response::json(200, influx_query(&state.databases, &q)),
-                None => Response::error(400, "missing required parameter \"q\""),
+                Some(q) => json(200, influx_query(&state.databases, &q)),
+                None => error(400, "missing required parameter \"q\""),
             }
         }
         "/write" | "/api/v2/write" | "/api/v3/write_lp" if method == "POST" => {
-            let text = match req.decoded(decoded) {
+            let mut buf = Vec::new();
+            let text = match decoded(req, &mut buf) {
                 Ok(t) => t,
                 Err(resp) => return resp,
             };
@@ -745,12 +372,10 @@ fn handle_influx(state: &ServerState, req: &Incoming<'_>, decoded: &mut Vec<u8>)
             tracker.items.fetch_add(items, Ordering::Relaxed);
             tracker.add_unidentified(unidentified);
             tracker.record(&seqs, req.received_at);
-            Response::no_content()
+            no_content()
         }
-        "/ping" | "/query" | "/write" | "/api/v2/write" | "/api/v3/write_lp" => {
-            Response::error(405, "method not allowed")
-        }
-        _ => Response::error(404, "not found"),
+        "/ping" | "/query" | "/write" | "/api/v2/write" | "/api/v3/write_lp" => error(405, "method not allowed"),
+        _ => error(404, "not found"),
     }
 }
 
@@ -794,55 +419,25 @@ fn influx_query(databases: &Mutex<BTreeSet<String>>, q: &str) -> String {
     out
 }
 
-/// Finds `key` in a `k=v&k=v` string and percent-decodes its value.
-fn query_param(qs: &str, key: &str) -> Option<String> {
-    qs.split('&')
-        .filter_map(|kv| kv.split_once('='))
-        .find(|(k, _)| *k == key)
-        .map(|(_, v)| percent_decode(v))
-}
-
-fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let hex = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'+' => out.push(b' '),
-            b'%' if i + 2 < b.len() => match (hex(b[i + 1]), hex(b[i + 2])) {
-                (Some(h), Some(l)) => {
-                    out.push(h << 4 | l);
-                    i += 2;
-                }
-                _ => out.push(b'%'),
-            },
-            c => out.push(c),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-fn handle_newrelic(state: &ServerState, req: &Incoming<'_>, decoded: &mut Vec<u8>) -> Response {
-    let head = req.head;
-    let path = head.path();
+fn handle_newrelic(state: &ServerState, req: &Request) -> Response {
+    let path = req.path();
     let is_events = path
         .strip_prefix("/v1/accounts/")
         .and_then(|r| r.strip_suffix("/events"))
         .is_some_and(|id| !id.is_empty() && id.bytes().all(|b| b.is_ascii_digit()));
     if !is_events {
-        return Response::error(404, "not found");
+        return error(404, "not found");
     }
-    if head.method != "POST" {
-        return Response::error(405, "method not allowed");
+    if req.method != "POST" {
+        return error(405, "method not allowed");
     }
-    let json = match req.decoded(decoded) {
+    let mut buf = Vec::new();
+    let body = match decoded(req, &mut buf) {
         Ok(t) => t,
         Err(resp) => return resp,
     };
-    let Ok(ids) = newrelic_user_ids(json) else {
-        return Response::error(400, "body is not a JSON event object or array");
+    let Ok(ids) = newrelic_user_ids(body) else {
+        return error(400, "body is not a JSON event object or array");
     };
     let tracker = &state.tracker;
     tracker.write_requests.fetch_add(1, Ordering::Relaxed);
@@ -853,7 +448,7 @@ fn handle_newrelic(state: &ServerState, req: &Incoming<'_>, decoded: &mut Vec<u8
         .collect();
     tracker.add_unidentified((ids.len() - seqs.len()) as u64);
     tracker.record(&seqs, req.received_at);
-    Response::json(202, r#"{"success":true}"#)
+    json(202, r#"{"success":true}"#)
 }
 
 /// One New Relic event, reduced to the attribute we identify it by.
@@ -1092,7 +687,8 @@ pub fn run_standalone(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::BufRead;
+    use std::io::{BufRead, Read, Write};
+    use std::net::TcpStream;
 
     fn gzip(data: &[u8]) -> Vec<u8> {
         let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
@@ -1153,26 +749,6 @@ mod tests {
     }
 
     #[test]
-    fn decodes_gzip_multi_member_and_deflate_bodies() {
-        let mut buf = Vec::new();
-        let body = b"user_events,userId=s1 userId=\"s1\"\n";
-        assert_eq!(decode_body(Some("gzip"), &gzip(body), &mut buf).unwrap(), body);
-        let mut two = gzip(b"part one,");
-        two.extend(gzip(b" part two"));
-        assert_eq!(
-            decode_body(Some("GZIP"), &two, &mut buf).unwrap(),
-            b"part one, part two"
-        );
-        let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::fast());
-        z.write_all(body).unwrap();
-        let z = z.finish().unwrap();
-        assert_eq!(decode_body(Some("deflate"), &z, &mut buf).unwrap(), body);
-        assert_eq!(decode_body(None, body, &mut buf).unwrap(), body);
-        assert_eq!(decode_body(Some("gzip"), b"not gzip", &mut buf).unwrap_err().0, 400);
-        assert_eq!(decode_body(Some("br"), body, &mut buf).unwrap_err().0, 415);
-    }
-
-    #[test]
     fn reads_qs_user_id_from_new_relic_arrays_and_single_objects() {
         let arr = br#"[{"eventType":"qs_userEvent","qs_userId":"s3","n":1.5,"o":{"x":[1]}},{"qs_userId":"ab4d299d22eb1b8e"},{"eventType":"x"}]"#;
         let ids = newrelic_user_ids(arr).unwrap();
@@ -1182,16 +758,6 @@ mod tests {
             vec![Some("s9".into())]
         );
         assert!(newrelic_user_ids(b"[{").is_err());
-    }
-
-    #[test]
-    fn percent_decodes_query_strings() {
-        assert_eq!(
-            query_param("q=create%20database%20%22senseops%22&db=x", "q").unwrap(),
-            "create database \"senseops\""
-        );
-        assert_eq!(percent_decode("a+b%2"), "a b%2");
-        assert_eq!(percent_decode("%zz%41"), "%zzA");
     }
 
     #[test]

@@ -18,12 +18,10 @@
 //! always say what its timestamps mean.
 
 use std::collections::{HashMap, VecDeque};
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
-use std::time::Duration;
+
+use mini_http::Server;
 
 use serde_json::{json, Map, Value};
 
@@ -45,6 +43,21 @@ pub struct Request {
 }
 
 impl Request {
+    /// The mock's view of a request the server read.
+    fn from_http(req: &mini_http::Request) -> Request {
+        Request {
+            method: req.method.clone(),
+            path: req.path().to_string(),
+            query: mini_http::form_pairs(req.query()),
+            headers: req
+                .headers
+                .iter()
+                .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
+                .collect(),
+            body: req.body.clone(),
+        }
+    }
+
     /// The first header named `name` (lower case).
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
@@ -85,189 +98,28 @@ impl Response {
         self.headers.push((name.into(), value.into()));
         self
     }
-}
 
-type Handler = Arc<dyn Fn(&Request) -> Response + Send + Sync>;
-
-/// A threaded HTTP/1.1 server (keep-alive, `Content-Length` or chunked request bodies), stopped on drop.
-struct HttpServer {
-    addr: SocketAddr,
-    stop: Arc<AtomicBool>,
-    accept: Option<JoinHandle<()>>,
-}
-
-impl HttpServer {
-    fn start(handler: Handler) -> HttpServer {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
-        let stop = Arc::new(AtomicBool::new(false));
-        let accept = {
-            let stop = Arc::clone(&stop);
-            std::thread::spawn(move || {
-                for conn in listener.incoming() {
-                    if stop.load(Ordering::Relaxed) {
-                        break;
-                    }
-                    let Ok(conn) = conn else { continue };
-                    let handler = Arc::clone(&handler);
-                    std::thread::spawn(move || serve_connection(conn, handler));
-                }
-            })
-        };
-        HttpServer {
-            addr,
-            stop,
-            accept: Some(accept),
+    fn into_http(self) -> mini_http::Response {
+        mini_http::Response {
+            status: self.status,
+            headers: self.headers,
+            body: self.body,
+            close: false,
         }
-    }
-}
-
-impl Drop for HttpServer {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        // Wake the accept loop so it sees the flag.
-        let _ = TcpStream::connect(self.addr);
-        if let Some(t) = self.accept.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-fn serve_connection(conn: TcpStream, handler: Handler) {
-    let _ = conn.set_read_timeout(Some(Duration::from_secs(60)));
-    let Ok(mut writer) = conn.try_clone() else { return };
-    let mut reader = BufReader::new(conn);
-    while let Some(req) = read_request(&mut reader) {
-        let close = req
-            .header("connection")
-            .is_some_and(|v| v.eq_ignore_ascii_case("close"));
-        let resp = handler(&req);
-        let mut head = format!("HTTP/1.1 {} {}\r\n", resp.status, reason(resp.status));
-        for (k, v) in &resp.headers {
-            head.push_str(&format!("{k}: {v}\r\n"));
-        }
-        head.push_str(&format!("Content-Length: {}\r\n\r\n", resp.body.len()));
-        if writer.write_all(head.as_bytes()).is_err() || writer.write_all(&resp.body).is_err() || close {
-            return;
-        }
-    }
-}
-
-fn read_request(r: &mut BufReader<TcpStream>) -> Option<Request> {
-    let mut line = String::new();
-    if r.read_line(&mut line).ok()? == 0 {
-        return None;
-    }
-    let mut parts = line.split_whitespace();
-    let method = parts.next()?.to_string();
-    let target = parts.next()?.to_string();
-    let mut headers = Vec::new();
-    loop {
-        let mut h = String::new();
-        r.read_line(&mut h).ok()?;
-        let h = h.trim_end();
-        if h.is_empty() {
-            break;
-        }
-        let (k, v) = h.split_once(':')?;
-        headers.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
-    }
-    let get = |name: &str| headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
-    let mut body = Vec::new();
-    if get("transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked")) {
-        loop {
-            let mut size = String::new();
-            r.read_line(&mut size).ok()?;
-            let n = usize::from_str_radix(size.trim().split(';').next()?, 16).ok()?;
-            let mut chunk = vec![0; n + 2];
-            r.read_exact(&mut chunk).ok()?;
-            if n == 0 {
-                break;
-            }
-            body.extend_from_slice(&chunk[..n]);
-        }
-    } else if let Some(n) = get("content-length").and_then(|v| v.parse::<usize>().ok()) {
-        body.resize(n, 0);
-        r.read_exact(&mut body).ok()?;
-    }
-    let (path, query) = target.split_once('?').unwrap_or((&target, ""));
-    let query = query
-        .split('&')
-        .filter(|kv| !kv.is_empty())
-        .map(|kv| {
-            let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
-            (percent_decode(k), percent_decode(v))
-        })
-        .collect();
-    Some(Request {
-        method,
-        path: path.to_string(),
-        query,
-        headers,
-        body,
-    })
-}
-
-fn percent_decode(s: &str) -> String {
-    let hex = |c: u8| (c as char).to_digit(16);
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        match (
-            b[i],
-            b.get(i + 1).and_then(|&c| hex(c)),
-            b.get(i + 2).and_then(|&c| hex(c)),
-        ) {
-            (b'%', Some(hi), Some(lo)) => {
-                out.push((hi * 16 + lo) as u8);
-                i += 3;
-            }
-            (b'+', _, _) => {
-                out.push(b' ');
-                i += 1;
-            }
-            (c, _, _) => {
-                out.push(c);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-fn reason(status: u16) -> &'static str {
-    match status {
-        200 => "OK",
-        201 => "Created",
-        204 => "No Content",
-        400 => "Bad Request",
-        401 => "Unauthorized",
-        403 => "Forbidden",
-        404 => "Not Found",
-        409 => "Conflict",
-        413 => "Payload Too Large",
-        422 => "Unprocessable Entity",
-        429 => "Too Many Requests",
-        500 => "Internal Server Error",
-        503 => "Service Unavailable",
-        _ => "Status",
     }
 }
 
 /// The body as the server reads it: gunzipped when `Content-Encoding: gzip`, else as is.
 fn decoded_body(req: &Request) -> Result<Vec<u8>, String> {
-    match req.header("content-encoding") {
-        Some(enc) if enc.eq_ignore_ascii_case("gzip") => {
-            let mut out = Vec::new();
-            flate2::read::MultiGzDecoder::new(&req.body[..])
-                .read_to_end(&mut out)
-                .map_err(|e| format!("gzip: {e}"))?;
-            Ok(out)
-        }
-        None | Some("identity") => Ok(req.body.clone()),
-        Some(other) => Err(format!("unsupported content encoding {other}")),
-    }
+    let mut out = Vec::new();
+    mini_http::decode_body(
+        req.header("content-encoding"),
+        &req.body,
+        mini_http::MAX_BODY_BYTES,
+        &mut out,
+    )
+    .map_err(|e| format!("content encoding: {e:?}"))?;
+    Ok(out)
 }
 
 // ---- line protocol ---------------------------------------------------------------------------------------------
@@ -646,16 +498,22 @@ trait Api: Send + 'static {
     fn common(&mut self) -> &mut Common;
 }
 
-/// Starts a server answering with `state`'s API and recording each request with its answer.
-fn serve<S: Api>(state: S) -> (HttpServer, Arc<Mutex<S>>) {
+/// Starts a server on 127.0.0.1 answering with `state`'s API and recording each request with its answer.
+fn serve<S: Api>(state: S) -> (Server, Arc<Mutex<S>>) {
     let state = Arc::new(Mutex::new(state));
     let handler_state = Arc::clone(&state);
-    let server = HttpServer::start(Arc::new(move |req| {
-        let mut st = handler_state.lock().unwrap();
-        let resp = st.handle(req);
-        st.common().record(req, &resp);
-        resp
-    }));
+    let server = Server::start(
+        "127.0.0.1:0".parse().unwrap(),
+        "influx-mock",
+        move |req: &mini_http::Request| {
+            let req = Request::from_http(req);
+            let mut st = handler_state.lock().unwrap();
+            let resp = st.handle(&req);
+            st.common().record(&req, &resp);
+            resp.into_http()
+        },
+    )
+    .unwrap();
     (server, state)
 }
 
@@ -665,7 +523,7 @@ macro_rules! mock_accessors {
         impl $ty {
             /// The address to point `influxdbConfig.host`/`port` at.
             pub fn addr(&self) -> SocketAddr {
-                self.server.addr
+                self.server.local_addr()
             }
             /// Answers the next write with `status` (and `Retry-After`), before anything else is checked.
             pub fn push_fault(&self, status: u16, retry_after: Option<u64>) {
@@ -699,7 +557,7 @@ macro_rules! mock_accessors {
 
 /// An InfluxDB 2.x stand-in (see the module docs).
 pub struct InfluxV2Mock {
-    server: HttpServer,
+    server: Server,
     state: Arc<Mutex<V2State>>,
 }
 
@@ -879,7 +737,7 @@ pub struct Database {
 
 /// An InfluxDB 3 stand-in (see the module docs).
 pub struct InfluxV3Mock {
-    server: HttpServer,
+    server: Server,
     state: Arc<Mutex<V3State>>,
 }
 

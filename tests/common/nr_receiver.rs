@@ -1,7 +1,7 @@
 //! A local stand-in for the New Relic Event API (reference/PROTOCOLS.md c.1) that enforces its contract, records
 //! what it accepts, and answers scripted faults.
 //!
-//! HTTP/1.1 on 127.0.0.1:0, one thread per connection, keep-alive, `Content-Length` bodies only. For every
+//! HTTP/1.1 on 127.0.0.1:0 (the workspace's `mini-http` server), keep-alive, `Content-Length` bodies only. For every
 //! request, in this order:
 //! 1. Only `POST /v1/accounts/<id>/events` (other paths 404, other methods 405); a `Content-Length` is required
 //!    (411 without one, e.g. chunked).
@@ -19,11 +19,12 @@
 #![allow(dead_code)]
 
 use std::collections::{HashMap, VecDeque};
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
+
+use mini_http::{BodyError, Server};
 
 use serde_json::Value;
 
@@ -119,14 +120,12 @@ pub struct NrReceiver {
     /// Where it listens.
     pub addr: SocketAddr,
     state: Arc<Mutex<State>>,
-    stop: Arc<AtomicBool>,
+    _server: Server,
 }
 
 impl NrReceiver {
     /// Starts a receiver that knows `accounts` as (account id, key).
     pub fn start(accounts: &[(&str, &str)]) -> NrReceiver {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
         let state = Arc::new(Mutex::new(State {
             keys: accounts
                 .iter()
@@ -134,24 +133,19 @@ impl NrReceiver {
                 .collect(),
             ..State::default()
         }));
-        let stop = Arc::new(AtomicBool::new(false));
-        let uuid = Arc::new(AtomicU64::new(1));
-        {
-            let state = Arc::clone(&state);
-            let stop = Arc::clone(&stop);
-            std::thread::spawn(move || {
-                for stream in listener.incoming() {
-                    if stop.load(Ordering::Relaxed) {
-                        return;
-                    }
-                    let Ok(stream) = stream else { continue };
-                    let state = Arc::clone(&state);
-                    let uuid = Arc::clone(&uuid);
-                    std::thread::spawn(move || serve_connection(stream, &state, &uuid));
-                }
-            });
+        let uuid = AtomicU64::new(1);
+        let handler_state = Arc::clone(&state);
+        let server = Server::start(
+            "127.0.0.1:0".parse().unwrap(),
+            "nr-receiver",
+            move |req: &mini_http::Request| serve_request(req, &handler_state, &uuid),
+        )
+        .unwrap();
+        NrReceiver {
+            addr: server.local_addr(),
+            state,
+            _server: server,
         }
-        NrReceiver { addr, state, stop }
     }
 
     /// The base url to configure as `newRelic.event.url`.
@@ -218,14 +212,6 @@ impl NrReceiver {
     }
 }
 
-impl Drop for NrReceiver {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        // Wake the accept loop so it sees the flag.
-        let _ = TcpStream::connect(self.addr);
-    }
-}
-
 fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
     headers
         .iter()
@@ -250,77 +236,44 @@ impl Answer {
     }
 }
 
-fn serve_connection(stream: TcpStream, state: &Mutex<State>, uuid: &AtomicU64) {
-    let Ok(read_half) = stream.try_clone() else { return };
-    let mut reader = BufReader::new(read_half);
-    let mut writer = stream;
-    loop {
-        let mut request_line = String::new();
-        match reader.read_line(&mut request_line) {
-            Ok(0) | Err(_) => return,
-            Ok(_) => {}
-        }
-        let mut headers: Vec<(String, String)> = Vec::new();
-        loop {
-            let mut line = String::new();
-            match reader.read_line(&mut line) {
-                Ok(0) | Err(_) => return,
-                Ok(_) => {}
-            }
-            let line = line.trim_end_matches(['\r', '\n']);
-            if line.is_empty() {
-                break;
-            }
-            let Some((name, value)) = line.split_once(':') else {
-                let _ = respond(&mut writer, &Answer::error(400, "malformed header"), false);
-                return;
-            };
-            headers.push((name.trim().to_string(), value.trim().to_string()));
-        }
-        let mut parts = request_line.split_whitespace();
-        let method = parts.next().unwrap_or("").to_string();
-        let path = parts.next().unwrap_or("").to_string();
-        let close = header(&headers, "connection").is_some_and(|c| c.eq_ignore_ascii_case("close"));
-        let Some(len) = header(&headers, "content-length").and_then(|v| v.parse::<usize>().ok()) else {
-            // Chunked or unknown length: we cannot find the next request; answer and close.
-            let _ = respond(&mut writer, &Answer::error(411, "Content-Length required"), true);
-            return;
-        };
-        let mut body = vec![0; len];
-        if reader.read_exact(&mut body).is_err() {
-            return;
-        }
-        let at = Instant::now();
-        let account = path
-            .strip_prefix("/v1/accounts/")
-            .and_then(|rest| rest.strip_suffix("/events"))
-            .filter(|id| !id.is_empty() && id.bytes().all(|b| b.is_ascii_digit()))
-            .map(str::to_string);
-        let mut json_bytes = 0;
-        let mut events = 0;
-        let answer = handle(
-            state,
-            &method,
-            account.as_deref(),
-            &headers,
-            &body,
-            &mut json_bytes,
-            &mut events,
-            uuid,
-        );
-        state.lock().unwrap().requests.push(Request {
-            at,
-            account,
-            status: answer.status,
-            headers,
-            wire_bytes: body.len(),
-            json_bytes,
-            events,
-        });
-        if respond(&mut writer, &answer, close).is_err() || close {
-            return;
-        }
+/// Answers one request and logs it (a request without `Content-Length` is answered 411 and not logged).
+fn serve_request(req: &mini_http::Request, state: &Mutex<State>, uuid: &AtomicU64) -> mini_http::Response {
+    if req
+        .header("content-length")
+        .and_then(|v| v.parse::<usize>().ok())
+        .is_none()
+    {
+        // Chunked or unknown length: answer and close, as New Relic's contract requires a length.
+        return respond(&Answer::error(411, "Content-Length required")).closing();
     }
+    let account = req
+        .path()
+        .strip_prefix("/v1/accounts/")
+        .and_then(|rest| rest.strip_suffix("/events"))
+        .filter(|id| !id.is_empty() && id.bytes().all(|b| b.is_ascii_digit()))
+        .map(str::to_string);
+    let mut json_bytes = 0;
+    let mut events = 0;
+    let answer = handle(
+        state,
+        &req.method,
+        account.as_deref(),
+        &req.headers,
+        &req.body,
+        &mut json_bytes,
+        &mut events,
+        uuid,
+    );
+    state.lock().unwrap().requests.push(Request {
+        at: req.received_at,
+        account,
+        status: answer.status,
+        headers: req.headers.clone(),
+        wire_bytes: req.body.len(),
+        json_bytes,
+        events,
+    });
+    respond(&answer)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -363,23 +316,14 @@ fn handle(
         }
     }
     // Read at most one byte over the limit: enough to refuse, and safe against gzip bombs.
-    let limit = (MAX_BODY + 1) as u64;
     let mut json = Vec::new();
-    let read = match header(headers, "content-encoding")
-        .map(str::to_ascii_lowercase)
-        .as_deref()
-    {
-        None | Some("identity") => body.take(limit).read_to_end(&mut json),
-        Some("gzip") => flate2::read::GzDecoder::new(body).take(limit).read_to_end(&mut json),
-        Some("deflate") => flate2::read::ZlibDecoder::new(body).take(limit).read_to_end(&mut json),
-        Some(_) => return Answer::error(415, "unsupported Content-Encoding"),
-    };
+    let decoded = mini_http::decode_body(header(headers, "content-encoding"), body, MAX_BODY, &mut json);
     *json_bytes = json.len();
-    if read.is_err() {
-        return Answer::error(400, "body does not decompress");
-    }
-    if json.len() > MAX_BODY {
-        return Answer::error(413, "payload over 1MB");
+    match decoded {
+        Ok(()) => {}
+        Err(BodyError::Unsupported) => return Answer::error(415, "unsupported Content-Encoding"),
+        Err(BodyError::Corrupt) => return Answer::error(400, "body does not decompress"),
+        Err(BodyError::TooLarge) => return Answer::error(413, "payload over 1MB"),
     }
     let content_type = header(headers, "content-type").unwrap_or("");
     if !content_type.to_ascii_lowercase().starts_with("application/json") {
@@ -429,36 +373,10 @@ fn handle(
     }
 }
 
-fn respond(w: &mut TcpStream, a: &Answer, close: bool) -> std::io::Result<()> {
-    let reason = match a.status {
-        200 => "OK",
-        202 => "Accepted",
-        400 => "Bad Request",
-        403 => "Forbidden",
-        404 => "Not Found",
-        405 => "Method Not Allowed",
-        408 => "Request Timeout",
-        411 => "Length Required",
-        413 => "Payload Too Large",
-        415 => "Unsupported Media Type",
-        429 => "Too Many Requests",
-        503 => "Service Unavailable",
-        _ => "Status",
-    };
-    let mut head = format!(
-        "HTTP/1.1 {} {reason}\r\nContent-Type: application/json; charset=UTF-8\r\nContent-Length: {}\r\n",
-        a.status,
-        a.body.len()
-    );
-    if let Some(secs) = a.retry_after {
-        head.push_str(&format!("Retry-After: {secs}\r\n"));
+fn respond(a: &Answer) -> mini_http::Response {
+    let resp = mini_http::Response::new(a.status).with_body("application/json; charset=UTF-8", a.body.as_bytes());
+    match a.retry_after {
+        Some(secs) => resp.with_header("Retry-After", &secs.to_string()),
+        None => resp,
     }
-    head.push_str(if close {
-        "Connection: close\r\n\r\n"
-    } else {
-        "Connection: keep-alive\r\n\r\n"
-    });
-    w.write_all(head.as_bytes())?;
-    w.write_all(a.body.as_bytes())?;
-    w.flush()
 }

@@ -690,10 +690,12 @@ mod tests {
     use std::io::{BufRead, Read, Write};
     use std::net::TcpStream;
 
+    /// `data` as one gzip member.
     fn gzip(data: &[u8]) -> Vec<u8> {
-        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-        e.write_all(data).unwrap();
-        e.finish().unwrap()
+        let mut out = Vec::new();
+        let mut enc = flate2::read::GzEncoder::new(data, flate2::Compression::fast());
+        enc.read_to_end(&mut out).unwrap();
+        out
     }
 
     #[test]

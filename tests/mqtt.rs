@@ -18,13 +18,7 @@ const START: &str = "qliksense/userevent/session/start";
 /// The user's fixture config with MQTT the only destination, pointed at `127.0.0.1:port`, listening on a free
 /// loopback UDP port; `extra` sets more keys (paths below the top level).
 fn config_for(port: u16, extra: &[(&str, Yaml)]) -> String {
-    let mut cfg = fixtures::loopback_config(true);
-    set(&mut cfg, "Butler-SOS.influxdbConfig.enable", Yaml::from(false));
-    set(&mut cfg, "Butler-SOS.newRelic.enable", Yaml::from(false));
-    set(&mut cfg, "Butler-SOS.mqttConfig.enable", Yaml::from(true));
-    set(&mut cfg, "Butler-SOS.mqttConfig.brokerHost", Yaml::from("127.0.0.1"));
-    set(&mut cfg, "Butler-SOS.mqttConfig.brokerPort", Yaml::from(port));
-    set(&mut cfg, "Butler-SOS.logLevel", Yaml::from("info"));
+    let mut cfg = fixtures::mqtt_only_config(true, port);
     for (path, value) in extra {
         set(&mut cfg, path, value.clone());
     }

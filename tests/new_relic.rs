@@ -21,12 +21,7 @@ const SINK_B: &str = "new_relic:NR account B";
 /// The fixture config (`scramble` as given) pointed at `rx`, New Relic the only destination. `retry` is
 /// (maxAttempts, initialBackoff, maxBackoff), when a test needs its own.
 fn config_for(rx: &NrReceiver, scramble: bool, retry: Option<(u32, &str, &str)>) -> String {
-    let mut cfg = fixtures::loopback_config(scramble);
-    set(&mut cfg, "Butler-SOS.influxdbConfig.enable", Yaml::from(false));
-    set(&mut cfg, "Butler-SOS.mqttConfig.enable", Yaml::from(false));
-    set(&mut cfg, "Butler-SOS.newRelic.enable", Yaml::from(true));
-    set(&mut cfg, "Butler-SOS.newRelic.event.url", Yaml::from(rx.url()));
-    set(&mut cfg, "Butler-SOS.logLevel", Yaml::from("info"));
+    let mut cfg = fixtures::new_relic_only_config(scramble, &rx.url());
     if let Some((attempts, initial, max)) = retry {
         set(&mut cfg, "sense-ingest.retry.maxAttempts", Yaml::from(attempts));
         set(&mut cfg, "sense-ingest.retry.initialBackoff", Yaml::from(initial));

@@ -88,12 +88,7 @@ const KEY_UNDERSCORE: &str = "NRII-fake-key-UNDERSCORE";
 
 /// New Relic only, two accounts named `prod eu` and `prod_eu`, spooling in `spool`.
 fn look_alike_accounts_config(rx: &NrReceiver, spool: &Path) -> String {
-    let mut cfg = fixtures::loopback_config(false);
-    set(&mut cfg, "Butler-SOS.influxdbConfig.enable", Yaml::from(false));
-    set(&mut cfg, "Butler-SOS.mqttConfig.enable", Yaml::from(false));
-    set(&mut cfg, "Butler-SOS.newRelic.enable", Yaml::from(true));
-    set(&mut cfg, "Butler-SOS.newRelic.event.url", Yaml::from(rx.url()));
-    set(&mut cfg, "Butler-SOS.logLevel", Yaml::from("info"));
+    let mut cfg = fixtures::new_relic_only_config(false, &rx.url());
     let accounts: Yaml = serde_norway::from_str(&format!(
         "- {{accountName: prod eu, insertApiKey: {KEY_SPACE}, accountId: '{ID_SPACE}'}}\n\
          - {{accountName: prod_eu, insertApiKey: {KEY_UNDERSCORE}, accountId: '{ID_UNDERSCORE}'}}\n"

@@ -91,13 +91,7 @@ fn an_unreachable_influxdb_is_one_warn_naming_the_keys_and_the_engine_still_star
 
 /// MQTT as the only destination at 127.0.0.1:`port`.
 fn mqtt_config(port: u16) -> String {
-    let mut cfg = fixtures::loopback_config(false);
-    set(&mut cfg, "Butler-SOS.influxdbConfig.enable", Yaml::from(false));
-    set(&mut cfg, "Butler-SOS.newRelic.enable", Yaml::from(false));
-    set(&mut cfg, "Butler-SOS.mqttConfig.enable", Yaml::from(true));
-    set(&mut cfg, "Butler-SOS.mqttConfig.brokerHost", Yaml::from("127.0.0.1"));
-    set(&mut cfg, "Butler-SOS.mqttConfig.brokerPort", Yaml::from(port));
-    set(&mut cfg, "Butler-SOS.logLevel", Yaml::from("info"));
+    let cfg = fixtures::mqtt_only_config(false, port);
     serde_norway::to_string(&cfg).unwrap()
 }
 
@@ -126,12 +120,7 @@ fn the_mqtt_broker_is_contacted_at_start_and_a_missing_one_names_the_broker_keys
 #[test]
 fn each_new_relic_account_resolves_its_event_api_at_start_without_posting() {
     let rx = NrReceiver::start(&[("1111111", "key-a"), ("2222222", "key-b")]);
-    let mut cfg = fixtures::loopback_config(false);
-    set(&mut cfg, "Butler-SOS.influxdbConfig.enable", Yaml::from(false));
-    set(&mut cfg, "Butler-SOS.mqttConfig.enable", Yaml::from(false));
-    set(&mut cfg, "Butler-SOS.newRelic.enable", Yaml::from(true));
-    set(&mut cfg, "Butler-SOS.newRelic.event.url", Yaml::from(rx.url()));
-    set(&mut cfg, "Butler-SOS.logLevel", Yaml::from("info"));
+    let cfg = fixtures::new_relic_only_config(false, &rx.url());
     let engine = Engine::start_with_yaml(&serde_norway::to_string(&cfg).unwrap());
     let port = rx.addr.port();
     let lines = wait_for("both accounts' contact lines", WAIT, || {

@@ -25,6 +25,7 @@
 //!   own).
 //! - [`appender`]: the Qlik Sense proxy `LocalLogConfig.xml` for a receiver.
 //! - [`analytics`]: beyond Butler SOS, off by default: session/connection durations and concurrency, silent hosts.
+//! - `testing` (hidden): test support shared by the unit tests, the integration tests and the fuzz targets.
 //!
 //! Dependencies point one way: `parse` → `event`; `reader` → `parse`, `enrich`, `event`; `sink` → `event`;
 //! `pipeline` → everything. `config` is plain data.

@@ -46,6 +46,31 @@ pub fn influx_only_config(scramble: bool, port: u16, db: &str) -> serde_norway::
     cfg
 }
 
+/// [`loopback_config`] with MQTT the only destination, at 127.0.0.1:`port`, logging at info.
+pub fn mqtt_only_config(scramble: bool, port: u16) -> serde_norway::Value {
+    use serde_norway::Value as Yaml;
+    let mut cfg = loopback_config(scramble);
+    set(&mut cfg, "Butler-SOS.influxdbConfig.enable", Yaml::from(false));
+    set(&mut cfg, "Butler-SOS.newRelic.enable", Yaml::from(false));
+    set(&mut cfg, "Butler-SOS.mqttConfig.enable", Yaml::from(true));
+    set(&mut cfg, "Butler-SOS.mqttConfig.brokerHost", Yaml::from("127.0.0.1"));
+    set(&mut cfg, "Butler-SOS.mqttConfig.brokerPort", Yaml::from(port));
+    set(&mut cfg, "Butler-SOS.logLevel", Yaml::from("info"));
+    cfg
+}
+
+/// [`loopback_config`] with New Relic the only destination, its Event API at `url`, logging at info.
+pub fn new_relic_only_config(scramble: bool, url: &str) -> serde_norway::Value {
+    use serde_norway::Value as Yaml;
+    let mut cfg = loopback_config(scramble);
+    set(&mut cfg, "Butler-SOS.influxdbConfig.enable", Yaml::from(false));
+    set(&mut cfg, "Butler-SOS.mqttConfig.enable", Yaml::from(false));
+    set(&mut cfg, "Butler-SOS.newRelic.enable", Yaml::from(true));
+    set(&mut cfg, "Butler-SOS.newRelic.event.url", Yaml::from(url));
+    set(&mut cfg, "Butler-SOS.logLevel", Yaml::from("info"));
+    cfg
+}
+
 /// [`loopback_config`] (scrambled) with every destination off, events printed on stdout, logging at info.
 pub fn stdout_config() -> serde_norway::Value {
     use serde_norway::Value as Yaml;
@@ -67,32 +92,6 @@ pub fn validate_sources(cfg: &mut serde_norway::Value, allowed: serde_norway::Va
         serde_norway::Value::from(true),
     );
     set(cfg, &format!("{udp}.allowedSources"), allowed);
-}
-
-/// [`loopback_config`] writing only to the MQTT broker at 127.0.0.1:`port` (InfluxDB and New Relic off), logging
-/// at info.
-pub fn mqtt_only_config(scramble: bool, port: u16) -> serde_norway::Value {
-    use serde_norway::Value as Yaml;
-    let mut cfg = loopback_config(scramble);
-    set(&mut cfg, "Butler-SOS.influxdbConfig.enable", Yaml::from(false));
-    set(&mut cfg, "Butler-SOS.newRelic.enable", Yaml::from(false));
-    set(&mut cfg, "Butler-SOS.mqttConfig.enable", Yaml::from(true));
-    set(&mut cfg, "Butler-SOS.mqttConfig.brokerHost", Yaml::from("127.0.0.1"));
-    set(&mut cfg, "Butler-SOS.mqttConfig.brokerPort", Yaml::from(port));
-    set(&mut cfg, "Butler-SOS.logLevel", Yaml::from("info"));
-    cfg
-}
-
-/// [`loopback_config`] writing only to the New Relic Event API at `url` (InfluxDB and MQTT off), logging at info.
-pub fn new_relic_only_config(scramble: bool, url: &str) -> serde_norway::Value {
-    use serde_norway::Value as Yaml;
-    let mut cfg = loopback_config(scramble);
-    set(&mut cfg, "Butler-SOS.influxdbConfig.enable", Yaml::from(false));
-    set(&mut cfg, "Butler-SOS.mqttConfig.enable", Yaml::from(false));
-    set(&mut cfg, "Butler-SOS.newRelic.enable", Yaml::from(true));
-    set(&mut cfg, "Butler-SOS.newRelic.event.url", Yaml::from(url));
-    set(&mut cfg, "Butler-SOS.logLevel", Yaml::from("info"));
-    cfg
 }
 
 /// Sets `path` (dot-separated keys) in a YAML tree, creating mappings as needed.

@@ -129,8 +129,12 @@ impl From<SetupError> for io::Error {
     }
 }
 
-/// Says why `io_uring_setup` failed, naming the likely cause: Docker's default seccomp profile answers EPERM
-/// (as does the `kernel.io_uring_disabled` sysctl), podman's answers ENOSYS (as does a kernel without io_uring).
+/// Why `io_uring_setup` failed, for a fallback message: the errno and its likely cause.
+///
+/// Container runtimes answer a syscall their seccomp profile blocks with their profile's default errno: Docker's
+/// (Engine 25+) with EPERM, podman's (containers-common) with ENOSYS. EPERM outside a container comes from the
+/// `kernel.io_uring_disabled` sysctl (2, or 1 for a process outside `kernel.io_uring_group`); ENOSYS from a kernel
+/// built without io_uring.
 pub fn describe_setup_error(e: &io::Error) -> String {
     match e.raw_os_error() {
         Some(libc::EPERM) => "io_uring_setup: EPERM (likely a container's seccomp profile, e.g. Docker's default \

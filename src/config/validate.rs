@@ -29,81 +29,15 @@ use std::time::Duration;
 
 use serde_norway::{Mapping, Value};
 
+use super::error::{ConfigError, ConfigErrors};
 use super::{layers, raw};
-use super::{spool_folder_name, MAX_FOLDER_NAME_BYTES};
+use super::{spool_folder_name, DEFAULT_SPOOL_DIR, MAX_FOLDER_NAME_BYTES};
 use super::{
     BatchConfig, Config, EngineConfig, ExcludedUser, HttpTls, InfluxConfig, InfluxV1Config, InfluxV2Config,
     InfluxV3Config, InfluxVersion, LogFormat, LogLevel, MetricsWriteConfig, MqttConfig, MqttRouting, MqttTls,
     NewRelicAccount, NewRelicConfig, NewRelicRouting, PrometheusConfig, ReaderBackend, RetryConfig, Secret, Tag,
     UdpServerConfig, UserEventsConfig,
 };
-
-/// One problem in a config file: the full key path (`Butler-SOS.userEvents.tags[1].value`; the file name for
-/// problems with the file itself) and what is wrong, in lowercase without a trailing period. Secrets are never
-/// part of the message.
-///
-/// With several config files (`--config` repeated), `file` names the one that set the key (Display then prints
-/// `file: path: message`).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub struct ConfigError {
-    /// Key path of the offending value, dot-separated, with `[i]` for list items.
-    pub path: String,
-    /// What is wrong with it.
-    pub message: String,
-    /// The config file the value came from, when more than one file was read.
-    pub file: Option<String>,
-}
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.file {
-            Some(file) => write!(f, "{file}: {}: {}", self.path, self.message),
-            None => write!(f, "{}: {}", self.path, self.message),
-        }
-    }
-}
-
-impl ConfigError {
-    /// A problem at `path`.
-    pub fn new(path: impl Into<String>, message: impl Into<String>) -> ConfigError {
-        ConfigError {
-            path: path.into(),
-            message: message.into(),
-            file: None,
-        }
-    }
-
-    /// The same problem, found in `file`.
-    pub fn in_file(mut self, file: &str) -> ConfigError {
-        self.file = Some(file.to_owned());
-        self
-    }
-}
-
-/// Every problem found in a config file (never empty when returned as an error). Display prints one per line.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigErrors(pub Vec<ConfigError>);
-
-impl ConfigErrors {
-    /// The problems, in the order they were found.
-    pub fn iter(&self) -> std::slice::Iter<'_, ConfigError> {
-        self.0.iter()
-    }
-}
-
-impl fmt::Display for ConfigErrors {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, err) in self.0.iter().enumerate() {
-            if i > 0 {
-                f.write_str("\n")?;
-            }
-            write!(f, "{err}")?;
-        }
-        Ok(())
-    }
-}
-
-impl std::error::Error for ConfigErrors {}
 
 /// A loaded, valid configuration. Debug leaves the raw tree out (it holds secrets in the clear).
 #[derive(Clone)]
@@ -195,9 +129,6 @@ fn folder_of(path: &Path) -> &Path {
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."))
 }
-
-/// The spool folder's name next to the config file when `sense-ingest.spool.dir` is not set.
-pub const DEFAULT_SPOOL_DIR: &str = "sense-ingest-spool";
 
 /// Validates config text (YAML syntax errors are reported at path `<config>`).
 pub fn load_str(yaml: &str) -> Result<Loaded, ConfigErrors> {

@@ -155,7 +155,9 @@ impl<'a> LineWriter<'a> {
         self.out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
     }
 
-    /// Writes the float field `key=<f>` as JavaScript's `String(f)` writes it ([`write_js_number`]).
+    /// Writes the float field `key=<f>` as JavaScript's `String(f)` writes it for the values we produce (finite,
+    /// below 1e21): the shortest text that reads back to the same number, with no trailing `.0` (`0`, `12.5`,
+    /// `33.333333333333336`). A non-finite value (never produced) is written as `0`.
     pub fn field_float(&mut self, key: &str, f: f64) {
         self.field_key(key);
         write_js_number(self.out, f);

@@ -1,7 +1,7 @@
 //! The only module that knows readers *and* sinks: it builds them from the validated config, wires them with
 //! bounded channels, runs them, and shuts them down in order (readers stop → channels drain → sinks flush).
 
-pub mod butler_metrics;
+pub mod metrics_writer;
 pub mod ownership;
 pub mod reload;
 pub mod shutdown;
@@ -328,7 +328,7 @@ pub fn start(config: &Config, stop: Arc<AtomicBool>, rules: Arc<LiveRules>) -> R
         }
     }
     if event_counts.is_some() || config.user_events.udp.queue_metrics.is_some() {
-        let metrics = butler_metrics::ButlerMetrics {
+        let metrics = metrics_writer::ButlerMetrics {
             influx: config.influxdb.clone(),
             event_count: config.event_count.clone().zip(event_counts),
             queue_metrics: config.user_events.udp.queue_metrics.clone(),
@@ -340,7 +340,7 @@ pub fn start(config: &Config, stop: Arc<AtomicBool>, rules: Arc<LiveRules>) -> R
             readers: Arc::downgrade(&shared),
             shutdown_timeout: engine.shutdown_timeout,
         };
-        let handle = butler_metrics::spawn(metrics, Arc::clone(&stop))
+        let handle = metrics_writer::spawn(metrics, Arc::clone(&stop))
             .map_err(|e| format!("cannot start the Butler SOS metrics thread: {e}"))?;
         sink_threads.push(handle);
     }

@@ -4,14 +4,14 @@
 //! - [`encode`]: `user_events` lines for one event, in the v1, v2 or v3 layout (pure).
 //! - [`client`]: the InfluxDB 1.x HTTP transport (setup queries, `/write`, status handling).
 //! - [`client_v2`], [`client_v3`]: the InfluxDB 2.x (`/api/v2/write`) and 3.x (`/api/v3/write_lp`) transports.
-//! - [`butler_metrics`]: line protocol for Butler SOS's own measurements (event counts, queue metrics).
+//! - [`metrics_encode`]: line protocol for Butler SOS's own measurements (event counts, queue metrics).
 
-pub mod butler_metrics;
 pub mod client;
 pub mod client_v2;
 pub mod client_v3;
 pub mod encode;
 pub mod line_protocol;
+pub mod metrics_encode;
 
 pub use client::InfluxV1Transport;
 pub use encode::LineEncoder;

@@ -5,7 +5,7 @@ use std::borrow::Cow;
 use std::fmt::{self, Display, Write as _};
 use std::sync::atomic::Ordering;
 
-use super::{MetricsState, SinkMetrics};
+use super::state::{MetricsState, SinkMetrics};
 use crate::event::RejectReason;
 use crate::telemetry::histogram::HistogramSnapshot;
 use crate::telemetry::metrics::{now_unix_ms, HostSinkStats, HostStats, ReceiveCounters};

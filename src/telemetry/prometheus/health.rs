@@ -4,7 +4,7 @@
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use super::MetricsState;
+use super::state::MetricsState;
 use crate::telemetry::metrics::now_unix_ms;
 
 impl MetricsState {

@@ -45,9 +45,9 @@
 //! `duration_s` is written as an exact decimal of the nanosecond difference (`1.5`, `0.000000123`, `90`), which
 //! InfluxDB stores as a float. Point timestamps are made strictly increasing across the `user_session` lines one
 //! instance writes (like `LineEncoder` does), because readers stamp a whole receive batch with one time and two
-//! Stops of the same user in one batch would otherwise merge into one point. Tags are escaped with the helpers of
-//! `sink::influxdb::encode` (v1/v2: `escape_tag`, v3: `escape_tag_v3`); a tag value ending in `\` cannot be stored
-//! by InfluxDB, so trailing backslashes are removed and the line is reported as [`Encoded::Changed`].
+//! Stops of the same user in one batch would otherwise merge into one point. Lines are written with
+//! [`LineWriter`] (escaping per InfluxDB version); a tag value ending in `\` cannot be stored by InfluxDB, so
+//! trailing backslashes are removed and the line is reported as [`Encoded::Changed`].
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -55,7 +55,7 @@ use std::time::Duration;
 
 use crate::config::InfluxVersion;
 use crate::event::{Command, Event, Field};
-use crate::sink::influxdb::encode::{escape_tag, escape_tag_v3};
+use crate::sink::influxdb::line_protocol::LineWriter;
 use crate::sink::{Encoded, Encoder};
 use crate::telemetry::metrics::Counter;
 
@@ -531,7 +531,7 @@ pub struct SessionAnalytics {
 }
 
 impl SessionAnalytics {
-    /// Analytics writing `version`'s escaping (v1 and v2: `escape_tag`; v3: `escape_tag_v3`).
+    /// Analytics writing lines escaped for InfluxDB `version`.
     pub fn new(settings: &SessionSettings, version: InfluxVersion) -> SessionAnalytics {
         SessionAnalytics {
             tracker: SessionTracker::new(settings),
@@ -564,27 +564,21 @@ impl SessionAnalytics {
         let Some(closed) = self.tracker.observe(ev) else {
             return Encoded::Skipped(SKIP_NO_OUTPUT);
         };
-        let v = self.version;
-        out.extend_from_slice(MEASUREMENT.as_bytes());
-        let mut changed = false;
+        let mut w = LineWriter::new(out, self.version, MEASUREMENT.as_bytes());
         if closed.kind == Kind::Connection {
             if let Some(app_id) = ev.app_id() {
-                changed |= write_tag(out, v, "appId", app_id);
+                w.tag("appId", app_id);
             }
         }
-        changed |= write_tag(out, v, "host", ev.get(Field::Host));
-        changed |= write_tag(out, v, "kind", closed.kind.as_str());
-        changed |= write_tag(out, v, "userDirectory", ev.get(Field::UserDirectory));
-        changed |= write_tag(out, v, "userId", ev.get(Field::UserId));
-        out.extend_from_slice(b" duration_s=");
-        write_seconds(out, closed.duration_ns());
-        out.extend_from_slice(b",userFull=\"");
-        write_string_value(out, ev.get(Field::UserFull));
-        out.push(b'"');
+        w.tag("host", ev.get(Field::Host));
+        w.tag("kind", closed.kind.as_str());
+        w.tag("userDirectory", ev.get(Field::UserDirectory));
+        w.tag("userId", ev.get(Field::UserId));
+        w.field_seconds("duration_s", closed.duration_ns());
+        w.field_str("userFull", ev.get(Field::UserFull));
         let ts = closed.stopped_ns.max(self.last_ts + 1);
         self.last_ts = ts;
-        write_timestamp(out, ts);
-        if changed {
+        if w.finish(ts) {
             Encoded::Changed
         } else {
             Encoded::Yes
@@ -603,28 +597,28 @@ impl SessionAnalytics {
         let v = self.version;
         let mut lines = 0;
         self.tracker.gauges(|g| {
-            out.extend_from_slice(MEASUREMENT_CONCURRENT.as_bytes());
+            let mut w = LineWriter::new(out, v, MEASUREMENT_CONCURRENT.as_bytes());
             match g {
                 Gauge::Host {
                     host,
                     sessions,
                     connections,
                 } => {
-                    write_tag(out, v, "host", host);
-                    write_int_field(out, b" connections=", connections);
-                    write_int_field(out, b",sessions=", sessions);
+                    w.tag("host", host);
+                    w.field_int("connections", connections);
+                    w.field_int("sessions", sessions);
                 }
                 Gauge::App {
                     host,
                     app_id,
                     connections,
                 } => {
-                    write_tag(out, v, "appId", app_id);
-                    write_tag(out, v, "host", host);
-                    write_int_field(out, b" connections=", connections);
+                    w.tag("appId", app_id);
+                    w.tag("host", host);
+                    w.field_int("connections", connections);
                 }
             }
-            write_timestamp(out, now_ns);
+            w.finish(now_ns);
             lines += 1;
         });
         lines
@@ -647,71 +641,6 @@ impl Encoder for SessionAnalytics {
     fn tick(&mut self, now_ns: u64, out: &mut Vec<u8>) -> usize {
         SessionAnalytics::tick(self, now_ns, out)
     }
-}
-
-/// Writes `,key=value` with `version`'s tag escaping; returns true when the value had to be changed. A value ending
-/// in `\` cannot be stored by InfluxDB, so trailing backslashes are removed; a value left empty leaves the tag out.
-fn write_tag(out: &mut Vec<u8>, version: InfluxVersion, key: &str, value: &str) -> bool {
-    let trimmed = value.trim_end_matches('\\');
-    if !trimmed.is_empty() {
-        out.push(b',');
-        out.extend_from_slice(key.as_bytes());
-        out.push(b'=');
-        match version {
-            InfluxVersion::V1 | InfluxVersion::V2 => escape_tag(out, trimmed),
-            InfluxVersion::V3 => escape_tag_v3(out, trimmed, false),
-        }
-    }
-    trimmed.len() != value.len()
-}
-
-/// Writes a string field value's content with `\` and `"` escaped (all InfluxDB versions).
-///
-/// `sink::influxdb::encode` has the same rule inside its private `write_field`; once that is exposed, use it here.
-fn write_string_value(out: &mut Vec<u8>, s: &str) {
-    let bytes = s.as_bytes();
-    let mut start = 0;
-    for (i, &b) in bytes.iter().enumerate() {
-        if b == b'\\' || b == b'"' {
-            out.extend_from_slice(&bytes[start..i]);
-            out.push(b'\\');
-            start = i;
-        }
-    }
-    out.extend_from_slice(&bytes[start..]);
-}
-
-/// Writes `prefix<n>i`.
-fn write_int_field(out: &mut Vec<u8>, prefix: &[u8], n: u64) {
-    out.extend_from_slice(prefix);
-    out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
-    out.push(b'i');
-}
-
-/// Writes ` <ts>\n`.
-fn write_timestamp(out: &mut Vec<u8>, ts: u64) {
-    out.push(b' ');
-    out.extend_from_slice(itoa::Buffer::new().format(ts).as_bytes());
-    out.push(b'\n');
-}
-
-/// Writes `ns` nanoseconds as an exact decimal number of seconds without trailing zeros (`90`, `1.5`,
-/// `0.000000123`); InfluxDB stores a number without the `i` suffix as a float.
-fn write_seconds(out: &mut Vec<u8>, ns: u64) {
-    const NS_PER_S: u64 = 1_000_000_000;
-    out.extend_from_slice(itoa::Buffer::new().format(ns / NS_PER_S).as_bytes());
-    let mut frac = ns % NS_PER_S;
-    if frac == 0 {
-        return;
-    }
-    let mut digits = [b'0'; 9];
-    for d in digits.iter_mut().rev() {
-        *d = b'0' + (frac % 10) as u8;
-        frac /= 10;
-    }
-    let len = digits.len() - digits.iter().rev().take_while(|&&d| d == b'0').count();
-    out.push(b'.');
-    out.extend_from_slice(&digits[..len]);
 }
 
 #[cfg(test)]
@@ -1129,26 +1058,6 @@ mod tests {
                 ),
                 "{version:?}"
             );
-        }
-        let mut out = Vec::new();
-        write_string_value(&mut out, r#"a"b\c"#);
-        assert_eq!(out, br#"a\"b\\c"#);
-    }
-
-    #[test]
-    fn durations_are_exact_decimal_seconds() {
-        for (ns, want) in [
-            (0, "0"),
-            (1, "0.000000001"),
-            (123, "0.000000123"),
-            (1_500_000_000, "1.5"),
-            (90 * S, "90"),
-            (400_123_000, "0.400123"),
-            (u64::MAX, "18446744073.709551615"),
-        ] {
-            let mut out = Vec::new();
-            write_seconds(&mut out, ns);
-            assert_eq!(String::from_utf8(out).unwrap(), want, "{ns} ns");
         }
     }
 

@@ -23,7 +23,7 @@ use std::path::Path;
 
 use serde_norway::{Mapping, Value};
 
-use super::validate::ConfigError;
+use super::error::ConfigError;
 
 /// Key paths whose values are file or folder paths, relative to the file that names them.
 pub const PATH_KEYS: &[&[&str]] = &[

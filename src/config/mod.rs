@@ -1,14 +1,17 @@
 //! The validated configuration: the only config types the rest of the crate sees.
 //!
 //! Loading is two-staged (ripgrep's low/high args): [`raw`] reads the user's Butler SOS YAML file into a generic
-//! YAML tree, and [`validate`] walks the sections sense-ingest reads, collecting *every* error with its key path
+//! YAML tree ([`layers`] lays several files over each other and fills in `${VAR}` values), and [`validate`] walks
+//! the sections sense-ingest reads, collecting *every* error with its key path
 //! (`Butler-SOS.userEvents.udpServerConfig.portUserActivityEvents: expected a port number 1-65535, got "abc"`),
-//! and builds these structs. Nothing starts unless validation passed.
+//! and builds these structs. Nothing starts unless validation passed. Every stage reports problems as
+//! [`ConfigError`]s ([`error`]).
 //!
 //! Sections of a Butler SOS file that sense-ingest does not read are ignored. Inside a section it reads, every key
 //! Butler SOS documents is accepted and an unknown key (a typo) is an error. Engine-only settings live under the
 //! optional top-level `sense-ingest:` key ([`EngineConfig`]), so a plain Butler SOS file runs unchanged.
 
+pub mod error;
 pub mod layers;
 pub mod raw;
 pub mod validate;
@@ -18,7 +21,8 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub use validate::{load_file, load_files, load_str, ConfigError, ConfigErrors, Loaded};
+pub use error::{ConfigError, ConfigErrors};
+pub use validate::{load_file, load_files, load_str, Loaded};
 
 /// A secret (token, password, API key). Debug and Display print `**REDACTED**`; only [`Secret::expose`] gives
 /// the value, for the one place that puts it on the wire.
@@ -593,13 +597,14 @@ pub struct SpoolConfig {
     pub fsync_interval: Duration,
 }
 
+/// The spool folder's name next to the config file when `sense-ingest.spool.dir` is not set.
+pub const DEFAULT_SPOOL_DIR: &str = "sense-ingest-spool";
+
 impl SpoolConfig {
-    /// The folder holding every destination's spool: `dir`, or [`validate::DEFAULT_SPOOL_DIR`] in the working
+    /// The folder holding every destination's spool: `dir`, or [`DEFAULT_SPOOL_DIR`] in the working
     /// directory for a config that was not loaded from a file.
     pub fn root(&self) -> PathBuf {
-        self.dir
-            .clone()
-            .unwrap_or_else(|| PathBuf::from(validate::DEFAULT_SPOOL_DIR))
+        self.dir.clone().unwrap_or_else(|| PathBuf::from(DEFAULT_SPOOL_DIR))
     }
 
     /// The spool folder of the destination named `destination` (`influxdb`, `new_relic:<accountName>`, ...).

@@ -7,7 +7,7 @@
 
 use serde_norway::Value;
 
-use super::validate::ConfigError;
+use super::error::ConfigError;
 
 /// Parses `text` as one YAML document, with `<<` merge keys applied (the `config` npm package Butler SOS uses
 /// reads YAML with js-yaml, which supports them).

@@ -1,8 +1,8 @@
 //! The only module that knows readers *and* sinks: it builds them from the validated config, wires them with
 //! bounded channels, runs them, and shuts them down in order (readers stop → channels drain → sinks flush).
 
-pub mod butler_metrics;
 pub mod destinations;
+pub mod metrics_writer;
 pub mod monitor;
 pub mod ownership;
 pub mod reload;
@@ -242,7 +242,7 @@ pub fn start(
         }
     }
     if event_counts.is_some() || config.user_events.udp.queue_metrics.is_some() {
-        let metrics = butler_metrics::ButlerMetrics {
+        let metrics = metrics_writer::ButlerMetrics {
             influx: config.influxdb.clone(),
             event_count: config.event_count.clone().zip(event_counts),
             queue_metrics: config.user_events.udp.queue_metrics.clone(),
@@ -254,7 +254,7 @@ pub fn start(
             readers: Arc::downgrade(&shared),
             shutdown_timeout: engine.shutdown_timeout,
         };
-        let handle = butler_metrics::spawn(metrics, Arc::clone(&stop)).map_err(|source| StartError::Thread {
+        let handle = metrics_writer::spawn(metrics, Arc::clone(&stop)).map_err(|source| StartError::Thread {
             name: "butler-metrics".into(),
             source,
         })?;

@@ -1,5 +1,6 @@
 //! Typed counters (Vector's internal-events idea): each loss path has a counter, and per-datagram problems are
-//! counted here and logged through a [`RateLimit`] rather than per datagram.
+//! counted here and logged through a [`RateLimit`] rather than per datagram. A sink's outage marker
+//! ([`FailingSince`]) lives here too, beside the [`SinkCounters`] that carry it; `/health` only reads it.
 
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -8,7 +9,6 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use std::sync::Arc;
 
 use super::histogram::LatencyHistogram;
-use super::prometheus::FailingSince;
 use crate::event::RejectReason;
 
 /// A relaxed monotonic counter.
@@ -398,6 +398,59 @@ pub fn now_unix_ns() -> u64 {
         .map_or(0, |d| d.as_nanos() as u64)
 }
 
+/// When the current outage of a sink began, as Unix milliseconds; 0 while the sink is healthy.
+///
+/// Protocol for a sink worker: call [`FailingSince::mark_failed`] each time a send attempt fails (only the first
+/// failure of an outage is kept) and [`FailingSince::mark_ok`] each time a batch is delivered. A batch the
+/// destination refuses for good (non-retriable 4xx) counts as a failure too: the destination is not taking our
+/// data.
+#[derive(Debug, Default)]
+pub struct FailingSince(AtomicU64);
+
+impl FailingSince {
+    /// Healthy.
+    pub fn new() -> FailingSince {
+        FailingSince::default()
+    }
+
+    /// Records a failed send now. Keeps the time of the first failure while the outage lasts.
+    pub fn mark_failed(&self) {
+        self.mark_failed_at(now_unix_ms());
+    }
+
+    /// Records a failed send at `unix_ms` (for tests and callers that already read the clock). Keeps an earlier
+    /// start of the same outage. `0` is treated as 1 ms so it never reads as healthy.
+    pub fn mark_failed_at(&self, unix_ms: u64) {
+        let _ = self
+            .0
+            .compare_exchange(0, unix_ms.max(1), Ordering::Relaxed, Ordering::Relaxed);
+    }
+
+    /// Records a successful delivery: the outage, if any, is over.
+    pub fn mark_ok(&self) {
+        self.0.store(0, Ordering::Relaxed);
+    }
+
+    /// Unix milliseconds of the first failure of the current outage, or `None` while healthy.
+    pub fn since_unix_ms(&self) -> Option<u64> {
+        match self.0.load(Ordering::Relaxed) {
+            0 => None,
+            ms => Some(ms),
+        }
+    }
+
+    /// How long the current outage has lasted at `now_unix_ms` (zero if the clock went backwards), or `None`.
+    pub fn failing_for(&self, now_unix_ms: u64) -> Option<Duration> {
+        self.since_unix_ms()
+            .map(|since| Duration::from_millis(now_unix_ms.saturating_sub(since)))
+    }
+}
+
+/// Milliseconds since the Unix epoch, now.
+pub fn now_unix_ms() -> u64 {
+    now_unix_ns() / 1_000_000
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -409,5 +462,30 @@ mod tests {
         assert_eq!(rl.allow(), None);
         assert_eq!(rl.allow(), None);
         assert_eq!(rl.suppressed.load(Ordering::Relaxed), 2);
+    }
+
+    #[test]
+    fn failing_since_keeps_the_first_failure_until_a_success() {
+        let f = FailingSince::new();
+        assert_eq!(f.since_unix_ms(), None);
+        f.mark_failed_at(1_000);
+        f.mark_failed_at(5_000);
+        assert_eq!(f.since_unix_ms(), Some(1_000));
+        assert_eq!(f.failing_for(61_000), Some(Duration::from_secs(60)));
+        assert_eq!(
+            f.failing_for(500),
+            Some(Duration::ZERO),
+            "a clock step back is not negative"
+        );
+        f.mark_ok();
+        assert_eq!(f.since_unix_ms(), None);
+        f.mark_failed_at(0);
+        assert_eq!(f.since_unix_ms(), Some(1), "time 0 must not read as healthy");
+        f.mark_ok();
+        f.mark_failed();
+        assert!(
+            f.since_unix_ms().unwrap() > 1_800_000_000_000 - 1_000_000_000_000,
+            "now, in Unix ms"
+        );
     }
 }

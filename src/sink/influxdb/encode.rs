@@ -7,10 +7,9 @@
 //! them: `[appId, appName], userFull, userId`. Timestamps are the receive time in ns, made strictly increasing
 //! across everything this encoder writes, so two identical events in one batch never merge into one point.
 //!
-//! Escaping, measured on InfluxDB 1.6.7 (reference/PROTOCOLS.md b.1): in tag keys and values only `,`, `=` and
-//! space are escaped, and a backslash is *never* doubled (`LAB\goran` is written as is). A tag value ending in `\`
-//! cannot be stored by InfluxDB 1.x at all, so its trailing backslashes are removed (the tag is left out if nothing
-//! remains) and the change is reported as [`Encoded::Changed`]. In string field values `\` and `"` are escaped.
+//! Tag and field escaping per version (and the measured 1.x facts behind it) live in [`super::line_protocol`]: a tag
+//! value ending in `\` cannot be stored, so its trailing backslashes are removed (the tag is left out if nothing
+//! remains) and the change is reported as [`Encoded::Changed`].
 //!
 //! # v2 and v3 layouts ([`LineEncoder::with_version`])
 //! The same tag *set* as v1 (core tags, then config tags overriding or adding by name), but written the way the
@@ -24,23 +23,13 @@
 //!   a.4), so `appName` is stored as `unknown app name` while `appName_field` keeps `<unknown app name>`. A config
 //!   tag whose name is one of those four field names would make InfluxDB 3 reject every line; it is left out and the
 //!   line reported as [`Encoded::Changed`].
-//!
-//! Escaping per server parser (read from the parsers' source, not measured on a live 2.x/3.x server):
-//! - **v2**: InfluxDB 2.x parses tags with the same Go code as 1.x (`models/points.go`: only `\,`, `\=` and `\ `
-//!   are unescaped, `\\` stays two backslashes), so tags are escaped exactly as for v1, a trailing backslash is
-//!   removed and reported the same way. The JavaScript client escapes the same three characters (and turns CR, LF and
-//!   TAB into `\r`, `\n`, `\t`, which never reach us from a datagram), so for every value InfluxDB can store our v2
-//!   line is byte-identical to the one Butler SOS sends, apart from the timestamp.
-//! - **v3**: InfluxDB 3's Rust parser (`influxdb_line_protocol`) unescapes `\\`, `\,`, `\=` and `\ ` in tag keys and
-//!   values and rejects a value ending in a backslash. So `\` is doubled as well (`userFull=LAB\\goran`, stored as
-//!   `LAB\goran`: the same stored value as Butler SOS's `LAB\goran`, whose `\g` the parser keeps literally), and a
-//!   trailing backslash is still removed and reported. String fields are escaped as in v1 for both versions.
 
 use crate::config::{InfluxVersion, Tag};
 use std::sync::Arc;
 
 use crate::event::{Command, Event, Field, UserAgentInfo, UNKNOWN_APP_NAME};
-use crate::sink::{scan, Encoded, Encoder};
+use crate::sink::influxdb::line_protocol::{tag_prefix, write_tag, LineWriter, TagEscaping};
+use crate::sink::{Encoded, Encoder};
 
 /// The measurement Butler SOS writes user events to.
 pub const MEASUREMENT: &str = "user_events";
@@ -71,7 +60,7 @@ const V3_FIELDS: [&str; 4] = ["appId_field", "appName_field", "userFull_field", 
 #[derive(Debug, Clone)]
 struct ConfigTag {
     name: String,
-    /// `,name=` with the name escaped (and trailing backslashes removed), for v1.
+    /// `,name=` with the name escaped (and trailing backslashes removed), for v1 ([`tag_prefix`]).
     prefix: Box<[u8]>,
     value: String,
     /// Index into [`CORE_TAGS`] when the name collides with a core tag.
@@ -83,7 +72,9 @@ struct ConfigTag {
 struct SortedTag {
     prefix: Box<[u8]>,
     source: TagSource,
-    escaping: ValueEscaping,
+    /// v2: [`TagEscaping::Go`]; v3 `userFull`: [`TagEscaping::V3`]; v3, every other tag: [`TagEscaping::V3Strip`]
+    /// (the layout, not a change).
+    escaping: TagEscaping,
 }
 
 /// Where a v2/v3 tag's value comes from.
@@ -95,17 +86,6 @@ enum TagSource {
     Config(usize),
     /// A config tag v3 cannot store (its name is a v3 field name): left out, and the line reported as changed.
     Refused,
-}
-
-/// How a v2/v3 tag value is written.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum ValueEscaping {
-    /// v2: as v1 ([`escape_tag`]), trailing backslashes removed (a change).
-    Go,
-    /// v3 `userFull`: [`escape_tag_v3`] keeping backslashes, trailing ones removed (a change).
-    V3Keep,
-    /// v3, every other tag: [`escape_tag_v3`] stripping `<`, `>`, `\`, CR, LF (the layout, not a change).
-    V3Strip,
 }
 
 /// Encodes events as `user_events` lines in the v1, v2 or v3 layout.
@@ -137,12 +117,9 @@ impl LineEncoder {
                 existing.value = t.value.clone();
             } else {
                 let core = CORE_TAGS.iter().position(|c| *c == t.name);
-                let mut prefix = vec![b','];
-                escape_tag(&mut prefix, t.name.trim_end_matches('\\'));
-                prefix.push(b'=');
                 prepared.push(ConfigTag {
                     name: t.name.clone(),
-                    prefix: prefix.into_boxed_slice(),
+                    prefix: tag_prefix(&t.name, InfluxVersion::V1),
                     value: t.value.clone(),
                     core,
                 });
@@ -181,25 +158,12 @@ impl LineEncoder {
             sorted = keyed
                 .into_iter()
                 .map(|(key, source)| {
-                    let key = key.trim_end_matches('\\');
-                    let mut prefix = vec![b','];
                     let escaping = match version {
-                        InfluxVersion::V3 => {
-                            escape_tag_v3(&mut prefix, key, false);
-                            if key == "userFull" {
-                                ValueEscaping::V3Keep
-                            } else {
-                                ValueEscaping::V3Strip
-                            }
-                        }
-                        _ => {
-                            escape_tag(&mut prefix, key);
-                            ValueEscaping::Go
-                        }
+                        InfluxVersion::V3 if key.trim_end_matches('\\') != "userFull" => TagEscaping::V3Strip,
+                        _ => TagEscaping::of(version),
                     };
-                    prefix.push(b'=');
                     SortedTag {
-                        prefix: prefix.into_boxed_slice(),
+                        prefix: tag_prefix(key, version),
                         source,
                         escaping,
                     }
@@ -218,8 +182,7 @@ impl LineEncoder {
     }
 
     /// v1: tags in Butler SOS's insertion order, config tags overriding in place; fields sorted.
-    fn encode_v1(&mut self, core: &CoreValues<'_>, out: &mut Vec<u8>) -> bool {
-        let mut changed = false;
+    fn encode_v1(&mut self, core: &CoreValues<'_>, w: &mut LineWriter<'_>) {
         let mut present = 0u16;
         for (i, value) in core.tags.iter().enumerate() {
             let Some(value) = value.filter(|v| !v.is_empty()) else {
@@ -228,42 +191,37 @@ impl LineEncoder {
             if i == UA_FIRST {
                 if let (Some(ua), Some(cache)) = (core.ua, self.ua_tags.as_mut()) {
                     // No config tag overrides a UA tag (else there is no cache), so `present` needs no UA bits.
-                    changed |= cache.write(ua, out);
+                    let (tags, changed) = cache.get(ua);
+                    w.encoded_tags(tags, changed);
                     break;
                 }
             }
             present |= 1 << i;
             if i == COMMAND && self.overrides[i].is_none() {
                 if let Some(prefixed) = command_tag(core.command) {
-                    out.extend_from_slice(prefixed);
+                    w.encoded_tags(prefixed, false);
                     continue;
                 }
             }
             let value = self.overrides[i].map_or(value, |t| self.tags[t].value.as_str());
-            changed |= write_tag(out, CORE_PREFIXES[i], value);
+            w.tag_prefixed(CORE_PREFIXES[i], value, TagEscaping::Go);
         }
         for t in &self.tags {
             if t.core.is_some_and(|c| present & (1 << c) != 0) {
                 continue;
             }
-            changed |= write_tag(out, &t.prefix, &t.value);
+            w.tag_prefixed(&t.prefix, &t.value, TagEscaping::Go);
         }
-        out.push(b' ');
         if let Some(app_id) = core.app_id {
-            write_field(out, "appId", app_id, true);
-            write_field(out, "appName", core.app_name, false);
-            write_field(out, "userFull", core.user_full, false);
-        } else {
-            write_field(out, "userFull", core.user_full, true);
+            w.field_str("appId", app_id);
+            w.field_str("appName", core.app_name);
         }
-        write_field(out, "userId", core.user_id, false);
-        changed
+        w.field_str("userFull", core.user_full);
+        w.field_str("userId", core.user_id);
     }
 
     /// v2/v3: tags and fields sorted by key, v3 tag values sanitised and field names suffixed.
-    fn encode_sorted(&self, core: &CoreValues<'_>, out: &mut Vec<u8>) -> bool {
-        let v3 = self.version == InfluxVersion::V3;
-        let mut changed = false;
+    fn encode_sorted(&self, core: &CoreValues<'_>, w: &mut LineWriter<'_>) {
         for tag in &self.sorted {
             let value = match tag.source {
                 TagSource::Core(i) => match core.tags[i] {
@@ -272,27 +230,23 @@ impl LineEncoder {
                 },
                 TagSource::Config(j) => self.tags[j].value.as_str(),
                 TagSource::Refused => {
-                    changed = true;
+                    w.left_out_tag();
                     continue;
                 }
             };
-            changed |= write_sorted_tag(out, tag, value);
+            w.tag_prefixed(&tag.prefix, value, tag.escaping);
         }
-        out.push(b' ');
-        let (user_full, user_id) = if v3 {
+        let (user_full, user_id) = if self.version == InfluxVersion::V3 {
             ("userFull_field", "userId_field")
         } else {
             ("userFull", "userId")
         };
         if let Some(app_id) = core.app_id {
-            write_field(out, "appId_field", app_id, true);
-            write_field(out, "appName_field", core.app_name, false);
-            write_field(out, user_full, core.user_full, false);
-        } else {
-            write_field(out, user_full, core.user_full, true);
+            w.field_str("appId_field", app_id);
+            w.field_str("appName_field", core.app_name);
         }
-        write_field(out, user_id, core.user_id, false);
-        changed
+        w.field_str(user_full, core.user_full);
+        w.field_str(user_id, core.user_id);
     }
 }
 
@@ -338,8 +292,8 @@ impl UaTagCache {
         }
     }
 
-    /// Appends `ua`'s tags; returns true when a value had to be changed (as [`write_tag`]).
-    fn write(&mut self, ua: &Arc<UserAgentInfo>, out: &mut Vec<u8>) -> bool {
+    /// `ua`'s tags, encoded, and whether a value had to be changed (as [`write_tag`] says).
+    fn get(&mut self, ua: &Arc<UserAgentInfo>) -> (&[u8], bool) {
         let at = (Arc::as_ptr(ua) as usize >> 4) % Self::SLOTS;
         let slot = &mut self.slots[at];
         if !slot.ua.as_ref().is_some_and(|cached| Arc::ptr_eq(cached, ua)) {
@@ -348,13 +302,12 @@ impl UaTagCache {
             let values = [&ua.browser_name, &ua.browser_major_version, &ua.os_name, &ua.os_version];
             for (k, value) in values.into_iter().enumerate() {
                 if !value.is_empty() {
-                    slot.changed |= write_tag(&mut slot.encoded, CORE_PREFIXES[UA_FIRST + k], value);
+                    slot.changed |= write_tag(&mut slot.encoded, CORE_PREFIXES[UA_FIRST + k], value, TagEscaping::Go);
                 }
             }
             slot.ua = Some(Arc::clone(ua));
         }
-        out.extend_from_slice(&slot.encoded);
-        slot.changed
+        (&slot.encoded, slot.changed)
     }
 }
 
@@ -408,17 +361,14 @@ impl Encoder for LineEncoder {
             app_id,
             app_name,
         };
-        out.extend_from_slice(MEASUREMENT.as_bytes());
-        let changed = match self.version {
-            InfluxVersion::V1 => self.encode_v1(&core, out),
-            InfluxVersion::V2 | InfluxVersion::V3 => self.encode_sorted(&core, out),
-        };
+        let mut w = LineWriter::new(out, self.version, MEASUREMENT.as_bytes());
+        match self.version {
+            InfluxVersion::V1 => self.encode_v1(&core, &mut w),
+            InfluxVersion::V2 | InfluxVersion::V3 => self.encode_sorted(&core, &mut w),
+        }
         let ts = ev.received_ns.max(self.last_ts + 1);
         self.last_ts = ts;
-        out.push(b' ');
-        out.extend_from_slice(itoa::Buffer::new().format(ts).as_bytes());
-        out.push(b'\n');
-        if changed {
+        if w.finish(ts) {
             Encoded::Changed
         } else {
             Encoded::Yes
@@ -441,133 +391,6 @@ const CORE_PREFIXES: [&[u8]; CORE_TAGS.len()] = [
     b",uaOsName=",
     b",uaOsVersion=",
 ];
-
-/// Writes `prefix` (`,key=`, escaped) and `value`; returns true when the value had to be changed. An empty value
-/// (after removing trailing backslashes) leaves the tag out, as line protocol cannot carry empty tag values.
-fn write_tag(out: &mut Vec<u8>, prefix: &[u8], value: &str) -> bool {
-    let trimmed = value.trim_end_matches('\\');
-    if trimmed.is_empty() {
-        return !value.is_empty();
-    }
-    out.extend_from_slice(prefix);
-    escape_tag(out, trimmed);
-    trimmed.len() != value.len()
-}
-
-/// Escapes `,`, `=` and space with a backslash; backslashes themselves are left alone (InfluxDB 1.x semantics).
-pub fn escape_tag(out: &mut Vec<u8>, s: &str) {
-    let bytes = s.as_bytes();
-    if !scan::any_of(bytes, [b',', b'=', b' ']) {
-        out.extend_from_slice(bytes);
-        return;
-    }
-    let mut start = 0;
-    for (i, &b) in bytes.iter().enumerate() {
-        if matches!(b, b',' | b'=' | b' ') {
-            out.extend_from_slice(&bytes[start..i]);
-            out.push(b'\\');
-            start = i;
-        }
-    }
-    out.extend_from_slice(&bytes[start..]);
-}
-
-/// Per byte, what v3 tag writing does with it: [`COPY`], [`ESCAPE`] (`,`, `=`, space), [`BACKSLASH`] (escaped, or
-/// stripped), [`STRIPPED`] (`<`, `>`, CR, LF: copied, or stripped). Stripping is Butler SOS's v3 layout
-/// (reference/PROTOCOLS.md a.4). One table lookup per byte keeps the common case (copy) to one branch.
-const V3_CLASS: [u8; 256] = {
-    let mut t = [COPY; 256];
-    t[b',' as usize] = ESCAPE;
-    t[b'=' as usize] = ESCAPE;
-    t[b' ' as usize] = ESCAPE;
-    t[b'\\' as usize] = BACKSLASH;
-    t[b'<' as usize] = STRIPPED;
-    t[b'>' as usize] = STRIPPED;
-    t[b'\r' as usize] = STRIPPED;
-    t[b'\n' as usize] = STRIPPED;
-    t
-};
-const COPY: u8 = 0;
-const ESCAPE: u8 = 1;
-const BACKSLASH: u8 = 2;
-const STRIPPED: u8 = 3;
-
-/// A v2/v3 tag: its prefix, then `value` escaped as `tag.escaping` says; returns true when the value had to be
-/// changed to be storable (trailing backslashes removed). A value that comes out empty leaves the tag out.
-fn write_sorted_tag(out: &mut Vec<u8>, tag: &SortedTag, value: &str) -> bool {
-    let (value, changed) = if tag.escaping == ValueEscaping::V3Strip {
-        (value, false)
-    } else {
-        let trimmed = value.trim_end_matches('\\');
-        (trimmed, trimmed.len() != value.len())
-    };
-    let mark = out.len();
-    out.extend_from_slice(&tag.prefix);
-    let value_start = out.len();
-    match tag.escaping {
-        ValueEscaping::Go => escape_tag(out, value),
-        ValueEscaping::V3Keep => escape_tag_v3(out, value, false),
-        ValueEscaping::V3Strip => escape_tag_v3(out, value, true),
-    }
-    if out.len() == value_start {
-        out.truncate(mark);
-    }
-    changed
-}
-
-/// Escapes `,`, `=`, space and `\` with a backslash (InfluxDB 3 semantics); with `strip`, drops `<`, `>`, `\`, CR
-/// and LF instead. Only ASCII bytes are touched, so the output stays valid UTF-8.
-pub fn escape_tag_v3(out: &mut Vec<u8>, s: &str, strip: bool) {
-    let bytes = s.as_bytes();
-    if !scan::any_of(bytes, [b',', b'=', b' ', b'\\', b'<', b'>', b'\r', b'\n']) {
-        out.extend_from_slice(bytes);
-        return;
-    }
-    let mut start = 0;
-    for (i, &b) in bytes.iter().enumerate() {
-        match V3_CLASS[b as usize] {
-            COPY => {}
-            BACKSLASH | STRIPPED if strip => {
-                out.extend_from_slice(&bytes[start..i]);
-                start = i + 1;
-            }
-            ESCAPE | BACKSLASH => {
-                out.extend_from_slice(&bytes[start..i]);
-                out.push(b'\\');
-                start = i;
-            }
-            _ => {}
-        }
-    }
-    out.extend_from_slice(&bytes[start..]);
-}
-
-/// Writes `[,]key="value"` with `\` and `"` escaped in the value. `key` is one of this module's field names, which
-/// need no escaping.
-fn write_field(out: &mut Vec<u8>, key: &str, value: &str, first: bool) {
-    debug_assert!(!scan::any_of(key.as_bytes(), [b',', b'=', b' ']));
-    if !first {
-        out.push(b',');
-    }
-    out.extend_from_slice(key.as_bytes());
-    out.extend_from_slice(b"=\"");
-    let bytes = value.as_bytes();
-    if !scan::any_of(bytes, [b'\\', b'"']) {
-        out.extend_from_slice(bytes);
-        out.push(b'"');
-        return;
-    }
-    let mut start = 0;
-    for (i, &b) in bytes.iter().enumerate() {
-        if b == b'\\' || b == b'"' {
-            out.extend_from_slice(&bytes[start..i]);
-            out.push(b'\\');
-            start = i;
-        }
-    }
-    out.extend_from_slice(&bytes[start..]);
-    out.push(b'"');
-}
 
 #[cfg(test)]
 mod tests;

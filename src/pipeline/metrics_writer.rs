@@ -29,7 +29,7 @@ use crate::config::{InfluxConfig, MetricsWriteConfig};
 use crate::event::slab::Slab;
 use crate::event::RejectReason;
 use crate::reader::ReaderShared;
-use crate::sink::influxdb::butler_metrics::{MetricsEncoder, QueueSample};
+use crate::sink::influxdb::metrics_encode::{MetricsEncoder, QueueSample};
 use crate::sink::influxdb::InfluxTransport;
 use crate::sink::{SinkError, Transport};
 use crate::telemetry::event_counts::EventCounts;

@@ -23,10 +23,8 @@
 //!   Trailing backslashes are removed from tag values (InfluxDB cannot store a tag value ending in `\`).
 //! - Every line carries the write time in ns (Butler SOS sends none; the server or client stamps the write time).
 
-use std::io::Write as _;
-
 use crate::config::{InfluxVersion, Tag};
-use crate::sink::influxdb::encode::{escape_tag, escape_tag_v3};
+use crate::sink::influxdb::line_protocol::{escape_measurement, LineWriter};
 use crate::telemetry::event_counts::EventCountKey;
 
 /// The `queue_type` tag of user-event queue metrics.
@@ -102,12 +100,7 @@ impl MetricsEncoder {
     /// An encoder writing `measurement` with the config `tags` for `version`.
     pub fn new(version: InfluxVersion, measurement: &str, tags: &[Tag]) -> MetricsEncoder {
         let mut escaped = Vec::with_capacity(measurement.len());
-        for &b in measurement.as_bytes() {
-            if matches!(b, b',' | b' ') {
-                escaped.push(b'\\');
-            }
-            escaped.push(b);
-        }
+        escape_measurement(&mut escaped, measurement);
         MetricsEncoder {
             version,
             measurement: escaped.into(),
@@ -168,54 +161,19 @@ impl MetricsEncoder {
             // The JavaScript clients sort tag keys with the default sort (UTF-16 code units).
             tags.sort_by(|a, b| a.0.encode_utf16().cmp(b.0.encode_utf16()));
         }
-        out.extend_from_slice(&self.measurement);
+        let mut w = LineWriter::new(out, self.version, &self.measurement);
         for (name, value) in tags {
-            let value = value.trim_end_matches('\\');
-            let name = name.trim_end_matches('\\');
-            if value.is_empty() || name.is_empty() {
-                continue;
-            }
-            out.push(b',');
-            self.escape(out, name);
-            out.push(b'=');
-            self.escape(out, value);
+            w.tag(name, value);
         }
-        for (i, (name, value)) in fields.iter().enumerate() {
-            out.push(if i == 0 { b' ' } else { b',' });
-            out.extend_from_slice(name.as_bytes());
-            out.push(b'=');
+        for (name, value) in fields {
             match (value, self.version) {
-                (Value::Int(n), InfluxVersion::V1) => {
-                    out.extend_from_slice(itoa::Buffer::new().format(*n).as_bytes());
-                }
-                (Value::Int(n), _) => {
-                    out.extend_from_slice(itoa::Buffer::new().format(*n).as_bytes());
-                    out.push(b'i');
-                }
-                (Value::Float(f), _) => write_js_number(out, *f),
+                (Value::Int(n), InfluxVersion::V1) => w.field_int_as_float(name, *n),
+                (Value::Int(n), _) => w.field_int(name, *n),
+                (Value::Float(f), _) => w.field_float(name, *f),
             }
         }
-        out.push(b' ');
-        out.extend_from_slice(itoa::Buffer::new().format(ts_ns).as_bytes());
-        out.push(b'\n');
+        w.finish(ts_ns);
     }
-
-    fn escape(&self, out: &mut Vec<u8>, s: &str) {
-        match self.version {
-            InfluxVersion::V3 => escape_tag_v3(out, s, false),
-            _ => escape_tag(out, s),
-        }
-    }
-}
-
-/// A float as JavaScript's `String(n)` writes it for the values we produce (finite, below 1e21): the shortest
-/// text that reads back to the same number, with no trailing `.0` (`0`, `12.5`, `33.333333333333336`). A
-/// non-finite value (never produced) is written as `0`.
-fn write_js_number(out: &mut Vec<u8>, f: f64) {
-    let f = if f.is_finite() { f } else { 0.0 };
-    // Rust's `Display` for f64 is the shortest round-trip text without exponent; for |f| < 1e21 and >= 1e-6
-    // it equals JavaScript's.
-    let _ = write!(out, "{f}");
 }
 
 #[cfg(test)]
@@ -360,15 +318,5 @@ mod tests {
              queue_max_size=128i,queue_pending=0i,queue_size=3i,queue_utilization_pct=2.34375,\
              rate_limit_current=42i 9\n"
         );
-    }
-
-    #[test]
-    fn floats_are_written_like_javascript() {
-        let mut out = Vec::new();
-        for f in [0.0, 1.0, 12.5, 100.0 / 3.0, f64::NAN] {
-            write_js_number(&mut out, f);
-            out.push(b' ');
-        }
-        assert_eq!(text(&out), "0 1 12.5 33.333333333333336 0 ");
     }
 }

@@ -329,14 +329,15 @@ pub struct InfluxConfig {
 /// none). TLS is rustls. By default the server certificate is verified against the Mozilla root programme's
 /// CAs built into the binary (webpki roots) and its name must match the host; `ca_file` replaces those roots
 /// with the file's CAs (a private CA); `insecure_skip_verify` accepts any certificate (logged at WARN at start).
-/// Validation guarantees `ca_file` is a readable regular file of at most 4 MiB holding at least one PEM
-/// certificate whenever the destination uses TLS, and that `ca_file` and `insecure_skip_verify` are not both set.
+/// Validation reads `caFile` (once: nothing reads it again) whenever the destination uses TLS, and guarantees it
+/// was a regular file of at most 4 MiB holding at least one PEM certificate, and that `ca_file` and
+/// `insecure_skip_verify` are not both set.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct HttpTls {
     /// `enable` (InfluxDB only): use https. New Relic follows the scheme of `newRelic.event.url`.
     pub enable: bool,
-    /// `caFile`: PEM file with the CA certificate(s) to trust instead of the built-in roots.
-    pub ca_file: Option<PathBuf>,
+    /// `caFile`: the CA certificate(s) to trust instead of the built-in roots (read when TLS is used).
+    pub ca_file: Option<CaFile>,
     /// `insecureSkipVerify`: accept any server certificate and name (testing only).
     pub insecure_skip_verify: bool,
 }
@@ -434,9 +435,28 @@ impl Default for MqttConfig {
 /// `Butler-SOS.mqttConfig.tls` (sense-ingest extension): connect with TLS (rustls).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct MqttTls {
-    /// `caFile`: PEM file with the CA certificate(s) that signed the broker's certificate. `None`: the system's
-    /// CA bundle.
-    pub ca_file: Option<PathBuf>,
+    /// `caFile`: the CA certificate(s) that signed the broker's certificate, read at validation. `None`: the
+    /// system's CA bundle.
+    pub ca_file: Option<CaFile>,
+}
+
+/// A `caFile` of the config, read once at validation: its path (for messages) and its PEM text. A file changed or
+/// removed after start has no effect until a restart.
+#[derive(Clone, PartialEq, Eq)]
+pub struct CaFile {
+    /// The file as the config names it (resolved against the naming file).
+    pub path: PathBuf,
+    /// Its contents: at least one PEM certificate, at most 4 MiB.
+    pub pem: std::sync::Arc<[u8]>,
+}
+
+impl fmt::Debug for CaFile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CaFile")
+            .field("path", &self.path)
+            .field("pem_bytes", &self.pem.len())
+            .finish()
+    }
 }
 
 /// `Butler-SOS.newRelic.event`.

@@ -4,15 +4,13 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::formats::{
-    is_header_name, is_hostname, is_influxql_duration, parse_duration, read_small_file, RETENTION_UNITS,
-};
+use super::formats::{is_header_name, is_hostname, is_influxql_duration, parse_duration, RETENTION_UNITS};
 use super::keys::{
     AUTH_NEEDED, INFLUX_KEYS, INFLUX_V1_AUTH_KEYS, INFLUX_V1_KEYS, INFLUX_V1_RP_KEYS, INFLUX_V2_KEYS, INFLUX_V3_KEYS,
     MQTT_KEYS, MQTT_NEEDED, MQTT_TLS_KEYS, NEW_RELIC_EVENT_KEYS, NEW_RELIC_KEYS, NEW_RELIC_NEEDED,
 };
-use super::shared::tag_items;
-use super::walk::{describe, join, lower_first, Node, Report};
+use super::shared::{read_ca_file, tag_items};
+use super::walk::{describe, join, Node, Report};
 use crate::config::{
     HttpTls, InfluxConfig, InfluxV1Config, InfluxV2Config, InfluxV3Config, InfluxVersion, MqttConfig, MqttTls,
     NewRelicConfig,
@@ -202,22 +200,10 @@ pub(super) fn mqtt_config(node: &Node<'_>, in_use: bool, rep: &mut Report) -> Mq
         Some(path) => {
             let path = PathBuf::from(path);
             if tls_on {
-                match read_small_file(&path) {
-                    Ok(pem) if !pem.windows(27).any(|w| w == b"-----BEGIN CERTIFICATE-----") => rep.error(
-                        &ca_node.path,
-                        format!(
-                            "{} holds no PEM certificate (-----BEGIN CERTIFICATE-----)",
-                            path.display()
-                        ),
-                    ),
-                    Ok(_) => {}
-                    Err(err) => rep.error(
-                        &ca_node.path,
-                        format!("cannot read {}: {}", path.display(), lower_first(&err.to_string())),
-                    ),
-                }
+                read_ca_file(&ca_node.path, path, rep)
+            } else {
+                None
             }
-            Some(path)
         }
         None => None,
     };

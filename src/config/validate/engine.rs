@@ -1,16 +1,16 @@
 //! `sense-ingest:`, the engine's own settings, with the TLS settings of the HTTP destinations.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use serde_norway::Value;
 
-use super::formats::read_small_file;
 use super::keys::{
     ENGINE_ANALYTICS_KEYS, ENGINE_BATCH_KEYS, ENGINE_INFLUX_TLS_KEYS, ENGINE_KEYS, ENGINE_METRICS_KEYS,
     ENGINE_NEW_RELIC_TLS_KEYS, ENGINE_RETRY_KEYS, ENGINE_SPOOL_KEYS,
 };
-use super::walk::{describe, lower_first, Map, Node, Report};
+use super::shared::read_ca_file;
+use super::walk::{describe, Map, Node, Report};
 use crate::config::{BatchConfig, EngineConfig, HttpTls, LogFormat, ReaderBackend, RetryConfig};
 
 /// What `sense-ingest:` sets outside [`EngineConfig`].
@@ -51,10 +51,12 @@ pub(super) fn http_tls(m: &Map<'_>, with_enable: bool, in_use: bool, https_url: 
                         m.get("insecureSkipVerify").path
                     ),
                 );
+                None
             } else if tls_used {
-                check_ca_file(&ca_node.path, &path, rep);
+                read_ca_file(&ca_node.path, path, rep)
+            } else {
+                None
             }
-            Some(path)
         }
         None => None,
     };
@@ -62,25 +64,6 @@ pub(super) fn http_tls(m: &Map<'_>, with_enable: bool, in_use: bool, https_url: 
         enable,
         ca_file,
         insecure_skip_verify: insecure,
-    }
-}
-
-/// Reports at `key` unless `path` is a readable regular file of at most
-/// [`MAX_CA_FILE_BYTES`](super::MAX_CA_FILE_BYTES) with at least one PEM certificate.
-pub(super) fn check_ca_file(key: &str, path: &Path, rep: &mut Report) {
-    match read_small_file(path) {
-        Ok(pem) if !pem.windows(27).any(|w| w == b"-----BEGIN CERTIFICATE-----") => rep.error(
-            key,
-            format!(
-                "{} holds no PEM certificate (-----BEGIN CERTIFICATE-----)",
-                path.display()
-            ),
-        ),
-        Ok(_) => {}
-        Err(err) => rep.error(
-            key,
-            format!("cannot read {}: {}", path.display(), lower_first(&err.to_string())),
-        ),
     }
 }
 

@@ -1,10 +1,13 @@
 //! Readers of values several sections share: Butler SOS tag lists, `writeFrequency` and `measurementName`.
 
+use std::path::PathBuf;
+
 use serde_norway::Value;
 
+use super::formats::read_small_file;
 use super::keys::TAG_KEYS;
-use super::walk::{kind, Node, Report};
-use crate::config::Tag;
+use super::walk::{kind, lower_first, Node, Report};
+use crate::config::{CaFile, Tag};
 
 /// A Butler SOS tag list (`userEvents.tags`, queue metrics and event count tags, `newRelic.event.header`): items
 /// `{name, value}`, with `tag` accepted as a synonym of `name`. Values may be strings, numbers or booleans (taken as
@@ -86,5 +89,30 @@ pub(super) fn measurement_name(node: &Node<'_>, needed: Option<&str>, rep: &mut 
             None
         }
         _ => name,
+    }
+}
+
+/// Reads the CA file `path` (the one read of it): reported at `key` unless it is a readable regular file of at most
+/// [`MAX_CA_FILE_BYTES`](super::MAX_CA_FILE_BYTES) with at least one PEM certificate.
+pub(super) fn read_ca_file(key: &str, path: PathBuf, rep: &mut Report) -> Option<CaFile> {
+    match read_small_file(&path) {
+        Ok(pem) if !pem.windows(27).any(|w| w == b"-----BEGIN CERTIFICATE-----") => {
+            rep.error(
+                key,
+                format!(
+                    "{} holds no PEM certificate (-----BEGIN CERTIFICATE-----)",
+                    path.display()
+                ),
+            );
+            None
+        }
+        Ok(pem) => Some(CaFile { path, pem: pem.into() }),
+        Err(err) => {
+            rep.error(
+                key,
+                format!("cannot read {}: {}", path.display(), lower_first(&err.to_string())),
+            );
+            None
+        }
     }
 }

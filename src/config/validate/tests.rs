@@ -6,8 +6,8 @@ use super::keys::USER_EVENTS_KEYS;
 use super::walk::suggest;
 use super::*;
 use crate::config::{
-    BatchConfig, ExcludedUser, HttpTls, InfluxVersion, MetricsWriteConfig, MqttTls, NewRelicAccount, ReaderBackend,
-    RetryConfig, Secret, Tag,
+    BatchConfig, CaFile, ExcludedUser, HttpTls, InfluxVersion, MetricsWriteConfig, MqttTls, NewRelicAccount,
+    ReaderBackend, RetryConfig, Secret, Tag,
 };
 
 const FX_SCRAMBLE: &str = concat!(
@@ -575,7 +575,11 @@ fn mqtt_extensions_are_read() {
         ca = ca.display()
     );
     let c = ok(&yaml).config.mqtt;
-    assert_eq!(c.tls, Some(MqttTls { ca_file: Some(ca) }));
+    let read = CaFile {
+        path: ca.clone(),
+        pem: std::fs::read(&ca).unwrap().into(),
+    };
+    assert_eq!(c.tls, Some(MqttTls { ca_file: Some(read) }));
     assert_eq!(c.username.as_deref(), Some("sense"));
     assert_eq!(c.password.expose(), "s3cret");
     assert_eq!(c.client_id.as_deref(), Some("farm-1"));
@@ -653,7 +657,10 @@ fn influxdb_and_new_relic_tls_settings_are_read() {
         c.influxdb.tls,
         HttpTls {
             enable: true,
-            ca_file: Some(ca.clone()),
+            ca_file: Some(CaFile {
+                path: ca.clone(),
+                pem: std::fs::read(&ca).unwrap().into(),
+            }),
             insecure_skip_verify: false
         }
     );

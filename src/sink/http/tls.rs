@@ -10,7 +10,7 @@ use rustls::pki_types::CertificateDer;
 use rustls::{ClientConfig, RootCertStore};
 use tracing::warn;
 
-use crate::config::HttpTls;
+use crate::config::{CaFile, HttpTls};
 use crate::sink::SinkError;
 
 /// The crypto provider of every TLS connection. With one provider compiled in, rustls could pick it implicitly;
@@ -40,8 +40,8 @@ pub(crate) fn root_store(path: &Path, pem: &[u8]) -> Result<RootCertStore, Strin
 }
 
 /// Applies `tls` to `builder`. `key` is the config section (`sense-ingest.influxdbTls`) named in errors and in
-/// the WARN about disabled verification. The CA file was checked at validation; it is read again here, so a
-/// file changed or removed since is a setup error naming `key.caFile`, never a panic.
+/// the WARN about disabled verification. The CA file was read (and checked) at validation, once; its certificates
+/// are parsed here (a setup error naming `key.caFile` if none is usable, never a panic).
 pub(super) fn with_tls(
     builder: reqwest::ClientBuilder,
     tls: &HttpTls,
@@ -49,10 +49,8 @@ pub(super) fn with_tls(
     sink: &str,
 ) -> Result<reqwest::ClientBuilder, SinkError> {
     let mut builder = builder;
-    if let Some(path) = &tls.ca_file {
-        let pem = crate::config::validate::read_small_file(path)
-            .map_err(|e| SinkError::Setup(format!("{key}.caFile: cannot read {}: {e}", path.display())))?;
-        let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
+    if let Some(CaFile { path, pem }) = &tls.ca_file {
+        let certs = reqwest::Certificate::from_pem_bundle(pem).map_err(|e| {
             SinkError::Setup(format!(
                 "{key}.caFile: {} holds no usable PEM certificate: {e}",
                 path.display()
@@ -146,42 +144,43 @@ mod tests {
     }
 
     #[test]
-    fn a_missing_or_non_pem_ca_file_is_a_setup_error_naming_the_key() {
-        let dir = tempfile::tempdir().unwrap();
-        let tls = |p: &Path| HttpTls {
+    fn a_ca_file_without_a_usable_certificate_is_a_setup_error_naming_the_key() {
+        let tls = HttpTls {
             enable: true,
-            ca_file: Some(p.to_path_buf()),
+            ca_file: Some(CaFile {
+                path: "junk.pem".into(),
+                pem: b"-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----\n"[..].into(),
+            }),
             insecure_skip_verify: false,
         };
-        let missing = dir.path().join("missing.pem");
-        let e = with_tls(
-            reqwest::Client::builder(),
-            &tls(&missing),
-            "sense-ingest.influxdbTls",
-            "influxdb",
+        let e = with_tls(reqwest::Client::builder(), &tls, "sense-ingest.influxdbTls", "influxdb")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("sense-ingest.influxdbTls.caFile: junk.pem"), "{e}");
+    }
+
+    /// The CA file is read once, at validation: a file removed after the config was loaded does not keep the
+    /// destination from starting (its certificates are already in memory).
+    #[test]
+    fn the_ca_file_is_read_at_validation_only() {
+        let bundle = Path::new("/etc/ssl/certs/ca-certificates.crt");
+        let dir = tempfile::tempdir().unwrap();
+        let ca = dir.path().join("ca.pem");
+        std::fs::copy(bundle, &ca).expect("the system CA bundle (Debian package ca-certificates)");
+        let file = dir.path().join("butler-sos.yaml");
+        std::fs::write(
+            &file,
+            format!(
+                "Butler-SOS:\n  userEvents: {{enable: true, udpServerConfig: {{serverHost: 127.0.0.1, \
+                 portUserActivityEvents: 0}}}}\n  influxdbConfig: {{enable: true, host: 127.0.0.1}}\n\
+                 sense-ingest:\n  influxdbTls: {{enable: true, caFile: {}}}\n",
+                ca.display()
+            ),
         )
-        .unwrap_err()
-        .to_string();
-        assert!(e.contains("sense-ingest.influxdbTls.caFile: cannot read"), "{e}");
-        let junk = dir.path().join("junk.pem");
-        std::fs::write(&junk, "not a certificate").unwrap();
-        let e = with_tls(
-            reqwest::Client::builder(),
-            &tls(&junk),
-            "sense-ingest.influxdbTls",
-            "influxdb",
-        )
-        .unwrap_err()
-        .to_string();
-        assert!(e.contains("sense-ingest.influxdbTls.caFile"), "{e}");
-        let e = with_tls(
-            reqwest::Client::builder(),
-            &tls(Path::new("/dev/zero")),
-            "sense-ingest.newRelicTls",
-            "new_relic:x",
-        )
-        .unwrap_err()
-        .to_string();
-        assert!(e.contains("not a regular file"), "{e}");
+        .unwrap();
+        let loaded = crate::config::load_file(&file).unwrap();
+        std::fs::remove_file(&ca).unwrap();
+        crate::sink::influxdb::InfluxTransport::new(&loaded.config.influxdb)
+            .expect("built from the certificates read at validation");
     }
 }

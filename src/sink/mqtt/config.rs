@@ -122,10 +122,7 @@ const SYSTEM_BUNDLES: &[&str] = &[
 /// system bundle file, else (Windows, macOS) the platform store through rumqttc's default.
 fn tls_configuration(tls: &MqttTls) -> Result<TlsConfiguration, String> {
     let (path, pem) = match &tls.ca_file {
-        Some(path) => {
-            let pem = std::fs::read(path).map_err(|e| format!("cannot read tls.caFile {}: {e}", path.display()))?;
-            (path.clone(), pem)
-        }
+        Some(ca) => (ca.path.clone(), ca.pem.to_vec()),
         None => {
             let candidates = std::env::var_os("SSL_CERT_FILE")
                 .map(std::path::PathBuf::from)
@@ -228,16 +225,13 @@ mod tests {
         let path = dir.path().join("ca.pem");
         std::fs::write(&path, "not a certificate").unwrap();
         let err = tls_configuration(&MqttTls {
-            ca_file: Some(path.clone()),
+            ca_file: Some(crate::config::CaFile {
+                path: path.clone(),
+                pem: b"not a certificate"[..].into(),
+            }),
         })
         .err()
         .unwrap();
         assert!(err.contains("holds no usable PEM certificate"), "{err}");
-        let err = tls_configuration(&MqttTls {
-            ca_file: Some(dir.path().join("missing.pem")),
-        })
-        .err()
-        .unwrap();
-        assert!(err.contains("cannot read tls.caFile"), "{err}");
     }
 }

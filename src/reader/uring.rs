@@ -5,9 +5,9 @@
 //!    holds the `io_uring_recvmsg_out` header, the sender's address and up to `maxMessageSize + 1` payload bytes.
 //! 2. One `RecvMsgMulti` SQE is armed. For every datagram the kernel picks the next buffer, writes it and posts one
 //!    CQE carrying the buffer id, with `IORING_CQE_F_MORE` while the request stays armed.
-//! 3. The reader waits for CQEs (with a [`POLL_INTERVAL`] timeout so it notices shutdown), parses every completed
-//!    datagram in place from its buffer into the slab, gives the buffers back by advancing the ring tail once per
-//!    pass, hands the slab over when it is full, when nothing arrived while waiting, when no accepted event
+//! 3. The reader waits for CQEs (idle: with no timeout; a poll of the stop signal's descriptor completes at
+//!    shutdown and wakes it), parses every completed datagram in place from its buffer into the slab, gives the
+//!    buffers back by advancing the ring tail once per pass, hands the slab over when it is full, when nothing arrived while waiting, when no accepted event
 //!    lingers, or when its [`LINGER`](super::LINGER) time is up (waiting meanwhile for `LINGER_WAKE_COMPLETIONS`
 //!    datagrams at once rather than one, unless busy), and re-arms when a CQE arrives without `F_MORE` (for
 //!    example `ENOBUFS` when all buffers were in use: the datagrams wait in the socket buffer meanwhile).
@@ -39,6 +39,9 @@ const LINGER_WAKE_COMPLETIONS: usize = RING_ENTRIES as usize / 4;
 const BUFFER_GROUP: u16 = 0;
 const ARM_TOKEN: u64 = 1;
 const CANCEL_TOKEN: u64 = 2;
+/// A one-shot poll of the stop signal's descriptor: its completion wakes an idle reader at shutdown, so an idle
+/// reader waits with no timeout at all.
+const STOP_TOKEN: u64 = 3;
 
 static RECV_ERROR_LOG: RateLimit = RateLimit::new(std::time::Duration::from_secs(10));
 
@@ -206,6 +209,12 @@ impl UringReceiver {
     pub fn run(&mut self, core: &mut ReaderCore) -> io::Result<()> {
         let mut received_any = false;
         let mut last_completions = 0;
+        let stop_poll = opcode::PollAdd::new(Fd(core.stop_signal().fd()), libc::POLLIN as u32)
+            .build()
+            .user_data(STOP_TOKEN);
+        // SAFETY: a poll SQE references no memory of ours; the stop signal's descriptor outlives the reader (the
+        // core holds the signal).
+        let stop_armed = unsafe { self.ring.submission().push(&stop_poll) }.is_ok();
         while !core.should_stop() {
             // Idle: sleep until the first datagram. With events pending, sleep until LINGER_WAKE_COMPLETIONS more
             // datagrams arrived or their linger time is up, whichever is first: the kernel does not wake us per
@@ -216,9 +225,10 @@ impl UringReceiver {
             // whole linger time at high rates and cap a reader at one ring of datagrams per linger period.
             let busy = last_completions >= LINGER_WAKE_COMPLETIONS;
             let (want, timeout) = match core.linger_left(now_unix_ns()) {
-                Some(left) if !busy => (LINGER_WAKE_COMPLETIONS, left),
-                Some(left) => (1, left),
-                None => (1, POLL_INTERVAL),
+                Some(left) if !busy => (LINGER_WAKE_COMPLETIONS, Some(left)),
+                Some(left) => (1, Some(left)),
+                // Idle: until a datagram or the stop poll completes (a timeout only if the poll could not be armed).
+                None => (1, (!stop_armed).then_some(POLL_INTERVAL)),
             };
             self.wait_for(want, timeout)?;
             let pass = self.process_completions(core, &mut received_any)?;
@@ -244,7 +254,7 @@ impl UringReceiver {
         self.ring.submit()?;
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
         while std::time::Instant::now() < deadline {
-            self.wait_for(1, std::time::Duration::from_millis(20))?;
+            self.wait_for(1, Some(std::time::Duration::from_millis(20)))?;
             if self.process_completions(core, &mut received_any)?.ended {
                 break;
             }
@@ -253,11 +263,17 @@ impl UringReceiver {
         Ok(())
     }
 
-    /// Submits pending SQEs and waits up to `timeout` until `want` completions are ready.
-    fn wait_for(&mut self, want: usize, timeout: std::time::Duration) -> io::Result<()> {
-        let ts = Timespec::new().sec(timeout.as_secs()).nsec(timeout.subsec_nanos());
-        let args = SubmitArgs::new().timespec(&ts);
-        match self.ring.submitter().submit_with_args(want, &args) {
+    /// Submits pending SQEs and waits up to `timeout` (`None`: no timeout) until `want` completions are ready.
+    fn wait_for(&mut self, want: usize, timeout: Option<std::time::Duration>) -> io::Result<()> {
+        let submitted = match timeout {
+            Some(timeout) => {
+                let ts = Timespec::new().sec(timeout.as_secs()).nsec(timeout.subsec_nanos());
+                let args = SubmitArgs::new().timespec(&ts);
+                self.ring.submitter().submit_with_args(want, &args)
+            }
+            None => self.ring.submitter().submit_and_wait(want),
+        };
+        match submitted {
             Ok(_) => Ok(()),
             Err(e) if matches!(e.raw_os_error(), Some(libc::ETIME | libc::EINTR | libc::EBUSY)) => Ok(()),
             Err(e) => Err(e),

@@ -16,6 +16,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+/// How long [`StopSignal::wait_timeout`] sleeps when `poll` itself fails.
+const POLL_FAILED_SLEEP: Duration = Duration::from_millis(50);
+
 /// A stop request that sleeping threads can wait for (see the module docs).
 #[derive(Debug)]
 pub struct StopSignal {
@@ -66,7 +69,12 @@ impl StopSignal {
     /// Sleeps until the stop is requested or `timeout` passed (`None`: no timeout). Returns true when the stop
     /// was requested. Sub-millisecond timeouts are honoured (`ppoll`).
     pub fn wait_timeout(&self, timeout: Option<Duration>) -> bool {
-        poll_readable(&[self.fd()], timeout).is_some_and(|ready| ready[0]) || self.is_requested()
+        if poll_readable(&[self.fd()], timeout).is_none() {
+            // poll failed (it cannot for our own descriptor): sleep instead, so no caller spins.
+            std::thread::sleep(timeout.map_or(POLL_FAILED_SLEEP, |t| t.min(POLL_FAILED_SLEEP)));
+        }
+        // The flag is set before the byte is written: readable implies requested.
+        self.is_requested()
     }
 
     /// Requests the stop on SIGTERM and SIGINT (the flag, then the byte, from the signal handler).

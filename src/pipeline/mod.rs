@@ -226,13 +226,14 @@ pub fn start(
         prometheus::serve(addr, Arc::new(state), engine.unhealthy_after, Arc::clone(&stop))
             .map_err(|e| metrics_error(format!("{e} (Butler SOS's own Prometheus endpoint may hold the port)")))?;
     }
-    let mut inodes = Vec::new();
+    let mut sockets = Vec::new();
     let mut readers = Vec::new();
     let mut local_addrs = Vec::new();
     for (bound, socks) in groups {
         local_addrs.push(bound);
         for (i, sock) in socks.into_iter().enumerate() {
-            inodes.extend(reader::socket::socket_inode(&sock));
+            // A clone for the monitor, which reads the socket's drop counter (`SO_MEMINFO`).
+            sockets.extend(sock.try_clone().ok());
             let shared = Arc::clone(&shared);
             let backend = engine.backend;
             let in_use = Arc::clone(&backend_in_use);
@@ -267,7 +268,7 @@ pub fn start(
     let monitored = monitor::Monitored {
         counters: Arc::clone(&counters),
         sinks: sinks.clone(),
-        inodes,
+        sockets,
         app_names,
         channels,
         threshold: config.user_events.udp.backpressure_threshold_pct,

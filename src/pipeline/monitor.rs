@@ -6,6 +6,7 @@
 //! flow again), when the first known host turns silent, when the app-name file is due for a check (only when
 //! there is one) and when the summary is due. The stop request wakes it at once.
 
+use std::net::UdpSocket;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -16,7 +17,7 @@ use super::shutdown::log_summary;
 use crate::analytics::{log_alarm, SilentHostAlarm};
 use crate::enrich::app_names::AppNames;
 use crate::event::slab::Slab;
-use crate::reader::socket::kernel_drops;
+use crate::reader::socket::socket_drops;
 use crate::stop::StopSignal;
 use crate::telemetry::metrics::{now_unix_ns, ReceiveCounters, SinkCounters};
 
@@ -42,8 +43,8 @@ pub struct Monitored {
     pub counters: Arc<ReceiveCounters>,
     /// Per-destination counters.
     pub sinks: Vec<(String, Arc<SinkCounters>)>,
-    /// Our sockets' inodes (for the kernel's drop counters).
-    pub inodes: Vec<u64>,
+    /// Clones of our sockets (for the kernel's drop counters).
+    pub sockets: Vec<UdpSocket>,
     /// The app-name file to reload.
     pub app_names: Arc<AppNames>,
     /// Each destination's channel (a receiver clone, only for its fill level).
@@ -60,16 +61,16 @@ pub fn monitor(m: Monitored, stop: Arc<StopSignal>) {
     let Monitored {
         counters,
         sinks,
-        inodes,
+        sockets,
         app_names,
         channels,
         threshold,
         silent_hosts,
     } = m;
     let mut last_backpressure_warn: Vec<Option<Instant>> = vec![None; channels.len()];
-    let baseline = kernel_drops(&inodes).unwrap_or(0);
+    let baseline = socket_drops(&sockets).unwrap_or(0);
     let read_drops = || {
-        let Some(drops) = kernel_drops(&inodes) else { return };
+        let Some(drops) = socket_drops(&sockets) else { return };
         let drops = drops.saturating_sub(baseline);
         let before = counters.kernel_drops.get();
         if drops > before {

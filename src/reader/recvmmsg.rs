@@ -21,6 +21,11 @@ use crate::telemetry::metrics::{now_unix_ns, RateLimit};
 /// Datagrams per `recvmmsg` call.
 pub const BATCH: usize = 64;
 
+/// Wake-ups from idle closer together than this (more than 200 datagrams a second) make the reader linger; a
+/// slower trickle is handed over datagram by datagram, each with one wake-up, since no other datagram would
+/// arrive during a linger anyway.
+const BUSY_GAP: std::time::Duration = std::time::Duration::from_millis(5);
+
 static RECV_ERROR_LOG: RateLimit = RateLimit::new(std::time::Duration::from_secs(10));
 
 /// Batched receive buffers for one socket.
@@ -80,35 +85,46 @@ impl RecvmmsgReceiver {
     /// [`LINGER`] while the kernel's receive buffer gathers the next datagrams, and drains again: while datagrams
     /// flow, a reader wakes about once per `LINGER` whatever the rate, and each wake-up handles every datagram that
     /// arrived meanwhile (like the io_uring backend's wait for a count of completions). After a linger, the slab is
-    /// handed over; a drain that finds nothing hands it over too and goes back to blocking. So an event waits at
+    /// handed over; a drain that finds nothing hands it over too and goes back to blocking. A trickle (one
+    /// datagram per wake-up, wake-ups further apart than [`BUSY_GAP`]) is handed over without lingering. So an event waits at
     /// most one `LINGER` (plus the drain) in the reader, as with the io_uring backend.
     pub fn run(&mut self, sock: &UdpSocket, core: &mut ReaderCore) -> io::Result<()> {
         // The last wait was a linger sleep: what the drain after it found has waited long enough.
         let mut lingered = false;
+        // The last wake-up from idle came less than BUSY_GAP after the one before: datagrams come often enough
+        // that lingering gathers several per wake-up.
+        let mut frequent = false;
+        let mut last_wake: Option<Instant> = None;
         while !core.should_stop() {
             let got = self.drain_queued(sock, core);
-            if lingered || got == 0 {
+            // Linger while datagrams flow: after a linger that found more, after a drain that found several, or
+            // when wake-ups from idle come often. A lone datagram of a trickle goes at once (one wake-up each).
+            let linger_next = got > 0 && (lingered || got > 1 || frequent);
+            if lingered || !linger_next {
                 core.flush();
             }
             let stop = core.stop_signal();
-            if got == 0 {
-                lingered = false;
-                match poll_readable(&[sock.as_raw_fd(), stop.fd()], None) {
-                    Some([_, true]) => break,
-                    Some(_) => {}
-                    None => {
-                        // poll itself failed (it cannot for valid descriptors): back off instead of spinning.
-                        if stop.wait_timeout(Some(POLL_INTERVAL)) {
-                            break;
-                        }
-                    }
-                }
-            } else {
+            if linger_next {
                 lingered = true;
                 if stop.wait_timeout(Some(LINGER)) {
                     break;
                 }
+                continue;
             }
+            lingered = false;
+            match poll_readable(&[sock.as_raw_fd(), stop.fd()], None) {
+                Some([_, true]) => break,
+                Some(_) => {}
+                None => {
+                    // poll itself failed (it cannot for valid descriptors): back off instead of spinning.
+                    if stop.wait_timeout(Some(POLL_INTERVAL)) {
+                        break;
+                    }
+                }
+            }
+            let now = Instant::now();
+            frequent = last_wake.is_some_and(|t| now.duration_since(t) < BUSY_GAP);
+            last_wake = Some(now);
         }
         self.drain(sock, core);
         Ok(())

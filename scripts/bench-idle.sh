@@ -40,14 +40,10 @@ while [ $# -gt 0 ]; do
   esac
 done
 case "$BACKEND" in io_uring|recvmmsg) ;; *) echo "bench-idle: --backend must be io_uring or recvmmsg" >&2; exit 2 ;; esac
-secs() { python3 -c '
-import re, sys
-t = 0.0
-for num, unit in re.findall(r"([0-9.]+)(ms|s|m)", sys.argv[1]):
-    t += float(num) * {"ms": 1e-3, "s": 1, "m": 60}[unit]
-print(t)' "$1"; }
-IDLE_S=$(secs "$IDLE")
-DUR_S=$(secs "$DURATION")
+# shellcheck source=scripts/bench-lib.sh
+. "$ROOT/scripts/bench-lib.sh"
+IDLE_S=$(dur_secs "$IDLE")
+DUR_S=$(dur_secs "$DURATION")
 
 TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
 if [ "$SKIP_BUILD" != 1 ]; then
@@ -60,36 +56,15 @@ for b in "$ENGINE_BIN" "$LOADGEN_BIN"; do [ -x "$b" ] || { echo "bench-idle: mis
 
 RESULTS_DIR=${RESULTS_DIR:-/tmp/bench-results/idle-$(date -u +%Y%m%dT%H%M%SZ)-$BACKEND}
 mkdir -p "$RESULTS_DIR"
-free_port() { python3 -c '
-import socket, sys
-kind = socket.SOCK_DGRAM if sys.argv[1] == "udp" else socket.SOCK_STREAM
-s = socket.socket(socket.AF_INET, kind); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()' "$1"; }
 UDP=$(free_port udp)
 TCP=$(free_port tcp)
-cat >"$RESULTS_DIR/engine.yaml" <<EOF
-Butler-SOS:
-  logLevel: info
+{
+  butler_influx_config "$UDP" "$TCP"
+  cat <<EOF
   prometheus:
     enable: true
     host: 127.0.0.1
     port: 0
-  userEvents:
-    enable: true
-    udpServerConfig:
-      serverHost: 127.0.0.1
-      portUserActivityEvents: $UDP
-    sendToInfluxdb:
-      enable: true
-  influxdbConfig:
-    enable: true
-    host: 127.0.0.1
-    port: $TCP
-    version: 1
-    v1Config:
-      dbName: senseops
-      retentionPolicy:
-        name: 10d
-        duration: 10d
 sense-ingest:
   backend: $BACKEND
   readerThreads: 2
@@ -97,6 +72,7 @@ sense-ingest:
     enable: true
     dir: $RESULTS_DIR/spool
 EOF
+} >"$RESULTS_DIR/engine.yaml"
 
 PIDS=()
 cleanup() {

@@ -11,7 +11,7 @@
 //!
 //! Full channels: the reader waits (blocking send) and counts `channel_full_waits`. While it waits, datagrams
 //! queue in the socket's receive buffer (`recvBufferBytes`); if that overflows, the kernel drops them and the
-//! drops are read from `/proc/net/udp*` and reported as `kernel_drops`. Nothing is dropped silently.
+//! drops are read from each socket (`SO_MEMINFO`) and reported as `kernel_drops`. Nothing is dropped silently.
 
 pub mod admission;
 pub mod backend;

@@ -2,7 +2,6 @@
 //! channel → InfluxDB line protocol in a reused batch. Everything but the syscalls and the HTTP request.
 
 use std::net::SocketAddr;
-use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
@@ -13,6 +12,7 @@ use sense_ingest::reader::rules::{LiveRules, Rules};
 use sense_ingest::reader::{ReaderCore, ReaderShared};
 use sense_ingest::sink::influxdb::LineEncoder;
 use sense_ingest::sink::Encoder;
+use sense_ingest::stop::StopSignal;
 use sense_ingest::telemetry::metrics::ReceiveCounters;
 
 mod common;
@@ -26,7 +26,7 @@ fn pipeline(c: &mut Criterion) {
         outputs: vec![tx],
         counters: Arc::clone(&counters),
         max_message_size: 65507,
-        stop: Arc::new(AtomicBool::new(false)),
+        stop: StopSignal::new().unwrap(),
         app_names: AppNames::empty(),
         rules: Arc::new(LiveRules::new(Rules {
             excluded: vec![ExcludedUser {

@@ -76,13 +76,10 @@ done
 case "$ENGINE_SRC" in head|worktree) ;; *) echo "bench-e2e: --engine-src must be head or worktree" >&2; exit 2 ;; esac
 [[ "$RATE" =~ ^[1-9][0-9]*$ ]] || { echo "bench-e2e: --rate must be a positive integer" >&2; exit 2; }
 
-# Seconds in a loadgen duration (10s, 500ms, 1m30s), for the timeouts below.
-dur_s() { python3 -c '
-import re, sys
-t = 0.0
-for num, unit in re.findall(r"([0-9.]+)(ns|us|ms|s|m|h)", sys.argv[1]):
-    t += float(num) * {"ns": 1e-9, "us": 1e-6, "ms": 1e-3, "s": 1, "m": 60, "h": 3600}[unit]
-print(int(t) + 1)' "$1"; }
+# shellcheck source=scripts/bench-lib.sh
+. "$ROOT/scripts/bench-lib.sh"
+# Whole seconds (rounded down, plus one) in a loadgen duration, for the timeouts below.
+dur_s() { python3 -c 'import sys; print(int(float(sys.argv[1])) + 1)' "$(dur_secs "$1")"; }
 DUR_S=$(dur_s "$DURATION")
 WAIT_S=$(dur_s "$DRAIN_WAIT")
 
@@ -131,12 +128,6 @@ fi
 ENGINE_BIN=${ENGINE_BIN:-$( [ "$ENGINE_SRC" = head ] && echo /tmp/bench-build/target/release/sense-ingest || echo "$ROOT/target/release/sense-ingest")}
 LOADGEN_BIN=${LOADGEN_BIN:-$ROOT/target/release/loadgen}
 for b in "$ENGINE_BIN" "$LOADGEN_BIN"; do [ -x "$b" ] || { echo "bench-e2e: missing $b" >&2; exit 1; }; done
-
-# ---- free loopback ports (bound once by the kernel, then released) ----
-free_port() { python3 -c '
-import socket, sys
-kind = socket.SOCK_DGRAM if sys.argv[1] == "udp" else socket.SOCK_STREAM
-s = socket.socket(socket.AF_INET, kind); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()' "$1"; }
 
 {
   echo "date_utc: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
@@ -233,30 +224,14 @@ run_engine() {
   udp=$(free_port udp)
   tcp=$(free_port tcp)
   cfg="$RESULTS_DIR/$name.yaml"
-  cat >"$cfg" <<EOF
-Butler-SOS:
-  logLevel: info
-  userEvents:
-    enable: true
-    udpServerConfig:
-      serverHost: 127.0.0.1
-      portUserActivityEvents: $udp
-    sendToInfluxdb:
-      enable: true
-  influxdbConfig:
-    enable: true
-    host: 127.0.0.1
-    port: $tcp
-    version: 1
-    v1Config:
-      dbName: senseops
-      retentionPolicy:
-        name: 10d
-        duration: 10d
+  {
+    butler_influx_config "$udp" "$tcp"
+    cat <<EOF
 sense-ingest:
   backend: $backend
   readerThreads: $READERS
 EOF
+  } >"$cfg"
   if [ -n "$MAX_AGE" ]; then printf '  batch:\n    maxAge: %s\n' "$MAX_AGE" >>"$cfg"; fi
   echo "bench-e2e: [$name] sense-ingest backend=$backend readerThreads=$READERS <- flood $RATE/s x $DURATION (mock InfluxDB)"
   NO_COLOR=1 "${NICE_CMD[@]}" "$ENGINE_BIN" run --config "$cfg" >"$RESULTS_DIR/$name-engine.out" 2>"$RESULTS_DIR/$name-engine.log" &

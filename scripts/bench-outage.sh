@@ -23,36 +23,21 @@ while [ $# -gt 0 ]; do
   esac
 done
 for b in "$ENGINE" "$LOADGEN"; do [ -x "$b" ] || { echo "bench-outage: missing $b (cargo build --release --workspace)" >&2; exit 1; }; done
-free_port() { python3 -c "import socket,sys; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM if sys.argv[1]=='udp' else socket.SOCK_STREAM); s.bind(('127.0.0.1',0)); print(s.getsockname()[1])" "$1"; }
+# shellcheck source=scripts/bench-lib.sh
+. scripts/bench-lib.sh
 DIR=$(mktemp -d /tmp/bench-outage.XXXXXX)
 UDP=$(free_port udp)
 DEAD=$(free_port tcp) # bound and released: nothing listens there during the run
-cat >"$DIR/cfg.yaml" <<YAML
-Butler-SOS:
-  logLevel: info
-  userEvents:
-    enable: true
-    udpServerConfig:
-      serverHost: 127.0.0.1
-      portUserActivityEvents: $UDP
-    sendToInfluxdb:
-      enable: true
-  influxdbConfig:
-    enable: true
-    host: 127.0.0.1
-    port: $DEAD
-    version: 1
-    v1Config:
-      dbName: senseops
-      retentionPolicy:
-        name: 10d
-        duration: 10d
+{
+  butler_influx_config "$UDP" "$DEAD"
+  cat <<YAML
 sense-ingest:
   backend: io_uring
   readerThreads: 2
   spool:
     dir: $DIR/spool
 YAML
+} >"$DIR/cfg.yaml"
 NO_COLOR=1 "$ENGINE" run --config "$DIR/cfg.yaml" >"$DIR/engine.out" 2>"$DIR/engine.log" &
 EP=$!
 trap 'kill $EP 2>/dev/null || true' EXIT

@@ -23,6 +23,8 @@
 //! - [`telemetry`]: logging setup (Butler SOS level names) and the escaping of network text in logs, the counters
 //!   every loss path bumps, Butler SOS's event counts, `/metrics`, `/live`, `/ready` (hyper, on a thread of its
 //!   own).
+//! - [`stop`]: the stop request (SIGTERM/SIGINT) as a flag and a descriptor idle threads sleep on, so nothing
+//!   wakes up periodically to notice a shutdown.
 //! - [`appender`]: the Qlik Sense proxy `LocalLogConfig.xml` for a receiver.
 //! - [`analytics`]: beyond Butler SOS, off by default: session/connection durations and concurrency, silent hosts.
 //! - `testing` (hidden): test support shared by the unit tests, the integration tests and the fuzz targets.
@@ -42,6 +44,7 @@ pub mod parse;
 pub mod pipeline;
 pub mod reader;
 pub mod sink;
+pub mod stop;
 pub mod telemetry;
 
 #[doc(hidden)]

@@ -1,7 +1,6 @@
 //! The `sense-ingest` binary: parse the command line, load the config, start the engine, wait for a signal.
 
 use std::process::ExitCode;
-use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use anyhow::{bail, Context};
@@ -10,6 +9,7 @@ use tracing::{info, warn};
 
 use sense_ingest::config::{self, Config, LogFormat, LogLevel};
 use sense_ingest::reader::rules::{LiveRules, Rules};
+use sense_ingest::stop::StopSignal;
 use sense_ingest::{appender, pipeline, telemetry};
 
 mod cli;
@@ -78,8 +78,8 @@ fn run(cli: cli::Cli) -> anyhow::Result<ExitCode> {
             for key in &not_implemented {
                 info!(%key, "setting accepted but not implemented yet; it has no effect");
             }
-            let stop = Arc::new(AtomicBool::new(false));
-            pipeline::shutdown::install_signal_handlers(&stop).context("installing signal handlers")?;
+            let stop = StopSignal::new().context("creating the stop signal")?;
+            stop.register_signals().context("installing signal handlers")?;
             let rules = Arc::new(LiveRules::new(Rules::from_config(&cfg.user_events)));
             let parts = Arc::new(pipeline::reload::LiveDestinations::default());
             pipeline::reload::watch_sighup(pipeline::reload::Live {

@@ -4,7 +4,7 @@
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use std::time::{Duration, Instant};
@@ -18,6 +18,7 @@ use sense_ingest::sink::batch::{Batch, EncodedBatch};
 use sense_ingest::sink::influxdb::LineEncoder;
 use sense_ingest::sink::json::EventJson;
 use sense_ingest::sink::Encoder;
+use sense_ingest::stop::StopSignal;
 use sense_ingest::telemetry::event_counts::EventCounts;
 use sense_ingest::telemetry::metrics::{HostTally, ReceiveCounters, SinkCounters, SinkOutcome};
 
@@ -66,7 +67,7 @@ fn steady_state_allocates_nothing_per_event() {
         outputs: vec![tx],
         counters: Arc::new(ReceiveCounters::default()),
         max_message_size: 65507,
-        stop: Arc::new(AtomicBool::new(false)),
+        stop: StopSignal::new().unwrap(),
         app_names: AppNames::empty(),
         rules: Arc::new(LiveRules::new(Rules::default())),
         // Butler SOS's event counts on: counted per reader, merged once per slab, no allocation once keys are known.

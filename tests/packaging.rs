@@ -476,7 +476,7 @@ fn systemd_unit_runs_the_engine_hardened_without_blocking_io_uring() {
         "TimeoutStopSec {stop:?} must exceed shutdownTimeout + spool grace ({needed:?})"
     );
 
-    // Receiving needs IPv4/IPv6 sockets and /proc/net/udp*; a capability granted must also be bounded in.
+    // Receiving needs IPv4/IPv6 sockets and /proc (self); a capability granted must also be bounded in.
     let families = one(&unit, "Service", "RestrictAddressFamilies");
     assert!(
         families.contains("AF_INET") && families.contains("AF_INET6"),

@@ -24,6 +24,8 @@ mod golden_influxdb;
 mod hostile;
 /// Loss accounting per Sense host: two senders, per-destination outcomes on /metrics and in the final summary.
 mod hosts;
+/// Idle cost (context switches of a quiet engine) and the recvmmsg fallback under a seccomp filter blocking io_uring.
+mod idle;
 /// InfluxDB v2 and v3 layouts, setup, gzip, retries, 413 splits and refused tokens, into contract-enforcing mocks.
 mod influxdb_v2_v3;
 /// Several `--config` files laid over each other, `${VAR}` values, relative paths, errors naming the file.

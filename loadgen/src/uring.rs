@@ -80,7 +80,7 @@ impl MultishotRx {
     /// Receives and counts until `stop`, then cancels the request and waits for its last completion.
     pub fn run(mut self, counters: &ThreadCounters, stop: &AtomicBool, epoch: Instant) -> io::Result<()> {
         while !stop.load(Ordering::Relaxed) {
-            self.rx.wait_for(1, RECV_TIMEOUT)?;
+            self.rx.wait_for(1, Some(RECV_TIMEOUT))?;
             let (mut n, mut bytes) = (0u64, 0u64);
             let pass = self.rx.process(|c| count(c, &mut n, &mut bytes))?;
             if n > 0 {

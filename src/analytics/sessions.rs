@@ -641,6 +641,10 @@ impl Encoder for SessionAnalytics {
     fn tick(&mut self, now_ns: u64, out: &mut Vec<u8>) -> usize {
         SessionAnalytics::tick(self, now_ns, out)
     }
+
+    fn next_tick_ns(&self) -> Option<u64> {
+        Some(SessionAnalytics::next_tick_ns(self))
+    }
 }
 
 #[cfg(test)]

@@ -165,6 +165,20 @@ impl SilentHostAlarm {
         alarms
     }
 
+    /// When [`SilentHostAlarm::check`] next has something to report, in unix ns: at once (`Some(0)`) when a
+    /// recovery waits, else the earliest moment a host still heard from turns silent; `None` when nothing can
+    /// become due without a new event. A watcher sleeps until then instead of checking periodically.
+    pub fn next_check_ns(&self) -> Option<u64> {
+        if self.hosts.values().any(|h| h.recovered.is_some()) {
+            return Some(0);
+        }
+        self.hosts
+            .values()
+            .filter(|h| !h.silent)
+            .map(|h| h.last_seen_ns.saturating_add(self.silent_after_ns))
+            .min()
+    }
+
     /// The hosts silent now (a `Silent` was reported, no event since), sorted.
     pub fn silent_hosts(&self) -> Vec<&str> {
         let mut v: Vec<&str> = self.hosts.iter().filter(|(_, h)| h.silent).map(|(k, _)| &**k).collect();
@@ -247,6 +261,26 @@ mod tests {
                 alarm(AlarmKind::Silent, "sense1", 2, 2)
             ]
         );
+    }
+
+    #[test]
+    fn the_next_check_is_when_the_first_host_turns_silent_and_at_once_for_a_recovery() {
+        let mut a = SilentHostAlarm::new(Duration::from_secs(600));
+        assert_eq!(a.next_check_ns(), None, "no host: nothing can become due");
+        a.observe("n1", T0);
+        a.observe("n2", T0 + MIN);
+        assert_eq!(a.next_check_ns(), Some(T0 + 10 * MIN), "n1 turns silent first");
+        assert!(a.check(T0 + 10 * MIN - 1).is_empty(), "not a nanosecond early");
+        assert_eq!(a.check(T0 + 10 * MIN).len(), 1, "due exactly then");
+        assert_eq!(
+            a.next_check_ns(),
+            Some(T0 + 11 * MIN),
+            "then n2; a silent host no longer counts"
+        );
+        a.observe("n1", T0 + 12 * MIN);
+        assert_eq!(a.next_check_ns(), Some(0), "a recovery is reported at once");
+        assert_eq!(a.check(T0 + 12 * MIN).len(), 2, "n1 recovered, n2 silent");
+        assert_eq!(a.next_check_ns(), Some(T0 + 22 * MIN), "only n1 can turn silent now");
     }
 
     #[test]

@@ -18,7 +18,6 @@
 //! writes both measurements a last time (at most `FINAL_WRITE_TIMEOUT`) and returns. Counts of a last write
 //! that fails are lost: there is no spool for them (logged at WARN).
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
@@ -32,12 +31,10 @@ use crate::reader::ReaderShared;
 use crate::sink::influxdb::metrics_encode::{MetricsEncoder, QueueSample};
 use crate::sink::influxdb::InfluxTransport;
 use crate::sink::{SinkError, Transport};
+use crate::stop::StopSignal;
 use crate::telemetry::event_counts::EventCounts;
 use crate::telemetry::histogram::{HistogramSnapshot, BUCKETS, BUCKET_BOUNDS_SECONDS};
 use crate::telemetry::metrics::{now_unix_ns, ReceiveCounters, SinkCounters};
-
-/// How often the thread checks the stop flag while it waits.
-const STOP_POLL: Duration = Duration::from_millis(50);
 
 /// Longest the last write at shutdown may take (a hung InfluxDB must not hold up the exit beyond the engine's
 /// grace period for sinks).
@@ -69,7 +66,7 @@ pub struct ButlerMetrics {
 }
 
 /// Starts the writer thread.
-pub fn spawn(metrics: ButlerMetrics, stop: Arc<AtomicBool>) -> std::io::Result<std::thread::JoinHandle<()>> {
+pub fn spawn(metrics: ButlerMetrics, stop: Arc<StopSignal>) -> std::io::Result<std::thread::JoinHandle<()>> {
     std::thread::Builder::new()
         .name("butler-metrics".into())
         .spawn(move || run(metrics, stop))
@@ -232,7 +229,7 @@ struct Writer {
     overflow_reported: u64,
 }
 
-fn run(m: ButlerMetrics, stop: Arc<AtomicBool>) {
+fn run(m: ButlerMetrics, stop: Arc<StopSignal>) {
     let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -280,7 +277,7 @@ fn run(m: ButlerMetrics, stop: Arc<AtomicBool>) {
         out: Vec::with_capacity(4096),
         overflow_reported: 0,
     };
-    while !stop.load(Ordering::Relaxed) {
+    while !stop.is_requested() {
         let now = Instant::now();
         if w.events.as_ref().is_some_and(|(_, s)| s.due <= now) {
             rt.block_on(w.write_event_counts());
@@ -292,9 +289,9 @@ fn run(m: ButlerMetrics, stop: Arc<AtomicBool>) {
             .into_iter()
             .flatten()
             .map(|(_, s)| s.due)
-            .min()
-            .unwrap_or(now + STOP_POLL);
-        std::thread::sleep(next.saturating_duration_since(Instant::now()).min(STOP_POLL));
+            .min();
+        // Sleeps until the next write is due (no write configured: until the stop), woken early by the stop.
+        stop.wait_timeout(next.map(|n| n.saturating_duration_since(Instant::now())));
     }
     // Let every reader merge its last counts, then write a last time.
     let deadline = Instant::now() + w.m.shutdown_timeout;

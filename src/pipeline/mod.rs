@@ -27,6 +27,7 @@ use crate::reader::backend::run_reader;
 use crate::reader::rules::LiveRules;
 use crate::reader::{self, ReaderShared};
 use crate::sink::SinkError;
+use crate::stop::StopSignal;
 use crate::telemetry::event_counts::EventCounts;
 use crate::telemetry::metrics::{ReceiveCounters, SinkCounters};
 use crate::telemetry::prometheus::{self, MetricsState, SinkMetrics};
@@ -47,7 +48,7 @@ pub struct Engine {
     pub counters: Arc<ReceiveCounters>,
     /// Per-sink counters, by sink name.
     pub sinks: Vec<(String, Arc<SinkCounters>)>,
-    stop: Arc<AtomicBool>,
+    stop: Arc<StopSignal>,
     readers: Vec<JoinHandle<()>>,
     sink_threads: Vec<JoinHandle<()>>,
     monitor: Option<JoinHandle<()>>,
@@ -92,7 +93,7 @@ impl Ownership {
 /// `live` receives each destination's hook for a reloaded config.
 pub fn start(
     config: &Config,
-    stop: Arc<AtomicBool>,
+    stop: Arc<StopSignal>,
     rules: Arc<LiveRules>,
     live: &LiveDestinations,
 ) -> Result<Engine, StartError> {
@@ -106,7 +107,7 @@ pub fn start(
         owned.ports.push(PortLock::acquire(port)?);
     }
     let counters = Arc::new(ReceiveCounters::default());
-    let destinations = destinations::from_config(config, &mut owned, &stop)?;
+    let destinations = destinations::from_config(config, &mut owned, stop.flag())?;
     if destinations.is_empty() {
         warn!("no destination is enabled: events are received, counted and discarded");
     }
@@ -225,13 +226,14 @@ pub fn start(
         prometheus::serve(addr, Arc::new(state), engine.unhealthy_after, Arc::clone(&stop))
             .map_err(|e| metrics_error(format!("{e} (Butler SOS's own Prometheus endpoint may hold the port)")))?;
     }
-    let mut inodes = Vec::new();
+    let mut sockets = Vec::new();
     let mut readers = Vec::new();
     let mut local_addrs = Vec::new();
     for (bound, socks) in groups {
         local_addrs.push(bound);
         for (i, sock) in socks.into_iter().enumerate() {
-            inodes.extend(reader::socket::socket_inode(&sock));
+            // A clone for the monitor, which reads the socket's drop counter (`SO_MEMINFO`).
+            sockets.extend(sock.try_clone().ok());
             let shared = Arc::clone(&shared);
             let backend = engine.backend;
             let in_use = Arc::clone(&backend_in_use);
@@ -266,7 +268,7 @@ pub fn start(
     let monitored = monitor::Monitored {
         counters: Arc::clone(&counters),
         sinks: sinks.clone(),
-        inodes,
+        sockets,
         app_names,
         channels,
         threshold: config.user_events.udp.backpressure_threshold_pct,
@@ -305,7 +307,7 @@ where
 impl Engine {
     /// Requests shutdown (what SIGTERM/SIGINT do).
     pub fn request_stop(&self) {
-        self.stop.store(true, Ordering::Relaxed);
+        self.stop.request();
     }
 
     /// Waits for a stop request, then shuts down in order: readers drain their socket (at most
@@ -315,9 +317,8 @@ impl Engine {
     /// after the stop request. Returns false when a thread did not finish by then (the final counts may then miss
     /// what that thread still held).
     pub fn wait(mut self) -> bool {
-        while !self.stop.load(Ordering::Relaxed) {
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        // Blocks in the kernel until SIGTERM/SIGINT or `request_stop`: no periodic wake-up while running.
+        while !self.stop.wait_timeout(None) {}
         info!("shutting down: readers stop, then sinks flush");
         let deadline = Instant::now() + reader::DRAIN_LIMIT + self.shutdown_timeout + SPOOL_GRACE;
         let mut clean = true;

@@ -1,20 +1,12 @@
-//! Signals and the shutdown summary (also logged periodically by [`super::monitor`]).
+//! The shutdown summary (also logged periodically by [`super::monitor`]).
 
 use std::net::IpAddr;
-use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use tracing::info;
 
 use crate::event::RejectReason;
 use crate::telemetry::metrics::{HostSinkStats, HostStats, ReceiveCounters, SinkCounters};
-
-/// Sets `stop` on SIGTERM or SIGINT.
-pub fn install_signal_handlers(stop: &Arc<AtomicBool>) -> std::io::Result<()> {
-    signal_hook::flag::register(signal_hook::consts::SIGTERM, Arc::clone(stop))?;
-    signal_hook::flag::register(signal_hook::consts::SIGINT, Arc::clone(stop))?;
-    Ok(())
-}
 
 /// One INFO `summary` line with every counter, then one INFO `sender totals` line per sender (busiest first, at
 /// most `SUMMARY_HOSTS`) with its receive counts and, per destination that counts per sender, its

@@ -11,7 +11,7 @@
 //!
 //! Full channels: the reader waits (blocking send) and counts `channel_full_waits`. While it waits, datagrams
 //! queue in the socket's receive buffer (`recvBufferBytes`); if that overflows, the kernel drops them and the
-//! drops are read from `/proc/net/udp*` and reported as `kernel_drops`. Nothing is dropped silently.
+//! drops are read from each socket (`SO_MEMINFO`) and reported as `kernel_drops`. Nothing is dropped silently.
 
 pub mod admission;
 pub mod backend;
@@ -22,7 +22,6 @@ pub mod socket;
 pub mod uring;
 
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -35,11 +34,13 @@ use crate::event::slab::{Slab, SlabPool, SlabWriter};
 use crate::event::{Field, RejectReason};
 use crate::parse::parse_into;
 use crate::reader::rules::{LiveRules, Rules};
+use crate::stop::StopSignal;
 use crate::telemetry::escape::escape_lossy;
 use crate::telemetry::event_counts::{EventCounts, LocalEventCounts};
 use crate::telemetry::metrics::{HostStats, RateLimit, ReceiveCounters};
 
-/// How long a backend waits for data before it checks the stop flag.
+/// How long a backend backs off after a receive error, and its idle wait's timeout in the unlikely case it cannot
+/// wait on the stop signal's descriptor. Otherwise an idle reader waits with no timeout: the stop wakes it.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(100);
 
 /// The longest a reader drains its socket at shutdown (what is queued there when the stop is noticed; a full
@@ -49,8 +50,9 @@ pub const DRAIN_LIMIT: Duration = Duration::from_secs(1);
 /// How long a reader may keep a partly filled slab while more datagrams keep arriving, before it hands the slab
 /// over anyway. At low rates this gathers several events per slab instead of one, so the sink threads wake once
 /// per slab rather than once per datagram (the main CPU cost per event at 10 k/s), for at most this much extra
-/// latency. A reader that finds its socket empty waits at most the rest of this time for the next datagram, then
-/// hands its slab over (see the backends).
+/// latency. While datagrams flow, a reader sleeps about this long between two drains of its socket, so it wakes
+/// per linger period rather than per datagram; once a drain finds nothing it hands its slab over and blocks (see
+/// the backends).
 pub const LINGER: Duration = Duration::from_millis(1);
 
 /// Senders a reader counts locally between two publications; beyond it the counts are published (and the list
@@ -75,8 +77,9 @@ pub struct ReaderShared {
     pub counters: Arc<ReceiveCounters>,
     /// `udpServerConfig.maxMessageSize`.
     pub max_message_size: usize,
-    /// Set by the signal handler; readers flush and return.
-    pub stop: Arc<AtomicBool>,
+    /// Requested by the signal handler; readers drain, flush and return. Idle readers sleep on its descriptor
+    /// (with their socket) instead of waking up periodically to test it.
+    pub stop: Arc<StopSignal>,
     /// App id → name map (reloadable).
     pub app_names: Arc<AppNames>,
     /// Excluded users, source validation and rate limit (replaced on SIGHUP).
@@ -159,7 +162,12 @@ impl ReaderCore {
 
     /// True once shutdown was requested.
     pub fn should_stop(&self) -> bool {
-        self.shared.stop.load(Ordering::Relaxed)
+        self.shared.stop.is_requested()
+    }
+
+    /// The stop request, for backends that sleep on its descriptor.
+    pub fn stop_signal(&self) -> &StopSignal {
+        &self.shared.stop
     }
 
     /// The configured `maxMessageSize`.

@@ -1,7 +1,8 @@
-//! The portable fast path: batched `recvmmsg(2)` with `MSG_WAITFORONE`.
+//! The portable fast path: batched `recvmmsg(2)`, woken by `ppoll`, lingering between drains.
 //!
-//! One call returns every datagram already queued (up to [`BATCH`]) after waiting for the first. The socket has a
-//! receive timeout of [`POLL_INTERVAL`], so an idle reader still notices shutdown. Each slot's buffer is
+//! One call returns up to [`BATCH`] datagrams already queued. The reader waits in `ppoll` on the socket and the
+//! stop signal when idle, and sleeps [`LINGER`] between drains while datagrams flow, so it wakes per linger
+//! period rather than per datagram (see [`RecvmmsgReceiver::run`]). Each slot's buffer is
 //! `maxMessageSize + 1` bytes, so an oversized datagram is recognised (it fills the slot or sets `MSG_TRUNC`);
 //! the memory is reserved, not touched, so only the bytes datagrams actually use become resident.
 
@@ -13,11 +14,17 @@ use std::time::Instant;
 
 use tracing::error;
 
-use super::{ReaderCore, DRAIN_LIMIT, POLL_INTERVAL};
+use super::{ReaderCore, DRAIN_LIMIT, LINGER, POLL_INTERVAL};
+use crate::stop::poll_readable;
 use crate::telemetry::metrics::{now_unix_ns, RateLimit};
 
 /// Datagrams per `recvmmsg` call.
 pub const BATCH: usize = 64;
+
+/// Wake-ups from idle closer together than this (more than 200 datagrams a second) make the reader linger; a
+/// slower trickle is handed over datagram by datagram, each with one wake-up, since no other datagram would
+/// arrive during a linger anyway.
+const BUSY_GAP: std::time::Duration = std::time::Duration::from_millis(5);
 
 static RECV_ERROR_LOG: RateLimit = RateLimit::new(std::time::Duration::from_secs(10));
 
@@ -72,38 +79,88 @@ impl RecvmmsgReceiver {
     }
 
     /// Receives on `sock` until shutdown, then drains what is already queued; feeds `core`.
+    ///
+    /// Idle, the reader blocks in `ppoll` on the socket and the stop signal, with no timeout. A wake-up that finds
+    /// datagrams drains the socket (`recvmmsg`, [`BATCH`] at a time, until it is empty), then sleeps for
+    /// [`LINGER`] while the kernel's receive buffer gathers the next datagrams, and drains again: while datagrams
+    /// flow, a reader wakes about once per `LINGER` whatever the rate, and each wake-up handles every datagram that
+    /// arrived meanwhile (like the io_uring backend's wait for a count of completions). After a linger, the slab is
+    /// handed over; a drain that finds nothing hands it over too and goes back to blocking. A trickle (one
+    /// datagram per wake-up, wake-ups further apart than [`BUSY_GAP`]) is handed over without lingering. So an event waits at
+    /// most one `LINGER` (plus the drain) in the reader, as with the io_uring backend.
     pub fn run(&mut self, sock: &UdpSocket, core: &mut ReaderCore) -> io::Result<()> {
-        sock.set_read_timeout(Some(POLL_INTERVAL))?;
+        // The last wait was a linger sleep: what the drain after it found has waited long enough.
+        let mut lingered = false;
+        // The last wake-up from idle came less than BUSY_GAP after the one before: datagrams come often enough
+        // that lingering gathers several per wake-up.
+        let mut frequent = false;
+        let mut last_wake: Option<Instant> = None;
         while !core.should_stop() {
-            match self.receive(sock, core, libc::MSG_WAITFORONE) {
-                // Nothing more queued: wait what is left of the slab's linger time for the next datagram, and hand
-                // the slab over if none comes (or the time is up) before blocking for long.
-                Ok(n) if n < BATCH => {
-                    let left = core.linger_left(now_unix_ns());
-                    if !left.is_some_and(|left| !left.is_zero() && readable_within(sock, left)) {
-                        core.flush();
-                    }
-                }
-                // A full batch: keep the slab while events linger, but publish counts of a stream of rejected or
-                // excluded datagrams (nothing lingering) at once.
-                Ok(_) => {
-                    if core.linger_left(now_unix_ns()).is_none_or(|left| left.is_zero()) {
-                        core.flush();
-                    }
-                }
-                Err(e) => match e.kind() {
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted => {}
-                    _ => {
-                        if let Some(suppressed) = RECV_ERROR_LOG.allow() {
-                            error!(error = %e, suppressed, "recvmmsg failed");
-                        }
-                        std::thread::sleep(POLL_INTERVAL);
-                    }
-                },
+            let got = self.drain_queued(sock, core);
+            // Linger while datagrams flow: after a linger that found more, after a drain that found several, or
+            // when wake-ups from idle come often. A lone datagram of a trickle goes at once (one wake-up each).
+            let linger_next = got > 0 && (lingered || got > 1 || frequent);
+            if lingered || !linger_next {
+                core.flush();
             }
+            let stop = core.stop_signal();
+            if linger_next {
+                lingered = true;
+                // A drain that found more than a batch queued: the link is near what one reader takes; sleep a
+                // quarter of the linger, so the receive buffer holds less while the reader sleeps.
+                let nap = if got > BATCH { LINGER / 4 } else { LINGER };
+                if stop.wait_timeout(Some(nap)) {
+                    break;
+                }
+                continue;
+            }
+            lingered = false;
+            match poll_readable(&[sock.as_raw_fd(), stop.fd()], None) {
+                Some([_, true]) => break,
+                Some(_) => {}
+                None => {
+                    // poll itself failed (it cannot for valid descriptors): back off instead of spinning.
+                    if stop.wait_timeout(Some(POLL_INTERVAL)) {
+                        break;
+                    }
+                }
+            }
+            let now = Instant::now();
+            frequent = last_wake.is_some_and(|t| now.duration_since(t) < BUSY_GAP);
+            last_wake = Some(now);
         }
         self.drain(sock, core);
         Ok(())
+    }
+
+    /// Receives what is queued on `sock` without waiting, [`BATCH`] datagrams per call, until a call returns fewer
+    /// (the socket is empty) or shutdown is requested. A slab that fills on the way is handed over at once (by
+    /// the core). Returns how many datagrams were received.
+    fn drain_queued(&mut self, sock: &UdpSocket, core: &mut ReaderCore) -> usize {
+        let mut got = 0;
+        loop {
+            match self.receive(sock, core, libc::MSG_DONTWAIT) {
+                Ok(n) => {
+                    got += n;
+                    if n < BATCH || core.should_stop() {
+                        return got;
+                    }
+                }
+                Err(e) => {
+                    match e.kind() {
+                        io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted => {}
+                        _ => {
+                            if let Some(suppressed) = RECV_ERROR_LOG.allow() {
+                                error!(error = %e, suppressed, "recvmmsg failed");
+                            }
+                            // Not in a tight loop: the caller sleeps or polls next.
+                            core.stop_signal().wait_timeout(Some(POLL_INTERVAL));
+                        }
+                    }
+                    return got;
+                }
+            }
+        }
     }
 
     /// Receives whatever is already queued on `sock` without waiting, for at most [`DRAIN_LIMIT`], then flushes.
@@ -174,17 +231,4 @@ pub fn sockaddr_to_std(ss: &libc::sockaddr_storage) -> Option<std::net::SocketAd
         }
         _ => None,
     }
-}
-
-/// True when `sock` has a datagram to read within `timeout` (rounded up to whole milliseconds, as `poll` counts).
-fn readable_within(sock: &UdpSocket, timeout: std::time::Duration) -> bool {
-    let mut fds = libc::pollfd {
-        fd: sock.as_raw_fd(),
-        events: libc::POLLIN,
-        revents: 0,
-    };
-    let ms = timeout.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32;
-    // SAFETY: `fds` is one valid pollfd on our stack for the duration of the call.
-    let ready = unsafe { libc::poll(&mut fds, 1, ms) };
-    ready > 0 && fds.revents & libc::POLLIN != 0
 }

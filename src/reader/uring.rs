@@ -5,8 +5,8 @@
 //!    holds the `io_uring_recvmsg_out` header, the sender's address and up to `maxMessageSize + 1` payload bytes.
 //! 2. One `RecvMsgMulti` SQE is armed. For every datagram the kernel picks the next buffer, writes it and posts one
 //!    CQE carrying the buffer id, with `IORING_CQE_F_MORE` while the request stays armed.
-//! 3. The reader waits for CQEs (with a [`POLL_INTERVAL`] timeout so it notices shutdown), parses every completed
-//!    datagram in place from its buffer into the slab, gives the buffers back by advancing the ring tail once per
+//! 3. The reader waits for CQEs (idle: with no timeout; a poll of the stop signal's descriptor completes at
+//!    shutdown and wakes it), parses every completed datagram in place from its buffer into the slab, gives the buffers back by advancing the ring tail once per
 //!    pass, hands the slab over when it is full, when nothing arrived while waiting, when no accepted event
 //!    lingers, or when its [`LINGER`](super::LINGER) time is up (waiting meanwhile for `LINGER_WAKE_COMPLETIONS`
 //!    datagrams at once rather than one, unless busy), and re-arms when a CQE arrives without `F_MORE` (for
@@ -71,6 +71,8 @@ impl UringReceiver {
     pub fn run(&mut self, core: &mut ReaderCore) -> io::Result<()> {
         let mut received_any = false;
         let mut last_completions = 0;
+        // The stop signal's descriptor outlives the reader (the core holds the signal).
+        let stop_armed = self.rx.wake_on_readable(core.stop_signal().fd()).is_ok();
         while !core.should_stop() {
             // Idle: sleep until the first datagram. With events pending, sleep until LINGER_WAKE_COMPLETIONS more
             // datagrams arrived or their linger time is up, whichever is first: the kernel does not wake us per
@@ -81,9 +83,10 @@ impl UringReceiver {
             // whole linger time at high rates and cap a reader at one ring of datagrams per linger period.
             let busy = last_completions >= LINGER_WAKE_COMPLETIONS;
             let (want, timeout) = match core.linger_left(now_unix_ns()) {
-                Some(left) if !busy => (LINGER_WAKE_COMPLETIONS, left),
-                Some(left) => (1, left),
-                None => (1, POLL_INTERVAL),
+                Some(left) if !busy => (LINGER_WAKE_COMPLETIONS, Some(left)),
+                Some(left) => (1, Some(left)),
+                // Idle: until a datagram or the stop poll completes (a timeout only if the poll could not be armed).
+                None => (1, (!stop_armed).then_some(POLL_INTERVAL)),
             };
             self.rx.wait_for(want, timeout)?;
             let now = now_unix_ns();

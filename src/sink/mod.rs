@@ -39,10 +39,16 @@ pub trait Encoder: Send {
     /// Appends `event` as one item to `out`.
     fn encode(&mut self, event: &Event, out: &mut Vec<u8>) -> Encoded;
 
-    /// Called about once a second (and after each slab) for encoders that also write on a clock (session
+    /// Called after each slab and at [`Encoder::next_tick_ns`] for encoders that also write on a clock (session
     /// gauges); appends at most one item and returns how many lines it wrote. Default: nothing.
     fn tick(&mut self, _now_ns: u64, _out: &mut Vec<u8>) -> usize {
         0
+    }
+
+    /// When [`Encoder::tick`] next has work (unix ns), for encoders that write on a clock; the worker sleeps
+    /// until then at most. Default: `None`, never (an idle worker then has no timer).
+    fn next_tick_ns(&self) -> Option<u64> {
+        None
     }
 }
 

@@ -374,8 +374,10 @@ impl DeliveryQueue {
 
     /// [`DeliveryQueue::next`] for the delivery thread's runtime: the wait is asynchronous, so tasks on that
     /// runtime (the MQTT client's event loop with its keep-alives and acks) keep running while the queue is empty.
-    pub async fn next_async(&self, wait: Duration) -> Next {
-        let deadline = tokio::time::Instant::now() + wait;
+    /// `wait: None` waits until a push or [`DeliveryQueue::close`], with no timer at all (an idle destination
+    /// costs no wake-up).
+    pub async fn next_async(&self, wait: Option<Duration>) -> Next {
+        let deadline = wait.map(|w| tokio::time::Instant::now() + w);
         loop {
             match self.next(Duration::ZERO) {
                 Next::Idle => {}
@@ -383,8 +385,13 @@ impl DeliveryQueue {
             }
             // A push between the check above and this wait left a permit (`notify_one`): at worst one spurious
             // wake-up, never a missed one.
-            if tokio::time::timeout_at(deadline, self.wake.notified()).await.is_err() {
-                return Next::Idle;
+            match deadline {
+                Some(deadline) => {
+                    if tokio::time::timeout_at(deadline, self.wake.notified()).await.is_err() {
+                        return Next::Idle;
+                    }
+                }
+                None => self.wake.notified().await,
             }
         }
     }
@@ -740,7 +747,7 @@ mod tests {
                 std::thread::spawn(move || q.push(batch(round, 1)))
             };
             // A lost wake-up would show as `Idle` after the (long) wait instead of the batch.
-            match rt.block_on(q.next_async(Duration::from_secs(30))) {
+            match rt.block_on(q.next_async(Some(Duration::from_secs(30)))) {
                 Next::Batch(o, b) => {
                     assert_eq!(b.bytes[0], round);
                     q.done(o, b);
@@ -754,7 +761,7 @@ mod tests {
             std::thread::spawn(move || q.close())
         };
         assert!(matches!(
-            rt.block_on(q.next_async(Duration::from_secs(30))),
+            rt.block_on(q.next_async(Some(Duration::from_secs(30)))),
             Next::Closed
         ));
         closer.join().unwrap();

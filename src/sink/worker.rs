@@ -15,7 +15,9 @@
 //!   retries continue from the spool: while the destination is not accepting, nothing waits in RAM only. A final failure (non-retriable 4xx, or attempts exhausted) counts the
 //!   events as `dropped` with an ERROR naming the destination's own message.
 //! - **Timers**: the encoder also runs the queue's timer ([`DeliveryQueue::tick`]): memory older than
-//!   `fsyncInterval` moves to the spool, appended records are fsynced within `fsyncInterval`.
+//!   `fsyncInterval` moves to the spool, appended records are fsynced within `fsyncInterval`. Every timer exists
+//!   only while it has work (an open batch, queue work, an encoder's clock): an idle worker blocks on its channel
+//!   and its delivery thread on the queue, with no periodic wake-up.
 //! - **Shutdown**: after the queue is closed, delivery continues until it is empty or `shutdown_timeout` passed;
 //!   then whatever is still in memory is written in front of the spool (or, without one, counted as dropped).
 //!   The budget is checked before each batch, between retries and while a request is in flight: a request still
@@ -215,9 +217,21 @@ pub fn run_retunable<E, T>(
     // Skipped events of the current slab, per sender; merged once per slab.
     let mut skipped = HostTally::default();
     loop {
-        let wake = [batch.deadline(), queue.tick_deadline()].into_iter().flatten().min();
-        let wait = wake.map_or(Duration::from_secs(1), |d| d.saturating_duration_since(Instant::now()));
-        let received = rx.recv_timeout(wait);
+        // Timers exist only while there is work: an open batch, queue work (memory due for the spool, an fsync
+        // owed), an encoder that writes on a clock. Without any, the encoder sleeps until a slab or the
+        // disconnect (a reloaded config is taken with the next slab).
+        let encoder_due = encoder.next_tick_ns().map(|due_ns| {
+            let now_ns = now_unix_ns();
+            Instant::now() + Duration::from_nanos(due_ns.saturating_sub(now_ns))
+        });
+        let wake = [batch.deadline(), queue.tick_deadline(), encoder_due]
+            .into_iter()
+            .flatten()
+            .min();
+        let received = match wake {
+            Some(wake) => rx.recv_timeout(wake.saturating_duration_since(Instant::now())),
+            None => rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
+        };
         // Before the slab is encoded: a slab received after a reload was offered gets the new settings.
         if let Some(update) = retune.as_ref().and_then(|r| r.take()) {
             // What was encoded so far goes as it is; later events get the new encoder and limits.
@@ -321,8 +335,9 @@ fn deliver_loop<T: Transport, E: 'static>(
             break;
         }
         // Waiting inside the runtime (not on the queue's condvar) lets the transport's background tasks run
-        // between batches.
-        let next = rt.block_on(queue.next_async(Duration::from_millis(200)));
+        // between batches. No timeout: a push or the close wakes it, and the shutdown budget only runs once the
+        // queue is closed (then `next` returns a batch or `Closed` without waiting).
+        let next = rt.block_on(queue.next_async(None));
         // Damage found at open (before the first call) or while reading: records and bytes always, events where
         // the index knows them (damage met while reading).
         let damaged = queue.take_damaged();

@@ -52,7 +52,7 @@ pub struct ReceiveCounters {
     pub invalid_utf8: Counter,
     /// Times a reader found a sink's channel full and had to wait (backpressure).
     pub channel_full_waits: Counter,
-    /// Datagrams the kernel dropped on our sockets because the receive buffer was full (from /proc/net/udp*).
+    /// Datagrams the kernel dropped on our sockets because the receive buffer was full (each socket's `SO_MEMINFO` drop counter).
     pub kernel_drops: Counter,
     /// The same counts per sender.
     pub hosts: HostCounters,

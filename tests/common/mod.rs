@@ -10,6 +10,7 @@ pub mod influxd;
 pub mod mosquitto;
 pub mod nr_receiver;
 pub mod prometheus;
+pub mod seccomp;
 pub mod tls_proxy;
 pub mod tmpfs;
 
@@ -105,14 +106,35 @@ impl Engine {
     }
 
     fn start_inner(args: &[&str], env: &[(&str, &str)], read_stdout: bool) -> Engine {
-        let mut child = Command::new(engine_bin())
+        Engine::start_command(args, env, read_stdout, |_| {})
+    }
+
+    /// [`Engine::start_with_yaml`], with `configure` applied to the command before it is spawned (e.g. a
+    /// `pre_exec` hook that restricts the process).
+    pub fn start_with_yaml_and(yaml: &str, configure: impl FnOnce(&mut Command)) -> Engine {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("butler-sos.yaml");
+        std::fs::write(&path, yaml).unwrap();
+        let mut e = Engine::start_command(&["run", "--config", path.to_str().unwrap()], &[], true, configure);
+        e._dir = Some(dir);
+        e
+    }
+
+    fn start_command(
+        args: &[&str],
+        env: &[(&str, &str)],
+        read_stdout: bool,
+        configure: impl FnOnce(&mut Command),
+    ) -> Engine {
+        let mut command = Command::new(engine_bin());
+        command
             .args(args)
             .envs(env.iter().copied())
             .env_remove("RUST_LOG")
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start sense-ingest");
+            .stderr(Stdio::piped());
+        configure(&mut command);
+        let mut child = command.spawn().expect("start sense-ingest");
         let stderr = Arc::new(Mutex::new(Vec::new()));
         let stdout = Arc::new(Mutex::new(Vec::new()));
         pump(child.stderr.take().unwrap(), Arc::clone(&stderr));

@@ -37,6 +37,8 @@ use io_uring::{cqueue, opcode, IoUring};
 
 const ARM_TOKEN: u64 = 1;
 const CANCEL_TOKEN: u64 = 2;
+/// The one-shot poll of [`MultishotRecv::wake_on_readable`]: its completion only ends a wait.
+const WAKE_TOKEN: u64 = 3;
 /// `io_uring_recvmsg_out` is four u32s.
 const RECVMSG_OUT_HEADER: usize = 16;
 /// Submission queue entries: one armed request and a cancel need far fewer.
@@ -417,12 +419,37 @@ impl MultishotRecv {
         Ok(())
     }
 
-    /// Submits pending SQEs and waits up to `timeout` until `want` completions are ready (a timeout or a signal is
-    /// not an error).
-    pub fn wait_for(&mut self, want: usize, timeout: Duration) -> io::Result<()> {
-        let ts = Timespec::new().sec(timeout.as_secs()).nsec(timeout.subsec_nanos());
-        let args = SubmitArgs::new().timespec(&ts);
-        match self.ring.submitter().submit_with_args(want, &args) {
+    /// Arms a one-shot poll of `fd` for readability (e.g. a stop signal's descriptor): once `fd` is readable, its
+    /// completion ends whatever [`Self::wait_for`] is waiting, so a caller can wait with no timeout at all and
+    /// still notice it. The completion is not a datagram: [`Self::process`] skips it. `fd` must stay open while
+    /// the poll is armed (until it completes or the ring is dropped).
+    pub fn wake_on_readable(&mut self, fd: std::os::fd::RawFd) -> io::Result<()> {
+        let poll = opcode::PollAdd::new(Fd(fd), libc::POLLIN as u32)
+            .build()
+            .user_data(WAKE_TOKEN);
+        // SAFETY: a poll SQE references no memory of ours; the caller keeps `fd` open while it is armed.
+        unsafe {
+            self.ring
+                .submission()
+                .push(&poll)
+                .map_err(|_| io::Error::other("submission queue full"))?;
+        }
+        self.ring.submit()?;
+        Ok(())
+    }
+
+    /// Submits pending SQEs and waits until `want` completions are ready, at most `timeout` (`None`: no limit; a
+    /// timeout or a signal is not an error).
+    pub fn wait_for(&mut self, want: usize, timeout: Option<Duration>) -> io::Result<()> {
+        let submitted = match timeout {
+            Some(timeout) => {
+                let ts = Timespec::new().sec(timeout.as_secs()).nsec(timeout.subsec_nanos());
+                let args = SubmitArgs::new().timespec(&ts);
+                self.ring.submitter().submit_with_args(want, &args)
+            }
+            None => self.ring.submitter().submit_and_wait(want),
+        };
+        match submitted {
             Ok(_) => Ok(()),
             Err(e) if matches!(e.raw_os_error(), Some(libc::ETIME | libc::EINTR | libc::EBUSY)) => Ok(()),
             Err(e) => Err(e),
@@ -506,7 +533,7 @@ impl MultishotRecv {
         self.ring.submit()?;
         let deadline = Instant::now() + Duration::from_secs(2);
         while Instant::now() < deadline {
-            self.wait_for(1, Duration::from_millis(20))?;
+            self.wait_for(1, Some(Duration::from_millis(20)))?;
             if self.process(&mut on)?.ended {
                 break;
             }
@@ -563,7 +590,7 @@ mod tests {
         let mut got = Vec::new();
         let deadline = Instant::now() + Duration::from_secs(2);
         while got.len() < n && Instant::now() < deadline {
-            rx.wait_for(1, Duration::from_millis(20)).unwrap();
+            rx.wait_for(1, Some(Duration::from_millis(20))).unwrap();
             let pass = rx
                 .process(|c| {
                     if let Completion::Datagram(d) = c {

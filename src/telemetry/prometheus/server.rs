@@ -9,7 +9,6 @@
 use std::convert::Infallible;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -21,11 +20,14 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::unix::AsyncFd;
+use tokio::io::Interest;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tracing::{debug, info, warn};
 
 use super::{MetricsState, METRICS_CONTENT_TYPE};
+use crate::stop::StopSignal;
 use crate::telemetry::metrics::RateLimit;
 
 /// Connections served at the same time; one more is closed as soon as it is accepted.
@@ -34,7 +36,8 @@ pub const MAX_CONNECTIONS: usize = 64;
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
 /// The most a connection may last, from accept to close, whatever it does (sending, or reading the response).
 pub const CONNECTION_DEADLINE: Duration = Duration::from_secs(15);
-/// How often the accept loop checks the stop flag.
+/// How long the accept loop backs off after an accept error, and how often it checks the stop flag in the unlikely
+/// case the stop signal's descriptor cannot be registered with the runtime (otherwise it sleeps until the stop).
 const STOP_POLL: Duration = Duration::from_millis(50);
 /// hyper's read buffer per connection; also the largest request head accepted (hyper's minimum is 8 KiB).
 const MAX_BUF_BYTES: usize = 16 << 10;
@@ -60,8 +63,8 @@ const LIMITS: Limits = Limits {
 
 /// Binds `addr` and serves `GET /metrics` and `GET /health` on a thread named `metrics` until `stop` is set.
 ///
-/// Returns the bound address (port 0 resolved) and the thread's handle; the thread exits within about 50 ms of
-/// `stop` being set, closing the listener and every open connection. A bind error is returned (its message names
+/// Returns the bound address (port 0 resolved) and the thread's handle; the thread sleeps until a connection or
+/// the stop request, and exits as soon as `stop` is requested, closing the listener and every open connection. A bind error is returned (its message names
 /// the address) so startup can fail clearly. `/health` answers 503 when the readers are not bound or a sink has
 /// been failing for longer than `max_failing` (see [`MetricsState::health`]). Other paths get 404, other methods
 /// 405, a malformed request 400.
@@ -69,7 +72,7 @@ pub fn serve(
     addr: SocketAddr,
     state: Arc<MetricsState>,
     max_failing: Duration,
-    stop: Arc<AtomicBool>,
+    stop: Arc<StopSignal>,
 ) -> io::Result<(SocketAddr, JoinHandle<()>)> {
     serve_with(addr, state, max_failing, stop, LIMITS)
 }
@@ -79,7 +82,7 @@ fn serve_with(
     addr: SocketAddr,
     state: Arc<MetricsState>,
     max_failing: Duration,
-    stop: Arc<AtomicBool>,
+    stop: Arc<StopSignal>,
     limits: Limits,
 ) -> io::Result<(SocketAddr, JoinHandle<()>)> {
     let listener = std::net::TcpListener::bind(addr)
@@ -107,7 +110,7 @@ async fn accept_loop(
     listener: TcpListener,
     state: Arc<MetricsState>,
     max_failing: Duration,
-    stop: Arc<AtomicBool>,
+    stop: Arc<StopSignal>,
     limits: Limits,
 ) {
     static ACCEPT_ERRORS: RateLimit = RateLimit::new(Duration::from_secs(60));
@@ -119,11 +122,14 @@ async fn accept_loop(
         .keep_alive(false)
         .title_case_headers(true)
         .max_buf_size(MAX_BUF_BYTES);
-    let mut poll = tokio::time::interval(STOP_POLL);
-    poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    while !stop.load(Ordering::Relaxed) {
+    // SAFETY: `StopSignal::fd` is a descriptor the signal owns for its whole life and always returns; the Arc
+    // moved into the AsyncFd keeps the signal alive until the AsyncFd is dropped.
+    let stop_fd = unsafe { AsyncFd::register_with_interest(Arc::clone(&stop), Interest::READABLE) }
+        .inspect_err(|e| warn!(error = %e, "metrics endpoint: cannot wait on the stop signal; checking it every 50 ms"))
+        .ok();
+    while !stop.is_requested() {
         let (stream, peer) = tokio::select! {
-            _ = poll.tick() => continue,
+            () = stopped(&stop, stop_fd.as_ref()) => break,
             accepted = listener.accept() => match accepted {
                 Ok(a) => a,
                 Err(e) => {
@@ -156,6 +162,19 @@ async fn accept_loop(
             }
             drop(permit);
         });
+    }
+}
+
+/// Returns once the stop is requested: when its descriptor turns readable, or (without one) at the next check.
+async fn stopped(stop: &StopSignal, fd: Option<&AsyncFd<Arc<StopSignal>>>) {
+    match fd {
+        // Readable once, readable for good: the guard is dropped without clearing the readiness.
+        Some(fd) => drop(fd.readable().await),
+        None => {
+            while !stop.is_requested() {
+                tokio::time::sleep(STOP_POLL).await;
+            }
+        }
     }
 }
 
@@ -232,7 +251,7 @@ mod tests {
     #[test]
     fn serves_metrics_and_health_and_404_then_stops() {
         let state = Arc::new(state());
-        let stop = Arc::new(AtomicBool::new(false));
+        let stop = StopSignal::new().unwrap();
         let (addr, handle) = serve(
             "127.0.0.1:0".parse().unwrap(),
             Arc::clone(&state),
@@ -275,7 +294,7 @@ mod tests {
         drop(idle);
         assert_eq!(get(addr, "/health").0, "HTTP/1.1 200 OK");
 
-        stop.store(true, Ordering::Relaxed);
+        stop.request();
         let deadline = Instant::now() + Duration::from_secs(5);
         while !handle.is_finished() {
             assert!(Instant::now() < deadline, "the metrics thread did not stop");
@@ -287,7 +306,7 @@ mod tests {
 
     #[test]
     fn connections_beyond_the_limit_are_closed_and_slots_come_back() {
-        let stop = Arc::new(AtomicBool::new(false));
+        let stop = StopSignal::new().unwrap();
         let (addr, handle) = serve(
             "127.0.0.1:0".parse().unwrap(),
             Arc::new(state()),
@@ -323,7 +342,7 @@ mod tests {
             assert!(Instant::now() < deadline, "/health never answered again: {raw:?}");
             std::thread::sleep(Duration::from_millis(20));
         }
-        stop.store(true, Ordering::Relaxed);
+        stop.request();
         handle.join().unwrap();
     }
 
@@ -335,7 +354,7 @@ mod tests {
             header_read_timeout: None,
             connection_deadline: Duration::from_millis(300),
         };
-        let stop = Arc::new(AtomicBool::new(false));
+        let stop = StopSignal::new().unwrap();
         let (addr, handle) = serve_with(
             "127.0.0.1:0".parse().unwrap(),
             Arc::new(state()),
@@ -353,7 +372,7 @@ mod tests {
             "the server must close a connection at its deadline: {read:?} {answer:?}"
         );
         assert_eq!(get(addr, "/health").0, "HTTP/1.1 200 OK");
-        stop.store(true, Ordering::Relaxed);
+        stop.request();
         handle.join().unwrap();
     }
 
@@ -362,7 +381,7 @@ mod tests {
         let taken = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = taken.local_addr().unwrap();
         let state = Arc::new(MetricsState::new(Arc::new(ReceiveCounters::default()), Vec::new()));
-        let err = serve(addr, state, Duration::from_secs(60), Arc::new(AtomicBool::new(false))).unwrap_err();
+        let err = serve(addr, state, Duration::from_secs(60), StopSignal::new().unwrap()).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::AddrInUse);
         assert!(err.to_string().contains(&addr.to_string()), "{err}");
     }

@@ -1,0 +1,137 @@
+//! Idle cost and the receive fallback as users meet them: an engine with every destination, metrics and the spool
+//! sleeps in the kernel when nothing happens, and an engine under a seccomp filter that blocks io_uring (like
+//! Docker's default profile) falls back to recvmmsg, says why, and delivers.
+
+use std::time::Duration;
+
+use serde_norway::Value as Yaml;
+
+use crate::common::fixtures::{self, set};
+use crate::common::influxd::Influxd;
+use crate::common::mosquitto::Mosquitto;
+use crate::common::{seccomp, send_datagrams, wait_for, Engine};
+
+/// Context switches (voluntary + involuntary) of every thread of `pid` so far.
+fn context_switches(pid: u32) -> u64 {
+    let mut total = 0;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap().flatten() {
+        let Ok(status) = std::fs::read_to_string(task.path().join("status")) else {
+            continue; // the thread ended meanwhile
+        };
+        for line in status.lines() {
+            if let Some(n) = line
+                .strip_prefix("voluntary_ctxt_switches:")
+                .or_else(|| line.strip_prefix("nonvoluntary_ctxt_switches:"))
+            {
+                total += n.trim().parse::<u64>().unwrap();
+            }
+        }
+    }
+    total
+}
+
+/// Waits until one window of `WINDOW` sees at most `MAX_SWITCHES` context switches over all the engine's
+/// threads. The windows are the measurement itself, not a synchronisation: the start-up and the delivery of the
+/// events sent just before take a few windows at most, after which an engine that sleeps in the kernel meets the
+/// bound in every window, while one that polls (the stop flag every 50 ms, the readers every 100 ms, the sinks
+/// every second: about 100 per second here before) never does. Counts, not times: a loaded machine does not
+/// change how often an idle thread wakes.
+fn wait_until_idle(engine: &Engine) -> u64 {
+    const WINDOW: Duration = Duration::from_secs(2);
+    const MAX_SWITCHES: u64 = 6; // the monitor's once-a-second look at the counters, with room to spare
+    let pid = engine.pid();
+    let mut last = Vec::new();
+    let mut before = context_switches(pid);
+    let found = (0..10).find_map(|_| {
+        std::thread::sleep(WINDOW);
+        let now = context_switches(pid);
+        let n = now - before;
+        before = now;
+        last.push(n);
+        (n <= MAX_SWITCHES).then_some(n)
+    });
+    found.unwrap_or_else(|| {
+        panic!("the idle engine never stayed under {MAX_SWITCHES} context switches per {WINDOW:?}; windows: {last:?}")
+    })
+}
+
+/// Sends every fixture datagram and waits until InfluxDB database `db` holds all their points; returns how many.
+fn send_fixtures_until_stored(engine: &Engine, influxd: &Influxd, db: &str) -> usize {
+    let cases = fixtures::cases();
+    let expected: usize = cases.iter().map(|c| c.influx_points().len()).sum();
+    let datagrams: Vec<Vec<u8>> = cases.iter().map(|c| c.datagram.clone()).collect();
+    send_datagrams(engine.target(), &datagrams);
+    wait_for("every fixture point in InfluxDB", Duration::from_secs(20), || {
+        (influxd.points(db, "user_events").len() >= expected).then_some(())
+    });
+    expected
+}
+
+fn full_config(influxd: &Influxd, mosquitto: &Mosquitto, spool: &std::path::Path, backend: &str) -> String {
+    let mut cfg = fixtures::influx_only_config(false, influxd.addr.port(), "idle");
+    set(&mut cfg, "Butler-SOS.mqttConfig.enable", Yaml::from(true));
+    set(&mut cfg, "Butler-SOS.mqttConfig.brokerHost", Yaml::from("127.0.0.1"));
+    set(&mut cfg, "Butler-SOS.mqttConfig.brokerPort", Yaml::from(mosquitto.port));
+    set(&mut cfg, "Butler-SOS.userEvents.sendToMQTT.enable", Yaml::from(true));
+    set(&mut cfg, "Butler-SOS.prometheus.enable", Yaml::from(true));
+    set(&mut cfg, "Butler-SOS.prometheus.host", Yaml::from("127.0.0.1"));
+    set(&mut cfg, "Butler-SOS.prometheus.port", Yaml::from(0));
+    set(&mut cfg, "sense-ingest.spool.dir", Yaml::from(spool.to_str().unwrap()));
+    set(&mut cfg, "sense-ingest.backend", Yaml::from(backend));
+    set(&mut cfg, "sense-ingest.readerThreads", Yaml::from(2));
+    serde_norway::to_string(&cfg).unwrap()
+}
+
+/// Every fixture event into InfluxDB (and MQTT), then nothing: the engine must go back to sleep (every batch,
+/// spool and retry timer gone with its work), and still stop at once and cleanly on SIGTERM.
+fn an_idle_engine_sleeps_in_the_kernel(backend: &str) {
+    let influxd = Influxd::start();
+    let mosquitto = Mosquitto::start();
+    let spool = tempfile::tempdir().unwrap();
+    let mut engine = Engine::start_with_yaml(&full_config(&influxd, &mosquitto, spool.path(), backend));
+    assert!(
+        engine.stderr_text().contains(&format!("backend=\"{backend}\"")),
+        "engine did not use the {backend} backend:\n{}",
+        engine.stderr_text()
+    );
+    let expected = send_fixtures_until_stored(&engine, &influxd, "idle");
+    wait_until_idle(&engine);
+    let status = engine.terminate_within(Duration::from_secs(10));
+    assert!(status.success(), "engine exit {status}:\n{}", engine.stderr_text());
+    assert_eq!(influxd.points("idle", "user_events").len(), expected, "nothing twice");
+}
+
+#[test]
+fn an_idle_engine_sleeps_in_the_kernel_with_the_io_uring_reader() {
+    an_idle_engine_sleeps_in_the_kernel("io_uring");
+}
+
+#[test]
+fn an_idle_engine_sleeps_in_the_kernel_with_the_recvmmsg_reader() {
+    an_idle_engine_sleeps_in_the_kernel("recvmmsg");
+}
+
+/// Docker's default seccomp profile answers `io_uring_setup` with EPERM: the engine must say so once, name the
+/// likely cause, run recvmmsg readers and deliver every event.
+#[test]
+fn where_seccomp_blocks_io_uring_the_engine_falls_back_to_recvmmsg_and_names_the_cause() {
+    let influxd = Influxd::start();
+    let mut cfg = fixtures::influx_only_config(true, influxd.addr.port(), "seccomp");
+    set(&mut cfg, "sense-ingest.readerThreads", Yaml::from(2));
+    let mut engine = Engine::start_with_yaml_and(&serde_norway::to_string(&cfg).unwrap(), seccomp::block_io_uring);
+    let log = engine.stderr_text();
+    let cause = "io_uring unavailable; using recvmmsg reason=io_uring_setup: EPERM (likely a container's seccomp \
+                 profile, e.g. Docker's default one; else the kernel.io_uring_disabled sysctl)";
+    assert_eq!(log.matches("io_uring unavailable").count(), 1, "one WARN:\n{log}");
+    assert!(log.contains(cause), "the WARN names the cause:\n{log}");
+    wait_for("two recvmmsg readers", Duration::from_secs(10), || {
+        (engine.stderr_text().matches("backend=\"recvmmsg\"").count() == 2).then_some(())
+    });
+    assert!(
+        !engine.stderr_text().contains("backend=\"io_uring\""),
+        "no io_uring reader"
+    );
+    send_fixtures_until_stored(&engine, &influxd, "seccomp");
+    let status = engine.terminate();
+    assert!(status.success(), "engine exit {status}:\n{}", engine.stderr_text());
+}

@@ -86,7 +86,7 @@ impl RecvmmsgReceiver {
     /// flow, a reader wakes about once per `LINGER` whatever the rate, and each wake-up handles every datagram that
     /// arrived meanwhile (like the io_uring backend's wait for a count of completions). After a linger, the slab is
     /// handed over; a drain that finds nothing hands it over too and goes back to blocking. A trickle (one
-    /// datagram per wake-up, wake-ups further apart than [`BUSY_GAP`]) is handed over without lingering. So an event waits at
+    /// datagram per wake-up, wake-ups further apart than `BUSY_GAP`) is handed over without lingering. So an event waits at
     /// most one `LINGER` (plus the drain) in the reader, as with the io_uring backend.
     pub fn run(&mut self, sock: &UdpSocket, core: &mut ReaderCore) -> io::Result<()> {
         // The last wait was a linger sleep: what the drain after it found has waited long enough.

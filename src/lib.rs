@@ -14,7 +14,7 @@
 //!   rules a SIGHUP may change (excluded users, allowed sources, rate limit) are [`reader::rules`]; which backend
 //!   runs, and the fallback, is [`reader::backend`].
 //! - [`sink`]: destinations (InfluxDB, New Relic, MQTT, stdout). Each knows events and its wire format, nothing of
-//!   UDP; what a reload changes in a running one is [`sink::retune`].
+//!   UDP; what a reload changes in a running one is [`sink::delivery::retune`].
 //! - [`pipeline`]: the only module that knows readers *and* sinks: the list of enabled destinations
 //!   ([`pipeline::destinations`], the one place to add one), builds, wires, runs, shuts down, answers SIGHUP
 //!   ([`pipeline::reload`]), watches ([`pipeline::monitor`]); writes Butler SOS's own InfluxDB metrics (event

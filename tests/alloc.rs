@@ -14,7 +14,7 @@ use sense_ingest::enrich::app_names::AppNames;
 use sense_ingest::event::slab::SlabPool;
 use sense_ingest::reader::rules::{LiveRules, Rules};
 use sense_ingest::reader::{ReaderCore, ReaderShared};
-use sense_ingest::sink::batch::{Batch, EncodedBatch};
+use sense_ingest::sink::delivery::batch::{Batch, EncodedBatch};
 use sense_ingest::sink::influxdb::LineEncoder;
 use sense_ingest::sink::json::EventJson;
 use sense_ingest::sink::Encoder;

@@ -1,4 +1,4 @@
-//! Arbitrary bytes as a spool folder (a head file and two segment files) to `sense_ingest::sink::spool::Spool`:
+//! Arbitrary bytes as a spool folder (a head file and two segment files) to `sense_ingest::sink::delivery::spool::Spool`:
 //! open it and read every record back, as a start after a crash or a damaged disk does.
 //!
 //! Input layout: byte 0 is the head file's length (0: no head file), byte 1 where the rest splits into the first
@@ -12,7 +12,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use sense_ingest::sink::spool::Spool;
+use sense_ingest::sink::delivery::spool::Spool;
 
 /// The id of the first segment a spool creates (any 20-digit id is read; ids order the segments).
 const FIRST_ID: u64 = 1 << 40;

@@ -4,7 +4,7 @@
 //! - [`sessions`]: [`SessionTracker`] pairs Start/Stop session and Open/Close connection events;
 //!   [`SessionAnalytics`] writes `user_session` duration points and `user_session_concurrent` gauges as InfluxDB
 //!   line protocol. It implements [`crate::sink::Encoder`], so it runs as its own batched InfluxDB destination
-//!   (same database as `user_events`) through `sink::worker::run`, with that worker's batching, retries and spool.
+//!   (same database as `user_events`) through `sink::delivery::worker::run`, with that worker's batching, retries and spool.
 //! - [`silent_hosts`]: [`SilentHostAlarm`] raises one alarm when a known host sent nothing for `silent_after`, and
 //!   one notification when it sends again. [`watch_hosts`] feeds it from a slab channel; [`log_alarm`] logs one
 //!   line per notification.

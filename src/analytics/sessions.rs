@@ -4,7 +4,7 @@
 //! caller passes in):
 //! - [`SessionTracker`] pairs the events and keeps the open ones.
 //! - [`SessionAnalytics`] wraps a tracker and writes InfluxDB line protocol into the caller's buffer. It implements
-//!   [`Encoder`], so it runs as one more batched InfluxDB destination through `sink::worker::run`.
+//!   [`Encoder`], so it runs as one more batched InfluxDB destination through `sink::delivery::worker::run`.
 //!
 //! # Pairing
 //! - `Start session` / `Stop session` pair per **(host, user directory, user id)**, where host is datagram field 1

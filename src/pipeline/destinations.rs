@@ -18,21 +18,21 @@ use super::{Ownership, StartError};
 use crate::analytics::{SessionAnalytics, SessionSettings};
 use crate::config::{BatchConfig, Config};
 use crate::event::slab::Slab;
+use crate::sink::delivery::queue::{QueueSettings, SpoolSettings};
+use crate::sink::delivery::retune::{Retune, Update};
+use crate::sink::delivery::worker::{self, WorkerSettings};
 use crate::sink::influxdb::{InfluxTransport, LineEncoder};
 use crate::sink::json::EventJson;
 use crate::sink::mqtt::{self, MqttEncoder, MqttTransport};
 use crate::sink::new_relic::{self, NewRelicEncoder, NewRelicTransport};
-use crate::sink::queue::{QueueSettings, SpoolSettings};
-use crate::sink::retune::{Retune, Update};
 use crate::sink::stdout;
-use crate::sink::worker::{self, WorkerSettings};
 use crate::sink::{Encoder, Transport};
 use crate::telemetry::metrics::SinkCounters;
 
 /// Starts a destination's thread body once its channel exists.
 pub(super) type SinkStart = Box<dyn FnOnce(Receiver<Slab>) + Send>;
 
-/// Applies a reloaded, validated config to a running destination (see [`crate::sink::retune`]).
+/// Applies a reloaded, validated config to a running destination (see [`crate::sink::delivery::retune`]).
 pub type Retuner = Box<dyn Fn(&Config) + Send + Sync>;
 
 /// One enabled destination, not started yet.

@@ -7,7 +7,7 @@
 //!   does no harm;
 //! - valid: the keys in [`LIVE_KEYS`] take effect at once: the log level; excluded users, allowed sources and the
 //!   rate limit (see [`crate::reader::rules`]); `userEvents.tags`, batch limits and retry policy of each running
-//!   destination (see [`crate::sink::retune`]); and the app-name file is read again. Every other key
+//!   destination (see [`crate::sink::delivery::retune`]); and the app-name file is read again. Every other key
 //!   sense-ingest reads that differs from the config the engine started with is named in one WARN, since it
 //!   needs a restart (listeners, destinations and their addresses, the spool, the app-name file's path). One
 //!   INFO says what was applied.

@@ -1,22 +1,20 @@
 //! Destinations. A sink knows [`Event`]s and its wire format, nothing of UDP.
 //!
-//! The batched destinations (InfluxDB, New Relic, MQTT) share one worker ([`worker::run`]): it takes slabs from the
-//! sink's channel, encodes every event at once into a reused [`batch::Batch`] (so the slab goes back to the pool
-//! immediately), and flushes by count, bytes or age through the sink's [`Transport`], with retries by
-//! [`SinkError::is_retriable`], splitting on 413, and a counter for every event that is not delivered.
+//! The batched destinations (InfluxDB, New Relic, MQTT) share one worker ([`delivery::worker::run`]): it takes
+//! slabs from the sink's channel, encodes every event at once into a reused [`delivery::batch::Batch`] (so the slab
+//! goes back to the pool immediately), and flushes by count, bytes or age through the sink's [`Transport`], with
+//! retries by [`SinkError::is_retriable`], splitting on 413, and a counter for every event that is not delivered.
+//! [`delivery`] is that machinery (worker, queue, spool, batch, retune); the other modules are the destinations
+//! and what they share ([`http`], [`json`], [`scan`]).
 
-pub mod batch;
+pub mod delivery;
 pub mod http;
 pub mod influxdb;
 pub mod json;
 pub mod mqtt;
 pub mod new_relic;
-pub mod queue;
-pub mod retune;
 pub mod scan;
-pub mod spool;
 pub mod stdout;
-pub mod worker;
 
 use std::time::Duration;
 

@@ -1,5 +1,5 @@
 //! MQTT destination: each event as Butler SOS's JSON payload ([`EventJson`]) to the everything topic and to its
-//! command's topic, through rumqttc, on the shared batched worker ([`crate::sink::worker`]): the same memory queue,
+//! command's topic, through rumqttc, on the shared batched worker ([`crate::sink::delivery::worker`]): the same memory queue,
 //! disk spool, cap accounting, retries, latency histograms and shutdown as the HTTP destinations.
 //!
 //! # Encoding

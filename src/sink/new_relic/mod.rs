@@ -6,7 +6,7 @@
 //!
 //! # One worker per account
 //! Each account in `userEvents.sendToNewRelic.destinationAccount` is its own sink, named `new_relic:<account name>`:
-//! its own channel, its own [`worker::run`](crate::sink::worker::run) thread, [`NewRelicEncoder`] and
+//! its own channel, its own [`worker::run`](crate::sink::delivery::worker::run) thread, [`NewRelicEncoder`] and
 //! [`NewRelicTransport`]. Accounts are independent: a wrong key (403, final: the account's events are counted as
 //! dropped) or an outage (retried with backoff) on one account never blocks or delays another, and each account
 //! has its own counters. Wiring, per account:
@@ -15,7 +15,7 @@
 //! # use std::sync::Arc;
 //! # use sense_ingest::config::Config;
 //! # use sense_ingest::sink::new_relic::{self, NewRelicEncoder, NewRelicTransport};
-//! # use sense_ingest::sink::worker::{self, WorkerSettings};
+//! # use sense_ingest::sink::delivery::worker::{self, WorkerSettings};
 //! # use sense_ingest::telemetry::metrics::SinkCounters;
 //! # fn wire(config: &Config, rx: crossbeam_channel::Receiver<sense_ingest::event::slab::Slab>) {
 //! let routing = &config.user_events.send_to_new_relic;

@@ -18,8 +18,8 @@ use crossbeam_channel::Receiver;
 use tracing::error;
 
 use crate::event::slab::Slab;
+use crate::sink::delivery::retune::Retune;
 use crate::sink::json::EventJson;
-use crate::sink::retune::Retune;
 use crate::telemetry::metrics::{HostTally, SinkCounters, SinkOutcome};
 
 /// Writes every event of every slab as a JSON line until `rx` disconnects, one write per slab; delivered and

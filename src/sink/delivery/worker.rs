@@ -43,23 +43,12 @@ use crossbeam_channel::{Receiver, RecvTimeoutError};
 use tracing::{debug, error, info, warn};
 
 use super::batch::{Batch, EncodedBatch};
-use super::queue::{DeliveryQueue, Next, Origin, Pushed, QueueSettings};
+use super::queue::{Accounts, DeliveryQueue, Next, Origin, Pushed, QueueSettings};
 use super::retune::Retune;
-use super::spool::Evicted;
-use super::{Encoded, Encoder, SinkError, Transport};
 use crate::config::{BatchConfig, RetryConfig};
 use crate::event::slab::Slab;
+use crate::sink::{Encoded, Encoder, SinkError, Transport};
 use crate::telemetry::metrics::{now_unix_ns, HostTally, SinkCounters, SinkOutcome};
-
-/// Counts what the spool's cap (or the memory bound while the disk is full) evicted as dropped, with one ERROR.
-fn count_spool_cap(name: &str, counters: &SinkCounters, evicted: &Evicted) {
-    if evicted.events > 0 {
-        counters.dropped.add(evicted.events);
-        counters.dropped_spool_cap.add(evicted.events);
-        counters.hosts.add(SinkOutcome::DroppedSpoolCap, &evicted.hosts);
-        error!(sink = %name, events = evicted.events, "spool full: oldest events dropped");
-    }
-}
 
 /// Counts items `range` of `batch` per sender under `outcome` (`scratch` is a reused tally). The destination's
 /// totals are counted by the caller.
@@ -127,7 +116,7 @@ where
 }
 
 /// [`run`], taking a reloaded config's encoder, batch limits and retry policy from `retune` while it runs (see
-/// [`crate::sink::retune`]).
+/// [`crate::sink::delivery::retune`]).
 pub fn run_retunable<E, T>(
     settings: WorkerSettings,
     rx: Receiver<Slab>,
@@ -153,6 +142,10 @@ pub fn run_retunable<E, T>(
             }
         }
     };
+    let queue = queue.with_accounts(Accounts {
+        name: settings.name.clone(),
+        counters: Arc::clone(&counters),
+    });
     let queue = Arc::new(match &settings.stop {
         Some(stop) => queue.with_stop_flag(Arc::clone(stop)),
         None => queue,
@@ -199,17 +192,12 @@ pub fn run_retunable<E, T>(
     let mut hand_over = |batch: &mut Batch| {
         let empty = queue.take_buffers().unwrap_or_else(|| Batch::buffers(batch.limits()));
         let full = batch.take(empty);
-        let Pushed {
-            evicted,
-            spooled,
-            refused,
-        } = queue.push(full);
+        let Pushed { spooled, refused } = queue.push(full);
         if let Some(b) = refused {
             refused_events += b.len() as u64;
             counters.dropped.add(b.len() as u64);
             count_hosts(&counters, SinkOutcome::Dropped, &b, 0..b.len(), &mut refused_hosts);
         }
-        count_spool_cap(&settings.name, &counters, &evicted);
         if spooled {
             publish_spooled(&queue, &counters);
         }
@@ -281,7 +269,6 @@ pub fn run_retunable<E, T>(
         }
         if queue.tick() > 0 {
             publish_spooled(&queue, &counters);
-            count_spool_cap(&settings.name, &counters, &queue.take_deferred_evicted());
         }
     }
     if !batch.is_empty() {
@@ -338,16 +325,6 @@ fn deliver_loop<T: Transport, E: 'static>(
         // between batches. No timeout: a push or the close wakes it, and the shutdown budget only runs once the
         // queue is closed (then `next` returns a batch or `Closed` without waiting).
         let next = rt.block_on(queue.next_async(None));
-        // Damage found at open (before the first call) or while reading: records and bytes always, events where
-        // the index knows them (damage met while reading).
-        let damaged = queue.take_damaged();
-        if damaged.records > 0 {
-            counters.spool_damaged_records.add(damaged.records);
-            counters.dropped.add(damaged.events);
-            counters.hosts.add(SinkOutcome::Dropped, &damaged.hosts);
-            publish_spooled(&queue, &counters);
-            error!(sink = %settings.name, records = damaged.records, bytes = damaged.bytes, events = damaged.events, "damaged spool records: the rest of their segments is lost");
-        }
         match next {
             Next::Batch(origin, mut batch) => {
                 delivery.spill_on_failure = origin == Origin::Memory && delivery.persistent && !delivery.spill_failed;
@@ -410,7 +387,6 @@ fn deliver_loop<T: Transport, E: 'static>(
     }
     rt.block_on(transport.close());
     let (saved, lost_batches) = queue.persist_remaining();
-    count_spool_cap(&settings.name, &counters, &queue.take_deferred_evicted());
     publish_spooled(&queue, &counters);
     if saved > 0 {
         warn!(sink = %settings.name, events = saved, "shutdown budget spent: undelivered events kept in the spool");
@@ -702,7 +678,7 @@ mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     use super::*;
-    use crate::sink::queue::SpoolSettings;
+    use crate::sink::delivery::queue::SpoolSettings;
     use crate::sink::Endpoint;
 
     /// No reload hook (the delivery tests run without one).
@@ -969,8 +945,8 @@ mod tests {
 
     #[test]
     fn damage_found_when_the_spool_opens_is_counted_and_the_rest_delivered() {
-        use crate::sink::batch::EncodedBatch;
-        use crate::sink::spool::Spool;
+        use crate::sink::delivery::batch::EncodedBatch;
+        use crate::sink::delivery::spool::Spool;
         let dir = tempfile::tempdir().unwrap();
         let record = |n: usize| {
             let mut b = EncodedBatch::default();
@@ -993,13 +969,15 @@ mod tests {
         let last = data.len() - 1;
         data[last] ^= 0xff; // the second record's last byte
         std::fs::write(&segment, data).unwrap();
-        let queue = spooling_queue(dir.path(), 1 << 20, Duration::from_secs(1));
+        let queue = Arc::new(spooling_queue(dir.path(), 1 << 20, Duration::from_secs(1)));
         queue.close();
-        let (_, accepted, counters) = shut_down(&Arc::new(queue), Some(Duration::ZERO));
+        let (_, accepted, counters) = shut_down(&queue, Some(Duration::ZERO));
         assert_eq!((accepted, counters.delivered.get()), (3, 3));
-        assert_eq!(counters.spool_damaged_records.get(), 1);
+        // The queue counts its own losses (the worker hands it the destination's counters in `run`).
+        let lost = queue.counters();
+        assert_eq!(lost.spool_damaged_records.get(), 1);
         assert_eq!(
-            counters.dropped.get(),
+            lost.dropped.get(),
             0,
             "how many events the damaged record held is not known"
         );

@@ -42,8 +42,8 @@ use std::time::{Duration, Instant};
 use tracing::{error, warn};
 
 use super::batch::EncodedBatch;
-use super::spool::{Damage, Evicted, Spool};
-use crate::telemetry::metrics::{now_unix_ns, HostTally};
+use super::spool::{Evicted, Spool};
+use crate::telemetry::metrics::{now_unix_ns, HostTally, SinkCounters, SinkOutcome};
 
 /// Where and how much a destination may spool.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,11 +74,10 @@ pub enum Origin {
     Spool,
 }
 
-/// What [`DeliveryQueue::push`] did with a batch.
+/// What [`DeliveryQueue::push`] did with a batch. What the spool's cap evicted for it the queue counted itself
+/// (see [`DeliveryQueue::with_accounts`]).
 #[derive(Debug, Default)]
 pub struct Pushed {
-    /// What the spool cap evicted (events, per sender; for the caller to count and log).
-    pub evicted: Evicted,
     /// The batch went to the spool.
     pub spooled: bool,
     /// Without a spool, once the engine is stopping: the memory queue was full, so the batch was not queued (for
@@ -108,9 +107,6 @@ struct State {
     unspooled: VecDeque<EncodedBatch>,
     /// The last spool write failed (for logging the change only).
     spool_failing: bool,
-    /// What the spool's cap evicted outside a push (the timer, [`DeliveryQueue::persist_remaining`]), for
-    /// [`DeliveryQueue::take_deferred_evicted`].
-    deferred_evicted: Evicted,
     free: Vec<EncodedBatch>,
     spool: Option<Spool>,
     /// When [`DeliveryQueue::close`] was called.
@@ -135,6 +131,20 @@ pub struct DeliveryQueue {
     fsync_interval: Duration,
     /// The engine's stop flag: once set, a push no longer waits for room (see the module doc).
     stopping: Option<Arc<AtomicBool>>,
+    /// Where the queue counts what it loses by itself.
+    accounts: Accounts,
+}
+
+/// Where a queue counts the events it loses by itself, wherever that happens (a push, the timer, the shutdown
+/// spill, reading the spool): events the spool's cap evicts (as `dropped` and `dropped_spool_cap`, per sender,
+/// with an ERROR) and damaged spool records (on `spool_damaged_records`, their known events as `dropped`, with an
+/// ERROR). The worker counts only what its deliveries settle.
+#[derive(Debug, Clone, Default)]
+pub struct Accounts {
+    /// The destination's name, for the log lines.
+    pub name: String,
+    /// The destination's counters.
+    pub counters: Arc<SinkCounters>,
 }
 
 impl DeliveryQueue {
@@ -150,7 +160,6 @@ impl DeliveryQueue {
                 mem_bytes: 0,
                 unspooled: VecDeque::new(),
                 spool_failing: false,
-                deferred_evicted: Evicted::default(),
                 free: Vec::new(),
                 spool,
                 closed_at: None,
@@ -167,7 +176,57 @@ impl DeliveryQueue {
                 .as_ref()
                 .map_or(Duration::from_secs(1), |s| s.fsync_interval),
             stopping: None,
+            accounts: Accounts::default(),
         })
+    }
+
+    /// Counts what this queue loses into `accounts` (see [`Accounts`]), starting with the damage its spool found
+    /// when it opened.
+    pub fn with_accounts(mut self, accounts: Accounts) -> DeliveryQueue {
+        self.accounts = accounts;
+        let mut st = self.lock();
+        self.count_damage(&mut st);
+        drop(st);
+        self
+    }
+
+    /// The counters this queue counts into.
+    pub fn counters(&self) -> &SinkCounters {
+        &self.accounts.counters
+    }
+
+    /// Counts events the spool's cap evicted: dropped, by reason and sender, with one ERROR.
+    fn count_evicted(&self, evicted: &Evicted) {
+        if evicted.events > 0 {
+            let c = &self.accounts.counters;
+            c.dropped.add(evicted.events);
+            c.dropped_spool_cap.add(evicted.events);
+            c.hosts.add(SinkOutcome::DroppedSpoolCap, &evicted.hosts);
+            error!(sink = %self.accounts.name, events = evicted.events, "spool full: oldest events dropped");
+        }
+    }
+
+    /// Counts damaged spool records found since the last call (at open, or while reading): records and bytes
+    /// always, events where the spool's index knows them (counted as dropped).
+    fn count_damage(&self, st: &mut State) {
+        let Some(damaged) = st.spool.as_mut().map(Spool::take_damaged) else {
+            return;
+        };
+        if damaged.records > 0 {
+            let c = &self.accounts.counters;
+            c.spool_damaged_records.add(damaged.records);
+            c.dropped.add(damaged.events);
+            c.hosts.add(SinkOutcome::Dropped, &damaged.hosts);
+            if let Some(spool) = st.spool.as_ref() {
+                c.spooled.set(spool.events());
+                c.spool_bytes.set(spool.bytes());
+                c.hosts.set_spooled(&spool.hosts());
+            }
+            error!(
+                sink = %self.accounts.name, records = damaged.records, bytes = damaged.bytes,
+                events = damaged.events, "damaged spool records: the rest of their segments is lost"
+            );
+        }
     }
 
     /// Makes a push stop waiting for room once `stop` is set (the engine is shutting down).
@@ -293,15 +352,12 @@ impl DeliveryQueue {
         self.pushed(evicted, spooled)
     }
 
-    /// Wakes the delivery side after a push.
+    /// Counts what the push evicted and wakes the delivery side.
     fn pushed(&self, evicted: Evicted, spooled: bool) -> Pushed {
+        self.count_evicted(&evicted);
         self.ready.notify_one();
         self.wake.notify_one();
-        Pushed {
-            evicted,
-            spooled,
-            refused: None,
-        }
+        Pushed { spooled, refused: None }
     }
 
     /// Appends the batches the spool refused earlier, oldest first, until one fails (its error is returned). What
@@ -324,12 +380,6 @@ impl DeliveryQueue {
         Ok(())
     }
 
-    /// What damaged spool records cost since the last call (for the caller to count: events as dropped, records
-    /// on the damaged-records counter).
-    pub fn take_damaged(&self) -> Damage {
-        self.lock().spool.as_mut().map(Spool::take_damaged).unwrap_or_default()
-    }
-
     /// Takes the oldest undelivered batch, waiting up to `wait`.
     pub fn next(&self, wait: Duration) -> Next {
         let mut st = self.lock();
@@ -342,7 +392,10 @@ impl DeliveryQueue {
                 return Next::Batch(Origin::Memory, b);
             }
             if let Some(spool) = st.spool.as_mut() {
-                match spool.peek() {
+                let found = spool.peek();
+                // Reading may have met damage (the rest of a segment is lost): counted before anything else.
+                self.count_damage(&mut st);
+                match found {
                     Ok(Some(b)) => {
                         st.spool_head_out = true;
                         return Next::Batch(Origin::Spool, b);
@@ -505,13 +558,13 @@ impl DeliveryQueue {
             moved = self.spill_memory(&mut st);
         }
         // A full disk: the batches kept behind the spool are tried again without waiting for the next push (what
-        // the cap evicts for them is handed over by `take_deferred_evicted`).
+        // the cap evicts for them is counted here).
         if !st.unspooled.is_empty() && st.spill_retry_at.is_none_or(|t| t <= Instant::now()) {
             let st = &mut *st;
             let before: u64 = st.unspooled.iter().map(|b| b.len() as u64).sum();
-            let mut evicted = std::mem::take(&mut st.deferred_evicted);
+            let mut evicted = Evicted::default();
             let flushed = self.flush_unspooled(st, &mut evicted);
-            st.deferred_evicted = evicted;
+            self.count_evicted(&evicted);
             moved += before - st.unspooled.iter().map(|b| b.len() as u64).sum::<u64>();
             match flushed {
                 Ok(()) => spool_recovered(st),
@@ -585,7 +638,7 @@ impl DeliveryQueue {
         while let Some(b) = rest.next() {
             match spool.append(&b) {
                 Ok(e) => {
-                    st.deferred_evicted.add(&e);
+                    self.count_evicted(&e);
                     saved += b.len() as u64;
                 }
                 Err(e) => {
@@ -600,12 +653,6 @@ impl DeliveryQueue {
         }
         sync(spool, &mut st.unsynced_since);
         (saved, lost)
-    }
-
-    /// What the spool's cap evicted outside a push (the timer's retries, [`DeliveryQueue::persist_remaining`]),
-    /// for the caller to count like a push's evictions.
-    pub fn take_deferred_evicted(&self) -> Evicted {
-        std::mem::take(&mut self.lock().deferred_evicted)
     }
 
     /// True once [`DeliveryQueue::close`] was called.
@@ -882,23 +929,23 @@ mod tests {
 
     #[test]
     fn a_full_disk_keeps_order_and_memory_bounded_and_spools_again_when_space_returns() {
-        use crate::sink::spool::faults;
+        use crate::sink::delivery::spool::faults;
         let dir = tempfile::tempdir().unwrap();
         let one = batch(1, 1).footprint();
         let q = DeliveryQueue::new(&settings(dir.path(), 2 * one + one / 2)).unwrap();
-        let mut evicted = 0;
         for tag in 1..=3 {
-            evicted += q.push(batch(tag, 1)).evicted.events; // 1 and 2 in memory, 3 spooled
+            q.push(batch(tag, 1)); // 1 and 2 in memory, 3 spooled
         }
+        assert_eq!(q.counters().dropped_spool_cap.get(), 0);
         faults::set_space(Some(0));
         for tag in 4..=9 {
-            let pushed = q.push(batch(tag, 1));
-            assert!(!pushed.spooled);
-            evicted += pushed.evicted.events;
+            assert!(!q.push(batch(tag, 1)).spooled);
         }
+        let c = q.counters();
         assert_eq!(
-            evicted, 6,
-            "memory holds two batches: the oldest of 1, 2, 4..9 were dropped (and reported)"
+            (c.dropped.get(), c.dropped_spool_cap.get()),
+            (6, 6),
+            "memory holds two batches: the oldest of 1, 2, 4..9 were dropped (and counted by the queue)"
         );
         faults::set_space(None);
         assert!(
@@ -918,7 +965,7 @@ mod tests {
 
     #[test]
     fn batches_the_spool_refused_are_saved_behind_it_at_exit() {
-        use crate::sink::spool::faults;
+        use crate::sink::delivery::spool::faults;
         let dir = tempfile::tempdir().unwrap();
         let one = batch(1, 1).footprint();
         let q = DeliveryQueue::new(&settings(dir.path(), 2 * one + one / 2)).unwrap();
@@ -927,8 +974,9 @@ mod tests {
         }
         assert_eq!(take(&q), (Origin::Memory, 1));
         faults::set_space(Some(0));
+        q.push(batch(4, 1));
         assert_eq!(
-            q.push(batch(4, 1)).evicted.events,
+            q.counters().dropped.get(),
             0,
             "refused by the disk, kept behind the spool"
         );
@@ -943,7 +991,7 @@ mod tests {
 
     #[test]
     fn batches_a_full_disk_kept_in_memory_reach_the_spool_on_the_timer_without_another_push() {
-        use crate::sink::spool::faults;
+        use crate::sink::delivery::spool::faults;
         let dir = tempfile::tempdir().unwrap();
         let one = batch(1, 1).footprint();
         let q = DeliveryQueue::new(&settings(dir.path(), 2 * one + one / 2)).unwrap();
@@ -962,7 +1010,7 @@ mod tests {
         faults::set_space(None);
         assert_eq!(q.tick(), 2, "the timer wrote both, no push needed");
         assert_eq!(q.spooled_events(), 3);
-        assert!(q.take_deferred_evicted().events == 0);
+        assert_eq!(q.counters().dropped.get(), 0);
         let got: Vec<u8> = (0..3).map(|_| take(&q).1).collect();
         assert_eq!(got, [3, 4, 5]);
     }

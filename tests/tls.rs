@@ -134,6 +134,30 @@ fn influxdb_and_new_relic_are_written_over_tls_with_a_private_ca() {
     assert!(!log.contains(KEY_A) && !log.contains(KEY_B), "a key leaked:\n{log}");
 }
 
+/// Issue 11: one trust store for HTTP and MQTT. Without `caFile`, a CA in the system's CA bundle (here named by
+/// `SSL_CERT_FILE`, as OpenSSL-based tools read it) is trusted by the HTTP destinations too, as MQTT always did.
+#[test]
+fn without_ca_file_the_system_ca_bundle_is_trusted_by_http_destinations_as_by_mqtt() {
+    let Some(s) = setup() else { return };
+    let spool = s.dir.path().join("spool");
+    let yaml = config(&s.influx_tls, "systemca", &s.nr_url, &[], &spool);
+    let ca = s.ca.clone();
+    let mut engine = Engine::start_with_yaml_and(&yaml, |cmd| {
+        cmd.env("SSL_CERT_FILE", &ca);
+    });
+    send_datagrams(engine.target(), &events(20, "s"));
+    wait_for("20 points in InfluxDB over TLS", Duration::from_secs(30), || {
+        (s.influxd.points("systemca", "user_events").len() == 20).then_some(())
+    });
+    wait_for(
+        "20 events per New Relic account over TLS",
+        Duration::from_secs(30),
+        || (s.nr.event_count(ACCOUNT_A) == 20 && s.nr.event_count(ACCOUNT_B) == 20).then_some(()),
+    );
+    assert_eq!(s.influx_tls.handshake_failures.load(Ordering::Relaxed), 0);
+    assert!(engine.terminate().success());
+}
+
 #[test]
 fn a_wrong_ca_is_an_error_with_counted_retries_and_loses_nothing() {
     let Some(s) = setup() else { return };

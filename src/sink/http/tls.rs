@@ -28,6 +28,38 @@ pub(crate) fn client_config(roots: RootCertStore) -> Result<ClientConfig, String
         .with_no_client_auth())
 }
 
+/// System CA bundles, in the order OpenSSL-based tools look for them (`SSL_CERT_FILE` first).
+const SYSTEM_BUNDLES: &[&str] = &[
+    "/etc/ssl/certs/ca-certificates.crt",
+    "/etc/pki/tls/certs/ca-bundle.crt",
+    "/etc/ssl/ca-bundle.pem",
+    "/etc/pki/ca-trust/extracted/pem/tls-ca-bundle.pem",
+    "/etc/ssl/cert.pem",
+];
+
+/// The certificates of the system's CA bundle: the first readable of `SSL_CERT_FILE` and [`SYSTEM_BUNDLES`]
+/// (none on a system without one, e.g. a minimal container without `ca-certificates`).
+fn system_bundle() -> Vec<CertificateDer<'static>> {
+    std::env::var_os("SSL_CERT_FILE")
+        .map(std::path::PathBuf::from)
+        .into_iter()
+        .chain(SYSTEM_BUNDLES.iter().map(std::path::PathBuf::from))
+        .find_map(|p| std::fs::read(p).ok())
+        .map(|pem| CertificateDer::pem_slice_iter(&pem).filter_map(Result::ok).collect())
+        .unwrap_or_default()
+}
+
+/// **The one default trust store** of every destination, HTTP and MQTT alike, when no `caFile` is set: the
+/// Mozilla root programme's CAs built into the binary (what Node, and so Butler SOS, trusts) plus the system's CA
+/// bundle (where an administrator installs a private CA for every tool on the host). A `caFile` replaces both.
+pub(crate) fn default_roots() -> RootCertStore {
+    let mut roots = RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+    };
+    roots.add_parsable_certificates(system_bundle());
+    roots
+}
+
 /// Every parsable certificate of the PEM file `path` (already read into `pem`); an error when there is none.
 pub(crate) fn root_store(path: &Path, pem: &[u8]) -> Result<RootCertStore, String> {
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(pem).filter_map(Result::ok).collect();
@@ -49,6 +81,14 @@ pub(super) fn with_tls(
     sink: &str,
 ) -> Result<reqwest::ClientBuilder, SinkError> {
     let mut builder = builder;
+    if tls.ca_file.is_none() {
+        // The built-in roots reqwest keeps are the Mozilla set of [`default_roots`]; the system bundle joins them.
+        for der in system_bundle() {
+            if let Ok(cert) = reqwest::Certificate::from_der(&der) {
+                builder = builder.add_root_certificate(cert);
+            }
+        }
+    }
     if let Some(CaFile { path, pem }) = &tls.ca_file {
         let certs = reqwest::Certificate::from_pem_bundle(pem).map_err(|e| {
             SinkError::Setup(format!(

@@ -5,11 +5,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rumqttc::{MqttOptions, QoS, TlsConfiguration, Transport};
-use rustls::crypto::CryptoProvider;
 
 use crate::config::{MqttConfig, MqttTls};
 use crate::event::Event;
-use crate::sink::http::tls::{client_config, provider, root_store};
+use crate::sink::http::tls::{client_config, default_roots, root_store};
 use crate::sink::json::EventJson;
 
 /// Smallest payload limit we configure, whatever the computation below gives.
@@ -109,46 +108,14 @@ pub(crate) fn mqtt_options(config: &MqttConfig, client_id: String, max_packet: u
     Ok(options)
 }
 
-/// System CA bundles, in the order OpenSSL-based tools look for them (`SSL_CERT_FILE` first).
-const SYSTEM_BUNDLES: &[&str] = &[
-    "/etc/ssl/certs/ca-certificates.crt",
-    "/etc/pki/tls/certs/ca-bundle.crt",
-    "/etc/ssl/ca-bundle.pem",
-    "/etc/pki/ca-trust/extracted/pem/tls-ca-bundle.pem",
-    "/etc/ssl/cert.pem",
-];
-
-/// rustls client config (the shared provider, see [`crate::sink::http::tls`]): roots from `caFile`, else the
-/// system bundle file, else (Windows, macOS) the platform store through rumqttc's default.
+/// rustls client config (the shared provider and trust store, see [`crate::sink::http::tls`]): roots from
+/// `caFile`, else [`default_roots`].
 fn tls_configuration(tls: &MqttTls) -> Result<TlsConfiguration, String> {
-    let (path, pem) = match &tls.ca_file {
-        Some(ca) => (ca.path.clone(), ca.pem.to_vec()),
-        None => {
-            let candidates = std::env::var_os("SSL_CERT_FILE")
-                .map(std::path::PathBuf::from)
-                .into_iter()
-                .chain(SYSTEM_BUNDLES.iter().map(std::path::PathBuf::from));
-            match candidates
-                .filter_map(|p| std::fs::read(&p).ok().map(|pem| (p, pem)))
-                .next()
-            {
-                Some(found) => found,
-                None => return platform_roots(),
-            }
-        }
+    let roots = match &tls.ca_file {
+        Some(ca) => root_store(&ca.path, &ca.pem)?,
+        None => default_roots(),
     };
-    let config = client_config(root_store(&path, &pem)?)?;
-    Ok(TlsConfiguration::Rustls(Arc::new(config)))
-}
-
-/// The platform's trust store through rumqttc's `TlsConfiguration::default()` (rustls-native-certs), for systems
-/// without a CA bundle file. That function panics when the store cannot be read, so it runs under
-/// `catch_unwind`; it also builds its config with rustls's process-default provider, so install ours first.
-fn platform_roots() -> Result<TlsConfiguration, String> {
-    let _ = Arc::into_inner(provider()).map(CryptoProvider::install_default);
-    std::panic::catch_unwind(TlsConfiguration::default).map_err(|_| {
-        "no system CA certificates found; set Butler-SOS.mqttConfig.tls.caFile to the broker's CA (PEM)".to_owned()
-    })
+    Ok(TlsConfiguration::Rustls(Arc::new(client_config(roots)?)))
 }
 
 #[cfg(test)]

@@ -19,7 +19,7 @@ mod common;
 
 fn pipeline(c: &mut Criterion) {
     let datagrams = common::mixed(1000);
-    let (tx, rx) = crossbeam_channel::bounded(1024);
+    let (tx, rx) = sense_ingest::event::handover::channel(1024);
     let counters = Arc::new(ReceiveCounters::default());
     let shared = Arc::new(ReaderShared {
         pool: SlabPool::new(256, 64),
@@ -48,7 +48,7 @@ fn pipeline(c: &mut Criterion) {
         }
         core.flush();
         let mut n = 0;
-        while let Ok(slab) = rx.try_recv() {
+        while let Ok(slab) = rx.channel().try_recv() {
             for ev in slab.events() {
                 encoder.encode(ev, batch);
                 n += 1;

@@ -7,7 +7,9 @@
 //! # Layout
 //! - [`config`]: the Butler SOS YAML files (and our `sense-ingest:` section): layered, `${VAR}` values
 //!   ([`config::layers`]), validated once into typed structs.
-//! - [`event`]: the one [`event::Event`] type and the recycled [`event::slab::Slab`]s that carry events.
+//! - [`event`]: the one [`event::Event`] type, the recycled [`event::slab::Slab`]s that carry events, and the
+//!   channel that hands them from readers to destinations ([`event::handover`], whose doorbell lets a destination
+//!   with an open batch sleep until it is due).
 //! - [`parse`]: datagram bytes to `Event`; memchr, no I/O, no allocation.
 //! - [`enrich`]: user-agent facts (Bowser-compatible, cached per reader) and app names.
 //! - [`reader`]: UDP sockets (io_uring multishot or recvmmsg) → parse → slab → channels. Knows no sink. The

@@ -61,7 +61,7 @@ fn datagram(i: usize) -> Vec<u8> {
 #[test]
 fn steady_state_allocates_nothing_per_event() {
     let datagrams: Vec<Vec<u8>> = (0..2000).map(datagram).collect();
-    let (tx, rx) = crossbeam_channel::bounded(4096);
+    let (tx, rx) = sense_ingest::event::handover::channel(4096);
     let shared = Arc::new(ReaderShared {
         pool: SlabPool::new(256, 64),
         outputs: vec![tx],
@@ -100,7 +100,7 @@ fn steady_state_allocates_nothing_per_event() {
         }
         core.flush();
         let mut n = 0;
-        while let Ok(slab) = rx.try_recv() {
+        while let Ok(slab) = rx.channel().try_recv() {
             let now = Instant::now();
             for ev in slab.events() {
                 influx.encode(ev, lp);

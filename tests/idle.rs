@@ -111,6 +111,83 @@ fn an_idle_engine_sleeps_in_the_kernel_with_the_recvmmsg_reader() {
     an_idle_engine_sleeps_in_the_kernel("recvmmsg");
 }
 
+/// Voluntary context switches (the thread went to sleep: a wake-up each) of the engine's thread named `name`.
+fn voluntary_switches(pid: u32, name: &str) -> u64 {
+    let mut total = 0;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap().flatten() {
+        let Ok(status) = std::fs::read_to_string(task.path().join("status")) else {
+            continue;
+        };
+        if status
+            .lines()
+            .any(|l| l.strip_prefix("Name:").is_some_and(|n| n.trim() == name))
+        {
+            let line = status
+                .lines()
+                .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
+                .unwrap();
+            total += line.trim().parse::<u64>().unwrap();
+        }
+    }
+    total
+}
+
+/// A real farm sends tens of events a second, each datagram alone on the link. Lingering for more is pointless
+/// then: the reader must hand each one over on the wake-up that brought it (one wake-up per datagram, not a
+/// second one when a linger timer runs out), and the encoder must not wake per datagram but about once per batch
+/// (`batch.maxAge`), since the batch waits for its age anyway. Counts of wake-ups, not times: the sender's pacing
+/// only has to keep the datagrams apart, and a loaded machine that bunches them only lowers the counts.
+fn a_trickle_wakes_the_reader_once_per_datagram(backend: &str) {
+    const DATAGRAMS: u64 = 24;
+    let influxd = Influxd::start();
+    let mut cfg = fixtures::influx_only_config(false, influxd.addr.port(), "trickle");
+    set(&mut cfg, "sense-ingest.backend", Yaml::from(backend));
+    set(&mut cfg, "sense-ingest.readerThreads", Yaml::from(1));
+    set(&mut cfg, "sense-ingest.batch.maxAge", Yaml::from("300ms"));
+    let mut engine = Engine::start_with_yaml(&serde_norway::to_string(&cfg).unwrap());
+    wait_until_idle(&engine);
+    let pid = engine.pid();
+    let (reader_before, encoder_before) = (
+        voluntary_switches(pid, "reader-0"),
+        voluntary_switches(pid, "sink-influxdb"),
+    );
+    let datagram = fixtures::cases()[0].datagram.clone();
+    for _ in 0..DATAGRAMS {
+        send_datagrams(engine.target(), std::slice::from_ref(&datagram));
+        std::thread::sleep(Duration::from_millis(40)); // pacing the trickle, not waiting for anything
+    }
+    let stored = wait_for("every trickled point in InfluxDB", Duration::from_secs(20), || {
+        let n = influxd.points("trickle", "user_events").len() as u64;
+        (n >= DATAGRAMS).then_some(n)
+    });
+    assert_eq!(stored, DATAGRAMS);
+    let reader = voluntary_switches(pid, "reader-0") - reader_before;
+    let encoder = voluntary_switches(pid, "sink-influxdb") - encoder_before;
+    // One wake-up per datagram, plus a few for a datagram that arrived while the reader was busy elsewhere.
+    assert!(
+        reader <= DATAGRAMS + 4,
+        "{backend} reader woke {reader} times for {DATAGRAMS} lone datagrams"
+    );
+    // 24 datagrams 40 ms apart span about 1 s: about 4 batches of 300 ms, each woken by its first slab and by its
+    // age; the rest of each batch's slabs wait in the channel for the age without waking the encoder.
+    assert!(
+        encoder <= DATAGRAMS / 2,
+        "{backend}: the encoder woke {encoder} times for {DATAGRAMS} lone datagrams"
+    );
+    let status = engine.terminate_within(Duration::from_secs(10));
+    assert!(status.success(), "engine exit {status}:\n{}", engine.stderr_text());
+}
+
+#[test]
+fn a_trickle_wakes_the_io_uring_reader_once_per_datagram_and_the_encoder_per_batch() {
+    a_trickle_wakes_the_reader_once_per_datagram("io_uring");
+}
+
+#[test]
+fn a_trickle_wakes_the_recvmmsg_reader_once_per_datagram_and_the_encoder_per_batch() {
+    a_trickle_wakes_the_reader_once_per_datagram("recvmmsg");
+}
+
 /// Docker's default seccomp profile answers `io_uring_setup` with EPERM: the engine must say so once, name the
 /// likely cause, run recvmmsg readers and deliver every event.
 #[test]

@@ -7,6 +7,7 @@
 //!
 //! This module depends on nothing else in the crate.
 
+pub mod handover;
 pub mod slab;
 
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};

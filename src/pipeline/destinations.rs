@@ -11,13 +11,12 @@
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
-use crossbeam_channel::Receiver;
 use tracing::warn;
 
 use super::{Ownership, StartError};
 use crate::analytics::{SessionAnalytics, SessionSettings};
 use crate::config::{BatchConfig, Config};
-use crate::event::slab::Slab;
+use crate::event::handover::SlabReceiver;
 use crate::sink::delivery::queue::{QueueSettings, SpoolSettings};
 use crate::sink::delivery::retune::{Retune, Update};
 use crate::sink::delivery::worker::{self, WorkerSettings};
@@ -30,7 +29,7 @@ use crate::sink::{Encoder, Transport};
 use crate::telemetry::metrics::SinkCounters;
 
 /// Starts a destination's thread body once its channel exists.
-pub(super) type SinkStart = Box<dyn FnOnce(Receiver<Slab>) + Send>;
+pub(super) type SinkStart = Box<dyn FnOnce(SlabReceiver) + Send>;
 
 /// Applies a reloaded, validated config to a running destination (see [`crate::sink::delivery::retune`]).
 pub type Retuner = Box<dyn Fn(&Config) + Send + Sync>;
@@ -76,7 +75,7 @@ pub(super) fn from_config(
         out.push(Destination {
             name: "stdout".into(),
             counters,
-            start: Box::new(move |rx| stdout::run(rx, json, c, Some(r))),
+            start: Box::new(move |rx: SlabReceiver| stdout::run(rx.into_inner(), json, c, Some(r))),
             retune: Box::new(move |new: &Config| {
                 retune.offer(Update {
                     encoder: Some(EventJson::new(&new.user_events.tags)),

@@ -16,12 +16,13 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{bounded, Receiver, Sender};
+use crossbeam_channel::Receiver;
 use tracing::{error, info, warn};
 
 use crate::analytics::{self, SilentHostAlarm};
 use crate::config::Config;
 use crate::enrich::app_names::AppNames;
+use crate::event::handover::{self, SlabSender};
 use crate::event::slab::{Slab, SlabPool};
 use crate::reader::backend::run_reader;
 use crate::reader::rules::LiveRules;
@@ -141,16 +142,16 @@ pub fn start(
         let alarm = Arc::clone(alarm);
         starts.push((
             "silent_hosts".into(),
-            Box::new(move |rx| analytics::watch_hosts(rx, alarm)),
+            Box::new(move |rx: handover::SlabReceiver| analytics::watch_hosts(rx.into_inner(), alarm)),
         ));
     }
-    let mut outputs: Vec<Sender<Slab>> = Vec::new();
+    let mut outputs: Vec<SlabSender> = Vec::new();
     let mut sink_threads = Vec::new();
     let mut channels: Vec<(String, Receiver<Slab>)> = Vec::new();
     for (name, start) in starts {
-        let (tx, rx) = bounded(engine.channel_capacity);
+        let (tx, rx) = handover::channel(engine.channel_capacity);
         outputs.push(tx);
-        channels.push((name.clone(), rx.clone()));
+        channels.push((name.clone(), rx.channel().clone()));
         let held = Arc::clone(&owned);
         let handle = spawn(format!("sink-{name}"), move || {
             let _held = held;

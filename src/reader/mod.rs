@@ -23,13 +23,14 @@ pub mod uring;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Sender, TrySendError};
+use crossbeam_channel::TrySendError;
 use tracing::{debug, error, trace, warn};
 
 use crate::enrich::app_names::{AppNameView, AppNames};
 use crate::enrich::user_agent::UserAgentCache;
+use crate::event::handover::SlabSender;
 use crate::event::slab::{Slab, SlabPool, SlabWriter};
 use crate::event::{Field, RejectReason};
 use crate::parse::parse_into;
@@ -55,6 +56,12 @@ pub const DRAIN_LIMIT: Duration = Duration::from_secs(1);
 /// the backends).
 pub const LINGER: Duration = Duration::from_millis(1);
 
+/// Wake-ups from idle closer together than this (more than 200 datagrams a second on one reader) make a reader
+/// linger (see [`ReaderCore::linger_after_idle_wake`]); a slower trickle is handed over datagram by datagram, one
+/// wake-up each, since no other datagram would arrive during a linger anyway and its timer would only cost a
+/// second wake-up.
+pub const BUSY_GAP: Duration = Duration::from_millis(5);
+
 /// Senders a reader counts locally between two publications; beyond it the counts are published (and the list
 /// restarted) at once, so a flood from many source addresses cannot make the per-datagram lookup slow.
 const LOCAL_HOSTS_MAX: usize = 64;
@@ -72,7 +79,7 @@ pub struct ReaderShared {
     /// Where empty slabs come from.
     pub pool: Arc<SlabPool>,
     /// One channel per sink.
-    pub outputs: Vec<Sender<Slab>>,
+    pub outputs: Vec<SlabSender>,
     /// Receive-side counters.
     pub counters: Arc<ReceiveCounters>,
     /// `udpServerConfig.maxMessageSize`.
@@ -103,6 +110,8 @@ pub struct ReaderCore {
     /// The receive rules in force for this reader, and their generation (see [`rules`]).
     rules: Arc<Rules>,
     rules_generation: u64,
+    /// When the reader last woke from an idle wait (for [`BUSY_GAP`]).
+    last_idle_wake: Option<Instant>,
 }
 
 /// Counts kept per reader and published to the shared atomics once per slab, so readers never contend on a
@@ -148,7 +157,19 @@ impl ReaderCore {
             event_counts,
             rules,
             rules_generation,
+            last_idle_wake: None,
         }
+    }
+
+    /// The one trickle rule of both backends, called after a wake-up from the idle wait (no slab lingering) that
+    /// found `datagrams`: true when the reader should linger for more before handing the slab over (several were
+    /// already queued, or wake-ups from idle come less than [`BUSY_GAP`] apart); false for a lone datagram of a
+    /// trickle, which is handed over at once.
+    pub fn linger_after_idle_wake(&mut self, datagrams: usize) -> bool {
+        let now = Instant::now();
+        let frequent = self.last_idle_wake.is_some_and(|t| now.duration_since(t) < BUSY_GAP);
+        self.last_idle_wake = Some(now);
+        datagrams > 1 || frequent
     }
 
     /// How much longer the current slab may wait for more events before [`LINGER`] says hand it over: `None`
@@ -286,7 +307,7 @@ impl ReaderCore {
         }
     }
 
-    fn send(&self, tx: &Sender<Slab>, slab: Slab) {
+    fn send(&self, tx: &SlabSender, slab: Slab) {
         let sent = match tx.try_send(slab) {
             Ok(()) => Ok(()),
             Err(TrySendError::Full(slab)) => {

@@ -21,11 +21,6 @@ use crate::telemetry::metrics::{now_unix_ns, RateLimit};
 /// Datagrams per `recvmmsg` call.
 pub const BATCH: usize = 64;
 
-/// Wake-ups from idle closer together than this (more than 200 datagrams a second) make the reader linger; a
-/// slower trickle is handed over datagram by datagram, each with one wake-up, since no other datagram would
-/// arrive during a linger anyway.
-const BUSY_GAP: std::time::Duration = std::time::Duration::from_millis(5);
-
 static RECV_ERROR_LOG: RateLimit = RateLimit::new(std::time::Duration::from_secs(10));
 
 /// Batched receive buffers for one socket.
@@ -86,26 +81,32 @@ impl RecvmmsgReceiver {
     /// flow, a reader wakes about once per `LINGER` whatever the rate, and each wake-up handles every datagram that
     /// arrived meanwhile (like the io_uring backend's wait for a count of completions). After a linger, the slab is
     /// handed over; a drain that finds nothing hands it over too and goes back to blocking. A trickle (one
-    /// datagram per wake-up, wake-ups further apart than `BUSY_GAP`) is handed over without lingering. So an event waits at
-    /// most one `LINGER` (plus the drain) in the reader, as with the io_uring backend.
+    /// datagram per wake-up, wake-ups further apart than [`BUSY_GAP`](super::BUSY_GAP)) is handed over without
+    /// lingering. So an event waits at most one `LINGER` (plus the drain) in the reader, as with the io_uring
+    /// backend.
     pub fn run(&mut self, sock: &UdpSocket, core: &mut ReaderCore) -> io::Result<()> {
         // The last wait was a linger sleep: what the drain after it found has waited long enough.
         let mut lingered = false;
-        // The last wake-up from idle came less than BUSY_GAP after the one before: datagrams come often enough
-        // that lingering gathers several per wake-up.
-        let mut frequent = false;
-        let mut last_wake: Option<Instant> = None;
+        // The last wait was the idle one (ppoll with no timeout).
+        let mut woke_from_idle = false;
         while !core.should_stop() {
             let got = self.drain_queued(sock, core);
-            // Linger while datagrams flow: after a linger that found more, after a drain that found several, or
-            // when wake-ups from idle come often. A lone datagram of a trickle goes at once (one wake-up each).
-            let linger_next = got > 0 && (lingered || got > 1 || frequent);
+            // Linger while datagrams flow: after a linger that found more, or as the trickle rule says after a
+            // wake-up from idle. A lone datagram of a trickle goes at once (one wake-up each).
+            let linger_next = got > 0
+                && (lingered
+                    || if woke_from_idle {
+                        core.linger_after_idle_wake(got)
+                    } else {
+                        got > 1
+                    });
             if lingered || !linger_next {
                 core.flush();
             }
             let stop = core.stop_signal();
             if linger_next {
                 lingered = true;
+                woke_from_idle = false;
                 // A drain that found more than a batch queued: the link is near what one reader takes; sleep a
                 // quarter of the linger, so the receive buffer holds less while the reader sleeps.
                 let nap = if got > BATCH { LINGER / 4 } else { LINGER };
@@ -125,9 +126,7 @@ impl RecvmmsgReceiver {
                     }
                 }
             }
-            let now = Instant::now();
-            frequent = last_wake.is_some_and(|t| now.duration_since(t) < BUSY_GAP);
-            last_wake = Some(now);
+            woke_from_idle = true;
         }
         self.drain(sock, core);
         Ok(())

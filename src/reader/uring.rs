@@ -7,7 +7,8 @@
 //!    CQE carrying the buffer id, with `IORING_CQE_F_MORE` while the request stays armed.
 //! 3. The reader waits for CQEs (idle: with no timeout; a poll of the stop signal's descriptor completes at
 //!    shutdown and wakes it), parses every completed datagram in place from its buffer into the slab, gives the buffers back by advancing the ring tail once per
-//!    pass, hands the slab over when it is full, when nothing arrived while waiting, when no accepted event
+//!    pass, hands the slab over when it is full, when nothing arrived while waiting, when a wake-up from idle
+//!    brought a trickle's lone datagram ([`ReaderCore::linger_after_idle_wake`](super::ReaderCore::linger_after_idle_wake)), when no accepted event
 //!    lingers, or when its [`LINGER`](super::LINGER) time is up (waiting meanwhile for `LINGER_WAKE_COMPLETIONS`
 //!    datagrams at once rather than one, unless busy), and re-arms when a CQE arrives without `F_MORE` (for
 //!    example `ENOBUFS` when all buffers were in use: the datagrams wait in the socket buffer meanwhile).
@@ -82,7 +83,8 @@ impl UringReceiver {
             // per armed request, not per datagram, so waiting for LINGER_WAKE_COMPLETIONS would sleep out the
             // whole linger time at high rates and cap a reader at one ring of datagrams per linger period.
             let busy = last_completions >= LINGER_WAKE_COMPLETIONS;
-            let (want, timeout) = match core.linger_left(now_unix_ns()) {
+            let lingering = core.linger_left(now_unix_ns());
+            let (want, timeout) = match lingering {
                 Some(left) if !busy => (LINGER_WAKE_COMPLETIONS, Some(left)),
                 Some(left) => (1, Some(left)),
                 // Idle: until a datagram or the stop poll completes (a timeout only if the poll could not be armed).
@@ -95,10 +97,13 @@ impl UringReceiver {
             if pass.ended {
                 self.rx.arm()?;
             }
+            // A wake-up from idle that brought a trickle's lone datagram: hand it over now rather than wake again
+            // when a linger timer runs out (the one trickle rule, shared with recvmmsg).
+            let trickle = lingering.is_none() && pass.completions > 0 && !core.linger_after_idle_wake(pass.completions);
             // Hand the slab over (and publish the counters) when the link went quiet (nothing arrived while
-            // waiting), when no accepted event lingers (e.g. only rejected or excluded datagrams arrived: their
-            // counts must not wait), or when the linger time is up; otherwise keep filling it.
-            if pass.completions == 0 || core.linger_left(now_unix_ns()).is_none_or(|left| left.is_zero()) {
+            // waiting), for a trickle, when no accepted event lingers (e.g. only rejected or excluded datagrams
+            // arrived: their counts must not wait), or when the linger time is up; otherwise keep filling it.
+            if pass.completions == 0 || trickle || core.linger_left(now_unix_ns()).is_none_or(|left| left.is_zero()) {
                 core.flush();
             }
         }

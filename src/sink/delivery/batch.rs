@@ -243,6 +243,11 @@ impl Batch {
         self.data.is_empty()
     }
 
+    /// Events that still fit under the count limit.
+    pub fn room(&self) -> usize {
+        self.limits.max_events.saturating_sub(self.data.len())
+    }
+
     /// True when a count or size limit is reached.
     pub fn is_full(&self) -> bool {
         self.data.len() >= self.limits.max_events || self.data.bytes.len() >= self.limits.max_bytes

@@ -39,14 +39,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use crossbeam_channel::{Receiver, RecvTimeoutError};
+use crossbeam_channel::RecvTimeoutError;
 use tracing::{debug, error, info, warn};
 
 use super::batch::{Batch, EncodedBatch};
 use super::queue::{Accounts, DeliveryQueue, Next, Origin, Pushed, QueueSettings};
 use super::retune::Retune;
 use crate::config::{BatchConfig, RetryConfig};
-use crate::event::slab::Slab;
+use crate::event::handover::SlabReceiver;
 use crate::sink::{Encoded, Encoder, SinkError, Transport};
 use crate::telemetry::metrics::{now_unix_ns, HostTally, SinkCounters, SinkOutcome};
 
@@ -107,19 +107,26 @@ impl WorkerSettings {
 }
 
 /// Runs the worker until `rx` disconnects and the queue is delivered, spooled or (without a spool) counted lost.
-pub fn run<E, T>(settings: WorkerSettings, rx: Receiver<Slab>, encoder: E, transport: T, counters: Arc<SinkCounters>)
-where
+/// `rx` is the engine's [`handover`](crate::event::handover) receiver, or a plain crossbeam receiver (`.into()`),
+/// which wakes the encoder for every slab.
+pub fn run<E, T>(
+    settings: WorkerSettings,
+    rx: impl Into<SlabReceiver>,
+    encoder: E,
+    transport: T,
+    counters: Arc<SinkCounters>,
+) where
     E: Encoder + 'static,
     T: Transport + Send + 'static,
 {
-    run_retunable(settings, rx, encoder, transport, counters, None);
+    run_retunable(settings, rx.into(), encoder, transport, counters, None);
 }
 
 /// [`run`], taking a reloaded config's encoder, batch limits and retry policy from `retune` while it runs (see
 /// [`crate::sink::delivery::retune`]).
 pub fn run_retunable<E, T>(
     settings: WorkerSettings,
-    rx: Receiver<Slab>,
+    rx: SlabReceiver,
     mut encoder: E,
     transport: T,
     counters: Arc<SinkCounters>,
@@ -173,7 +180,7 @@ pub fn run_retunable<E, T>(
         Err(e) => {
             error!(sink = %settings.name, error = %e, "cannot start the delivery thread; sink disabled");
             let mut lost = HostTally::default();
-            for slab in rx.iter() {
+            for slab in rx.channel().iter() {
                 counters.dropped.add(slab.len() as u64);
                 lost.clear();
                 for event in slab.events() {
@@ -217,8 +224,17 @@ pub fn run_retunable<E, T>(
             .flatten()
             .min();
         let received = match wake {
-            Some(wake) => rx.recv_timeout(wake.saturating_duration_since(Instant::now())),
-            None => rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
+            Some(wake) => {
+                // An open batch waits for its age anyway: let the readers' slabs gather in the channel until the
+                // next deadline instead of waking for each (at a trickle, one slab is one event), unless a quarter
+                // of the batch's room arrived or the channel is half full (see `event::handover`).
+                if !batch.is_empty() {
+                    rx.doze(wake, batch.room() / 4);
+                }
+                rx.channel()
+                    .recv_timeout(wake.saturating_duration_since(Instant::now()))
+            }
+            None => rx.channel().recv().map_err(|_| RecvTimeoutError::Disconnected),
         };
         // Before the slab is encoded: a slab received after a reload was offered gets the new settings.
         if let Some(update) = retune.as_ref().and_then(|r| r.take()) {
@@ -231,30 +247,35 @@ pub fn run_retunable<E, T>(
             info!(sink = %settings.name, "reloaded settings in force");
         }
         match received {
-            Ok(slab) => {
+            Ok(first) => {
                 let now = Instant::now();
-                for event in slab.events() {
-                    let mark = batch.buf().len();
-                    let sender = event.peer.ip().to_canonical();
-                    match encoder.encode(event, batch.buf()) {
-                        Encoded::Yes => batch.commit(now, event.received_ns, Some(sender)),
-                        Encoded::Changed => {
-                            counters.values_changed.inc();
-                            batch.commit(now, event.received_ns, Some(sender));
+                // Every slab already waiting goes into this pass (after a doze, the batch's whole trickle), so
+                // that a batch due now is not handed over before the slabs that gathered for it.
+                let waiting = rx.channel().len();
+                for slab in std::iter::once(first).chain(rx.channel().try_iter().take(waiting)) {
+                    for event in slab.events() {
+                        let mark = batch.buf().len();
+                        let sender = event.peer.ip().to_canonical();
+                        match encoder.encode(event, batch.buf()) {
+                            Encoded::Yes => batch.commit(now, event.received_ns, Some(sender)),
+                            Encoded::Changed => {
+                                counters.values_changed.inc();
+                                batch.commit(now, event.received_ns, Some(sender));
+                            }
+                            Encoded::Skipped(_) => {
+                                batch.truncate_to(mark);
+                                counters.skipped.inc();
+                                skipped.add(sender, 1);
+                            }
                         }
-                        Encoded::Skipped(_) => {
-                            batch.truncate_to(mark);
-                            counters.skipped.inc();
-                            skipped.add(sender, 1);
+                        if batch.is_full() {
+                            hand_over(&mut batch);
                         }
                     }
-                    if batch.is_full() {
-                        hand_over(&mut batch);
+                    if !skipped.is_empty() {
+                        counters.hosts.add(SinkOutcome::Skipped, &skipped);
+                        skipped.clear();
                     }
-                }
-                if !skipped.is_empty() {
-                    counters.hosts.add(SinkOutcome::Skipped, &skipped);
-                    skipped.clear();
                 }
             }
             Err(RecvTimeoutError::Timeout) => {}

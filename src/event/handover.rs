@@ -1,0 +1,269 @@
+//! The reader → destination handover: a bounded channel of slabs with a doorbell.
+//!
+//! A destination batches events and sends a batch when it is full or its oldest event reached `maxAge`. While a
+//! batch is open and far from full, waking the destination's thread for every slab a reader hands over buys
+//! nothing: the batch waits for its age anyway. At a real farm's trickle (tens of events a second, one event per
+//! slab) those wake-ups are most of the engine's CPU. So a destination with an open batch may [`doze`]: sleep
+//! until its next deadline, while slabs gather in the channel, unless enough events arrive to fill a part of
+//! the batch (`wake_after`), the channel is half full, or the readers are gone. The senders ring the bell only
+//! then; otherwise a send costs one atomic load more than a plain channel's.
+//!
+//! Without an open batch the destination blocks in the channel's own `recv` (crossbeam wakes it for the first
+//! slab), so an idle engine still sleeps until something arrives.
+//!
+//! [`doze`]: SlabReceiver::doze
+
+use std::sync::atomic::{fence, AtomicBool, AtomicIsize, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::thread::Thread;
+use std::time::Instant;
+
+use crossbeam_channel::{bounded, Receiver, SendError, Sender, TrySendError};
+
+use super::slab::Slab;
+
+/// A bounded channel of `capacity` slabs with a doorbell.
+pub fn channel(capacity: usize) -> (SlabSender, SlabReceiver) {
+    let (tx, rx) = bounded(capacity);
+    let bell = Arc::new(Bell {
+        sleeper: OnceLock::new(),
+        dozing: AtomicBool::new(false),
+        wake_after: AtomicIsize::new(0),
+        half: (capacity / 2).max(1),
+        closed: AtomicBool::new(false),
+    });
+    (
+        SlabSender {
+            tx,
+            bell: Arc::clone(&bell),
+        },
+        SlabReceiver { rx, bell: Some(bell) },
+    )
+}
+
+/// What a sender and its receiver share.
+#[derive(Debug)]
+struct Bell {
+    /// The receiving thread (set by its first doze; a receiver is used by one thread).
+    sleeper: OnceLock<Thread>,
+    /// True while the receiver dozes and wants ringing.
+    dozing: AtomicBool,
+    /// Events still to arrive before the dozing receiver wants waking (senders count down).
+    wake_after: AtomicIsize,
+    /// Slabs in the channel that wake a dozing receiver whatever `wake_after` says, so the readers never wait for
+    /// room while the destination sleeps.
+    half: usize,
+    /// The sender is gone (the readers stopped): a doze ends.
+    closed: AtomicBool,
+}
+
+impl Bell {
+    fn ring(&self) {
+        if self.dozing.swap(false, Ordering::AcqRel) {
+            if let Some(t) = self.sleeper.get() {
+                t.unpark();
+            }
+        }
+    }
+}
+
+/// The readers' end: one per destination channel.
+#[derive(Debug)]
+pub struct SlabSender {
+    tx: Sender<Slab>,
+    bell: Arc<Bell>,
+}
+
+impl SlabSender {
+    /// Hands `slab` over if there is room, as crossbeam's `try_send`.
+    pub fn try_send(&self, slab: Slab) -> Result<(), TrySendError<Slab>> {
+        let events = slab.len();
+        self.tx.try_send(slab)?;
+        self.after_send(events);
+        Ok(())
+    }
+
+    /// Hands `slab` over, waiting for room, as crossbeam's `send`.
+    pub fn send(&self, slab: Slab) -> Result<(), SendError<Slab>> {
+        let events = slab.len();
+        self.tx.send(slab)?;
+        self.after_send(events);
+        Ok(())
+    }
+
+    /// Rings a dozing receiver once enough events arrived or the channel is half full.
+    fn after_send(&self, events: usize) {
+        // Pairs with the fence in `doze`: either the receiver sees the slab in the channel before it sleeps, or we
+        // see it dozing here (the store-buffer pattern, forbidden with a SeqCst fence on both sides).
+        fence(Ordering::SeqCst);
+        let bell = &self.bell;
+        if bell.dozing.load(Ordering::Relaxed) {
+            let left = bell.wake_after.fetch_sub(events as isize, Ordering::AcqRel) - events as isize;
+            if left <= 0 || self.tx.len() >= bell.half {
+                bell.ring();
+            }
+        }
+    }
+}
+
+impl Drop for SlabSender {
+    /// The readers stopped: a dozing receiver wakes to see the channel disconnect.
+    fn drop(&mut self) {
+        self.bell.closed.store(true, Ordering::SeqCst);
+        self.bell.ring();
+    }
+}
+
+/// A destination's end.
+#[derive(Debug)]
+pub struct SlabReceiver {
+    rx: Receiver<Slab>,
+    /// `None` for a plain crossbeam channel (no sender rings it: [`SlabReceiver::doze`] returns at once).
+    bell: Option<Arc<Bell>>,
+}
+
+impl From<Receiver<Slab>> for SlabReceiver {
+    /// A receiver without a doorbell, for code that builds its own crossbeam channel.
+    fn from(rx: Receiver<Slab>) -> SlabReceiver {
+        SlabReceiver { rx, bell: None }
+    }
+}
+
+impl SlabReceiver {
+    /// The channel itself: `recv`, `recv_timeout`, `try_iter`, `len`.
+    pub fn channel(&self) -> &Receiver<Slab> {
+        &self.rx
+    }
+
+    /// The channel, for a consumer that never dozes.
+    pub fn into_inner(self) -> Receiver<Slab> {
+        self.rx
+    }
+
+    /// Sleeps until `until` while slabs gather in the channel; woken early once `wake_after` more events arrived,
+    /// the channel is half full, or the sender is gone. Returns at once when a slab is already waiting. The
+    /// caller then takes what arrived from [`SlabReceiver::channel`]. Call it from one thread only.
+    pub fn doze(&self, until: Instant, wake_after: usize) {
+        let Some(bell) = &self.bell else { return };
+        let me = bell.sleeper.get_or_init(std::thread::current);
+        debug_assert_eq!(me.id(), std::thread::current().id(), "a receiver dozes on one thread");
+        bell.wake_after.store(wake_after.max(1) as isize, Ordering::SeqCst);
+        bell.dozing.store(true, Ordering::SeqCst);
+        fence(Ordering::SeqCst);
+        if self.rx.is_empty() {
+            // Slabs below the thresholds do not end the doze: only a ring, the sender's end or the deadline. A
+            // stale unpark (from a ring that found us awake) only makes the loop look again.
+            while bell.dozing.load(Ordering::Acquire) && !bell.closed.load(Ordering::Acquire) {
+                let now = Instant::now();
+                if now >= until {
+                    break;
+                }
+                std::thread::park_timeout(until - now);
+            }
+        }
+        bell.dozing.store(false, Ordering::Release);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::slab::SlabPool;
+    use std::time::Duration;
+
+    fn slab_of(pool: &Arc<SlabPool>, events: usize) -> Slab {
+        let mut w = pool.take();
+        for _ in 0..events {
+            w.next_slot();
+            w.commit();
+        }
+        w.share()
+    }
+
+    /// Runs `send` on another thread once `rx` dozes; returns the thread.
+    fn once_dozing<F>(rx: &SlabReceiver, send: F) -> std::thread::JoinHandle<()>
+    where
+        F: FnOnce() + Send + 'static,
+    {
+        let bell = Arc::clone(rx.bell.as_ref().unwrap());
+        std::thread::spawn(move || {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while !bell.dozing.load(Ordering::Acquire) {
+                assert!(Instant::now() < deadline, "the receiver never dozed");
+                std::thread::yield_now();
+            }
+            send();
+        })
+    }
+
+    #[test]
+    fn a_doze_sleeps_through_slabs_below_the_thresholds_until_its_deadline() {
+        let pool = SlabPool::new(4, 64);
+        let (tx, rx) = channel(16);
+        let tx = Arc::new(tx);
+        let t = Arc::clone(&tx);
+        let sender = once_dozing(&rx, move || {
+            for _ in 0..3 {
+                t.send(slab_of(&pool, 1)).unwrap();
+            }
+        });
+        let until = Instant::now() + Duration::from_millis(200);
+        rx.doze(until, 100);
+        assert!(
+            Instant::now() >= until,
+            "woken before the deadline by slabs below the thresholds"
+        );
+        sender.join().unwrap();
+        assert_eq!(rx.channel().len(), 3, "the slabs gathered meanwhile");
+    }
+
+    #[test]
+    fn enough_events_ring_the_bell() {
+        let pool = SlabPool::new(4, 64);
+        let (tx, rx) = channel(16);
+        let sender = once_dozing(&rx, move || {
+            tx.send(slab_of(&pool, 2)).unwrap();
+            tx.send(slab_of(&pool, 2)).unwrap();
+            std::mem::forget(tx); // not the sender's end: the events must ring
+        });
+        rx.doze(Instant::now() + Duration::from_secs(60), 4);
+        sender.join().unwrap();
+        assert_eq!(rx.channel().len(), 2);
+    }
+
+    #[test]
+    fn a_half_full_channel_rings_the_bell() {
+        let pool = SlabPool::new(4, 64);
+        let (tx, rx) = channel(16);
+        let sender = once_dozing(&rx, move || {
+            for _ in 0..8 {
+                tx.send(slab_of(&pool, 1)).unwrap();
+            }
+            std::mem::forget(tx);
+        });
+        rx.doze(Instant::now() + Duration::from_secs(60), 1_000_000);
+        sender.join().unwrap();
+        assert_eq!(rx.channel().len(), 8);
+    }
+
+    #[test]
+    fn the_senders_end_rings_the_bell() {
+        let (tx, rx) = channel(16);
+        let sender = once_dozing(&rx, move || drop(tx));
+        rx.doze(Instant::now() + Duration::from_secs(60), 1_000_000);
+        sender.join().unwrap();
+        assert!(rx.channel().recv().is_err(), "disconnected");
+    }
+
+    #[test]
+    fn a_waiting_slab_or_a_plain_channel_never_dozes() {
+        let pool = SlabPool::new(4, 64);
+        let (tx, rx) = channel(4);
+        tx.send(slab_of(&pool, 1)).unwrap();
+        let until = Instant::now() + Duration::from_secs(60);
+        rx.doze(until, 100);
+        assert_eq!(rx.channel().len(), 1);
+        let (_plain_tx, plain_rx) = bounded::<Slab>(4);
+        SlabReceiver::from(plain_rx).doze(until, 100);
+    }
+}

@@ -2,13 +2,15 @@
 # A real farm's load: the engine's CPU and context switches per second while idle, then at a trickle (20 events/s).
 #
 # Usage: scripts/bench-idle.sh [--backend io_uring|recvmmsg] [--idle 60s] [--rate 20] [--duration 20s]
-#                              [--settle 5] [--results DIR] [--skip-build]
+#                              [--warmup 0s] [--max-age DUR] [--settle 5] [--results DIR] [--skip-build]
 #
 # One run: `loadgen flood` serves a mock InfluxDB 1.x, the engine starts on a plain Butler SOS file writing to it
 # (plus `sense-ingest: {backend, readerThreads: 2, spool on}`, the metrics endpoint on, everything else default),
 # waits --settle seconds (start-up work), then the idle window is measured for --idle (nothing is sent), then
-# flood sends --rate datagrams/s for --duration and the load window is measured from the first send until flood
-# has its last event (drain wait 1 s). CPU is the sum over every thread of /proc/PID/task/*/schedstat (run time
+# flood sends --rate datagrams/s for --warmup + --duration and the load window is measured from --warmup after the
+# first send until flood has its last event (drain wait 1 s). A warm-up leaves out what only the first minutes of
+# a long-running engine pay: first touches of the receive ring's buffers and of the slabs (page faults), growing
+# buffers. --max-age sets sense-ingest.batch.maxAge (default: the engine's, 200ms). CPU is the sum over every thread of /proc/PID/task/*/schedstat (run time
 # in ns, so a 0.01 % figure is not lost in 10 ms clock ticks); context switches the sum of voluntary +
 # nonvoluntary switches in /proc/PID/task/*/status. Reports go to --results (summary.txt, flood.json, the
 # engine log) and the summary is printed.
@@ -23,6 +25,8 @@ BACKEND=io_uring
 IDLE=60s
 RATE=20
 DURATION=20s
+WARMUP=0s
+MAX_AGE=""
 SETTLE=5
 SKIP_BUILD=0
 RESULTS_DIR=""
@@ -32,6 +36,8 @@ while [ $# -gt 0 ]; do
     --idle) IDLE=$2; shift 2 ;;
     --rate) RATE=$2; shift 2 ;;
     --duration) DURATION=$2; shift 2 ;;
+    --warmup) WARMUP=$2; shift 2 ;;
+    --max-age) MAX_AGE=$2; shift 2 ;;
     --settle) SETTLE=$2; shift 2 ;;
     --results) RESULTS_DIR=$2; shift 2 ;;
     --skip-build) SKIP_BUILD=1; shift ;;
@@ -44,6 +50,8 @@ case "$BACKEND" in io_uring|recvmmsg) ;; *) echo "bench-idle: --backend must be 
 . "$ROOT/scripts/bench-lib.sh"
 IDLE_S=$(dur_secs "$IDLE")
 DUR_S=$(dur_secs "$DURATION")
+WARM_S=$(dur_secs "$WARMUP")
+FLOOD_DURATION=$(python3 -c "print(f'{$WARM_S + $DUR_S:.3f}s')")
 
 TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
 if [ "$SKIP_BUILD" != 1 ]; then
@@ -72,6 +80,9 @@ sense-ingest:
     enable: true
     dir: $RESULTS_DIR/spool
 EOF
+  if [ -n "$MAX_AGE" ]; then
+    printf '  batch:\n    maxAge: %s\n' "$MAX_AGE"
+  fi
 } >"$RESULTS_DIR/engine.yaml"
 
 PIDS=()
@@ -85,7 +96,7 @@ trap 'exit 130' INT TERM
 START_DELAY=$(python3 -c "print(f'{$SETTLE + $IDLE_S + 3:.3f}s')")
 FLOOD_T0=$(date +%s.%N)
 timeout --foreground --signal=TERM 600 "$LOADGEN_BIN" flood --target "127.0.0.1:$UDP" --rate "$RATE" \
-  --duration "$DURATION" --hosts 4 --mock-influx "127.0.0.1:$TCP" --start-delay "$START_DELAY" --drain-wait 1s -q \
+  --duration "$FLOOD_DURATION" --hosts 4 --mock-influx "127.0.0.1:$TCP" --start-delay "$START_DELAY" --drain-wait 1s -q \
   --json "$RESULTS_DIR/flood.json" >"$RESULTS_DIR/flood.txt" 2>"$RESULTS_DIR/flood.log" &
 FLOOD=$!
 PIDS+=("$FLOOD")
@@ -103,14 +114,14 @@ done
   echo "date_utc: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
   echo "commit: $(git rev-parse --short HEAD)$( [ -n "$(git status --porcelain -- src Cargo.toml Cargo.lock)" ] && echo ' (with uncommitted engine changes)')"
   echo "uptime_before: $(uptime)"
-  echo "params: backend=$BACKEND idle=$IDLE rate=$RATE duration=$DURATION settle=${SETTLE}s"
+  echo "params: backend=$BACKEND idle=$IDLE rate=$RATE duration=$DURATION warmup=$WARMUP max_age=${MAX_AGE:-default} settle=${SETTLE}s"
 } >"$RESULTS_DIR/env.txt"
 
-python3 - "$ENGINE" "$FLOOD" "$FLOOD_T0" "$START_DELAY" "$SETTLE" "$IDLE_S" "$RESULTS_DIR" <<'PY' | tee "$RESULTS_DIR/summary.txt"
+python3 - "$ENGINE" "$FLOOD" "$FLOOD_T0" "$START_DELAY" "$SETTLE" "$IDLE_S" "$RESULTS_DIR" "$WARM_S" <<'PY' | tee "$RESULTS_DIR/summary.txt"
 import json, os, sys, time
 pid, flood = int(sys.argv[1]), int(sys.argv[2])
 flood_t0, start_delay = float(sys.argv[3]), float(sys.argv[4].rstrip("s"))
-settle, idle_s, d = float(sys.argv[5]), float(sys.argv[6]), sys.argv[7]
+settle, idle_s, d, warm_s = float(sys.argv[5]), float(sys.argv[6]), sys.argv[7], float(sys.argv[8])
 
 def snap():
     cpu_ns = 0
@@ -142,7 +153,7 @@ time.sleep(settle)
 a = snap(); time.sleep(idle_s); b = snap()
 dt, cpu, cs, top = window(a, b)
 print(f"idle:  {dt:.1f} s, cpu {cpu:.4f} % of one core, {cs:.2f} context switches/s; switches (CPU) by thread: {top or 'none'}")
-wait = flood_t0 + start_delay - time.time()
+wait = flood_t0 + start_delay + warm_s - time.time()
 if wait > 0:
     time.sleep(wait)
 c = snap()
@@ -154,7 +165,7 @@ f = json.load(open(os.path.join(d, "flood.json"))) if os.path.exists(os.path.joi
 if f:
     s = f["sinks"][0]
     lat = s["latency_us"]
-    print(f"load:  {f['rate_per_s']}/s for {f.get('duration_s', '?')} s, {dt:.1f} s window, cpu {cpu:.4f} % of one core, "
+    print(f"load:  {f['rate_per_s']}/s for {f.get('duration_s', '?')} s (warm-up {warm_s:g} s), {dt:.1f} s window, cpu {cpu:.4f} % of one core, "
           f"{cs:.2f} context switches/s; sent {f['sent']}, lost {s['lost']}, latency p50 {lat['p50_us']/1000:.1f} ms "
           f"p99 {lat['p99_us']/1000:.1f} ms; switches (CPU) by thread: {top or 'none'}")
 else:

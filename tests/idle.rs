@@ -188,6 +188,56 @@ fn a_trickle_wakes_the_recvmmsg_reader_once_per_datagram_and_the_encoder_per_bat
     a_trickle_wakes_the_reader_once_per_datagram("recvmmsg");
 }
 
+/// A steady flow of a few thousand datagrams a second: a reader should wake about once per linger (1 ms) and
+/// take what arrived meanwhile, not twice (once when a linger ends and again for the next datagram). Counts
+/// against the time the sending took: a loaded machine that delays the reader only lowers the count.
+fn a_steady_flow_wakes_the_reader_about_once_per_linger(backend: &str) {
+    const DATAGRAMS: usize = 2000;
+    const GAP: Duration = Duration::from_micros(250);
+    let influxd = Influxd::start();
+    let mut cfg = fixtures::influx_only_config(false, influxd.addr.port(), "steady");
+    set(&mut cfg, "sense-ingest.backend", Yaml::from(backend));
+    set(&mut cfg, "sense-ingest.readerThreads", Yaml::from(1));
+    let mut engine = Engine::start_with_yaml(&serde_norway::to_string(&cfg).unwrap());
+    wait_until_idle(&engine);
+    let pid = engine.pid();
+    let before = voluntary_switches(pid, "reader-0");
+    let datagram = fixtures::cases()[0].datagram.clone();
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let start = std::time::Instant::now();
+    for i in 0..DATAGRAMS {
+        // Paced by spinning: a sleep this short would oversleep by more than the gap.
+        while start.elapsed() < GAP * i as u32 {
+            std::hint::spin_loop();
+        }
+        sock.send_to(&datagram, engine.target()).unwrap();
+    }
+    let sending = start.elapsed();
+    let stored = wait_for("every point of the flow in InfluxDB", Duration::from_secs(30), || {
+        let n = influxd.points("steady", "user_events").len();
+        (n >= DATAGRAMS).then_some(n)
+    });
+    assert_eq!(stored, DATAGRAMS);
+    let wakes = voluntary_switches(pid, "reader-0") - before;
+    let lingers = sending.as_secs_f64() / 0.001;
+    assert!(
+        (wakes as f64) <= lingers * 1.3 + 20.0,
+        "{backend} reader woke {wakes} times in {sending:?} ({lingers:.0} linger periods) for {DATAGRAMS} datagrams"
+    );
+    let status = engine.terminate_within(Duration::from_secs(10));
+    assert!(status.success(), "engine exit {status}:\n{}", engine.stderr_text());
+}
+
+#[test]
+fn a_steady_flow_wakes_the_io_uring_reader_about_once_per_linger() {
+    a_steady_flow_wakes_the_reader_about_once_per_linger("io_uring");
+}
+
+#[test]
+fn a_steady_flow_wakes_the_recvmmsg_reader_about_once_per_linger() {
+    a_steady_flow_wakes_the_reader_about_once_per_linger("recvmmsg");
+}
+
 /// Docker's default seccomp profile answers `io_uring_setup` with EPERM: the engine must say so once, name the
 /// likely cause, run recvmmsg readers and deliver every event.
 #[test]

@@ -97,7 +97,8 @@ impl SlabSender {
         // see it dozing here (the store-buffer pattern, forbidden with a SeqCst fence on both sides).
         fence(Ordering::SeqCst);
         let bell = &self.bell;
-        if bell.dozing.load(Ordering::Relaxed) {
+        // Acquire: seeing the doze means seeing the `wake_after` the receiver stored before it.
+        if bell.dozing.load(Ordering::Acquire) {
             let left = bell.wake_after.fetch_sub(events as isize, Ordering::AcqRel) - events as isize;
             if left <= 0 || self.tx.len() >= bell.half {
                 bell.ring();

@@ -6,12 +6,17 @@
 //! 2. One `RecvMsgMulti` SQE is armed. For every datagram the kernel picks the next buffer, writes it and posts one
 //!    CQE carrying the buffer id, with `IORING_CQE_F_MORE` while the request stays armed.
 //! 3. The reader waits for CQEs (idle: with no timeout; a poll of the stop signal's descriptor completes at
-//!    shutdown and wakes it), parses every completed datagram in place from its buffer into the slab, gives the buffers back by advancing the ring tail once per
-//!    pass, hands the slab over when it is full, when nothing arrived while waiting, when a wake-up from idle
-//!    brought a trickle's lone datagram ([`ReaderCore::linger_after_idle_wake`](super::ReaderCore::linger_after_idle_wake)), when no accepted event
-//!    lingers, or when its [`LINGER`](super::LINGER) time is up (waiting meanwhile for `LINGER_WAKE_COMPLETIONS`
-//!    datagrams at once rather than one, unless busy), and re-arms when a CQE arrives without `F_MORE` (for
-//!    example `ENOBUFS` when all buffers were in use: the datagrams wait in the socket buffer meanwhile).
+//!    shutdown and wakes it), parses every completed datagram in place from its buffer into the slab, and gives
+//!    the buffers back by advancing the ring tail once per pass.
+//! 4. It hands the slab over when it is full, when nothing arrived while waiting, when a wake-up from idle brought
+//!    a trickle's lone datagram
+//!    ([`ReaderCore::linger_after_idle_wake`](super::ReaderCore::linger_after_idle_wake)), when no accepted
+//!    event lingers, or when its [`LINGER`](super::LINGER) time is up (waiting meanwhile for
+//!    `LINGER_WAKE_COMPLETIONS` datagrams at once rather than one, unless busy). While datagrams keep coming (the
+//!    last linger found more), it then waits one more linger for the next ones instead of waking for the first,
+//!    and hands over what that wait found: a steady flow costs one wake-up per linger.
+//! 5. It re-arms when a CQE arrives without `F_MORE` (for example `ENOBUFS` when all buffers were in use: the
+//!    datagrams wait in the socket buffer meanwhile).
 //!
 //! The ring itself (buffer memory, registration, arming, handing completions over, cancelling) is the
 //! `uring-ring` workspace crate, shared with loadgen's drain; this file is the reader's policy around it.
@@ -72,6 +77,8 @@ impl UringReceiver {
     pub fn run(&mut self, core: &mut ReaderCore) -> io::Result<()> {
         let mut received_any = false;
         let mut last_completions = 0;
+        // The last linger found more datagrams: they keep coming (see `flowing_wait`).
+        let mut flowing = false;
         // The stop signal's descriptor outlives the reader (the core holds the signal).
         let stop_armed = self.rx.wake_on_readable(core.stop_signal().fd()).is_ok();
         while !core.should_stop() {
@@ -84,9 +91,14 @@ impl UringReceiver {
             // whole linger time at high rates and cap a reader at one ring of datagrams per linger period.
             let busy = last_completions >= LINGER_WAKE_COMPLETIONS;
             let lingering = core.linger_left(now_unix_ns());
+            // The slab was just handed over, but the linger before found more datagrams: wait one more linger for
+            // the next ones instead of waking for the first (as recvmmsg sleeps a linger between two drains), so
+            // a steady flow costs one wake-up per linger rather than two.
+            let flowing_wait = lingering.is_none() && flowing && !busy;
             let (want, timeout) = match lingering {
                 Some(left) if !busy => (LINGER_WAKE_COMPLETIONS, Some(left)),
                 Some(left) => (1, Some(left)),
+                None if flowing_wait => (LINGER_WAKE_COMPLETIONS, Some(super::LINGER)),
                 // Idle: until a datagram or the stop poll completes (a timeout only if the poll could not be armed).
                 None => (1, (!stop_armed).then_some(POLL_INTERVAL)),
             };
@@ -99,11 +111,18 @@ impl UringReceiver {
             }
             // A wake-up from idle that brought a trickle's lone datagram: hand it over now rather than wake again
             // when a linger timer runs out (the one trickle rule, shared with recvmmsg).
-            let trickle = lingering.is_none() && pass.completions > 0 && !core.linger_after_idle_wake(pass.completions);
+            let idle_wait = lingering.is_none() && !flowing_wait;
+            let trickle = idle_wait && pass.completions > 0 && !core.linger_after_idle_wake(pass.completions);
+            flowing = pass.completions > 0 && !idle_wait;
             // Hand the slab over (and publish the counters) when the link went quiet (nothing arrived while
-            // waiting), for a trickle, when no accepted event lingers (e.g. only rejected or excluded datagrams
-            // arrived: their counts must not wait), or when the linger time is up; otherwise keep filling it.
-            if pass.completions == 0 || trickle || core.linger_left(now_unix_ns()).is_none_or(|left| left.is_zero()) {
+            // waiting), for a trickle, after a flowing wait (its datagrams waited a linger in the socket), when no
+            // accepted event lingers (e.g. only rejected or excluded datagrams arrived: their counts must not
+            // wait), or when the linger time is up; otherwise keep filling it.
+            if pass.completions == 0
+                || trickle
+                || flowing_wait
+                || core.linger_left(now_unix_ns()).is_none_or(|left| left.is_zero())
+            {
                 core.flush();
             }
         }

@@ -5,8 +5,9 @@
 //! nothing: the batch waits for its age anyway. At a real farm's trickle (tens of events a second, one event per
 //! slab) those wake-ups are most of the engine's CPU. So a destination with an open batch may [`doze`]: sleep
 //! until its next deadline, while slabs gather in the channel, unless enough events arrive to fill a part of
-//! the batch (`wake_after`), the channel is half full, or the readers are gone. The senders ring the bell only
-//! then; otherwise a send costs one atomic load more than a plain channel's.
+//! the batch (`wake_after`), the channel is half full, the readers are gone, or someone [`Kicker::kick`]s it (a
+//! reloaded config). The senders ring the bell only then; otherwise a send costs one fence and one atomic load
+//! more than a plain channel's.
 //!
 //! Without an open batch the destination blocks in the channel's own `recv` (crossbeam wakes it for the first
 //! slab), so an idle engine still sleeps until something arrives.
@@ -31,6 +32,7 @@ pub fn channel(capacity: usize) -> (SlabSender, SlabReceiver) {
         wake_after: AtomicIsize::new(0),
         half: (capacity / 2).max(1),
         closed: AtomicBool::new(false),
+        kicked: AtomicBool::new(false),
     });
     (
         SlabSender {
@@ -55,9 +57,19 @@ struct Bell {
     half: usize,
     /// The sender is gone (the readers stopped): a doze ends.
     closed: AtomicBool,
+    /// Someone else wants the receiver awake ([`Kicker`]): a doze ends (and the next one if it comes first).
+    kicked: AtomicBool,
 }
 
 impl Bell {
+    /// Sets `flag` (`closed` or `kicked`) and wakes a dozing receiver. The fence pairs with the one in `doze`:
+    /// either the receiver sees the flag before it sleeps, or we see it dozing here.
+    fn raise(&self, flag: &AtomicBool) {
+        flag.store(true, Ordering::SeqCst);
+        fence(Ordering::SeqCst);
+        self.ring();
+    }
+
     fn ring(&self) {
         if self.dozing.swap(false, Ordering::AcqRel) {
             if let Some(t) = self.sleeper.get() {
@@ -107,11 +119,18 @@ impl SlabSender {
     }
 }
 
+impl SlabSender {
+    /// True while the receiver dozes (for tests that must act during a doze).
+    #[cfg(test)]
+    pub(crate) fn receiver_dozes(&self) -> bool {
+        self.bell.dozing.load(Ordering::Acquire)
+    }
+}
+
 impl Drop for SlabSender {
     /// The readers stopped: a dozing receiver wakes to see the channel disconnect.
     fn drop(&mut self) {
-        self.bell.closed.store(true, Ordering::SeqCst);
-        self.bell.ring();
+        self.bell.raise(&self.bell.closed);
     }
 }
 
@@ -136,16 +155,23 @@ impl SlabReceiver {
         &self.rx
     }
 
+    /// A handle that wakes this receiver from a doze (none for a plain channel, which never dozes).
+    pub fn kicker(&self) -> Option<Kicker> {
+        self.bell.as_ref().map(|b| Kicker(Arc::clone(b)))
+    }
+
     /// The channel, for a consumer that never dozes.
     pub fn into_inner(self) -> Receiver<Slab> {
         self.rx
     }
 
     /// Sleeps until `until` while slabs gather in the channel; woken early once `wake_after` more events arrived,
-    /// the channel is half full, or the sender is gone. Returns at once when a slab is already waiting. The
-    /// caller then takes what arrived from [`SlabReceiver::channel`]. Call it from one thread only.
-    pub fn doze(&self, until: Instant, wake_after: usize) {
-        let Some(bell) = &self.bell else { return };
+    /// the channel is half full, the sender is gone, or a [`Kicker`] kicked. Returns at once when a slab is already
+    /// waiting (or a kick is pending). True when it used the doorbell: the caller then takes what is in
+    /// [`SlabReceiver::channel`] without waiting again (a kick must not be followed by a wait there). False,
+    /// without waiting, for a plain channel: the caller waits in the channel. Call it from one thread only.
+    pub fn doze(&self, until: Instant, wake_after: usize) -> bool {
+        let Some(bell) = &self.bell else { return false };
         let me = bell.sleeper.get_or_init(std::thread::current);
         debug_assert_eq!(me.id(), std::thread::current().id(), "a receiver dozes on one thread");
         bell.wake_after.store(wake_after.max(1) as isize, Ordering::SeqCst);
@@ -154,7 +180,10 @@ impl SlabReceiver {
         if self.rx.is_empty() {
             // Slabs below the thresholds do not end the doze: only a ring, the sender's end or the deadline. A
             // stale unpark (from a ring that found us awake) only makes the loop look again.
-            while bell.dozing.load(Ordering::Acquire) && !bell.closed.load(Ordering::Acquire) {
+            while bell.dozing.load(Ordering::Acquire)
+                && !bell.closed.load(Ordering::Acquire)
+                && !bell.kicked.load(Ordering::Acquire)
+            {
                 let now = Instant::now();
                 if now >= until {
                     break;
@@ -163,6 +192,21 @@ impl SlabReceiver {
             }
         }
         bell.dozing.store(false, Ordering::Release);
+        // The caller looks at what the kick was for right after the doze.
+        bell.kicked.store(false, Ordering::Release);
+        true
+    }
+}
+
+/// Wakes a [`SlabReceiver`] from its doze from outside the channel: a reloaded config must not wait for a batch's
+/// age ([`crate::sink::delivery::retune`]).
+#[derive(Debug, Clone)]
+pub struct Kicker(Arc<Bell>);
+
+impl Kicker {
+    /// Ends the receiver's current doze, or its next one if it is not dozing.
+    pub fn kick(&self) {
+        self.0.raise(&self.0.kicked);
     }
 }
 
@@ -257,6 +301,19 @@ mod tests {
     }
 
     #[test]
+    fn a_kick_ends_the_doze_and_a_kick_before_it_the_next_one() {
+        let (_tx, rx) = channel(16);
+        let kicker = rx.kicker().unwrap();
+        let sender = once_dozing(&rx, move || kicker.kick());
+        rx.doze(Instant::now() + Duration::from_secs(60), 1_000_000);
+        sender.join().unwrap();
+        rx.kicker().unwrap().kick();
+        let until = Instant::now() + Duration::from_secs(60);
+        rx.doze(until, 1_000_000);
+        assert!(Instant::now() < until, "a kick before the doze ends it at once");
+    }
+
+    #[test]
     fn a_waiting_slab_or_a_plain_channel_never_dozes() {
         let pool = SlabPool::new(4, 64);
         let (tx, rx) = channel(4);
@@ -265,6 +322,6 @@ mod tests {
         rx.doze(until, 100);
         assert_eq!(rx.channel().len(), 1);
         let (_plain_tx, plain_rx) = bounded::<Slab>(4);
-        SlabReceiver::from(plain_rx).doze(until, 100);
+        assert!(!SlabReceiver::from(plain_rx).doze(until, 100), "no doorbell, no doze");
     }
 }

@@ -29,10 +29,12 @@ pub const APP_NAMES_CHECK_INTERVAL: Duration = Duration::from_secs(2);
 
 /// How often the monitor looks at the flow: while datagrams flow, it reads the kernel's drop counters and the
 /// channels' fill (and reports recoveries of silent hosts); while nothing flows, it only looks whether datagrams
-/// flow again (two counter loads). Drops and backpressure need datagrams, so nothing is missed meanwhile: the
-/// kernel's counter is cumulative, and the first check after the flow resumed reports what it found. Once a
-/// second, whatever the rate: each wake-up of a thread costs tens of microseconds on a VM, a noticeable share of
-/// what a trickle of tens of events a second costs (five a second while flowing cost 0.02 % of a core there).
+/// flow again (two counter loads). Kernel drops are never missed: the counter is cumulative, and the first check
+/// after the flow resumed reports what it found. The channels' fill is a sample: a channel that fills past
+/// `backpressureThreshold` and drains again within the second may go unreported (`channel_full_waits` still
+/// counts every reader that had to wait). Once a second, whatever the rate: each wake-up of a thread costs tens
+/// of microseconds on a VM, a noticeable share of what a trickle of tens of events a second costs (five a second
+/// while flowing cost 0.02 % of a core there).
 pub const CHECK_INTERVAL: Duration = Duration::from_secs(1);
 
 /// What the monitor thread watches.

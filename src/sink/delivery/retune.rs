@@ -1,16 +1,19 @@
 //! What a running destination takes from a reloaded config (SIGHUP): its encoder (which holds
 //! `userEvents.tags`), its batch limits and its retry policy.
 //!
-//! The reload thread [`Retune::offer`]s an [`Update`]; the worker's intake thread picks it up between two slabs
-//! ([`Retune::take`], one atomic load when nothing is pending), hands the batch it was filling to the queue first,
+//! The reload thread [`Retune::offer`]s an [`Update`]; the worker's intake thread picks it up when it next wakes
+//! ([`Retune::take`], one atomic load when nothing is pending): with the next slab, or at once while a batch is
+//! open (the offer kicks it out of its doze, see [`crate::event::handover`]). It hands the batch it was filling to
+//! the queue first,
 //! then encodes with the new encoder into a batch with the new limits. Batches already queued or spooled keep the
 //! encoding they were made with, so nothing queued is lost or re-encoded. The retry policy is read by the delivery
 //! thread at the start of each batch ([`Retune::retry`]).
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 
 use crate::config::{BatchConfig, RetryConfig};
+use crate::event::handover::Kicker;
 
 /// New settings for one destination.
 #[derive(Debug)]
@@ -30,6 +33,8 @@ pub struct Retune<E> {
     pending: AtomicBool,
     next: Mutex<Option<Update<E>>>,
     retry: Mutex<RetryConfig>,
+    /// Wakes the worker's intake thread from a doze (set by the worker when it starts).
+    waker: OnceLock<Kicker>,
 }
 
 impl<E> Retune<E> {
@@ -39,7 +44,13 @@ impl<E> Retune<E> {
             pending: AtomicBool::new(false),
             next: Mutex::new(None),
             retry: Mutex::new(retry),
+            waker: OnceLock::new(),
         }
+    }
+
+    /// The worker's intake thread: how an offer wakes it while it dozes with a batch open.
+    pub fn wake_with(&self, kicker: Kicker) {
+        let _ = self.waker.set(kicker);
     }
 
     /// Offers `update`; an update not yet taken is replaced (the latest config wins). The retry policy is in force
@@ -48,6 +59,9 @@ impl<E> Retune<E> {
         *self.retry.lock().unwrap_or_else(|e| e.into_inner()) = update.retry;
         *self.next.lock().unwrap_or_else(|e| e.into_inner()) = Some(update);
         self.pending.store(true, Ordering::Release);
+        if let Some(kicker) = self.waker.get() {
+            kicker.kick();
+        }
     }
 
     /// The pending update, if any (the intake thread, between slabs).

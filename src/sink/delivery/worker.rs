@@ -39,7 +39,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use crossbeam_channel::RecvTimeoutError;
+use crossbeam_channel::{RecvTimeoutError, TryRecvError};
 use tracing::{debug, error, info, warn};
 
 use super::batch::{Batch, EncodedBatch};
@@ -192,6 +192,9 @@ pub fn run_retunable<E, T>(
         }
     };
 
+    if let (Some(retune), Some(kicker)) = (&retune, rx.kicker()) {
+        retune.wake_with(kicker);
+    }
     let mut batch = Batch::new(settings.batch);
     // Events refused at shutdown by a full memory queue without a spool (counted dropped; logged once at the end).
     let mut refused_events = 0;
@@ -227,12 +230,18 @@ pub fn run_retunable<E, T>(
             Some(wake) => {
                 // An open batch waits for its age anyway: let the readers' slabs gather in the channel until the
                 // next deadline instead of waking for each (at a trickle, one slab is one event), unless a quarter
-                // of the batch's room arrived or the channel is half full (see `event::handover`).
-                if !batch.is_empty() {
-                    rx.doze(wake, batch.room() / 4);
+                // of the batch's room arrived, the channel is half full or a reload kicks (`event::handover`).
+                // After a doze, take only what is there: it ended for a reason (slabs, the deadline, a kick, the
+                // readers' end), and a kick must not be followed by a wait in the channel.
+                if !batch.is_empty() && rx.doze(wake, batch.room() / 4) {
+                    rx.channel().try_recv().map_err(|e| match e {
+                        TryRecvError::Empty => RecvTimeoutError::Timeout,
+                        TryRecvError::Disconnected => RecvTimeoutError::Disconnected,
+                    })
+                } else {
+                    rx.channel()
+                        .recv_timeout(wake.saturating_duration_since(Instant::now()))
                 }
-                rx.channel()
-                    .recv_timeout(wake.saturating_duration_since(Instant::now()))
             }
             None => rx.channel().recv().map_err(|_| RecvTimeoutError::Disconnected),
         };
@@ -248,7 +257,10 @@ pub fn run_retunable<E, T>(
         }
         match received {
             Ok(first) => {
-                let now = Instant::now();
+                // The batch's age counts from each event's receipt, not from this pass: a doze (or a full
+                // channel) may have kept it waiting, and maxAge bounds how long an event waits in the engine.
+                let (now, now_ns) = (Instant::now(), now_unix_ns());
+                let since = |received_ns: u64| now - Duration::from_nanos(now_ns.saturating_sub(received_ns));
                 // Every slab already waiting goes into this pass (after a doze, the batch's whole trickle), so
                 // that a batch due now is not handed over before the slabs that gathered for it.
                 let waiting = rx.channel().len();
@@ -257,10 +269,10 @@ pub fn run_retunable<E, T>(
                         let mark = batch.buf().len();
                         let sender = event.peer.ip().to_canonical();
                         match encoder.encode(event, batch.buf()) {
-                            Encoded::Yes => batch.commit(now, event.received_ns, Some(sender)),
+                            Encoded::Yes => batch.commit(since(event.received_ns), event.received_ns, Some(sender)),
                             Encoded::Changed => {
                                 counters.values_changed.inc();
-                                batch.commit(now, event.received_ns, Some(sender));
+                                batch.commit(since(event.received_ns), event.received_ns, Some(sender));
                             }
                             Encoded::Skipped(_) => {
                                 batch.truncate_to(mark);
@@ -700,6 +712,7 @@ mod tests {
 
     use super::*;
     use crate::sink::delivery::queue::SpoolSettings;
+    use crate::sink::delivery::retune::Update;
     use crate::sink::Endpoint;
 
     /// No reload hook (the delivery tests run without one).
@@ -886,6 +899,82 @@ mod tests {
             self.accepted.lock().unwrap().push(items[0]);
             Ok(0)
         }
+    }
+
+    /// One line per event, whatever it holds.
+    struct Lines;
+
+    impl Encoder for Lines {
+        fn encode(&mut self, _event: &crate::event::Event, out: &mut Vec<u8>) -> Encoded {
+            out.extend_from_slice(b"line\n");
+            Encoded::Yes
+        }
+    }
+
+    /// A slab of one event received `ago` before now.
+    fn slab_received(pool: &Arc<crate::event::slab::SlabPool>, ago: Duration) -> crate::event::slab::Slab {
+        let mut w = pool.take();
+        w.next_slot().received_ns = now_unix_ns() - ago.as_nanos() as u64;
+        w.commit();
+        w.share()
+    }
+
+    /// A worker on a doorbell channel with `max_age`, delivering at once; returns the sender, the counters and
+    /// the reload hook.
+    fn worker_with_age(
+        max_age: Duration,
+    ) -> (
+        crate::event::handover::SlabSender,
+        Arc<SinkCounters>,
+        Arc<Retune<Lines>>,
+        std::thread::JoinHandle<()>,
+    ) {
+        let (tx, rx) = crate::event::handover::channel(16);
+        let batch = BatchConfig {
+            max_age,
+            ..BatchConfig::default()
+        };
+        let settings = WorkerSettings::in_memory("test", batch, RetryConfig::default());
+        let counters = Arc::new(SinkCounters::default());
+        let retune = Arc::new(Retune::new(RetryConfig::default()));
+        let transport = SlowTransport {
+            delay: Some(Duration::ZERO),
+            accepted: Arc::new(AtomicUsize::new(0)),
+        };
+        let (c, r) = (Arc::clone(&counters), Arc::clone(&retune));
+        let worker = std::thread::spawn(move || run_retunable(settings, rx, Lines, transport, c, Some(r)));
+        (tx, counters, retune, worker)
+    }
+
+    #[test]
+    fn max_age_counts_from_the_events_receipt_not_from_when_the_encoder_took_it() {
+        // An event that already waited 59.9 s (in a reader's linger, a full channel, a doze) is due now, not a
+        // minute after the encoder took it.
+        let pool = crate::event::slab::SlabPool::new(4, 16);
+        let (tx, counters, _retune, worker) = worker_with_age(Duration::from_secs(60));
+        tx.send(slab_received(&pool, Duration::from_millis(59_900))).unwrap();
+        wait_until("the overdue event delivered", || counters.delivered.get() == 1);
+        drop(tx);
+        worker.join().unwrap();
+    }
+
+    #[test]
+    fn a_reload_reaches_a_worker_that_dozes_with_an_open_batch_at_once() {
+        let pool = crate::event::slab::SlabPool::new(4, 16);
+        let (tx, counters, retune, worker) = worker_with_age(Duration::from_secs(60));
+        tx.send(slab_received(&pool, Duration::ZERO)).unwrap();
+        // The worker dozes for a minute with its batch open; the reload hands that batch over first.
+        wait_until("the worker dozing with its batch open", || tx.receiver_dozes());
+        retune.offer(Update {
+            encoder: Some(Lines),
+            batch: BatchConfig::default(),
+            retry: RetryConfig::default(),
+        });
+        wait_until("the batch of the old settings delivered", || {
+            counters.delivered.get() == 1
+        });
+        drop(tx);
+        worker.join().unwrap();
     }
 
     fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {

@@ -80,7 +80,7 @@ fn run(cli: cli::Cli) -> anyhow::Result<ExitCode> {
             }
             let stop = StopSignal::new().context("creating the stop signal")?;
             stop.register_signals().context("installing signal handlers")?;
-            let rules = Arc::new(LiveRules::new(Rules::from_config(&cfg.user_events)));
+            let rules = Arc::new(LiveRules::new(Rules::from_config(&cfg)));
             let parts = Arc::new(pipeline::reload::LiveDestinations::default());
             pipeline::reload::watch_sighup(pipeline::reload::Live {
                 files: config.clone(),

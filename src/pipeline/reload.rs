@@ -187,7 +187,7 @@ pub fn reload(live: &Live) -> Reload {
 
 /// Puts the live keys of `loaded` in force.
 fn apply(live: &Live, loaded: &Loaded) {
-    live.rules.replace(Rules::from_config(&loaded.config.user_events));
+    live.rules.replace(Rules::from_config(&loaded.config));
     live.parts.apply(&loaded.config);
     if !live.cli_log_level {
         telemetry::set_level(loaded.config.log_level);
@@ -325,7 +325,7 @@ mod tests {
         let live = Live {
             files: vec![path.clone()],
             started: loaded.tree.clone(),
-            rules: Arc::new(LiveRules::new(Rules::from_config(&loaded.config.user_events))),
+            rules: Arc::new(LiveRules::new(Rules::from_config(&loaded.config))),
             cli_log_level: true,
             parts: Arc::default(),
         };

@@ -1,7 +1,7 @@
 //! The portable fast path: batched `recvmmsg(2)`, woken by `ppoll`, lingering between drains.
 //!
 //! One call returns up to [`BATCH`] datagrams already queued. The reader waits in `ppoll` on the socket and the
-//! stop signal when idle, and sleeps [`LINGER`] between drains while datagrams flow, so it wakes per linger
+//! stop signal when idle, and sleeps one linger ([`linger_for`](super::linger_for)) between drains while datagrams flow, so it wakes per linger
 //! period rather than per datagram (see [`RecvmmsgReceiver::run`]). Each slot's buffer is
 //! `maxMessageSize + 1` bytes, so an oversized datagram is recognised (it fills the slot or sets `MSG_TRUNC`);
 //! the memory is reserved, not touched, so only the bytes datagrams actually use become resident.
@@ -14,7 +14,7 @@ use std::time::Instant;
 
 use tracing::error;
 
-use super::{ReaderCore, DRAIN_LIMIT, LINGER, POLL_INTERVAL};
+use super::{ReaderCore, DRAIN_LIMIT, POLL_INTERVAL};
 use crate::stop::poll_readable;
 use crate::telemetry::metrics::{now_unix_ns, RateLimit};
 
@@ -77,12 +77,12 @@ impl RecvmmsgReceiver {
     ///
     /// Idle, the reader blocks in `ppoll` on the socket and the stop signal, with no timeout. A wake-up that finds
     /// datagrams drains the socket (`recvmmsg`, [`BATCH`] at a time, until it is empty), then sleeps for
-    /// [`LINGER`] while the kernel's receive buffer gathers the next datagrams, and drains again: while datagrams
-    /// flow, a reader wakes about once per `LINGER` whatever the rate, and each wake-up handles every datagram that
+    /// one linger while the kernel's receive buffer gathers the next datagrams, and drains again: while datagrams
+    /// flow, a reader wakes about once per linger whatever the rate, and each wake-up handles every datagram that
     /// arrived meanwhile (like the io_uring backend's wait for a count of completions). After a linger, the slab is
     /// handed over; a drain that finds nothing hands it over too and goes back to blocking. A trickle (one
     /// datagram per wake-up, wake-ups further apart than [`BUSY_GAP`](super::BUSY_GAP)) is handed over without
-    /// lingering. So an event waits at most one `LINGER` (plus the drain) in the reader, as with the io_uring
+    /// lingering. So an event waits at most one linger (plus the drain) in the reader, as with the io_uring
     /// backend.
     pub fn run(&mut self, sock: &UdpSocket, core: &mut ReaderCore) -> io::Result<()> {
         // The last wait was a linger sleep: what the drain after it found has waited long enough.
@@ -109,7 +109,7 @@ impl RecvmmsgReceiver {
                 woke_from_idle = false;
                 // A drain that found more than a batch queued: the link is near what one reader takes; sleep a
                 // quarter of the linger, so the receive buffer holds less while the reader sleeps.
-                let nap = if got > BATCH { LINGER / 4 } else { LINGER };
+                let nap = if got > BATCH { core.linger() / 4 } else { core.linger() };
                 if stop.wait_timeout(Some(nap)) {
                     break;
                 }

@@ -1,5 +1,6 @@
 //! The receive rules a SIGHUP can change while the readers run: `userEvents.excludeUser`,
-//! `udpServerConfig.enableSourceValidation`/`allowedSources` and `rateLimit`.
+//! `udpServerConfig.enableSourceValidation`/`allowedSources`, `rateLimit`, and how long a reader lingers (from
+//! `sense-ingest.batch.maxAge`).
 //!
 //! The reload thread builds a new [`Rules`] and [`LiveRules::replace`]s the current one; each reader keeps its own
 //! `Arc<Rules>` and compares the generation counter once per datagram (one atomic load of a line that changes only
@@ -9,27 +10,45 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
-use crate::config::{ExcludedUser, UserEventsConfig};
+use std::time::Duration;
+
+use crate::config::{Config, ExcludedUser};
 use crate::reader::admission::Admission;
+use crate::reader::{linger_for, MAX_LINGER};
 
 /// One generation of the reloadable rules.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Rules {
     /// `userEvents.excludeUser`.
     pub excluded: Vec<ExcludedUser>,
     /// Source validation and rate limit (a reload starts the rate windows afresh).
     pub admission: Admission,
+    /// How long a reader may keep a slab while datagrams keep coming ([`linger_for`] of the batch age).
+    pub linger: Duration,
+}
+
+impl Default for Rules {
+    /// No exclusions, every source admitted, the longest linger.
+    fn default() -> Rules {
+        Rules {
+            excluded: Vec::new(),
+            admission: Admission::default(),
+            linger: MAX_LINGER,
+        }
+    }
 }
 
 impl Rules {
-    /// The rules `user_events` asks for.
-    pub fn from_config(user_events: &UserEventsConfig) -> Rules {
+    /// The rules `config` asks for.
+    pub fn from_config(config: &Config) -> Rules {
+        let user_events = &config.user_events;
         Rules {
             excluded: user_events.exclude_users.clone(),
             admission: Admission::new(
                 user_events.udp.allowed_sources.as_deref(),
                 user_events.udp.rate_limit_per_minute,
             ),
+            linger: linger_for(config.engine.batch.max_age),
         }
     }
 }

@@ -11,7 +11,7 @@
 //! 4. It hands the slab over when it is full, when nothing arrived while waiting, when a wake-up from idle brought
 //!    a trickle's lone datagram
 //!    ([`ReaderCore::linger_after_idle_wake`](super::ReaderCore::linger_after_idle_wake)), when no accepted
-//!    event lingers, or when its [`LINGER`](super::LINGER) time is up (waiting meanwhile for
+//!    event lingers, or when its linger ([`linger_for`](super::linger_for)) is up (waiting meanwhile for
 //!    `LINGER_WAKE_COMPLETIONS` datagrams at once rather than one, unless busy). While datagrams keep coming (the
 //!    last linger found more), it then waits one more linger for the next ones instead of waking for the first,
 //!    and hands over what that wait found: a steady flow costs one wake-up per linger.
@@ -98,7 +98,7 @@ impl UringReceiver {
             let (want, timeout) = match lingering {
                 Some(left) if !busy => (LINGER_WAKE_COMPLETIONS, Some(left)),
                 Some(left) => (1, Some(left)),
-                None if flowing_wait => (LINGER_WAKE_COMPLETIONS, Some(super::LINGER)),
+                None if flowing_wait => (LINGER_WAKE_COMPLETIONS, Some(core.linger())),
                 // Idle: until a datagram or the stop poll completes (a timeout only if the poll could not be armed).
                 None => (1, (!stop_armed).then_some(POLL_INTERVAL)),
             };

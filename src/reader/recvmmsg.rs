@@ -14,7 +14,7 @@ use std::time::Instant;
 
 use tracing::error;
 
-use super::{ReaderCore, DRAIN_LIMIT, POLL_INTERVAL};
+use super::{ReaderCore, BUSY_LINGER, DRAIN_LIMIT, POLL_INTERVAL};
 use crate::stop::poll_readable;
 use crate::telemetry::metrics::{now_unix_ns, RateLimit};
 
@@ -91,6 +91,7 @@ impl RecvmmsgReceiver {
         let mut woke_from_idle = false;
         while !core.should_stop() {
             let got = self.drain_queued(sock, core);
+            core.set_busy(got > BATCH);
             // Linger while datagrams flow: after a linger that found more, or as the trickle rule says after a
             // wake-up from idle. A lone datagram of a trickle goes at once (one wake-up each).
             let linger_next = got > 0
@@ -108,8 +109,8 @@ impl RecvmmsgReceiver {
                 lingered = true;
                 woke_from_idle = false;
                 // A drain that found more than a batch queued: the link is near what one reader takes; sleep a
-                // quarter of the linger, so the receive buffer holds less while the reader sleeps.
-                let nap = if got > BATCH { core.linger() / 4 } else { core.linger() };
+                // quarter of the busy linger, so the receive buffer holds less while the reader sleeps.
+                let nap = if got > BATCH { BUSY_LINGER / 4 } else { core.linger() };
                 if stop.wait_timeout(Some(nap)) {
                     break;
                 }

@@ -90,6 +90,7 @@ impl UringReceiver {
             // per armed request, not per datagram, so waiting for LINGER_WAKE_COMPLETIONS would sleep out the
             // whole linger time at high rates and cap a reader at one ring of datagrams per linger period.
             let busy = last_completions >= LINGER_WAKE_COMPLETIONS;
+            core.set_busy(busy);
             let lingering = core.linger_left(now_unix_ns());
             // The slab was just handed over, but the linger before found more datagrams: wait one more linger for
             // the next ones instead of waking for the first (as recvmmsg sleeps a linger between two drains), so

@@ -260,7 +260,12 @@ pub fn run_retunable<E, T>(
                 // The batch's age counts from each event's receipt, not from this pass: a doze (or a full
                 // channel) may have kept it waiting, and maxAge bounds how long an event waits in the engine.
                 let (now, now_ns) = (Instant::now(), now_unix_ns());
-                let since = |received_ns: u64| now - Duration::from_nanos(now_ns.saturating_sub(received_ns));
+                // Checked: a receive time from before a wall-clock step (or none, 0) must not underflow the
+                // monotonic clock; such an event is simply due at once.
+                let since = |received_ns: u64| {
+                    now.checked_sub(Duration::from_nanos(now_ns.saturating_sub(received_ns)))
+                        .unwrap_or(now)
+                };
                 // Every slab already waiting goes into this pass (after a doze, the batch's whole trickle), so
                 // that a batch due now is not handed over before the slabs that gathered for it.
                 let waiting = rx.channel().len();
@@ -954,6 +959,19 @@ mod tests {
         let (tx, counters, _retune, worker) = worker_with_age(Duration::from_secs(60));
         tx.send(slab_received(&pool, Duration::from_millis(59_900))).unwrap();
         wait_until("the overdue event delivered", || counters.delivered.get() == 1);
+        drop(tx);
+        worker.join().unwrap();
+    }
+
+    #[test]
+    fn an_event_without_a_receive_time_or_from_before_a_clock_step_is_due_at_once() {
+        let pool = crate::event::slab::SlabPool::new(4, 16);
+        let (tx, counters, _retune, worker) = worker_with_age(Duration::from_secs(60));
+        let mut w = pool.take();
+        w.next_slot().received_ns = 0; // 56 years before now: further back than the monotonic clock goes
+        w.commit();
+        tx.send(w.share()).unwrap();
+        wait_until("the event delivered", || counters.delivered.get() == 1);
         drop(tx);
         worker.join().unwrap();
     }

@@ -178,8 +178,8 @@ impl SlabReceiver {
         bell.dozing.store(true, Ordering::SeqCst);
         fence(Ordering::SeqCst);
         if self.rx.is_empty() {
-            // Slabs below the thresholds do not end the doze: only a ring, the sender's end or the deadline. A
-            // stale unpark (from a ring that found us awake) only makes the loop look again.
+            // Slabs below the thresholds do not end the doze: only a ring, the sender's end, a kick or the
+            // deadline. A stale unpark (from a ring that found us awake) only makes the loop look again.
             while bell.dozing.load(Ordering::Acquire)
                 && !bell.closed.load(Ordering::Acquire)
                 && !bell.kicked.load(Ordering::Acquire)

@@ -1,9 +1,9 @@
 //! The portable fast path: batched `recvmmsg(2)`, woken by `ppoll`, lingering between drains.
 //!
 //! One call returns up to [`BATCH`] datagrams already queued. The reader waits in `ppoll` on the socket and the
-//! stop signal when idle, and sleeps one linger ([`linger_for`](super::linger_for)) between drains while datagrams flow, so it wakes per linger
-//! period rather than per datagram (see [`RecvmmsgReceiver::run`]). Each slot's buffer is
-//! `maxMessageSize + 1` bytes, so an oversized datagram is recognised (it fills the slot or sets `MSG_TRUNC`);
+//! stop signal when idle, and sleeps one linger ([`linger_for`](super::linger_for)) between drains while
+//! datagrams flow, so it wakes per linger rather than per datagram (see [`RecvmmsgReceiver::run`]). Each slot's
+//! buffer is `maxMessageSize + 1` bytes, so an oversized datagram is recognised (it fills the slot or sets `MSG_TRUNC`);
 //! the memory is reserved, not touched, so only the bytes datagrams actually use become resident.
 
 use std::io;

@@ -132,6 +132,27 @@ fn voluntary_switches(pid: u32, name: &str) -> u64 {
     total
 }
 
+/// An engine with one reader of `backend` writing to InfluxDB database `db` with `batch.maxAge` `max_age`, once it
+/// sleeps (its start-up work done).
+fn one_reader_engine(influxd: &Influxd, db: &str, backend: &str, max_age: &str) -> Engine {
+    let mut cfg = fixtures::influx_only_config(false, influxd.addr.port(), db);
+    set(&mut cfg, "sense-ingest.backend", Yaml::from(backend));
+    set(&mut cfg, "sense-ingest.readerThreads", Yaml::from(1));
+    set(&mut cfg, "sense-ingest.batch.maxAge", Yaml::from(max_age));
+    let engine = Engine::start_with_yaml(&serde_norway::to_string(&cfg).unwrap());
+    wait_until_idle(&engine);
+    engine
+}
+
+/// Waits until InfluxDB database `db` holds `expected` user events, and checks it holds no more.
+fn wait_until_stored(influxd: &Influxd, db: &str, expected: usize) {
+    let stored = wait_for("every point in InfluxDB", Duration::from_secs(30), || {
+        let n = influxd.points(db, "user_events").len();
+        (n >= expected).then_some(n)
+    });
+    assert_eq!(stored, expected);
+}
+
 /// A real farm sends tens of events a second, each datagram alone on the link. Lingering for more is pointless
 /// then: the reader must hand each one over on the wake-up that brought it (one wake-up per datagram, not a
 /// second one when a linger timer runs out), and the encoder must not wake per datagram but about once per batch
@@ -140,12 +161,7 @@ fn voluntary_switches(pid: u32, name: &str) -> u64 {
 fn a_trickle_wakes_the_reader_once_per_datagram(backend: &str) {
     const DATAGRAMS: u64 = 24;
     let influxd = Influxd::start();
-    let mut cfg = fixtures::influx_only_config(false, influxd.addr.port(), "trickle");
-    set(&mut cfg, "sense-ingest.backend", Yaml::from(backend));
-    set(&mut cfg, "sense-ingest.readerThreads", Yaml::from(1));
-    set(&mut cfg, "sense-ingest.batch.maxAge", Yaml::from("300ms"));
-    let mut engine = Engine::start_with_yaml(&serde_norway::to_string(&cfg).unwrap());
-    wait_until_idle(&engine);
+    let mut engine = one_reader_engine(&influxd, "trickle", backend, "300ms");
     let pid = engine.pid();
     let (reader_before, encoder_before) = (
         voluntary_switches(pid, "reader-0"),
@@ -156,11 +172,7 @@ fn a_trickle_wakes_the_reader_once_per_datagram(backend: &str) {
         send_datagrams(engine.target(), std::slice::from_ref(&datagram));
         std::thread::sleep(Duration::from_millis(40)); // pacing the trickle, not waiting for anything
     }
-    let stored = wait_for("every trickled point in InfluxDB", Duration::from_secs(20), || {
-        let n = influxd.points("trickle", "user_events").len() as u64;
-        (n >= DATAGRAMS).then_some(n)
-    });
-    assert_eq!(stored, DATAGRAMS);
+    wait_until_stored(&influxd, "trickle", DATAGRAMS as usize);
     let reader = voluntary_switches(pid, "reader-0") - reader_before;
     let encoder = voluntary_switches(pid, "sink-influxdb") - encoder_before;
     // One wake-up per datagram, plus a few for a datagram that arrived while the reader was busy elsewhere.
@@ -196,12 +208,7 @@ fn a_steady_flow_wakes_the_reader_about_once_per_linger(backend: &str) {
     const DATAGRAMS: usize = 2000;
     const GAP: Duration = Duration::from_micros(250);
     let influxd = Influxd::start();
-    let mut cfg = fixtures::influx_only_config(false, influxd.addr.port(), "steady");
-    set(&mut cfg, "sense-ingest.backend", Yaml::from(backend));
-    set(&mut cfg, "sense-ingest.readerThreads", Yaml::from(1));
-    set(&mut cfg, "sense-ingest.batch.maxAge", Yaml::from("10ms"));
-    let mut engine = Engine::start_with_yaml(&serde_norway::to_string(&cfg).unwrap());
-    wait_until_idle(&engine);
+    let mut engine = one_reader_engine(&influxd, "steady", backend, "10ms");
     let pid = engine.pid();
     let before = voluntary_switches(pid, "reader-0");
     let datagram = fixtures::cases()[0].datagram.clone();
@@ -215,11 +222,7 @@ fn a_steady_flow_wakes_the_reader_about_once_per_linger(backend: &str) {
         sock.send_to(&datagram, engine.target()).unwrap();
     }
     let sending = start.elapsed();
-    let stored = wait_for("every point of the flow in InfluxDB", Duration::from_secs(30), || {
-        let n = influxd.points("steady", "user_events").len();
-        (n >= DATAGRAMS).then_some(n)
-    });
-    assert_eq!(stored, DATAGRAMS);
+    wait_until_stored(&influxd, "steady", DATAGRAMS);
     let wakes = voluntary_switches(pid, "reader-0") - before;
     let lingers = sending.as_secs_f64() / 0.005;
     assert!(

@@ -99,21 +99,29 @@ fn final_summary(engine: &Engine) -> String {
         .to_string()
 }
 
+/// Sends `n` events (user ids prefixed `tag`) and waits until InfluxDB database `db` holds them all and each New
+/// Relic account received them all, over TLS.
+fn send_and_wait_over_tls(s: &Setup, engine: &Engine, db: &str, n: usize, tag: &str) {
+    send_datagrams(engine.target(), &events(n, tag));
+    wait_for(
+        &format!("{n} points in InfluxDB over TLS"),
+        Duration::from_secs(30),
+        || (s.influxd.points(db, "user_events").len() == n).then_some(()),
+    );
+    wait_for(
+        &format!("{n} events per New Relic account over TLS"),
+        Duration::from_secs(30),
+        || (s.nr.event_count(ACCOUNT_A) == n && s.nr.event_count(ACCOUNT_B) == n).then_some(()),
+    );
+}
+
 #[test]
 fn influxdb_and_new_relic_are_written_over_tls_with_a_private_ca() {
     let Some(s) = setup() else { return };
     let ca = Yaml::from(s.ca.to_str().unwrap());
     let spool = s.dir.path().join("spool");
     let mut engine = Engine::start_with_yaml(&config(&s.influx_tls, "tls", &s.nr_url, &[("caFile", ca)], &spool));
-    send_datagrams(engine.target(), &events(50, "t"));
-    wait_for("50 points in InfluxDB over TLS", Duration::from_secs(30), || {
-        (s.influxd.points("tls", "user_events").len() == 50).then_some(())
-    });
-    wait_for(
-        "50 events per New Relic account over TLS",
-        Duration::from_secs(30),
-        || (s.nr.event_count(ACCOUNT_A) == 50 && s.nr.event_count(ACCOUNT_B) == 50).then_some(()),
-    );
+    send_and_wait_over_tls(&s, &engine, "tls", 50, "t");
     assert!(s.influx_tls.handshakes.load(Ordering::Relaxed) >= 1);
     assert!(
         s.nr_tls.handshakes.load(Ordering::Relaxed) >= 2,
@@ -145,15 +153,7 @@ fn without_ca_file_the_system_ca_bundle_is_trusted_by_http_destinations_as_by_mq
     let mut engine = Engine::start_with_yaml_and(&yaml, |cmd| {
         cmd.env("SSL_CERT_FILE", &ca);
     });
-    send_datagrams(engine.target(), &events(20, "s"));
-    wait_for("20 points in InfluxDB over TLS", Duration::from_secs(30), || {
-        (s.influxd.points("systemca", "user_events").len() == 20).then_some(())
-    });
-    wait_for(
-        "20 events per New Relic account over TLS",
-        Duration::from_secs(30),
-        || (s.nr.event_count(ACCOUNT_A) == 20 && s.nr.event_count(ACCOUNT_B) == 20).then_some(()),
-    );
+    send_and_wait_over_tls(&s, &engine, "systemca", 20, "s");
     assert_eq!(s.influx_tls.handshake_failures.load(Ordering::Relaxed), 0);
     assert!(engine.terminate().success());
 }

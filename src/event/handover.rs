@@ -117,9 +117,7 @@ impl SlabSender {
             }
         }
     }
-}
 
-impl SlabSender {
     /// True while the receiver dozes (for tests that must act during a doze).
     #[cfg(test)]
     pub(crate) fn receiver_dozes(&self) -> bool {

@@ -52,8 +52,8 @@ pub const DRAIN_LIMIT: Duration = Duration::from_secs(1);
 /// over anyway (the linger, [`linger_for`]). While datagrams flow, a reader sleeps about one linger between two
 /// drains of its socket, so it wakes per linger rather than per datagram and each wake-up handles what arrived
 /// meanwhile; once a drain finds nothing it hands its slab over and blocks (see the backends). A sudden blast
-/// during one linger waits in the socket's receive buffer: 5 ms of a full loopback blast on one socket is about
-/// 750 datagrams, far below what `recvBufferBytes` holds.
+/// during one linger waits in the socket's receive buffer: 5 ms at 150 k/s per socket (a full loopback blast over
+/// two readers) is 750 datagrams, far below what the default `recvBufferBytes` (16 MiB) holds.
 pub const MAX_LINGER: Duration = Duration::from_millis(5);
 
 /// The linger while a reader is busy (its last pass found more than a batch: near what one reader takes). A

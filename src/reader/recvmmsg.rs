@@ -3,8 +3,8 @@
 //! One call returns up to [`BATCH`] datagrams already queued. The reader waits in `ppoll` on the socket and the
 //! stop signal when idle, and sleeps one linger ([`linger_for`](super::linger_for)) between drains while
 //! datagrams flow, so it wakes per linger rather than per datagram (see [`RecvmmsgReceiver::run`]). Each slot's
-//! buffer is `maxMessageSize + 1` bytes, so an oversized datagram is recognised (it fills the slot or sets `MSG_TRUNC`);
-//! the memory is reserved, not touched, so only the bytes datagrams actually use become resident.
+//! buffer is `maxMessageSize + 1` bytes, so an oversized datagram is recognised (it fills the slot or sets
+//! `MSG_TRUNC`); the memory is reserved, not touched, so only the bytes datagrams actually use become resident.
 
 use std::io;
 use std::mem::MaybeUninit;

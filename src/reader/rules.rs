@@ -9,7 +9,6 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
-
 use std::time::Duration;
 
 use crate::config::{Config, ExcludedUser};

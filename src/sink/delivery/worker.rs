@@ -260,11 +260,12 @@ pub fn run_retunable<E, T>(
                 // The batch's age counts from each event's receipt, not from this pass: a doze (or a full
                 // channel) may have kept it waiting, and maxAge bounds how long an event waits in the engine.
                 let (now, now_ns) = (Instant::now(), now_unix_ns());
-                // Checked: a receive time from before a wall-clock step (or none, 0) must not underflow the
-                // monotonic clock; such an event is simply due at once.
+                // An age beyond maxAge only says "due at once": capping it there keeps the subtraction within
+                // the monotonic clock's range whatever the wall clock did (a step, or no receive time at all).
+                let max_age = batch.limits().max_age;
                 let since = |received_ns: u64| {
-                    now.checked_sub(Duration::from_nanos(now_ns.saturating_sub(received_ns)))
-                        .unwrap_or(now)
+                    let age = Duration::from_nanos(now_ns.saturating_sub(received_ns)).min(max_age);
+                    now.checked_sub(age).unwrap_or(now)
                 };
                 // Every slab already waiting goes into this pass (after a doze, the batch's whole trickle), so
                 // that a batch due now is not handed over before the slabs that gathered for it.
@@ -916,10 +917,10 @@ mod tests {
         }
     }
 
-    /// A slab of one event received `ago` before now.
-    fn slab_received(pool: &Arc<crate::event::slab::SlabPool>, ago: Duration) -> crate::event::slab::Slab {
+    /// A slab of one event received at `received_ns`.
+    fn slab_received(pool: &Arc<crate::event::slab::SlabPool>, received_ns: u64) -> crate::event::slab::Slab {
         let mut w = pool.take();
-        w.next_slot().received_ns = now_unix_ns() - ago.as_nanos() as u64;
+        w.next_slot().received_ns = received_ns;
         w.commit();
         w.share()
     }
@@ -951,36 +952,33 @@ mod tests {
         (tx, counters, retune, worker)
     }
 
-    #[test]
-    fn max_age_counts_from_the_events_receipt_not_from_when_the_encoder_took_it() {
-        // An event that already waited 59.9 s (in a reader's linger, a full channel, a doze) is due now, not a
-        // minute after the encoder took it.
+    /// A worker with a one-minute `maxAge` delivers an event received at `received_ns` well before that minute.
+    fn delivered_before_its_batch_age(received_ns: u64) {
         let pool = crate::event::slab::SlabPool::new(4, 16);
         let (tx, counters, _retune, worker) = worker_with_age(Duration::from_secs(60));
-        tx.send(slab_received(&pool, Duration::from_millis(59_900))).unwrap();
+        tx.send(slab_received(&pool, received_ns)).unwrap();
         wait_until("the overdue event delivered", || counters.delivered.get() == 1);
         drop(tx);
         worker.join().unwrap();
     }
 
     #[test]
+    fn max_age_counts_from_the_events_receipt_not_from_when_the_encoder_took_it() {
+        // An event that already waited 59.9 s (in a reader's linger, a full channel, a doze) is due now, not a
+        // minute after the encoder took it.
+        delivered_before_its_batch_age(now_unix_ns() - 59_900_000_000);
+    }
+
+    #[test]
     fn an_event_without_a_receive_time_or_from_before_a_clock_step_is_due_at_once() {
-        let pool = crate::event::slab::SlabPool::new(4, 16);
-        let (tx, counters, _retune, worker) = worker_with_age(Duration::from_secs(60));
-        let mut w = pool.take();
-        w.next_slot().received_ns = 0; // 56 years before now: further back than the monotonic clock goes
-        w.commit();
-        tx.send(w.share()).unwrap();
-        wait_until("the event delivered", || counters.delivered.get() == 1);
-        drop(tx);
-        worker.join().unwrap();
+        delivered_before_its_batch_age(0); // 56 years before now: further back than the monotonic clock goes
     }
 
     #[test]
     fn a_reload_reaches_a_worker_that_dozes_with_an_open_batch_at_once() {
         let pool = crate::event::slab::SlabPool::new(4, 16);
         let (tx, counters, retune, worker) = worker_with_age(Duration::from_secs(60));
-        tx.send(slab_received(&pool, Duration::ZERO)).unwrap();
+        tx.send(slab_received(&pool, now_unix_ns())).unwrap();
         // The worker dozes for a minute with its batch open; the reload hands that batch over first.
         wait_until("the worker dozing with its batch open", || tx.receiver_dozes());
         retune.offer(Update {

@@ -1,8 +1,8 @@
-//! Test support: a scripted one-connection-at-a-time HTTP/1.1 server for transport unit tests.
+//! Test support: a scripted HTTP/1.1 server for transport unit tests.
 
 use std::io::{BufRead, BufReader, Read, Write as _};
-use std::net::{SocketAddr, TcpListener};
-use std::sync::mpsc;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::{mpsc, Arc, Mutex};
 
 /// One request as the server saw it.
 #[derive(Debug)]
@@ -28,58 +28,73 @@ impl Seen {
 /// A scripted answer: status, extra headers, body.
 pub(crate) type Answer = (u16, Vec<(&'static str, String)>, String);
 
-/// A one-connection HTTP/1.1 server answering each request with the next of `answers` (status, extra headers,
-/// body), reporting what it saw.
+/// An HTTP/1.1 server answering each request with the next of `answers` (status, extra headers, body), whichever
+/// connection it comes on (a transport's set-up calls and its writes use different clients), reporting what it saw.
 pub(crate) fn serve(answers: Vec<Answer>) -> (SocketAddr, mpsc::Receiver<Seen>) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     let (tx, rx) = mpsc::channel();
+    let answers = Arc::new(Mutex::new(answers.into_iter()));
     std::thread::spawn(move || {
-        let mut answers = answers.into_iter();
-        'conns: while let Ok((stream, _)) = listener.accept() {
-            let mut reader = BufReader::new(stream.try_clone().unwrap());
-            let mut writer = stream;
-            loop {
-                let mut request_line = String::new();
-                if reader.read_line(&mut request_line).unwrap_or(0) == 0 {
-                    continue 'conns;
-                }
-                let mut headers = Vec::new();
-                loop {
-                    let mut line = String::new();
-                    reader.read_line(&mut line).unwrap();
-                    let line = line.trim_end();
-                    if line.is_empty() {
-                        break;
-                    }
-                    let (n, v) = line.split_once(':').unwrap();
-                    headers.push((n.trim().to_string(), v.trim().to_string()));
-                }
-                let len: usize = headers
-                    .iter()
-                    .find(|(n, _)| n.eq_ignore_ascii_case("content-length"))
-                    .map_or(0, |(_, v)| v.parse().unwrap());
-                let mut body = vec![0; len];
-                reader.read_exact(&mut body).unwrap();
-                let _ = tx.send(Seen {
-                    request_line: request_line.trim_end().to_string(),
-                    headers,
-                    body,
-                });
-                let Some((status, extra, text)) = answers.next() else {
-                    return;
-                };
-                let mut head = format!("HTTP/1.1 {status} X\r\nContent-Length: {}\r\n", text.len());
-                for (n, v) in extra {
-                    head.push_str(&format!("{n}: {v}\r\n"));
-                }
-                head.push_str("\r\n");
-                writer.write_all(head.as_bytes()).unwrap();
-                writer.write_all(text.as_bytes()).unwrap();
-            }
+        while let Ok((stream, _)) = listener.accept() {
+            let (tx, answers) = (tx.clone(), Arc::clone(&answers));
+            std::thread::spawn(move || serve_connection(stream, &tx, &answers));
         }
     });
     (addr, rx)
+}
+
+/// Requests on one connection until the client closes it or the answers run out.
+fn serve_connection(stream: TcpStream, tx: &mpsc::Sender<Seen>, answers: &Mutex<std::vec::IntoIter<Answer>>) {
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut writer = stream;
+    loop {
+        let mut request_line = String::new();
+        if reader.read_line(&mut request_line).unwrap_or(0) == 0 {
+            return;
+        }
+        let mut headers = Vec::new();
+        loop {
+            let mut line = String::new();
+            if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                return;
+            }
+            let line = line.trim_end();
+            if line.is_empty() {
+                break;
+            }
+            let (n, v) = line.split_once(':').unwrap();
+            headers.push((n.trim().to_string(), v.trim().to_string()));
+        }
+        let len: usize = headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case("content-length"))
+            .map_or(0, |(_, v)| v.parse().unwrap());
+        let mut body = vec![0; len];
+        if reader.read_exact(&mut body).is_err() {
+            return;
+        }
+        let _ = tx.send(Seen {
+            request_line: request_line.trim_end().to_string(),
+            headers,
+            body,
+        });
+        let Some((status, extra, text)) = answers.lock().unwrap().next() else {
+            return;
+        };
+        let mut head = format!("HTTP/1.1 {status} X\r\nContent-Length: {}\r\n", text.len());
+        for (n, v) in extra {
+            head.push_str(&format!("{n}: {v}\r\n"));
+        }
+        head.push_str("\r\n");
+        if writer
+            .write_all(head.as_bytes())
+            .and_then(|()| writer.write_all(text.as_bytes()))
+            .is_err()
+        {
+            return;
+        }
+    }
 }
 
 /// Runs `f` on a current-thread runtime (what a sink's delivery thread uses).

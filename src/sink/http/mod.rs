@@ -23,6 +23,9 @@ pub(crate) const MAX_ERROR_BODY: usize = 512;
 /// How long a TCP connect may take at most (less when the request timeout is shorter).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// The `User-Agent` of every request.
+const USER_AGENT: &str = concat!("sense-ingest/", env!("CARGO_PKG_VERSION"));
+
 /// A client with `timeout` per request, our `User-Agent` and `tls` applied (`key`: the config section named in
 /// errors and WARNs; `sink`: the destination, for logs). `configure` adds what one API needs (redirect policy,
 /// header case).
@@ -36,7 +39,7 @@ pub(crate) fn client(
     let builder = reqwest::Client::builder()
         .timeout(timeout)
         .connect_timeout(CONNECT_TIMEOUT.min(timeout))
-        .user_agent(concat!("sense-ingest/", env!("CARGO_PKG_VERSION")));
+        .user_agent(USER_AGENT);
     with_tls(configure(builder), tls, key, sink)?
         .build()
         .map_err(|e| SinkError::Setup(format!("{key}: cannot build the HTTP client: {e}")))
@@ -49,6 +52,94 @@ pub(crate) fn base_url(host: &str, port: u16, tls: bool) -> String {
         format!("{scheme}://[{host}]:{port}")
     } else {
         format!("{scheme}://{host}:{port}")
+    }
+}
+
+/// Where a destination POSTs its batches: the lean [`wire::Wire`] client for plain http (see its docs for the
+/// measured reason), the reqwest client for https. Both give a [`wire::Answer`], so a destination reads one kind
+/// of answer whichever carries its writes.
+#[derive(Debug)]
+pub(crate) enum Poster {
+    /// Plain http: `target` is the path and query.
+    Wire {
+        /// The keep-alive connection and its buffers.
+        wire: wire::Wire,
+        /// Path and query.
+        target: String,
+    },
+    /// https, through the destination's reqwest client.
+    Client {
+        /// The destination's client (its TLS settings applied).
+        client: reqwest::Client,
+        /// The whole URL.
+        url: reqwest::Url,
+    },
+}
+
+impl Poster {
+    /// The poster for `target` (path and query) at `host:port`: over `client` when `tls`, else the lean client
+    /// with `timeout` per request.
+    pub(crate) fn new(
+        client: &reqwest::Client,
+        host: &str,
+        port: u16,
+        tls: bool,
+        target: &str,
+        timeout: Duration,
+    ) -> Result<Poster, SinkError> {
+        if tls {
+            let url = format!("{}{target}", base_url(host, port, true));
+            let url = reqwest::Url::parse(&url).map_err(|e| SinkError::Setup(format!("bad URL {url}: {e}")))?;
+            Ok(Poster::Client {
+                client: client.clone(),
+                url,
+            })
+        } else {
+            Ok(Poster::Wire {
+                wire: wire::Wire::new(host, port, USER_AGENT, timeout),
+                target: target.to_owned(),
+            })
+        }
+    }
+
+    /// The whole URL the batches go to.
+    #[cfg(test)]
+    pub(crate) fn url(&self) -> String {
+        match self {
+            Poster::Wire { wire, target } => format!("http://{}{target}", wire.authority()),
+            Poster::Client { url, .. } => url.to_string(),
+        }
+    }
+
+    /// POSTs `body` with `headers`. The answer's body is read whole when the status is not 200/204 (and, on the lean
+    /// client, always: the connection is kept in step).
+    pub(crate) async fn post(
+        &mut self,
+        headers: &[(&'static str, &HeaderValue)],
+        body: bytes::Bytes,
+    ) -> Result<wire::Answer, SinkError> {
+        match self {
+            Poster::Wire { wire, target } => wire.post(target, headers, &body).await,
+            Poster::Client { client, url } => {
+                let mut req = client.post(url.clone());
+                for (name, value) in headers {
+                    req = req.header(*name, (*value).clone());
+                }
+                let resp = req.body(body).send().await.map_err(connection_error)?;
+                let status = resp.status().as_u16();
+                let retry_after = retry_after(resp.headers());
+                let body = if status == 200 || status == 204 {
+                    bytes::Bytes::new()
+                } else {
+                    resp.bytes().await.unwrap_or_default()
+                };
+                Ok(wire::Answer {
+                    status,
+                    retry_after,
+                    body,
+                })
+            }
+        }
     }
 }
 
@@ -158,6 +249,7 @@ pub(crate) fn request_error(e: reqwest::Error, context: Option<&str>) -> SinkErr
 }
 
 pub(crate) mod tls;
+pub(crate) mod wire;
 
 #[cfg(test)]
 pub(crate) mod test_server;

@@ -18,22 +18,29 @@ use std::time::Duration;
 
 use tracing::{info, warn};
 
-use super::http::{influx_client, influx_endpoint, partial_write_dropped};
+use reqwest::header::{HeaderValue, AUTHORIZATION};
+
+use super::http::{influx_client, influx_endpoint, influx_writes, partial_write_dropped};
 use crate::config::{InfluxConfig, Secret};
-use crate::sink::http::{base_url, body_text, connection_error, retry_after, url_encode};
+use crate::sink::http::{auth_header, base_url, body_text, connection_error, retry_after, url_encode, Poster};
 use crate::sink::{Endpoint, SinkError, Transport};
 use crate::telemetry::escape::Escaped;
+
+/// The request timeout for setup and writes.
+const TIMEOUT: Duration = Duration::from_secs(30);
 
 /// `/write` and `/query` against one InfluxDB 1.x server.
 #[derive(Debug)]
 pub struct InfluxV1Transport {
     client: reqwest::Client,
     base: String,
-    write_url: String,
+    /// Where the batches go (`/write?db=..`).
+    writes: Poster,
     db: String,
     rp_name: String,
     rp_duration: String,
-    auth: Option<(String, Secret)>,
+    /// `Basic <user:password>` with `v1Config.auth`, marked sensitive so it never shows in debug output.
+    basic: Option<HeaderValue>,
     /// Setup succeeded once: a later 401/404 means the server changed, not that the config is wrong.
     prepared_once: bool,
     /// A write was answered 401/404 after start-up: set up again before the next write.
@@ -44,26 +51,35 @@ impl InfluxV1Transport {
     /// A transport for `config` (`host`, `port`, `v1Config`). Plain HTTP as Butler SOS's v1 client uses, or https
     /// with `sense-ingest.influxdbTls.enable`.
     pub fn new(config: &InfluxConfig) -> Result<InfluxV1Transport, SinkError> {
-        let client = influx_client(Duration::from_secs(30), &config.tls)?;
+        let client = influx_client(TIMEOUT, &config.tls)?;
         let base = base_url(&config.host, config.port, config.tls.enable);
         let db = config.v1.db_name.clone();
-        let write_url = format!("{base}/write?db={}&precision=n", url_encode(&db));
+        let target = format!("/write?db={}&precision=n", url_encode(&db));
+        let basic = match &config.v1.auth {
+            Some((user, pass)) => {
+                use base64::Engine as _;
+                let pair =
+                    Secret::new(base64::engine::general_purpose::STANDARD.encode(format!("{user}:{}", pass.expose())));
+                Some(auth_header("Basic", &pair, "Butler-SOS.influxdbConfig.v1Config.auth")?)
+            }
+            None => None,
+        };
         Ok(InfluxV1Transport {
+            writes: influx_writes(&client, config, &target, TIMEOUT)?,
             client,
             base,
-            write_url,
             db,
             rp_name: config.v1.retention_policy_name.clone(),
             rp_duration: config.v1.retention_policy_duration.clone(),
-            auth: config.v1.auth.clone(),
+            basic,
             prepared_once: false,
             needs_prepare: false,
         })
     }
 
     fn authed(&self, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
-        match &self.auth {
-            Some((user, pass)) => req.basic_auth(user, Some(pass.expose())),
+        match &self.basic {
+            Some(basic) => req.header(AUTHORIZATION, basic.clone()),
             None => req,
         }
     }
@@ -246,25 +262,23 @@ impl InfluxV1Transport {
 
     /// One write request with `items` as the body (no copy: `Bytes` is shared with the worker's batch).
     async fn write_once(&mut self, items: bytes::Bytes, count: usize) -> Result<usize, SinkError> {
-        let req = self.client.post(&self.write_url).body(items);
-        let resp = self.authed(req).send().await.map_err(connection_error)?;
-        let status = resp.status().as_u16();
+        let auth = self.basic.as_ref().map(|basic| (AUTHORIZATION.as_str(), basic));
+        let answer = self.writes.post(auth.as_slice(), items).await?;
+        let status = answer.status;
         if status == 204 || status == 200 {
             return Ok(0);
         }
-        let retry_after = retry_after(resp.headers());
-        let body = resp.bytes().await.unwrap_or_default();
-        let message = body_text(&body);
+        let message = body_text(&answer.body);
         // `partial write: ... dropped=N`: the other points were written. Read from the whole answer: the message
         // kept for logs is cut to `MAX_ERROR_BODY`, and the count is at its very end.
-        let whole = String::from_utf8_lossy(&body);
+        let whole = String::from_utf8_lossy(&answer.body);
         if let Some(dropped) = partial_write_dropped(&whole).filter(|&d| d < count) {
             warn!(sink = "influxdb", dropped, lines = count, %message, "influxdb partial write");
             return Ok(dropped);
         }
         Err(SinkError::Status {
             status,
-            retry_after,
+            retry_after: answer.retry_after,
             message,
         })
     }

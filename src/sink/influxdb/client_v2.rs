@@ -25,10 +25,10 @@ use std::time::Duration;
 use reqwest::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE};
 use tracing::{info, warn};
 
-use super::http::{influx_client, influx_endpoint, partial_write_dropped, write_gzipped, Refused};
+use super::http::{influx_client, influx_endpoint, influx_writes, partial_write_dropped, write_gzipped, Refused};
 use crate::config::InfluxConfig;
 use crate::sink::http::{
-    answer, auth_header, base_url, body_text, connection_error, retry_after, status_error, url_encode,
+    answer, auth_header, base_url, body_text, connection_error, retry_after, status_error, url_encode, Poster,
 };
 use crate::sink::{Endpoint, SinkError, Transport};
 
@@ -40,7 +40,8 @@ const TIMEOUT: Duration = Duration::from_secs(30);
 pub struct InfluxV2Transport {
     client: reqwest::Client,
     base: String,
-    write_url: String,
+    /// Where the batches go (`/api/v2/write...`).
+    writes: Poster,
     org: String,
     bucket: String,
     description: String,
@@ -55,15 +56,16 @@ impl InfluxV2Transport {
     pub fn new(config: &InfluxConfig) -> Result<InfluxV2Transport, SinkError> {
         let v2 = &config.v2;
         let base = base_url(&config.host, config.port, config.tls.enable);
-        let write_url = format!(
-            "{base}/api/v2/write?org={}&bucket={}&precision=ns",
+        let target = format!(
+            "/api/v2/write?org={}&bucket={}&precision=ns",
             url_encode(&v2.org),
             url_encode(&v2.bucket)
         );
+        let client = influx_client(TIMEOUT, &config.tls)?;
         Ok(InfluxV2Transport {
-            client: influx_client(TIMEOUT, &config.tls)?,
+            writes: influx_writes(&client, config, &target, TIMEOUT)?,
+            client,
             base,
-            write_url,
             org: v2.org.clone(),
             bucket: v2.bucket.clone(),
             description: v2.description.clone(),
@@ -187,9 +189,7 @@ impl Transport for InfluxV2Transport {
     }
 
     async fn send(&mut self, items: &[u8], count: usize) -> Result<usize, SinkError> {
-        let Some(Refused { status, retry, body }) =
-            write_gzipped(&self.client, &self.write_url, &self.auth, items).await?
-        else {
+        let Some(Refused { status, retry, body }) = write_gzipped(&mut self.writes, &self.auth, items).await? else {
             return Ok(0);
         };
         if status == 422 {
@@ -230,7 +230,7 @@ mod tests {
     fn the_write_url_names_org_bucket_and_nanosecond_precision() {
         let t = InfluxV2Transport::new(&config(None)).unwrap();
         assert_eq!(
-            t.write_url,
+            t.writes.url(),
             "http://[::1]:8086/api/v2/write?org=my%20org&bucket=senseops&precision=ns"
         );
     }

@@ -25,10 +25,10 @@ use std::time::Duration;
 use reqwest::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE};
 use tracing::{info, warn};
 
-use super::http::{influx_client, influx_endpoint, write_gzipped, Refused};
+use super::http::{influx_client, influx_endpoint, influx_writes, write_gzipped, Refused};
 use crate::config::InfluxConfig;
 use crate::sink::http::{
-    answer, auth_header, base_url, body_text, connection_error, retry_after, status_error, url_encode,
+    answer, auth_header, base_url, body_text, connection_error, retry_after, status_error, url_encode, Poster,
 };
 use crate::sink::{Endpoint, SinkError, Transport};
 use crate::telemetry::escape::Escaped;
@@ -44,7 +44,8 @@ const PARTIAL_WRITE: &str = "partial write of line protocol occurred";
 pub struct InfluxV3Transport {
     client: reqwest::Client,
     base: String,
-    write_url: String,
+    /// Where the batches go (`/api/v3/write...`).
+    writes: Poster,
     database: String,
     retention: String,
     /// `Bearer <token>`, marked sensitive so it never shows in debug output.
@@ -58,8 +59,8 @@ impl InfluxV3Transport {
     pub fn new(config: &InfluxConfig) -> Result<InfluxV3Transport, SinkError> {
         let v3 = &config.v3;
         let base = base_url(&config.host, config.port, config.tls.enable);
-        let write_url = format!(
-            "{base}/api/v3/write_lp?db={}&precision=nanosecond&accept_partial=true",
+        let target = format!(
+            "/api/v3/write_lp?db={}&precision=nanosecond&accept_partial=true",
             url_encode(&v3.database)
         );
         let timeout = if v3.write_timeout.is_zero() {
@@ -67,10 +68,11 @@ impl InfluxV3Transport {
         } else {
             v3.write_timeout
         };
+        let client = influx_client(timeout, &config.tls)?;
         Ok(InfluxV3Transport {
-            client: influx_client(timeout, &config.tls)?,
+            writes: influx_writes(&client, config, &target, timeout)?,
+            client,
             base,
-            write_url,
             database: v3.database.clone(),
             retention: v3.retention_duration.trim().to_string(),
             auth: auth_header("Bearer", &v3.token, "influxdbConfig.v3Config.token")?,
@@ -125,9 +127,7 @@ impl Transport for InfluxV3Transport {
     }
 
     async fn send(&mut self, items: &[u8], count: usize) -> Result<usize, SinkError> {
-        let Some(Refused { status, retry, body }) =
-            write_gzipped(&self.client, &self.write_url, &self.auth, items).await?
-        else {
+        let Some(Refused { status, retry, body }) = write_gzipped(&mut self.writes, &self.auth, items).await? else {
             return Ok(0);
         };
         if status == 400 {
@@ -186,7 +186,7 @@ mod tests {
     fn the_write_url_names_the_database_nanosecond_precision_and_partial_writes() {
         let t = InfluxV3Transport::new(&config("10d")).unwrap();
         assert_eq!(
-            t.write_url,
+            t.writes.url(),
             "http://influx.example:8181/api/v3/write_lp?db=senseops&precision=nanosecond&accept_partial=true"
         );
         assert_eq!(t.auth.to_str().unwrap(), "Bearer apiv3_s3cret");

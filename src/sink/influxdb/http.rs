@@ -5,13 +5,26 @@ use std::time::Duration;
 
 use reqwest::header::{HeaderValue, AUTHORIZATION, CONTENT_ENCODING, CONTENT_TYPE};
 
-use crate::config::HttpTls;
-use crate::sink::http::{self, connection_error, retry_after};
+use crate::config::{HttpTls, InfluxConfig};
+use crate::sink::http::{self, Poster};
 use crate::sink::{Endpoint, SinkError};
 
 /// The HTTP client every InfluxDB transport uses, with `sense-ingest.influxdbTls` applied.
 pub(crate) fn influx_client(timeout: Duration, tls: &HttpTls) -> Result<reqwest::Client, SinkError> {
-    http::client(timeout, tls, "sense-ingest.influxdbTls", "influxdb", |b| b)
+    // No proxy from the environment (`HTTP_PROXY`): Butler SOS talks to InfluxDB directly, and so do the writes on
+    // the lean plain-http client.
+    http::client(timeout, tls, "sense-ingest.influxdbTls", "influxdb", |b| b.no_proxy())
+}
+
+/// Where the writes of `config`'s server go: `target` (path and query) over `client` with
+/// `sense-ingest.influxdbTls`, else over the lean plain-http client, with `timeout` per request.
+pub(crate) fn influx_writes(
+    client: &reqwest::Client,
+    config: &InfluxConfig,
+    target: &str,
+    timeout: Duration,
+) -> Result<Poster, SinkError> {
+    Poster::new(client, &config.host, config.port, config.tls.enable, target, timeout)
 }
 
 /// The endpoint of an InfluxDB transport at `base`, whose credentials are set by `auth_keys`.
@@ -31,30 +44,36 @@ pub(crate) struct Refused {
     pub body: bytes::Bytes,
 }
 
-/// POSTs `items` gzipped, as line protocol, with the `auth` header to `url` (the v2 and v3 write APIs take the same
-/// request). `Ok(None)`: written (200/204); `Ok(Some(..))`: the server's refusal, for the caller to interpret.
+/// POSTs `items` gzipped, as line protocol, with the `auth` header through `writes` (the v2 and v3 write APIs take
+/// the same request). `Ok(None)`: written (200/204); `Ok(Some(..))`: the server's refusal, for the caller to
+/// interpret.
 pub(crate) async fn write_gzipped(
-    client: &reqwest::Client,
-    url: &str,
+    writes: &mut Poster,
     auth: &HeaderValue,
     items: &[u8],
 ) -> Result<Option<Refused>, SinkError> {
-    let resp = client
-        .post(url)
-        .header(AUTHORIZATION, auth.clone())
-        .header(CONTENT_TYPE, "text/plain; charset=utf-8")
-        .header(CONTENT_ENCODING, "gzip")
-        .body(http::gzip(&[items], items.len() / 4 + 64)?)
-        .send()
-        .await
-        .map_err(connection_error)?;
-    let status = resp.status().as_u16();
-    if status == 204 || status == 200 {
+    let body = http::gzip(&[items], items.len() / 4 + 64)?;
+    let answer = writes
+        .post(
+            &[
+                (AUTHORIZATION.as_str(), auth),
+                (
+                    CONTENT_TYPE.as_str(),
+                    &HeaderValue::from_static("text/plain; charset=utf-8"),
+                ),
+                (CONTENT_ENCODING.as_str(), &HeaderValue::from_static("gzip")),
+            ],
+            bytes::Bytes::from(body),
+        )
+        .await?;
+    if answer.status == 204 || answer.status == 200 {
         return Ok(None);
     }
-    let retry = retry_after(resp.headers());
-    let body = resp.bytes().await.unwrap_or_default();
-    Ok(Some(Refused { status, retry, body }))
+    Ok(Some(Refused {
+        status: answer.status,
+        retry: answer.retry_after,
+        body: answer.body,
+    }))
 }
 
 /// `N` from an InfluxDB partial-write answer: `body` is the whole answer (never a cut-down copy), either the JSON

@@ -1,0 +1,306 @@
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener};
+use std::sync::mpsc;
+
+use super::*;
+use crate::sink::http::test_server::block_on;
+
+/// What the scripted server does after reading one request.
+enum Step {
+    /// Writes these bytes (a whole answer, or several).
+    Answer(&'static str),
+    /// Writes these bytes, then closes the connection at once (a server whose keep-alive ends, or an answer whose
+    /// body runs to the close).
+    AnswerAndClose(&'static str),
+    /// Closes the connection without answering.
+    Close,
+    /// Never answers (the connection stays open until the test ends).
+    Silent,
+}
+
+/// One request as the server read it: the connection's number (from 0) and the request's bytes.
+type Seen = (usize, String);
+
+/// A server that runs `script[i]` on its i-th connection, one step per request read; after its last step a
+/// connection stays open until the client closes it. Reports each request it read.
+fn scripted(script: Vec<Vec<Step>>) -> (SocketAddr, mpsc::Receiver<Seen>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for (n, steps) in script.into_iter().enumerate() {
+            let Ok((mut conn, _)) = listener.accept() else { return };
+            let mut closed = false;
+            for step in steps {
+                let Some(request) = read_request(&mut conn) else { break };
+                let _ = tx.send((n, request));
+                match step {
+                    Step::Answer(raw) => {
+                        let _ = conn.write_all(raw.as_bytes());
+                    }
+                    Step::AnswerAndClose(raw) => {
+                        let _ = conn.write_all(raw.as_bytes());
+                        closed = true;
+                        break;
+                    }
+                    Step::Close => {
+                        closed = true;
+                        break;
+                    }
+                    Step::Silent => {
+                        std::thread::sleep(Duration::from_secs(60));
+                        return;
+                    }
+                }
+            }
+            // After its last answer a connection is kept until the client lets go.
+            if !closed && read_request(&mut conn).is_some() {
+                let _ = tx.send((n, "(an unscripted request)".into()));
+            }
+        }
+    });
+    (addr, rx)
+}
+
+/// One request (head and `content-length` body) as text; `None` at the end of the stream.
+fn read_request(conn: &mut std::net::TcpStream) -> Option<String> {
+    let mut raw = Vec::new();
+    let mut byte = [0u8; 1];
+    while !raw.ends_with(b"\r\n\r\n") {
+        if conn.read(&mut byte).ok()? == 0 {
+            return None;
+        }
+        raw.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&raw).to_ascii_lowercase();
+    let len: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .map_or(0, |v| v.trim().parse().unwrap());
+    let mut body = vec![0; len];
+    conn.read_exact(&mut body).ok()?;
+    raw.extend_from_slice(&body);
+    Some(String::from_utf8_lossy(&raw).into_owned())
+}
+
+const NO_CONTENT: &str = "HTTP/1.1 204 No Content\r\nX-Influxdb-Version: 1.8.10\r\n\r\n";
+
+fn wire(addr: SocketAddr, timeout: Duration) -> Wire {
+    Wire::new(&addr.ip().to_string(), addr.port(), "sense-ingest/test", timeout)
+}
+
+/// `n` writes of `body` with a token header, each answer's status.
+fn post_n(w: &mut Wire, n: usize, body: &[u8]) -> Vec<Result<u16, SinkError>> {
+    let token = HeaderValue::from_static("Token s3cret");
+    block_on(async {
+        let mut out = Vec::new();
+        for _ in 0..n {
+            out.push(
+                w.post("/write?db=senseops&precision=n", &[("authorization", &token)], body)
+                    .await
+                    .map(|a| a.status),
+            );
+        }
+        out
+    })
+}
+
+#[test]
+fn writes_share_one_connection_and_carry_host_agent_length_headers_and_body() {
+    let (addr, seen) = scripted(vec![vec![
+        Step::Answer(NO_CONTENT),
+        Step::Answer(NO_CONTENT),
+        Step::Answer(NO_CONTENT),
+    ]]);
+    let mut w = wire(addr, Duration::from_secs(10));
+    let results = post_n(&mut w, 3, b"m f=1i 1\n");
+    assert_eq!(
+        results.into_iter().map(Result::unwrap).collect::<Vec<_>>(),
+        [204, 204, 204]
+    );
+    let requests: Vec<Seen> = seen.try_iter().collect();
+    assert_eq!(requests.len(), 3);
+    let expected = format!(
+        "POST /write?db=senseops&precision=n HTTP/1.1\r\nhost: {addr}\r\nuser-agent: sense-ingest/test\r\n\
+         accept: */*\r\nauthorization: Token s3cret\r\ncontent-length: 9\r\n\r\nm f=1i 1\n"
+    );
+    for (conn, request) in &requests {
+        assert_eq!(*conn, 0, "every write on the first connection");
+        assert_eq!(request, &expected);
+    }
+}
+
+#[test]
+fn a_connection_the_server_closed_while_idle_is_replaced_without_an_error() {
+    // The server answers, then closes the connection (its keep-alive timeout), with no `Connection: close`.
+    let (addr, seen) = scripted(vec![
+        vec![Step::AnswerAndClose(NO_CONTENT)],
+        vec![Step::Answer(NO_CONTENT)],
+    ]);
+    let mut w = wire(addr, Duration::from_secs(10));
+    let token = HeaderValue::from_static("x");
+    let results = block_on(async {
+        let first = w.post("/w", &[("authorization", &token)], b"a").await.map(|a| a.status);
+        // Wait until the server has closed the first connection.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while w.conn.as_ref().is_some_and(still_open) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the server never closed the connection"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        (first, w.post("/w", &[], b"b").await.map(|a| a.status))
+    });
+    assert_eq!((results.0.unwrap(), results.1.unwrap()), (204, 204));
+    let conns: Vec<usize> = seen.try_iter().map(|(c, _)| c).collect();
+    assert_eq!(conns, [0, 1], "the second write went out once, on a new connection");
+}
+
+#[test]
+fn a_write_that_gets_no_answer_on_a_reused_connection_is_sent_once_more_on_a_new_one() {
+    // The race the peek cannot see: the server reads the second request and closes without answering.
+    let (addr, seen) = scripted(vec![
+        vec![Step::Answer(NO_CONTENT), Step::Close],
+        vec![Step::Answer(NO_CONTENT)],
+    ]);
+    let mut w = wire(addr, Duration::from_secs(10));
+    let results = post_n(&mut w, 2, b"x");
+    assert_eq!(results.into_iter().map(Result::unwrap).collect::<Vec<_>>(), [204, 204]);
+    let conns: Vec<usize> = seen.try_iter().map(|(c, _)| c).collect();
+    assert_eq!(conns, [0, 0, 1]);
+}
+
+#[test]
+fn a_new_connection_closed_without_an_answer_is_an_error_and_is_not_sent_again() {
+    let (addr, seen) = scripted(vec![vec![Step::Close], vec![Step::Answer(NO_CONTENT)]]);
+    let mut w = wire(addr, Duration::from_secs(10));
+    let e = post_n(&mut w, 1, b"x").pop().unwrap().unwrap_err();
+    assert!(
+        matches!(&e, SinkError::Connection(m) if m.contains("closed before an answer")),
+        "{e:?}"
+    );
+    assert_eq!(seen.try_iter().count(), 1, "sent once");
+}
+
+#[test]
+fn a_chunked_refusal_keeps_its_whole_body_its_retry_after_and_the_connection() {
+    let refusal = "HTTP/1.1 429 Too Many Requests\r\nRetry-After: 7\r\nTransfer-Encoding: chunked\r\n\r\n\
+                   8;ext=1\r\npartial \r\n12\r\nwrite: x dropped=3\r\n0\r\nX-Trailer: t\r\n\r\n";
+    let (addr, seen) = scripted(vec![vec![Step::Answer(refusal), Step::Answer(NO_CONTENT)]]);
+    let mut w = wire(addr, Duration::from_secs(10));
+    // One runtime for both writes, as on a delivery thread: the kept connection belongs to it.
+    let (answer, next) = block_on(async { (w.post("/w", &[], b"x").await, w.post("/w", &[], b"y").await) });
+    let answer = answer.unwrap();
+    assert_eq!(answer.status, 429);
+    assert_eq!(answer.retry_after, Some(Duration::from_secs(7)));
+    assert_eq!(&answer.body[..], b"partial write: x dropped=3");
+    assert_eq!(next.unwrap().status, 204);
+    let conns: Vec<usize> = seen.try_iter().map(|(c, _)| c).collect();
+    assert_eq!(conns, [0, 0], "the connection was kept after the chunked answer");
+}
+
+#[test]
+fn connection_close_and_an_answer_that_runs_to_the_close_end_the_connection() {
+    let closing = "HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Length: 5\r\n\r\nnope!";
+    let unframed = "HTTP/1.0 500 Oops\r\n\r\nall of this";
+    let (addr, seen) = scripted(vec![
+        vec![Step::AnswerAndClose(closing)],
+        vec![Step::AnswerAndClose(unframed)],
+        vec![Step::Answer(NO_CONTENT)],
+    ]);
+    let mut w = wire(addr, Duration::from_secs(10));
+    let a = block_on(w.post("/w", &[], b"1")).unwrap();
+    assert_eq!((a.status, &a.body[..]), (400, &b"nope!"[..]));
+    assert!(w.conn.is_none());
+    // The server closes after writing, so the unframed body ends at the close.
+    let b = block_on(w.post("/w", &[], b"2")).unwrap();
+    assert_eq!((b.status, &b.body[..]), (500, &b"all of this"[..]));
+    assert!(w.conn.is_none());
+    assert_eq!(block_on(w.post("/w", &[], b"3")).unwrap().status, 204);
+    let conns: Vec<usize> = seen.try_iter().map(|(c, _)| c).collect();
+    assert_eq!(conns, [0, 1, 2]);
+}
+
+#[test]
+fn an_interim_answer_is_skipped() {
+    let (addr, _seen) = scripted(vec![vec![Step::Answer(
+        "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 204 No Content\r\n\r\n",
+    )]]);
+    let mut w = wire(addr, Duration::from_secs(10));
+    assert_eq!(block_on(w.post("/w", &[], b"1")).unwrap().status, 204);
+    assert!(w.conn.is_some());
+}
+
+#[test]
+fn a_silent_server_fails_the_write_at_the_timeout_and_the_connection_is_dropped() {
+    let (addr, _seen) = scripted(vec![vec![Step::Silent]]);
+    let mut w = wire(addr, Duration::from_millis(200));
+    let e = block_on(w.post("/w", &[], b"1")).unwrap_err();
+    assert!(
+        matches!(&e, SinkError::Connection(m) if m.contains("within 200ms")),
+        "{e:?}"
+    );
+    assert!(w.conn.is_none());
+}
+
+#[test]
+fn an_answer_over_the_limit_fails_without_being_read() {
+    let huge: &'static str =
+        Box::leak(format!("HTTP/1.1 400 Bad Request\r\nContent-Length: {}\r\n\r\n", MAX_ANSWER + 1).into_boxed_str());
+    let (addr, _seen) = scripted(vec![vec![Step::Answer(huge)]]);
+    let mut w = wire(addr, Duration::from_secs(10));
+    let e = block_on(w.post("/w", &[], b"1")).unwrap_err();
+    assert!(
+        matches!(&e, SinkError::Connection(m) if m.contains("over the limit")),
+        "{e:?}"
+    );
+    assert!(w.conn.is_none());
+}
+
+#[test]
+fn nobody_listening_is_a_connection_error() {
+    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut w = Wire::new("127.0.0.1", port, "t", Duration::from_secs(10));
+    let e = block_on(w.post("/w", &[], b"1")).unwrap_err();
+    assert!(matches!(e, SinkError::Connection(_)), "{e:?}");
+}
+
+#[test]
+fn debug_output_names_the_origin_and_never_a_header() {
+    let (addr, _seen) = scripted(vec![vec![Step::Answer(NO_CONTENT)]]);
+    let mut w = wire(addr, Duration::from_secs(10));
+    post_n(&mut w, 1, b"x").pop().unwrap().unwrap();
+    let shown = format!("{w:?}");
+    assert!(shown.contains(&addr.to_string()), "{shown}");
+    assert!(!shown.contains("s3cret"), "{shown}");
+}
+
+#[test]
+fn ipv6_literals_are_bracketed_in_the_host_header() {
+    assert_eq!(
+        Wire::new("::1", 8086, "t", Duration::from_secs(1)).authority(),
+        "[::1]:8086"
+    );
+    assert_eq!(
+        Wire::new("[::1]", 8086, "t", Duration::from_secs(1)).authority(),
+        "[::1]:8086"
+    );
+    assert_eq!(
+        Wire::new("influx.local", 80, "t", Duration::from_secs(1)).authority(),
+        "influx.local:80"
+    );
+}
+
+#[test]
+fn chunked_bodies_are_decoded_only_when_whole_and_bad_ones_are_refused() {
+    assert_eq!(
+        decode_chunked(b"3\r\nabc\r\n0\r\n\r\nrest").unwrap(),
+        Some((b"abc".to_vec(), 13))
+    );
+    assert_eq!(decode_chunked(b"3\r\nabc\r\n0\r\n").unwrap(), None);
+    assert_eq!(decode_chunked(b"3\r\nab").unwrap(), None);
+    assert!(decode_chunked(b"zz\r\n").is_err());
+    assert!(decode_chunked(b"3\r\nabcXY0\r\n\r\n").is_err());
+    assert!(decode_chunked(format!("{:x}\r\n", MAX_ANSWER + 1).as_bytes()).is_err());
+}

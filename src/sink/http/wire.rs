@@ -4,8 +4,8 @@
 //!
 //! Why not reqwest here: a batch POST through reqwest costs ~240 us of CPU when batches are 250 ms apart (a real
 //! farm's trickle with the default `maxAge`) and ~53 us when they are 5 ms apart; this client costs ~105 and ~19 us
-//! (BENCHMARKS.md, "The write path's HTTP client"). At a trickle the difference is most of the engine's CPU. reqwest
-//! stays for https (rustls, the trust store) and for the rare set-up calls.
+//! (BENCHMARKS.md, "The write path's HTTP client"). Before, the requests were the engine's largest single cost at a
+//! trickle. reqwest stays for https (rustls, the trust store) and for the rare set-up calls.
 //!
 //! The rules:
 //! - **Framing** of an answer: `Content-Length`, `Transfer-Encoding: chunked`, or, with neither, until the server

@@ -31,6 +31,10 @@ pub struct RecvmmsgReceiver {
     /// Kept alive: `msgs` point into it.
     _iovecs: Vec<libc::iovec>,
     msgs: Vec<libc::mmsghdr>,
+    /// How many entries of `msgs` the last successful call filled: only those need their in/out fields reset (the
+    /// kernel writes nothing into the others, nor into any entry of a call that fails), so a wake-up for one
+    /// datagram touches one entry, not [`BATCH`].
+    filled: usize,
 }
 
 // SAFETY: the raw pointers inside point into the Vecs owned by the same value (heap memory that does not move
@@ -70,6 +74,8 @@ impl RecvmmsgReceiver {
             names,
             _iovecs: iovecs,
             msgs,
+            // The first call sets every entry's name length.
+            filled: BATCH,
         }
     }
 
@@ -178,7 +184,19 @@ impl RecvmmsgReceiver {
 
     /// One `recvmmsg` call; hands every datagram to `core`. Returns how many were received.
     fn receive(&mut self, sock: &UdpSocket, core: &mut ReaderCore, flags: libc::c_int) -> io::Result<usize> {
-        for m in self.msgs.iter_mut() {
+        let n = self.recv_batch(sock, flags)?;
+        let now = now_unix_ns();
+        for i in 0..n {
+            if let Some((data, truncated, peer)) = self.datagram(i) {
+                core.handle(data, truncated, peer, now);
+            }
+        }
+        Ok(n)
+    }
+
+    /// One `recvmmsg` call into entries `0..n` of the buffers; returns `n`.
+    fn recv_batch(&mut self, sock: &UdpSocket, flags: libc::c_int) -> io::Result<usize> {
+        for m in &mut self.msgs[..self.filled] {
             m.msg_hdr.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
             m.msg_hdr.msg_flags = 0;
             m.msg_len = 0;
@@ -197,18 +215,19 @@ impl RecvmmsgReceiver {
         if n < 0 {
             return Err(io::Error::last_os_error());
         }
-        let now = now_unix_ns();
         let n = n as usize;
-        let slot = self.slot;
-        for i in 0..n {
-            let len = (self.msgs[i].msg_len as usize).min(slot);
-            let truncated = self.msgs[i].msg_hdr.msg_flags & libc::MSG_TRUNC != 0;
-            let Some(peer) = sockaddr_to_std(&self.names[i]) else {
-                continue;
-            };
-            core.handle(&self.bufs[i * slot..i * slot + len], truncated, peer, now);
-        }
+        self.filled = n;
         Ok(n)
+    }
+
+    /// Entry `i` of the last [`Self::recv_batch`]: payload, whether it was cut to the buffer, sender (`None` for
+    /// an address family other than IPv4/IPv6).
+    fn datagram(&self, i: usize) -> Option<(&[u8], bool, std::net::SocketAddr)> {
+        let slot = self.slot;
+        let len = (self.msgs[i].msg_len as usize).min(slot);
+        let truncated = self.msgs[i].msg_hdr.msg_flags & libc::MSG_TRUNC != 0;
+        let peer = sockaddr_to_std(&self.names[i])?;
+        Some((&self.bufs[i * slot..i * slot + len], truncated, peer))
     }
 }
 
@@ -230,5 +249,60 @@ pub fn sockaddr_to_std(ss: &libc::sockaddr_storage) -> Option<std::net::SocketAd
             Some(SocketAddrV6::new(ip, u16::from_be(sin6.sin6_port), sin6.sin6_flowinfo, sin6.sin6_scope_id).into())
         }
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Bursts of varying size from senders of both address families, each received by one call: every entry of
+    /// every call reports its own sender and payload, also where an earlier call filled more entries (those are
+    /// the only ones reset before the next call) or a sender of the other family used the entry before.
+    #[test]
+    fn every_call_reports_each_datagrams_own_sender_and_payload_whatever_earlier_calls_filled() {
+        let sock = UdpSocket::bind("[::]:0")
+            .or_else(|_| UdpSocket::bind("127.0.0.1:0"))
+            .unwrap();
+        let port = sock.local_addr().unwrap().port();
+        let dual = sock.local_addr().unwrap().is_ipv6();
+        let v4 = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let v6 = if dual { UdpSocket::bind("[::1]:0").ok() } else { None };
+        let mut rx = RecvmmsgReceiver::new(1024);
+        let bursts: [(usize, bool); 6] = [(5, false), (1, true), (BATCH, false), (2, true), (1, false), (3, false)];
+        for (round, &(count, from_v6)) in bursts.iter().enumerate() {
+            let sender = match (&v6, from_v6) {
+                (Some(v6), true) => v6,
+                _ => &v4,
+            };
+            let target = if sender.local_addr().unwrap().is_ipv6() {
+                format!("[::1]:{port}")
+            } else {
+                format!("127.0.0.1:{port}")
+            };
+            for i in 0..count {
+                sender
+                    .send_to(format!("round {round} datagram {i}").as_bytes(), &target)
+                    .unwrap();
+            }
+            // Loopback queues a datagram before send_to returns.
+            let n = rx.recv_batch(&sock, libc::MSG_DONTWAIT).unwrap();
+            assert_eq!(n, count, "round {round}");
+            for i in 0..n {
+                let (data, truncated, peer) = rx.datagram(i).unwrap();
+                assert_eq!(data, format!("round {round} datagram {i}").as_bytes());
+                assert!(!truncated);
+                assert_eq!(
+                    peer.port(),
+                    sender.local_addr().unwrap().port(),
+                    "round {round} entry {i}"
+                );
+                assert_eq!(
+                    peer.ip().to_canonical(),
+                    sender.local_addr().unwrap().ip(),
+                    "round {round} entry {i}"
+                );
+            }
+        }
     }
 }

@@ -37,6 +37,10 @@ use crate::sink::SinkError;
 /// The longest answer body read; longer ones fail the request (and close the connection).
 pub(crate) const MAX_ANSWER: usize = 16 << 20;
 
+/// The answer buffer kept between requests at most: one long answer (a partial write listing many refused lines)
+/// must not hold megabytes for the life of the destination.
+const KEPT_BUFFER: usize = 64 << 10;
+
 /// The most answer headers parsed.
 const MAX_HEADERS: usize = 64;
 
@@ -177,7 +181,11 @@ impl Wire {
             Some(conn) if still_open(&conn) => (conn, true),
             _ => (self.connect().await.map_err(Failed::Error)?, false),
         };
-        match exchange_on(&mut conn, &self.head, body, &mut self.buf).await {
+        let result = exchange_on(&mut conn, &self.head, body, &mut self.buf).await;
+        if self.buf.capacity() > KEPT_BUFFER {
+            self.buf = Vec::with_capacity(1024);
+        }
+        match result {
             Ok((answer, keep)) => {
                 if keep {
                     self.conn = Some(conn);
@@ -222,8 +230,22 @@ async fn exchange_on(
     body: &[u8],
     buf: &mut Vec<u8>,
 ) -> Result<(Answer, bool), (String, bool)> {
-    write_all(conn, head, body).await.map_err(|e| (e.to_string(), true))?;
+    let written = write_all(conn, head, body).await;
     buf.clear();
+    if let Err(e) = written {
+        // A server may answer before it has read the whole body and then stop reading (InfluxDB's 413 for a body
+        // over its limit): that answer is in the receive queue, and it is what the worker must see. On a failed
+        // connection a read returns at once (the queued answer, the end or an error); the timeout bounds it anyway.
+        return match read_answer(conn, buf).await {
+            Ok((answer, _)) => Ok((answer, false)),
+            Err(_) => Err((e.to_string(), true)),
+        };
+    }
+    read_answer(conn, buf).await
+}
+
+/// Reads one answer (after any interim ones) into `buf`, which is empty. As [`exchange_on`].
+async fn read_answer(conn: &mut TcpStream, buf: &mut Vec<u8>) -> Result<(Answer, bool), (String, bool)> {
     loop {
         let (status, parsed) = {
             let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];

@@ -304,3 +304,48 @@ fn chunked_bodies_are_decoded_only_when_whole_and_bad_ones_are_refused() {
     assert!(decode_chunked(b"3\r\nabcXY0\r\n\r\n").is_err());
     assert!(decode_chunked(format!("{:x}\r\n", MAX_ANSWER + 1).as_bytes()).is_err());
 }
+
+#[test]
+fn an_answer_sent_before_the_server_stopped_reading_a_large_body_is_read() {
+    // InfluxDB answers 413 to a body over its limit without reading it all, then closes: the write fails, but the
+    // answer is there and must reach the worker (which splits the batch), not look like a connection failure.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let (mut conn, _) = listener.accept().unwrap();
+        let mut raw = Vec::new();
+        let mut byte = [0u8; 1];
+        while !raw.ends_with(b"\r\n\r\n") {
+            if conn.read(&mut byte).unwrap_or(0) == 0 {
+                return;
+            }
+            raw.push(byte[0]);
+        }
+        let _ = conn.write_all(b"HTTP/1.1 413 Request Entity Too Large\r\nContent-Length: 17\r\n\r\nrequest too large");
+        let _ = conn.shutdown(std::net::Shutdown::Write);
+        std::thread::sleep(Duration::from_millis(200));
+        // Dropped with the body unread: the kernel resets the connection.
+    });
+    let mut w = wire(addr, Duration::from_secs(10));
+    let body = vec![b'x'; 32 << 20];
+    let answer = block_on(w.post("/write", &[], &body)).unwrap();
+    assert_eq!((answer.status, &answer.body[..]), (413, &b"request too large"[..]));
+    assert!(w.conn.is_none());
+}
+
+#[test]
+fn a_long_answer_is_read_whole_but_its_buffer_is_not_kept() {
+    let long: &'static str = Box::leak(
+        format!(
+            "HTTP/1.1 400 Bad Request\r\nContent-Length: {}\r\n\r\n{}",
+            1 << 20,
+            "e".repeat(1 << 20)
+        )
+        .into_boxed_str(),
+    );
+    let (addr, _seen) = scripted(vec![vec![Step::Answer(long)]]);
+    let mut w = wire(addr, Duration::from_secs(10));
+    let answer = block_on(w.post("/w", &[], b"1")).unwrap();
+    assert_eq!((answer.status, answer.body.len()), (400, 1 << 20));
+    assert!(w.buf.capacity() <= KEPT_BUFFER, "{}", w.buf.capacity());
+}

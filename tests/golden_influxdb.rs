@@ -75,6 +75,44 @@ fn fixtures_into_influxdb_with_recvmmsg_reader() {
     fixtures_store_exactly_what_butler_sos_stored("recvmmsg");
 }
 
+/// A batch far over influxd's body limit (`max-body-size`, 64 KiB here): influxd answers 413, and the engine's
+/// write client reads that answer, the worker splits the batch, and every point arrives. (A server that stops
+/// reading the body and resets the connection is covered by the write client's unit tests.)
+#[test]
+fn a_batch_over_influxds_body_limit_is_split_and_every_point_arrives() {
+    const EVENTS: usize = 2000;
+    let influxd = Influxd::start_with_max_body(64 * 1024);
+    let mut cfg: serde_norway::Value = serde_norway::from_str(&config_for(&influxd, "body_limit", "recvmmsg")).unwrap();
+    // One batch of everything: 2000 points of ~12 KB, 24 MB, more than loopback's socket buffers hold (~10 MB).
+    set(
+        &mut cfg,
+        "Butler-SOS.userEvents.udpServerConfig.maxMessageSize",
+        Yaml::from(65507),
+    );
+    set(&mut cfg, "Butler-SOS.influxdbConfig.maxBatchSize", Yaml::from(EVENTS));
+    set(&mut cfg, "sense-ingest.batch.maxAge", Yaml::from("5s"));
+    set(&mut cfg, "sense-ingest.batch.maxEvents", Yaml::from(100_000));
+    set(&mut cfg, "sense-ingest.batch.maxBytes", Yaml::from(32 << 20));
+    let mut engine = Engine::start_with_yaml(&serde_norway::to_string(&cfg).unwrap());
+    let long = "x".repeat(12_000);
+    let datagrams: Vec<Vec<u8>> = (0..EVENTS)
+        .map(|i| {
+            format!("/qseow-proxy-session/;sense1.lab.example;Stop session;LAB;user{i};Hub;/hub/;{long}").into_bytes()
+        })
+        .collect();
+    send_datagrams(engine.target(), &datagrams);
+    wait_for("every point in InfluxDB", Duration::from_secs(60), || {
+        (influxd.points("body_limit", "user_events").len() >= EVENTS).then_some(())
+    });
+    assert!(engine.terminate().success(), "{}", engine.stderr_text());
+    assert_eq!(influxd.points("body_limit", "user_events").len(), EVENTS);
+    let log = engine.stderr_text();
+    assert!(
+        log.contains("destination said 413: splitting batch sink=influxdb events=2000"),
+        "{log}"
+    );
+}
+
 #[test]
 fn database_and_default_retention_policy_are_created_like_butler_sos() {
     let influxd = Influxd::start();

@@ -22,6 +22,16 @@ pub struct Influxd {
 impl Influxd {
     /// Starts influxd and waits until `/ping` answers 204.
     pub fn start() -> Influxd {
+        Influxd::start_with_http("")
+    }
+
+    /// As [`Influxd::start`], with `max-body-size` (the write body limit, default 25 MB) set to `bytes`.
+    pub fn start_with_max_body(bytes: usize) -> Influxd {
+        Influxd::start_with_http(&format!("  max-body-size = {bytes}\n"))
+    }
+
+    /// As [`Influxd::start`], with `http` (lines) added to the `[http]` section.
+    fn start_with_http(http: &str) -> Influxd {
         let dir = tempfile::tempdir().unwrap();
         let http_port = free_tcp_port();
         let rpc_port = free_tcp_port();
@@ -29,7 +39,7 @@ impl Influxd {
         let conf = format!(
             "reporting-disabled = true\nbind-address = \"127.0.0.1:{rpc_port}\"\n\
              [meta]\n  dir = \"{d}/meta\"\n[data]\n  dir = \"{d}/data\"\n  wal-dir = \"{d}/wal\"\n  \
-             query-log-enabled = false\n  max-values-per-tag = 0\n[http]\n  bind-address = \"127.0.0.1:{http_port}\"\n  log-enabled = false\n\
+             query-log-enabled = false\n  max-values-per-tag = 0\n[http]\n  bind-address = \"127.0.0.1:{http_port}\"\n  log-enabled = false\n{http}\
              [monitor]\n  store-enabled = false\n[continuous_queries]\n  enabled = false\n"
         );
         let conf_path = dir.path().join("influxdb.conf");

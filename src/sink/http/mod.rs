@@ -1,6 +1,7 @@
 //! The one HTTP toolkit of the HTTP destinations (InfluxDB 1/2/3, New Relic): the reqwest client and its TLS
-//! settings, base URLs, auth headers, `Retry-After`, error bodies, status and transport-error triage, gzip and URL
-//! encoding. A destination's client module holds only what its API says.
+//! settings, the lean plain-http write client ([`wire`]) and the [`Poster`] that picks between them, base URLs,
+//! auth headers, `Retry-After`, error bodies, status and transport-error triage, gzip and URL encoding. A
+//! destination's client module holds only what its API says.
 //!
 //! TLS is rustls (reqwest's `rustls-tls` feature). Roots: the Mozilla CA set built into the binary (webpki
 //! roots) by default; with `caFile`, only the CAs in that file (a private CA does not have to be trusted for

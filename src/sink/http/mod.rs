@@ -1,5 +1,5 @@
 //! The one HTTP toolkit of the HTTP destinations (InfluxDB 1/2/3, New Relic): the reqwest client and its TLS
-//! settings, the lean plain-http write client ([`wire`]) and the [`Poster`] that picks between them, base URLs,
+//! settings, the lean plain-http write client (`wire`) and the `Poster` that picks between them, base URLs,
 //! auth headers, `Retry-After`, error bodies, status and transport-error triage, gzip and URL encoding. A
 //! destination's client module holds only what its API says.
 //!

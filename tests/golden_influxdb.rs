@@ -113,6 +113,34 @@ fn a_batch_over_influxds_body_limit_is_split_and_every_point_arrives() {
     );
 }
 
+/// Butler SOS talks to InfluxDB directly whatever the environment says; so do set-up and writes here. A proxy
+/// variable left in a service's environment (pointing at nothing here) must not take InfluxDB traffic.
+#[test]
+fn influxdb_traffic_ignores_proxy_variables_in_the_environment() {
+    let influxd = Influxd::start();
+    let nothing = crate::common::free_tcp_port();
+    let proxy = format!("http://127.0.0.1:{nothing}");
+    let mut engine = Engine::start_with_yaml_and(&config_for(&influxd, "proxy_check", "recvmmsg"), |c| {
+        for var in [
+            "HTTP_PROXY",
+            "http_proxy",
+            "HTTPS_PROXY",
+            "https_proxy",
+            "ALL_PROXY",
+            "all_proxy",
+        ] {
+            c.env(var, &proxy);
+        }
+        c.env_remove("NO_PROXY").env_remove("no_proxy");
+    });
+    let first = fixtures::cases().into_iter().next().unwrap();
+    send_datagrams(engine.target(), &[first.datagram]);
+    wait_for("one point", Duration::from_secs(20), || {
+        (influxd.points("proxy_check", "user_events").len() == 1).then_some(())
+    });
+    assert!(engine.terminate().success(), "{}", engine.stderr_text());
+}
+
 #[test]
 fn database_and_default_retention_policy_are_created_like_butler_sos() {
     let influxd = Influxd::start();

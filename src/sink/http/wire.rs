@@ -8,23 +8,28 @@
 //! trickle. reqwest stays for https (rustls, the trust store) and for the rare set-up calls.
 //!
 //! The rules:
-//! - **Framing** of an answer: `Content-Length`, `Transfer-Encoding: chunked`, or, with neither, until the server
-//!   closes. 1xx answers are skipped; 204 and 304 have no body. Bodies are read whole up to [`MAX_ANSWER`] (an
-//!   InfluxDB partial-write answer names its count at the very end), a longer one fails the request.
+//! - **Framing** of an answer (RFC 9112 6.3): `Transfer-Encoding` ending in `chunked`, else any other transfer
+//!   coding or no length until the server closes, else `Content-Length` (digits only; two different ones make the
+//!   body unreadable). 1xx answers are skipped (101 is an error); 204 and 304 have no body. Bodies are read whole up
+//!   to [`MAX_ANSWER`] (an InfluxDB partial-write answer names its count at the very end), heads up to
+//!   [`MAX_HEAD`]. A head or chunked body that trickles in is scanned once, not once per read.
 //! - **Keep-alive**: the connection is kept unless the answer says `Connection: close`, is HTTP/1.0 without
-//!   `keep-alive`, or its body ran to the close, and unless the exchange failed in any way (a connection in an
-//!   unknown state is never reused).
+//!   `keep-alive`, its body ran to the close or could not be read whole, or bytes followed it unasked, and unless
+//!   the exchange failed in any way (a connection in an unknown state is never reused). A connection idle for
+//!   [`IDLE_LIMIT`] is replaced.
+//! - **The status stands** once the head is in: a body that cannot be read whole gives the answer with an empty
+//!   body (as reqwest did), so a 413 still splits the batch and a 400 is still final.
 //! - **A connection the server closed while idle** (its keep-alive timeout) is found before reuse by a
-//!   non-blocking peek. When the server closes it in the race between that peek and the request, so that the request
-//!   gets no answer byte at all, it is sent once more on a new connection. That is safe for the writes this client
-//!   carries: an InfluxDB point is identified by measurement, tag set and timestamp, so writing it twice stores it
-//!   once.
+//!   non-blocking peek. When the server closes it in the race between that peek and the request, so that the
+//!   request gets no answer byte at all (not even an interim `100 Continue`), it is sent once more on a new
+//!   connection. That is safe for the writes this client carries: an InfluxDB point is identified by measurement,
+//!   tag set and timestamp, so writing it twice stores it once.
 //! - **Time**: the whole exchange, connect included, must finish within the client's timeout (the connect within
 //!   [`super::CONNECT_TIMEOUT`] as well). It runs on the delivery thread's runtime, so the worker's shutdown budget
 //!   can still cut it short.
 
 use std::io::IoSlice;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use reqwest::header::HeaderValue;
@@ -43,6 +48,14 @@ const KEPT_BUFFER: usize = 64 << 10;
 
 /// The most answer headers parsed.
 const MAX_HEADERS: usize = 64;
+
+/// The longest answer head read (status line and headers); a longer one fails the request.
+const MAX_HEAD: usize = 64 << 10;
+
+/// How long a kept connection may sit idle and still be used. A NAT or firewall on the way may forget an idle flow
+/// without telling either end; the next request on it would then wait out the whole timeout. (reqwest drops pooled
+/// connections after 90 s.)
+const IDLE_LIMIT: Duration = Duration::from_secs(60);
 
 /// What a destination answered.
 #[derive(Debug)]
@@ -64,6 +77,8 @@ pub(crate) struct Wire {
     user_agent: &'static str,
     timeout: Duration,
     conn: Option<TcpStream>,
+    /// When the kept connection last finished an exchange.
+    last_used: Instant,
     /// The request head being written (reused; it holds header values, so it is never shown).
     head: Vec<u8>,
     /// The answer being read (reused).
@@ -106,6 +121,7 @@ impl Wire {
             user_agent,
             timeout,
             conn: None,
+            last_used: Instant::now(),
             head: Vec::with_capacity(512),
             buf: Vec::with_capacity(1024),
         }
@@ -125,7 +141,7 @@ impl Wire {
         body: &[u8],
     ) -> Result<Answer, SinkError> {
         let timeout = self.timeout;
-        match tokio::time::timeout(timeout, self.exchange(target, headers, body)).await {
+        let result = match tokio::time::timeout(timeout, self.exchange(target, headers, body)).await {
             Ok(result) => result,
             Err(_) => {
                 self.conn = None;
@@ -134,7 +150,11 @@ impl Wire {
                     self.authority
                 )))
             }
+        };
+        if self.buf.capacity() > KEPT_BUFFER {
+            self.buf = Vec::with_capacity(1024);
         }
+        result
     }
 
     async fn exchange(
@@ -178,17 +198,14 @@ impl Wire {
     /// One attempt: a live connection (the kept one or a new one), the request, the answer.
     async fn attempt(&mut self, body: &[u8]) -> Result<Answer, Failed> {
         let (mut conn, reused) = match self.conn.take() {
-            Some(conn) if still_open(&conn) => (conn, true),
+            Some(conn) if self.last_used.elapsed() < IDLE_LIMIT && still_open(&conn) => (conn, true),
             _ => (self.connect().await.map_err(Failed::Error)?, false),
         };
-        let result = exchange_on(&mut conn, &self.head, body, &mut self.buf).await;
-        if self.buf.capacity() > KEPT_BUFFER {
-            self.buf = Vec::with_capacity(1024);
-        }
-        match result {
+        match exchange_on(&mut conn, &self.head, body, &mut self.buf).await {
             Ok((answer, keep)) => {
                 if keep {
                     self.conn = Some(conn);
+                    self.last_used = Instant::now();
                 }
                 Ok(answer)
             }
@@ -223,7 +240,7 @@ fn still_open(conn: &TcpStream) -> bool {
 }
 
 /// Writes `head` and `body` and reads the answer into `buf`. `Ok((answer, keep))`, `keep`: the connection may
-/// serve another request. `Err((error, nothing_received))`.
+/// serve another request. `Err((error, nothing_received))`: no answer's status arrived.
 async fn exchange_on(
     conn: &mut TcpStream,
     head: &[u8],
@@ -238,69 +255,55 @@ async fn exchange_on(
         // connection a read returns at once (the queued answer, the end or an error); the timeout bounds it anyway.
         return match read_answer(conn, buf).await {
             Ok((answer, _)) => Ok((answer, false)),
-            Err(_) => Err((e.to_string(), true)),
+            Err((_, nothing_received)) => Err((e.to_string(), nothing_received)),
         };
     }
     read_answer(conn, buf).await
 }
 
 /// Reads one answer (after any interim ones) into `buf`, which is empty. As [`exchange_on`].
+///
+/// Once the status line and headers are in, the status stands: a body that cannot be read whole (cut short,
+/// over the limit, badly framed) gives the answer with an empty body and a connection that is not kept, as
+/// reqwest did. So a 413 stays a 413 (the worker splits the batch) and a 400 stays final.
 async fn read_answer(conn: &mut TcpStream, buf: &mut Vec<u8>) -> Result<(Answer, bool), (String, bool)> {
+    // Any byte of an answer, interim ones included: only a request that got none may be sent again.
+    let mut received = false;
+    // Where the search for the end of the head resumes: a head that trickles in is scanned once.
+    let mut scanned = 0;
     loop {
-        let (status, parsed) = {
-            let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-            let mut response = httparse::Response::new(&mut headers);
-            match response.parse(buf) {
-                Ok(httparse::Status::Complete(len)) => {
-                    let status = response.code.unwrap_or(0);
-                    (status, Some(Head::of(&response, len)))
-                }
-                Ok(httparse::Status::Partial) => (0, None),
-                Err(e) => return Err((format!("unreadable answer: {e}"), false)),
-            }
-        };
-        let Some(head) = parsed else {
-            if buf.len() > MAX_ANSWER {
+        let Some(end) = head_end(buf, &mut scanned) else {
+            if buf.len() > MAX_HEAD {
                 return Err(("answer head too long".into(), false));
             }
-            if read_more(conn, buf).await.map_err(|e| (e, buf.is_empty()))? == 0 {
-                let nothing = buf.is_empty();
-                return Err(("connection closed before an answer".into(), nothing));
+            match read_more(conn, buf).await {
+                Ok(0) => return Err(("connection closed before an answer".into(), !received)),
+                Ok(_) => received = true,
+                Err(e) => return Err((e, !received)),
             }
             continue;
         };
-        if (100..200).contains(&status) {
-            // An interim answer (e.g. 100 Continue): the real one follows.
-            buf.drain(..head.len);
-            continue;
+        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut response = httparse::Response::new(&mut headers);
+        let head = match response.parse(&buf[..end]) {
+            Ok(httparse::Status::Complete(len)) => Head::of(&response, len),
+            Ok(httparse::Status::Partial) => return Err(("unreadable answer head".into(), false)),
+            Err(e) => return Err((format!("unreadable answer: {e}"), false)),
+        };
+        let status = response.code.unwrap_or(0);
+        if status == 101 {
+            return Err(("unexpected 101 Switching Protocols".into(), false));
         }
         buf.drain(..head.len);
-        let no_body = status == 204 || status == 304;
-        // `used`: the bytes of `buf` this answer took; anything after them came unasked.
-        let (body, used, to_close) = if no_body {
-            (Bytes::new(), 0, false)
-        } else if head.chunked {
-            let (body, used) = read_chunked(conn, buf).await.map_err(|e| (e, false))?;
-            (body, used, false)
-        } else if let Some(len) = head.content_length {
-            if len > MAX_ANSWER {
-                return Err((format!("answer of {len} bytes is over the limit"), false));
-            }
-            while buf.len() < len {
-                if read_more(conn, buf).await.map_err(|e| (e, false))? == 0 {
-                    return Err(("connection closed inside the answer body".into(), false));
-                }
-            }
-            (Bytes::copy_from_slice(&buf[..len]), len, false)
-        } else {
-            while read_more(conn, buf).await.map_err(|e| (e, false))? > 0 {
-                if buf.len() > MAX_ANSWER {
-                    return Err(("answer over the limit".into(), false));
-                }
-            }
-            (Bytes::copy_from_slice(buf), buf.len(), true)
+        if (100..200).contains(&status) {
+            // An interim answer (e.g. 100 Continue): the real one follows.
+            scanned = 0;
+            continue;
+        }
+        let (body, keep) = match read_body(conn, buf, &head, status).await {
+            Ok((body, used, to_close)) => (body, head.keep_alive && !to_close && used == buf.len()),
+            Err(_) => (Bytes::new(), false),
         };
-        let keep = head.keep_alive && !to_close && used == buf.len();
         return Ok((
             Answer {
                 status,
@@ -312,22 +315,52 @@ async fn read_answer(conn: &mut TcpStream, buf: &mut Vec<u8>) -> Result<(Answer,
     }
 }
 
+/// The length of the head at the start of `buf` (through its empty line, CRLF or bare LF), searching only from
+/// `scanned` (less the two bytes an end can straddle) and moving `scanned` on; `None` while it is incomplete.
+fn head_end(buf: &[u8], scanned: &mut usize) -> Option<usize> {
+    let from = scanned.saturating_sub(2);
+    *scanned = buf.len();
+    memchr::memchr_iter(b'\n', &buf[from..]).find_map(|i| {
+        let after = &buf[from + i + 1..];
+        if after.starts_with(b"\n") {
+            Some(from + i + 2)
+        } else if after.starts_with(b"\r\n") {
+            Some(from + i + 3)
+        } else {
+            None
+        }
+    })
+}
+
+/// How an answer's body ends.
+#[derive(Debug, PartialEq)]
+enum Framing {
+    /// `Content-Length` bytes.
+    Length(usize),
+    /// `Transfer-Encoding: ... chunked`.
+    Chunked,
+    /// At the close: neither header, or a transfer coding that does not end in `chunked` (RFC 9112 6.3).
+    ToClose,
+    /// `Content-Length` unreadable or given twice with different values: the body cannot be found.
+    Invalid,
+}
+
 /// What the worker needs from an answer's head.
 struct Head {
     /// Bytes of the head, blank line included.
     len: usize,
-    content_length: Option<usize>,
-    chunked: bool,
+    framing: Framing,
     keep_alive: bool,
     retry_after: Option<Duration>,
 }
 
 impl Head {
     fn of(response: &httparse::Response<'_, '_>, len: usize) -> Head {
+        let mut content_length: Option<Option<usize>> = None;
+        let mut transfer_coding: Option<bool> = None;
         let mut head = Head {
             len,
-            content_length: None,
-            chunked: false,
+            framing: Framing::ToClose,
             // HTTP/1.1 keeps the connection by default, HTTP/1.0 only when asked.
             keep_alive: response.version == Some(1),
             retry_after: None,
@@ -335,13 +368,22 @@ impl Head {
         for h in response.headers.iter() {
             let value = std::str::from_utf8(h.value).unwrap_or("").trim();
             if h.name.eq_ignore_ascii_case("content-length") {
-                // Unparseable: treated as absent, so the body runs to the close and the connection is not reused.
-                head.content_length = value.parse().ok();
+                // Digits only (`+5` is not a length); a second, different value makes the framing unknowable.
+                let this = Some(value)
+                    .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
+                    .and_then(|v| v.parse::<usize>().ok());
+                content_length = match content_length {
+                    None => Some(this),
+                    Some(earlier) if earlier == this => Some(this),
+                    Some(_) => Some(None),
+                };
             } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
-                head.chunked = value
-                    .rsplit(',')
-                    .next()
-                    .is_some_and(|last| last.trim().eq_ignore_ascii_case("chunked"));
+                transfer_coding = Some(
+                    value
+                        .rsplit(',')
+                        .next()
+                        .is_some_and(|last| last.trim().eq_ignore_ascii_case("chunked")),
+                );
             } else if h.name.eq_ignore_ascii_case("connection") {
                 for token in value.split(',').map(str::trim) {
                     if token.eq_ignore_ascii_case("close") {
@@ -354,7 +396,61 @@ impl Head {
                 head.retry_after = value.parse::<u64>().ok().map(Duration::from_secs);
             }
         }
+        // A transfer coding wins over a length (RFC 9112 6.3).
+        head.framing = match (transfer_coding, content_length) {
+            (Some(true), _) => Framing::Chunked,
+            (Some(false), _) => Framing::ToClose,
+            (None, Some(Some(len))) => Framing::Length(len),
+            (None, Some(None)) => Framing::Invalid,
+            (None, None) => Framing::ToClose,
+        };
         head
+    }
+}
+
+/// Reads the body of an answer with `head` and `status`, whose first bytes are in `buf`: the body, the bytes of
+/// `buf` it took, and whether it ran to the close.
+async fn read_body(
+    conn: &mut TcpStream,
+    buf: &mut Vec<u8>,
+    head: &Head,
+    status: u16,
+) -> Result<(Bytes, usize, bool), String> {
+    if status == 204 || status == 304 {
+        return Ok((Bytes::new(), 0, false));
+    }
+    match head.framing {
+        Framing::Invalid => Err("the answer's Content-Length cannot be read".into()),
+        Framing::Length(len) => {
+            if len > MAX_ANSWER {
+                return Err(format!("answer of {len} bytes is over the limit"));
+            }
+            while buf.len() < len {
+                if read_more(conn, buf).await? == 0 {
+                    return Err("connection closed inside the answer body".into());
+                }
+            }
+            Ok((Bytes::copy_from_slice(&buf[..len]), len, false))
+        }
+        Framing::Chunked => {
+            let mut chunked = Chunked::default();
+            loop {
+                if let Some(used) = chunked.advance(buf)? {
+                    return Ok((Bytes::from(chunked.body), used, false));
+                }
+                if read_more(conn, buf).await? == 0 {
+                    return Err("connection closed inside a chunked answer".into());
+                }
+            }
+        }
+        Framing::ToClose => {
+            while read_more(conn, buf).await? > 0 {
+                if buf.len() > MAX_ANSWER {
+                    return Err("answer over the limit".into());
+                }
+            }
+            Ok((Bytes::copy_from_slice(buf), buf.len(), true))
+        }
     }
 }
 
@@ -381,59 +477,64 @@ async fn read_more(conn: &mut TcpStream, buf: &mut Vec<u8>) -> Result<usize, Str
     conn.read_buf(buf).await.map_err(|e| e.to_string())
 }
 
-/// Reads a chunked body whose first bytes are in `buf`; returns the decoded body and the bytes of `buf` it took.
-async fn read_chunked(conn: &mut TcpStream, buf: &mut Vec<u8>) -> Result<(Bytes, usize), String> {
-    loop {
-        match decode_chunked(buf)? {
-            Some((body, used)) => return Ok((Bytes::from(body), used)),
-            None => {
-                if buf.len() > MAX_ANSWER + 64 * 1024 {
-                    return Err("answer over the limit".into());
-                }
-                if read_more(conn, buf).await? == 0 {
-                    return Err("connection closed inside a chunked answer".into());
-                }
-            }
-        }
-    }
+/// A chunked body (RFC 9112 7.1) decoded as it arrives: each call goes on from where the last stopped, so an
+/// answer that trickles in is decoded once, not once per read. Chunk extensions and trailers are skipped.
+#[derive(Debug, Default)]
+struct Chunked {
+    /// The bytes of the raw body taken so far: whole chunks (and, in the trailers, whole trailer lines).
+    at: usize,
+    /// The body so far.
+    body: Vec<u8>,
+    /// The last chunk (size 0) was read: trailer lines follow, then an empty line.
+    in_trailers: bool,
 }
 
-/// Decodes a whole chunked body (RFC 9112 7.1) from the start of `raw`: the body and the bytes it took, or
-/// `Ok(None)` while incomplete. Chunk extensions and trailers are skipped.
-fn decode_chunked(raw: &[u8]) -> Result<Option<(Vec<u8>, usize)>, String> {
-    let mut body = Vec::new();
-    let mut at = 0;
-    loop {
-        let Some(eol) = memchr::memmem::find(&raw[at..], b"\r\n") else {
-            return Ok(None);
-        };
-        let line = std::str::from_utf8(&raw[at..at + eol]).map_err(|_| "unreadable chunk size".to_string())?;
-        let size_text = line.split(';').next().unwrap_or("").trim();
-        let size = usize::from_str_radix(size_text, 16).map_err(|_| format!("unreadable chunk size {size_text:?}"))?;
-        if size > MAX_ANSWER || body.len() + size > MAX_ANSWER {
-            return Err("answer over the limit".into());
-        }
-        at += eol + 2;
-        if size == 0 {
-            // Trailers, each ending in CRLF, then an empty line.
-            loop {
-                let Some(eol) = memchr::memmem::find(&raw[at..], b"\r\n") else {
-                    return Ok(None);
-                };
-                at += eol + 2;
-                if eol == 0 {
-                    return Ok(Some((body, at)));
+/// The longest chunk-size line (with extensions) and the most trailer bytes read.
+const MAX_CHUNK_LINE: usize = 1024;
+const MAX_TRAILERS: usize = 8 << 10;
+
+impl Chunked {
+    /// Takes what `raw` (the body's bytes from its start, growing between calls) now holds: `Ok(Some(used))` once
+    /// the body is complete (`used`: the bytes of `raw` it took), `Ok(None)` while more is needed.
+    fn advance(&mut self, raw: &[u8]) -> Result<Option<usize>, String> {
+        loop {
+            let rest = &raw[self.at..];
+            let Some(eol) = memchr::memmem::find(rest, b"\r\n") else {
+                let limit = if self.in_trailers { MAX_TRAILERS } else { MAX_CHUNK_LINE };
+                if rest.len() > limit {
+                    return Err("a chunk-size or trailer line is too long".into());
                 }
+                return Ok(None);
+            };
+            if self.in_trailers {
+                self.at += eol + 2;
+                if eol == 0 {
+                    return Ok(Some(self.at));
+                }
+                continue;
             }
+            let line = std::str::from_utf8(&rest[..eol]).map_err(|_| "unreadable chunk size".to_string())?;
+            let size_text = line.split(';').next().unwrap_or("").trim();
+            let size =
+                usize::from_str_radix(size_text, 16).map_err(|_| format!("unreadable chunk size {size_text:?}"))?;
+            if size > MAX_ANSWER || self.body.len() + size > MAX_ANSWER {
+                return Err("answer over the limit".into());
+            }
+            if size == 0 {
+                self.at += eol + 2;
+                self.in_trailers = true;
+                continue;
+            }
+            let data = self.at + eol + 2;
+            if raw.len() < data + size + 2 {
+                return Ok(None);
+            }
+            if &raw[data + size..data + size + 2] != b"\r\n" {
+                return Err("a chunk does not end in CRLF".into());
+            }
+            self.body.extend_from_slice(&raw[data..data + size]);
+            self.at = data + size + 2;
         }
-        if raw.len() < at + size + 2 {
-            return Ok(None);
-        }
-        body.extend_from_slice(&raw[at..at + size]);
-        if &raw[at + size..at + size + 2] != b"\r\n" {
-            return Err("a chunk does not end in CRLF".into());
-        }
-        at += size + 2;
     }
 }
 

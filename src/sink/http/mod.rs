@@ -154,14 +154,12 @@ pub(crate) fn auth_header(scheme: &str, token: &Secret, key: &str) -> Result<Hea
 
 /// `Retry-After` in seconds (the HTTP-date form is treated as absent).
 pub(crate) fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    headers
-        .get(RETRY_AFTER)?
-        .to_str()
-        .ok()?
-        .trim()
-        .parse::<u64>()
-        .ok()
-        .map(Duration::from_secs)
+    retry_after_value(headers.get(RETRY_AFTER)?.to_str().ok()?)
+}
+
+/// A `Retry-After` value in seconds; the HTTP-date form (or anything else) is treated as absent.
+pub(crate) fn retry_after_value(value: &str) -> Option<Duration> {
+    value.trim().parse::<u64>().ok().map(Duration::from_secs)
 }
 
 /// An error body as text for errors and logs: cut to `MAX_ERROR_BODY` bytes on a char boundary, control

@@ -36,11 +36,11 @@ use reqwest::header::HeaderValue;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use super::CONNECT_TIMEOUT;
+use super::{retry_after_value, CONNECT_TIMEOUT};
 use crate::sink::SinkError;
 
 /// The longest answer body read; longer ones fail the request (and close the connection).
-pub(crate) const MAX_ANSWER: usize = 16 << 20;
+const MAX_ANSWER: usize = 16 << 20;
 
 /// The answer buffer kept between requests at most: one long answer (a partial write listing many refused lines)
 /// must not hold megabytes for the life of the destination.
@@ -393,7 +393,7 @@ impl Head {
                     }
                 }
             } else if h.name.eq_ignore_ascii_case("retry-after") {
-                head.retry_after = value.parse::<u64>().ok().map(Duration::from_secs);
+                head.retry_after = retry_after_value(value);
             }
         }
         // A transfer coding wins over a length (RFC 9112 6.3).

@@ -163,12 +163,17 @@ impl SlabReceiver {
         self.rx
     }
 
-    /// Sleeps until `until` while slabs gather in the channel; woken early once `wake_after` more events arrived,
-    /// the channel is half full, the sender is gone, or a [`Kicker`] kicked. Returns at once when a slab is already
-    /// waiting (or a kick is pending). True when it used the doorbell: the caller then takes what is in
-    /// [`SlabReceiver::channel`] without waiting again (a kick must not be followed by a wait there). False,
-    /// without waiting, for a plain channel: the caller waits in the channel. Call it from one thread only.
-    pub fn doze(&self, until: Instant, wake_after: usize) -> bool {
+    /// Sleeps until `until` (`None`: no deadline) while slabs gather in the channel; woken early once `wake_after`
+    /// more events arrived, the channel is half full, the sender is gone, or a [`Kicker`] kicked. Returns at once
+    /// when a slab is already waiting (or a kick is pending). True when it used the doorbell: the caller then takes
+    /// what is in [`SlabReceiver::channel`] without waiting again (a kick must not be followed by a wait there).
+    /// False, without waiting, for a plain channel: the caller waits in the channel. Call it from one thread only.
+    ///
+    /// With `wake_after` 1 it is the wait for the next slab, and the one a destination uses between batches: a
+    /// blocking `recv` of the channel spins and then calls `sched_yield` four times before it sleeps, at every
+    /// batch; at a trickle those are a batch's most frequent system calls, and a yield hands the CPU to the
+    /// delivery thread the same pass just woke, only to be switched back.
+    pub fn doze(&self, until: Option<Instant>, wake_after: usize) -> bool {
         let Some(bell) = &self.bell else { return false };
         let me = bell.sleeper.get_or_init(std::thread::current);
         debug_assert_eq!(me.id(), std::thread::current().id(), "a receiver dozes on one thread");
@@ -182,11 +187,16 @@ impl SlabReceiver {
                 && !bell.closed.load(Ordering::Acquire)
                 && !bell.kicked.load(Ordering::Acquire)
             {
-                let now = Instant::now();
-                if now >= until {
-                    break;
+                match until {
+                    None => std::thread::park(),
+                    Some(until) => {
+                        let now = Instant::now();
+                        if now >= until {
+                            break;
+                        }
+                        std::thread::park_timeout(until - now);
+                    }
                 }
-                std::thread::park_timeout(until - now);
             }
         }
         bell.dozing.store(false, Ordering::Release);
@@ -251,7 +261,7 @@ mod tests {
             }
         });
         let until = Instant::now() + Duration::from_millis(200);
-        rx.doze(until, 100);
+        rx.doze(Some(until), 100);
         assert!(
             Instant::now() >= until,
             "woken before the deadline by slabs below the thresholds"
@@ -269,7 +279,7 @@ mod tests {
             tx.send(slab_of(&pool, 2)).unwrap();
             std::mem::forget(tx); // not the sender's end: the events must ring
         });
-        rx.doze(Instant::now() + Duration::from_secs(60), 4);
+        rx.doze(Some(Instant::now() + Duration::from_secs(60)), 4);
         sender.join().unwrap();
         assert_eq!(rx.channel().len(), 2);
     }
@@ -284,7 +294,7 @@ mod tests {
             }
             std::mem::forget(tx);
         });
-        rx.doze(Instant::now() + Duration::from_secs(60), 1_000_000);
+        rx.doze(Some(Instant::now() + Duration::from_secs(60)), 1_000_000);
         sender.join().unwrap();
         assert_eq!(rx.channel().len(), 8);
     }
@@ -293,7 +303,7 @@ mod tests {
     fn the_senders_end_rings_the_bell() {
         let (tx, rx) = channel(16);
         let sender = once_dozing(&rx, move || drop(tx));
-        rx.doze(Instant::now() + Duration::from_secs(60), 1_000_000);
+        rx.doze(Some(Instant::now() + Duration::from_secs(60)), 1_000_000);
         sender.join().unwrap();
         assert!(rx.channel().recv().is_err(), "disconnected");
     }
@@ -303,12 +313,40 @@ mod tests {
         let (_tx, rx) = channel(16);
         let kicker = rx.kicker().unwrap();
         let sender = once_dozing(&rx, move || kicker.kick());
-        rx.doze(Instant::now() + Duration::from_secs(60), 1_000_000);
+        rx.doze(Some(Instant::now() + Duration::from_secs(60)), 1_000_000);
         sender.join().unwrap();
         rx.kicker().unwrap().kick();
         let until = Instant::now() + Duration::from_secs(60);
-        rx.doze(until, 1_000_000);
+        rx.doze(Some(until), 1_000_000);
         assert!(Instant::now() < until, "a kick before the doze ends it at once");
+    }
+
+    #[test]
+    fn a_wait_without_a_deadline_ends_with_the_first_slab() {
+        let pool = SlabPool::new(4, 64);
+        let (tx, rx) = channel(16);
+        let sender = once_dozing(&rx, move || {
+            tx.send(slab_of(&pool, 1)).unwrap();
+            std::mem::forget(tx); // not the sender's end: the slab must ring
+        });
+        assert!(rx.doze(None, 1));
+        sender.join().unwrap();
+        assert_eq!(rx.channel().len(), 1, "woken by the one slab");
+    }
+
+    #[test]
+    fn a_wait_without_a_deadline_ends_with_the_senders_end_or_a_kick() {
+        let (tx, rx) = channel(16);
+        let sender = once_dozing(&rx, move || drop(tx));
+        assert!(rx.doze(None, 1));
+        sender.join().unwrap();
+        assert!(rx.channel().try_recv().is_err(), "disconnected");
+
+        let (_tx, rx) = channel(16);
+        let kicker = rx.kicker().unwrap();
+        let sender = once_dozing(&rx, move || kicker.kick());
+        assert!(rx.doze(None, 1));
+        sender.join().unwrap();
     }
 
     #[test]
@@ -317,9 +355,12 @@ mod tests {
         let (tx, rx) = channel(4);
         tx.send(slab_of(&pool, 1)).unwrap();
         let until = Instant::now() + Duration::from_secs(60);
-        rx.doze(until, 100);
+        rx.doze(Some(until), 100);
         assert_eq!(rx.channel().len(), 1);
         let (_plain_tx, plain_rx) = bounded::<Slab>(4);
-        assert!(!SlabReceiver::from(plain_rx).doze(until, 100), "no doorbell, no doze");
+        assert!(
+            !SlabReceiver::from(plain_rx).doze(Some(until), 100),
+            "no doorbell, no doze"
+        );
     }
 }

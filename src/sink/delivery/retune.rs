@@ -8,7 +8,7 @@
 //! spooled keep the encoding they were made with, so nothing queued is lost or re-encoded. The retry policy is read
 //! by the delivery thread at the start of each batch ([`Retune::retry`]).
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{fence, AtomicBool, Ordering};
 use std::sync::{Mutex, OnceLock};
 
 use crate::config::{BatchConfig, RetryConfig};
@@ -48,8 +48,18 @@ impl<E> Retune<E> {
     }
 
     /// The worker's intake thread: how an offer wakes it while it dozes with a batch open.
+    /// An offer made before this (a reload while the worker was starting) kicks at once, so it is not left
+    /// waiting for the first slab.
     pub fn wake_with(&self, kicker: Kicker) {
         let _ = self.waker.set(kicker);
+        // Pairs with the fence in `offer` (the store-buffer pattern): either the offer sees the kicker, or this
+        // sees the offer pending; a kick from both is harmless.
+        fence(Ordering::SeqCst);
+        if self.pending.load(Ordering::Acquire) {
+            if let Some(kicker) = self.waker.get() {
+                kicker.kick();
+            }
+        }
     }
 
     /// Offers `update`; an update not yet taken is replaced (the latest config wins). The retry policy is in force
@@ -58,6 +68,7 @@ impl<E> Retune<E> {
         *self.retry.lock().unwrap_or_else(|e| e.into_inner()) = update.retry;
         *self.next.lock().unwrap_or_else(|e| e.into_inner()) = Some(update);
         self.pending.store(true, Ordering::Release);
+        fence(Ordering::SeqCst);
         if let Some(kicker) = self.waker.get() {
             kicker.kick();
         }
@@ -69,6 +80,12 @@ impl<E> Retune<E> {
             return None;
         }
         self.next.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+
+    /// True while an offered update waits for the intake thread (for tests).
+    #[cfg(test)]
+    pub(crate) fn is_pending(&self) -> bool {
+        self.pending.load(Ordering::Acquire)
     }
 
     /// The retry policy in force.

@@ -226,24 +226,25 @@ pub fn run_retunable<E, T>(
             .into_iter()
             .flatten()
             .min();
-        let received = match wake {
-            Some(wake) => {
-                // An open batch waits for its age anyway: let the readers' slabs gather in the channel until the
-                // next deadline instead of waking for each (at a trickle, one slab is one event), unless a quarter
-                // of the batch's room arrived, the channel is half full or a reload kicks (`event::handover`).
-                // After a doze, take only what is there: it ended for a reason (slabs, the deadline, a kick, the
-                // readers' end), and a kick must not be followed by a wait in the channel.
-                if !batch.is_empty() && rx.doze(wake, batch.room() / 4) {
-                    rx.channel().try_recv().map_err(|e| match e {
-                        TryRecvError::Empty => RecvTimeoutError::Timeout,
-                        TryRecvError::Disconnected => RecvTimeoutError::Disconnected,
-                    })
-                } else {
-                    rx.channel()
-                        .recv_timeout(wake.saturating_duration_since(Instant::now()))
-                }
+        // An open batch waits for its age anyway: let the readers' slabs gather in the channel until the next
+        // deadline instead of waking for each (at a trickle, one slab is one event), unless a quarter of the
+        // batch's room arrived, the channel is half full or a reload kicks (`event::handover`). Without an open
+        // batch, wait there for the first slab (or the next deadline) too: the channel's own blocking receive
+        // yields the CPU four times before it sleeps. After a doze, take only what is there: it ended for a reason
+        // (slabs, the deadline, a kick, the readers' end), and a kick must not be followed by a wait in the channel.
+        let wake_after = if batch.is_empty() { 1 } else { batch.room() / 4 };
+        let received = if rx.doze(wake, wake_after) {
+            rx.channel().try_recv().map_err(|e| match e {
+                TryRecvError::Empty => RecvTimeoutError::Timeout,
+                TryRecvError::Disconnected => RecvTimeoutError::Disconnected,
+            })
+        } else {
+            match wake {
+                Some(wake) => rx
+                    .channel()
+                    .recv_timeout(wake.saturating_duration_since(Instant::now())),
+                None => rx.channel().recv().map_err(|_| RecvTimeoutError::Disconnected),
             }
-            None => rx.channel().recv().map_err(|_| RecvTimeoutError::Disconnected),
         };
         // Before the slab is encoded: a slab received after a reload was offered gets the new settings.
         if let Some(update) = retune.as_ref().and_then(|r| r.take()) {
@@ -981,14 +982,50 @@ mod tests {
         tx.send(slab_received(&pool, now_unix_ns())).unwrap();
         // The worker dozes for a minute with its batch open; the reload hands that batch over first.
         wait_until("the worker dozing with its batch open", || tx.receiver_dozes());
-        retune.offer(Update {
-            encoder: Some(Lines),
-            batch: BatchConfig::default(),
-            retry: RetryConfig::default(),
-        });
+        retune.offer(reload());
         wait_until("the batch of the old settings delivered", || {
             counters.delivered.get() == 1
         });
+        drop(tx);
+        worker.join().unwrap();
+    }
+
+    fn reload() -> Update<Lines> {
+        Update {
+            encoder: Some(Lines),
+            batch: BatchConfig::default(),
+            retry: RetryConfig::default(),
+        }
+    }
+
+    #[test]
+    fn a_reload_reaches_an_idle_worker_at_once_not_with_the_next_event() {
+        // The worker delivered what came and waits for the next slab with no batch open: a reload must not wait
+        // with it ("reloaded settings in force" would otherwise appear with the next event, maybe hours later).
+        let pool = crate::event::slab::SlabPool::new(4, 16);
+        let (tx, counters, retune, worker) = worker_with_age(Duration::from_secs(60));
+        tx.send(slab_received(&pool, 0)).unwrap(); // due at once
+        wait_until("the event delivered", || counters.delivered.get() == 1);
+        retune.offer(reload());
+        wait_until("the idle worker took the reload", || !retune.is_pending());
+        drop(tx);
+        worker.join().unwrap();
+    }
+
+    #[test]
+    fn a_reload_offered_while_the_worker_starts_is_taken_without_an_event() {
+        let (tx, rx) = crate::event::handover::channel(16);
+        let settings = WorkerSettings::in_memory("test", BatchConfig::default(), RetryConfig::default());
+        let counters = Arc::new(SinkCounters::default());
+        let retune = Arc::new(Retune::new(RetryConfig::default()));
+        retune.offer(reload()); // before the worker registers its kicker
+        let transport = SlowTransport {
+            delay: Some(Duration::ZERO),
+            accepted: Arc::new(AtomicUsize::new(0)),
+        };
+        let r = Arc::clone(&retune);
+        let worker = std::thread::spawn(move || run_retunable(settings, rx, Lines, transport, counters, Some(r)));
+        wait_until("the starting worker took the reload", || !retune.is_pending());
         drop(tx);
         worker.join().unwrap();
     }

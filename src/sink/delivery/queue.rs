@@ -117,16 +117,22 @@ struct State {
     spool_head_out: bool,
     /// Moving memory to the spool failed (disk error): not tried again by the timer before this.
     spill_retry_at: Option<Instant>,
+    /// Pushes waiting for room on [`DeliveryQueue::room`] (see [`DeliveryQueue::room_made`]).
+    room_waiters: usize,
 }
 
 /// The queue between one destination's encoder and its delivery.
 #[derive(Debug)]
 pub struct DeliveryQueue {
     state: Mutex<State>,
-    ready: Condvar,
+    /// Wakes a push that waits for room (no spool, memory full). Notified only while `State::room_waiters` says
+    /// someone waits: `notify_one` is a system call even when nobody does, and the delivery side would make one
+    /// per batch.
     room: Condvar,
     /// Wakes [`DeliveryQueue::next_async`]; `notify_one` keeps a permit when nobody waits, so no wake-up is lost.
     wake: tokio::sync::Notify,
+    /// Wakes [`DeliveryQueue::closed`] (every waiter) at [`DeliveryQueue::close`].
+    closing: tokio::sync::Notify,
     max_memory_bytes: usize,
     fsync_interval: Duration,
     /// The engine's stop flag: once set, a push no longer waits for room (see the module doc).
@@ -166,10 +172,11 @@ impl DeliveryQueue {
                 unsynced_since: None,
                 spool_head_out: false,
                 spill_retry_at: None,
+                room_waiters: 0,
             }),
-            ready: Condvar::new(),
             room: Condvar::new(),
             wake: tokio::sync::Notify::new(),
+            closing: tokio::sync::Notify::new(),
             max_memory_bytes: settings.max_memory_bytes.max(1),
             fsync_interval: settings
                 .spool
@@ -333,11 +340,13 @@ impl DeliveryQueue {
                 && !self.stopping()
             {
                 // Woken by room; the timeout notices the stop flag.
+                st.room_waiters += 1;
                 st = self
                     .room
                     .wait_timeout(st, Duration::from_millis(100))
                     .unwrap_or_else(|e| e.into_inner())
                     .0;
+                st.room_waiters -= 1;
             }
             if st.spool.is_none() && st.mem_bytes + len > self.max_memory_bytes && !st.mem.is_empty() {
                 return Pushed {
@@ -355,9 +364,19 @@ impl DeliveryQueue {
     /// Counts what the push evicted and wakes the delivery side.
     fn pushed(&self, evicted: Evicted, spooled: bool) -> Pushed {
         self.count_evicted(&evicted);
-        self.ready.notify_one();
         self.wake.notify_one();
         Pushed { spooled, refused: None }
+    }
+
+    /// Releases the lock after memory was freed, waking a push that waits for room, if one does. A waiter counts
+    /// itself under the lock before it waits (and the wait releases the lock atomically), so a zero seen here
+    /// under the lock means no push is about to sleep on a full queue.
+    fn room_made(&self, st: MutexGuard<'_, State>) {
+        let waiting = st.room_waiters > 0;
+        drop(st);
+        if waiting {
+            self.room.notify_all();
+        }
     }
 
     /// Appends the batches the spool refused earlier, oldest first, until one fails (its error is returned). What
@@ -380,49 +399,37 @@ impl DeliveryQueue {
         Ok(())
     }
 
-    /// Takes the oldest undelivered batch, waiting up to `wait`.
-    pub fn next(&self, wait: Duration) -> Next {
+    /// Takes the oldest undelivered batch, without waiting ([`Next::Idle`] when there is none yet); the delivery
+    /// thread waits in [`DeliveryQueue::next_async`].
+    pub fn next(&self) -> Next {
         let mut st = self.lock();
-        let deadline = Instant::now() + wait;
-        loop {
-            if let Some((_, b)) = st.mem.pop_front() {
-                st.mem_bytes -= b.footprint();
-                drop(st);
-                self.room.notify_one();
-                return Next::Batch(Origin::Memory, b);
-            }
-            if let Some(spool) = st.spool.as_mut() {
-                let found = spool.peek();
-                // Reading may have met damage (the rest of a segment is lost): counted before anything else.
-                self.count_damage(&mut st);
-                match found {
-                    Ok(Some(b)) => {
-                        st.spool_head_out = true;
-                        return Next::Batch(Origin::Spool, b);
-                    }
-                    Ok(None) => {}
-                    Err(e) => error!(error = %e, "cannot read the spool"),
-                }
-            }
-            if let Some(b) = st.unspooled.pop_front() {
-                st.mem_bytes -= b.footprint();
-                drop(st);
-                self.room.notify_one();
-                return Next::Batch(Origin::Memory, b);
-            }
-            if st.closed_at.is_some() {
-                return Next::Closed;
-            }
-            let now = Instant::now();
-            if now >= deadline {
-                return Next::Idle;
-            }
-            st = self
-                .ready
-                .wait_timeout(st, deadline - now)
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
+        if let Some((_, b)) = st.mem.pop_front() {
+            st.mem_bytes -= b.footprint();
+            self.room_made(st);
+            return Next::Batch(Origin::Memory, b);
         }
+        if let Some(spool) = st.spool.as_mut() {
+            let found = spool.peek();
+            // Reading may have met damage (the rest of a segment is lost): counted before anything else.
+            self.count_damage(&mut st);
+            match found {
+                Ok(Some(b)) => {
+                    st.spool_head_out = true;
+                    return Next::Batch(Origin::Spool, b);
+                }
+                Ok(None) => {}
+                Err(e) => error!(error = %e, "cannot read the spool"),
+            }
+        }
+        if let Some(b) = st.unspooled.pop_front() {
+            st.mem_bytes -= b.footprint();
+            self.room_made(st);
+            return Next::Batch(Origin::Memory, b);
+        }
+        if st.closed_at.is_some() {
+            return Next::Closed;
+        }
+        Next::Idle
     }
 
     /// [`DeliveryQueue::next`] for the delivery thread's runtime: the wait is asynchronous, so tasks on that
@@ -432,7 +439,7 @@ impl DeliveryQueue {
     pub async fn next_async(&self, wait: Option<Duration>) -> Next {
         let deadline = wait.map(|w| tokio::time::Instant::now() + w);
         loop {
-            match self.next(Duration::ZERO) {
+            match self.next() {
                 Next::Idle => {}
                 found => return found,
             }
@@ -487,8 +494,24 @@ impl DeliveryQueue {
     /// No more batches will be pushed.
     pub fn close(&self) {
         self.lock().closed_at.get_or_insert_with(Instant::now);
-        self.ready.notify_all();
         self.wake.notify_one();
+        self.closing.notify_waiters();
+    }
+
+    /// Resolves once [`DeliveryQueue::close`] was called. It needs no timer: the delivery thread races every
+    /// request against the shutdown budget, and a timer armed per request is a wake-up of the runtime's driver
+    /// (an `eventfd` write and one more `epoll_wait`) per batch.
+    pub async fn closed(&self) {
+        loop {
+            let notified = self.closing.notified();
+            tokio::pin!(notified);
+            // Registered before the check: a close after it wakes this waiter (`notify_waiters` keeps no permit).
+            notified.as_mut().enable();
+            if self.closed_for().is_some() {
+                return;
+            }
+            notified.await;
+        }
     }
 
     /// How long ago the queue was closed (`None` while it is open): the shutdown clock of the delivery side.
@@ -724,7 +747,7 @@ mod tests {
     }
 
     fn take(q: &DeliveryQueue) -> (Origin, u8) {
-        match q.next(Duration::ZERO) {
+        match q.next() {
             Next::Batch(o, b) => {
                 let tag = b.bytes[0];
                 q.done(o, b);
@@ -753,9 +776,9 @@ mod tests {
                 (Origin::Spool, 5)
             ]
         );
-        assert!(matches!(q.next(Duration::ZERO), Next::Idle));
+        assert!(matches!(q.next(), Next::Idle));
         q.close();
-        assert!(matches!(q.next(Duration::ZERO), Next::Closed));
+        assert!(matches!(q.next(), Next::Closed));
     }
 
     #[test]
@@ -857,7 +880,7 @@ mod tests {
         for tag in 1..=4 {
             q.push(batch(tag, 1)); // 1, 2 in memory; 3, 4 spilled by the FIFO rule
         }
-        let Next::Batch(Origin::Memory, failed) = q.next(Duration::ZERO) else {
+        let Next::Batch(Origin::Memory, failed) = q.next() else {
             panic!("expected batch 1 from memory")
         };
         assert_eq!(q.spill(Some(failed)), 2);
@@ -909,10 +932,7 @@ mod tests {
         // The encoder waits for this deadline: in the past, it would spin on the failing disk.
         let due = q.tick_deadline().expect("memory still waits to move");
         assert!(due > Instant::now() + Duration::from_millis(500), "retried at once");
-        assert!(
-            matches!(q.next(Duration::ZERO), Next::Batch(Origin::Memory, _)),
-            "kept in memory"
-        );
+        assert!(matches!(q.next(), Next::Batch(Origin::Memory, _)), "kept in memory");
     }
 
     #[test]
@@ -954,7 +974,7 @@ mod tests {
         );
         assert_eq!(q.spooled_events(), 4);
         let mut got = Vec::new();
-        while let Next::Batch(o, b) = q.next(Duration::ZERO) {
+        while let Next::Batch(o, b) = q.next() {
             got.push(b.bytes[0]);
             q.done(o, b);
         }

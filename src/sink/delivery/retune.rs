@@ -2,8 +2,9 @@
 //! `userEvents.tags`), its batch limits and its retry policy.
 //!
 //! The reload thread [`Retune::offer`]s an [`Update`]; the worker's intake thread picks it up when it next wakes
-//! ([`Retune::take`], one atomic load when nothing is pending): with the next slab, or at once while a batch is
-//! open (the offer kicks it out of its doze, see [`crate::event::handover`]). It hands the batch it was filling to
+//! ([`Retune::take`], one atomic load when nothing is pending): at once, since the offer kicks it out of its wait,
+//! with a batch open or not (see [`crate::event::handover`]); an offer made before the worker registered its
+//! kicker is kicked when it does ([`Retune::wake_with`]). It hands the batch it was filling to
 //! the queue first, then encodes with the new encoder into a batch with the new limits. Batches already queued or
 //! spooled keep the encoding they were made with, so nothing queued is lost or re-encoded. The retry policy is read
 //! by the delivery thread at the start of each batch ([`Retune::retry`]).

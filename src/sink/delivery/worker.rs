@@ -216,8 +216,8 @@ pub fn run_retunable<E, T>(
     let mut skipped = HostTally::default();
     loop {
         // Timers exist only while there is work: an open batch, queue work (memory due for the spool, an fsync
-        // owed), an encoder that writes on a clock. Without any, the encoder sleeps until a slab or the
-        // disconnect (a reloaded config is taken with the next slab).
+        // owed), an encoder that writes on a clock. Without any, the encoder sleeps until a slab, the
+        // disconnect or a reload's kick.
         let encoder_due = encoder.next_tick_ns().map(|due_ns| {
             let now_ns = now_unix_ns();
             Instant::now() + Duration::from_nanos(due_ns.saturating_sub(now_ns))

@@ -111,6 +111,61 @@ fn an_idle_engine_sleeps_in_the_kernel_with_the_recvmmsg_reader() {
     an_idle_engine_sleeps_in_the_kernel("recvmmsg");
 }
 
+/// The scheduling policy (`/proc/PID/task/TID/stat` field 41: 0 `SCHED_OTHER`, 3 `SCHED_BATCH`) of every thread of
+/// `pid`, by thread name.
+fn policies(pid: u32) -> Vec<(String, u32)> {
+    let mut found = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap().flatten() {
+        let (Ok(name), Ok(stat)) = (
+            std::fs::read_to_string(task.path().join("comm")),
+            std::fs::read_to_string(task.path().join("stat")),
+        ) else {
+            continue; // the thread ended meanwhile
+        };
+        // The fields after the name (which may hold spaces) start with field 3, the state.
+        let after_name = &stat[stat.rfind(')').unwrap() + 2..];
+        let policy = after_name.split(' ').nth(41 - 3).unwrap().parse().unwrap();
+        found.push((name.trim().to_string(), policy));
+    }
+    found
+}
+
+/// A destination's encoder and delivery threads are woken by the readers' hand-overs and by answers; in the
+/// default policy each such wake-up may preempt the reader on that CPU just before it sleeps or while it drains its
+/// socket. They run in `SCHED_BATCH`, which keeps their share of the CPU but never preempts on wake-up; the
+/// readers stay in the default policy.
+#[test]
+fn destination_threads_never_preempt_the_readers() {
+    let influxd = Influxd::start();
+    let mosquitto = Mosquitto::start();
+    let spool = tempfile::tempdir().unwrap();
+    let mut engine = Engine::start_with_yaml(&full_config(&influxd, &mosquitto, spool.path(), "recvmmsg"));
+    send_fixtures_until_stored(&engine, &influxd, "idle");
+    let threads = policies(engine.pid());
+    let policy_of = |prefix: &str| -> Vec<(String, u32)> {
+        threads.iter().filter(|(n, _)| n.starts_with(prefix)).cloned().collect()
+    };
+    let (sinks, deliveries, readers) = (policy_of("sink-"), policy_of("deliver-"), policy_of("reader-"));
+    // InfluxDB and MQTT: an encoder and a delivery thread each (thread names are cut at 15 bytes).
+    for name in [
+        "sink-influxdb",
+        "sink-mqtt",
+        "deliver-influxd",
+        "deliver-mqtt",
+        "reader-0",
+    ] {
+        assert!(threads.iter().any(|(n, _)| n == name), "no thread {name}: {threads:?}");
+    }
+    for (name, policy) in sinks.iter().chain(&deliveries) {
+        assert_eq!(*policy, 3, "{name} is not in SCHED_BATCH; threads: {threads:?}");
+    }
+    for (name, policy) in &readers {
+        assert_eq!(*policy, 0, "{name} left the default policy; threads: {threads:?}");
+    }
+    let status = engine.terminate_within(Duration::from_secs(10));
+    assert!(status.success(), "engine exit {status}:\n{}", engine.stderr_text());
+}
+
 /// Voluntary context switches (the thread went to sleep: a wake-up each) of the engine's thread named `name`.
 fn voluntary_switches(pid: u32, name: &str) -> u64 {
     let mut total = 0;

@@ -155,6 +155,7 @@ pub fn start(
         let held = Arc::clone(&owned);
         let handle = spawn(format!("sink-{name}"), move || {
             let _held = held;
+            crate::sink::background_priority();
             start(rx)
         })?;
         sink_threads.push(handle);

@@ -1,8 +1,8 @@
 //! The batched sink worker shared by every queued destination (HTTP and MQTT): an encoder thread and a delivery thread joined by
 //! a [`DeliveryQueue`].
 //!
-//! - **Encoder** (the calling thread): takes slabs from the sink's channel (crossbeam's blocking `recv` never runs
-//!   inside an async task), encodes every event into the current batch, drops the slab (back to the pool), and
+//! - **Encoder** (the calling thread): takes slabs from the sink's channel (it waits on the channel's doorbell,
+//!   [`SlabReceiver::doze`], never inside an async task), encodes every event into the current batch, drops the slab (back to the pool), and
 //!   hands the batch to the queue when it is full or its oldest event reached `max_age`. It never waits for the
 //!   destination: while the destination is slow or down, batches wait in the queue's memory, then in its disk
 //!   spool. When the channel disconnects (readers stopped), the last batch is queued and the queue closed.
@@ -16,8 +16,10 @@
 //!   events as `dropped` with an ERROR naming the destination's own message.
 //! - **Timers**: the encoder also runs the queue's timer ([`DeliveryQueue::tick`]): memory older than
 //!   `fsyncInterval` moves to the spool, appended records are fsynced within `fsyncInterval`. Every timer exists
-//!   only while it has work (an open batch, queue work, an encoder's clock): an idle worker blocks on its channel
-//!   and its delivery thread on the queue, with no periodic wake-up.
+//!   only while it has work (an open batch, queue work, an encoder's clock): an idle worker sleeps on its channel's
+//!   doorbell and its delivery thread on the queue, with no periodic wake-up.
+//! - **Scheduling**: both threads run in `SCHED_BATCH` ([`crate::sink::background_priority`]), so their wake-ups
+//!   never preempt a reader.
 //! - **Shutdown**: after the queue is closed, delivery continues until it is empty or `shutdown_timeout` passed;
 //!   then whatever is still in memory is written in front of the spool (or, without one, counted as dropped).
 //!   The budget is checked before each batch, between retries and while a request is in flight: a request still
@@ -173,7 +175,10 @@ pub fn run_retunable<E, T>(
         let retune = retune.clone();
         std::thread::Builder::new()
             .name(format!("deliver-{}", settings.name))
-            .spawn(move || deliver_loop(settings, queue, transport, counters, retune))
+            .spawn(move || {
+                crate::sink::background_priority();
+                deliver_loop(settings, queue, transport, counters, retune)
+            })
     };
     let delivery = match delivery {
         Ok(h) => h,

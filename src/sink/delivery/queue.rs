@@ -922,6 +922,31 @@ mod tests {
     }
 
     #[test]
+    fn without_a_spool_a_push_that_waits_for_room_goes_in_once_delivery_takes_a_batch() {
+        let q = Arc::new(
+            DeliveryQueue::new(&QueueSettings {
+                max_memory_bytes: 1,
+                spool: None,
+            })
+            .unwrap(),
+        );
+        q.push(batch(1, 1)); // one batch always fits
+        let pusher = {
+            let q = Arc::clone(&q);
+            std::thread::spawn(move || q.push(batch(2, 1)))
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while q.lock().room_waiters == 0 {
+            assert!(Instant::now() < deadline, "the push never waited for room");
+            std::thread::yield_now();
+        }
+        assert_eq!(take(&q), (Origin::Memory, 1));
+        assert!(pusher.join().unwrap().refused.is_none(), "queued, not refused");
+        assert_eq!(q.lock().room_waiters, 0, "the waiter counted itself out");
+        assert_eq!(take(&q), (Origin::Memory, 2));
+    }
+
+    #[test]
     fn a_failed_move_to_the_spool_is_not_retried_at_once() {
         let dir = tempfile::tempdir().unwrap();
         let spool_dir = dir.path().join("spool");

@@ -20,7 +20,9 @@ use std::time::Duration;
 
 use crate::event::Event;
 
-/// Puts the calling thread (a destination's encoder or delivery thread) in the `SCHED_BATCH` policy: it keeps its
+/// Puts the calling thread in the `SCHED_BATCH` policy. Called by every thread behind the readers' channels (each
+/// `sink-*` thread: a batched destination's encoder, the stdout writer, the analytics watchers) and by each
+/// delivery thread; threads these start (a runtime's blocking pool) inherit it. Such a thread keeps its
 /// fair share of the CPU, but its wake-ups no longer preempt the thread running on the CPU it wakes on. That
 /// thread is often a reader that has just handed a slab over (and rung this thread) and is about to sleep or
 /// drain its socket again; preempted, it costs two more context switches and comes back to cold caches, and at a

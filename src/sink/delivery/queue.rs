@@ -554,7 +554,9 @@ impl DeliveryQueue {
                         st.free.push(b);
                     }
                 }
-                self.room.notify_all();
+                if st.room_waiters > 0 {
+                    self.room.notify_all();
+                }
                 events
             }
             Err(e) => {

@@ -48,7 +48,7 @@ impl<E> Retune<E> {
         }
     }
 
-    /// The worker's intake thread: how an offer wakes it while it dozes with a batch open.
+    /// The worker's intake thread: how an offer wakes it from its wait on the channel's doorbell.
     /// An offer made before this (a reload while the worker was starting) kicks at once, so it is not left
     /// waiting for the first slab.
     pub fn wake_with(&self, kicker: Kicker) {

@@ -481,7 +481,6 @@ struct Delivery<'a> {
     retry: Option<Box<dyn Fn() -> RetryConfig>>,
 }
 
-/// Resolves once `queue` has been closed for `budget` (the shutdown budget is spent). Checks every 100 ms.
 /// The longest the start-up contact may take: past it the destination is reported unreachable and the worker goes
 /// on (events wait in the queue meanwhile, as during any outage).
 pub const CONTACT_LIMIT: Duration = Duration::from_secs(10);

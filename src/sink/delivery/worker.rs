@@ -2,8 +2,9 @@
 //! a [`DeliveryQueue`].
 //!
 //! - **Encoder** (the calling thread): takes slabs from the sink's channel (it waits on the channel's doorbell,
-//!   [`SlabReceiver::doze`], never inside an async task), encodes every event into the current batch, drops the slab (back to the pool), and
-//!   hands the batch to the queue when it is full or its oldest event reached `max_age`. It never waits for the
+//!   [`SlabReceiver::doze`], never inside an async task), encodes every event into the current batch, drops the
+//!   slab (back to the pool), and hands the batch to the queue when it is full or its oldest event reached
+//!   `max_age`. It never waits for the
 //!   destination: while the destination is slow or down, batches wait in the queue's memory, then in its disk
 //!   spool. When the channel disconnects (readers stopped), the last batch is queued and the queue closed.
 //! - **Delivery** (its own thread, with a single-threaded tokio runtime for the transport's client): takes the oldest
@@ -1110,6 +1111,59 @@ mod tests {
         assert_eq!(accepted, 0);
         assert_eq!(counters.dropped.get(), 0);
         assert_eq!(queue.spooled_events(), (BATCHES * PER_BATCH) as u64);
+    }
+
+    /// Never answers; says when a request is in flight.
+    struct Hang {
+        in_flight: Arc<AtomicBool>,
+    }
+
+    impl Transport for Hang {
+        async fn prepare(&mut self) -> Result<(), SinkError> {
+            Ok(())
+        }
+        fn endpoint(&self) -> Endpoint {
+            Endpoint::for_tests()
+        }
+        async fn send(&mut self, _items: &[u8], _count: usize) -> Result<usize, SinkError> {
+            self.in_flight.store(true, Ordering::Release);
+            std::future::pending().await
+        }
+    }
+
+    #[test]
+    fn a_close_while_a_request_is_in_flight_cuts_it_at_the_budget_and_keeps_its_batch() {
+        // The budget race waits for the close without a timer; a close that comes while the request already
+        // waits for its answer must still end it once the budget is spent.
+        let dir = tempfile::tempdir().unwrap();
+        let queue = Arc::new(spooling_queue(dir.path(), 1 << 30, Duration::from_secs(3600)));
+        let limits = BatchConfig::default();
+        let mut batch = Batch::new(limits);
+        for _ in 0..PER_BATCH {
+            batch.buf().extend_from_slice(b"x\n");
+            batch.commit(Instant::now(), 1, None);
+        }
+        queue.push(batch.take(Batch::buffers(limits)));
+        let mut settings = WorkerSettings::in_memory("test", BatchConfig::default(), RetryConfig::default());
+        settings.shutdown_timeout = Duration::from_millis(300);
+        let in_flight = Arc::new(AtomicBool::new(false));
+        let delivery = {
+            let queue = Arc::clone(&queue);
+            let transport = Hang {
+                in_flight: Arc::clone(&in_flight),
+            };
+            let counters = Arc::new(SinkCounters::default());
+            std::thread::spawn(move || deliver_loop(settings, queue, transport, counters, NO_RETUNE))
+        };
+        wait_until("the request in flight", || in_flight.load(Ordering::Acquire));
+        queue.close();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !delivery.is_finished() {
+            assert!(Instant::now() < deadline, "the unanswered request held the shutdown");
+            std::thread::yield_now();
+        }
+        delivery.join().unwrap();
+        assert_eq!(queue.spooled_events(), PER_BATCH as u64, "the abandoned batch is kept");
     }
 
     #[test]

@@ -124,10 +124,13 @@ impl SlabSender {
         }
     }
 
-    /// True while the receiver dozes (for tests that must act during a doze).
+    /// True while the receiver dozes after taking everything sent so far (for tests that must act during a doze
+    /// that follows their last send). The channel is looked at first: a receiver seen dozing after the channel was
+    /// seen empty dozes after taking the slabs, not in the instant its wait for them began (which also sets the
+    /// flag, until it sees a slab waiting and returns).
     #[cfg(test)]
     pub(crate) fn receiver_dozes(&self) -> bool {
-        self.bell.dozing.load(Ordering::Acquire)
+        self.tx.is_empty() && self.bell.dozing.load(Ordering::Acquire)
     }
 }
 

@@ -987,7 +987,8 @@ mod tests {
         let pool = crate::event::slab::SlabPool::new(4, 16);
         let (tx, counters, retune, worker) = worker_with_age(Duration::from_secs(60));
         tx.send(slab_received(&pool, now_unix_ns())).unwrap();
-        // The worker dozes for a minute with its batch open; the reload hands that batch over first.
+        // The worker took the slab and dozes for a minute with its batch open (a doze seen while the slab still
+        // waited could be the wait for it, which a kick ends too); the reload hands that batch over first.
         wait_until("the worker dozing with its batch open", || tx.receiver_dozes());
         retune.offer(reload());
         wait_until("the batch of the old settings delivered", || {

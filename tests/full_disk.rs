@@ -128,3 +128,89 @@ fn a_full_disk_loses_only_what_it_counts_and_every_event_after_space_returns_is_
     );
     assert!(engine.stderr_text().contains("the spool takes writes again"));
 }
+
+/// A batch whose delivery failed while the disk was full stays in memory; once space returns it must reach the
+/// spool although the destination is still down, so a SIGKILL after that loses none of it (the durability
+/// promise: accepted more than `fsyncInterval` before the crash, with a disk that takes writes, is delivered after
+/// the restart). The batch is retried every few hundred ms meanwhile, so it is in the delivery thread's hands most
+/// of the time, not in the memory queue.
+#[test]
+fn a_batch_a_full_disk_kept_in_memory_is_spooled_once_space_returns_and_survives_a_sigkill() {
+    let disk = Tmpfs::mount(1 << 20);
+    let mut influxd = Influxd::start();
+    let mut cfg = fixtures::influx_only_config(false, influxd.addr.port(), "fullkill");
+    set(&mut cfg, "sense-ingest.retry.initialBackoff", Yaml::from("100ms"));
+    set(&mut cfg, "sense-ingest.retry.maxBackoff", Yaml::from("200ms"));
+    set(&mut cfg, "sense-ingest.batch.maxAge", Yaml::from("50ms"));
+    set(&mut cfg, "sense-ingest.spool.fsyncInterval", Yaml::from("200ms"));
+    let spool_dir = disk.path().join("spool");
+    set(
+        &mut cfg,
+        "sense-ingest.spool.dir",
+        Yaml::from(spool_dir.to_str().unwrap()),
+    );
+    set(&mut cfg, "Butler-SOS.prometheus.enable", Yaml::from(true));
+    set(&mut cfg, "Butler-SOS.prometheus.host", Yaml::from("127.0.0.1"));
+    set(&mut cfg, "Butler-SOS.prometheus.port", Yaml::from(0));
+    let yaml = serde_norway::to_string(&cfg).unwrap();
+    influxd.kill();
+    let mut first = Engine::start_with_yaml(&yaml);
+    let metrics = metrics_addr(&first);
+    let spooled = || {
+        let body = request(metrics, "GET", "/metrics", b"")
+            .map(|(_, body)| body)
+            .unwrap_or_default();
+        metric(&body, r#"sense_ingest_sink_spooled_events{destination="influxdb"}"#).unwrap_or(0)
+    };
+
+    // The spool opened with space; now the disk is full, and the first failed delivery cannot move its batch.
+    disk.fill_leaving("filler", 0);
+    send_datagrams(first.target(), &events(10, "m"));
+    wait_for("the failed batch kept in memory", Duration::from_secs(30), || {
+        first
+            .stderr_text()
+            .contains("batches whose delivery failed stay in memory")
+            .then_some(())
+    });
+    // Every failed attempt offers the batch to the disk again, which is tried once per second and logged once.
+    let retries = || {
+        let body = request(metrics, "GET", "/metrics", b"")
+            .map(|(_, body)| body)
+            .unwrap_or_default();
+        metric(&body, r#"sense_ingest_sink_retries_total{destination="influxdb"}"#).unwrap_or(0)
+    };
+    wait_for(
+        "attempts for more than a second on the full disk",
+        Duration::from_secs(30),
+        || (retries() >= 12).then_some(()),
+    );
+    assert_eq!(spooled(), 0);
+    assert_eq!(
+        first.stderr_text().matches("cannot write to the spool").count(),
+        1,
+        "{}",
+        first.stderr_text()
+    );
+
+    // Space returns; InfluxDB stays down. The batch must reach the disk without another event.
+    std::fs::remove_file(disk.path().join("filler")).unwrap();
+    wait_for("the batch spooled once space returned", Duration::from_secs(20), || {
+        (spooled() == 10).then_some(())
+    });
+    assert!(
+        first.stderr_text().contains("the spool takes writes again"),
+        "{}",
+        first.stderr_text()
+    );
+    first.kill();
+
+    influxd.restart();
+    let mut second = Engine::start_with_yaml(&yaml);
+    wait_for(
+        "the spooled batch delivered after the restart",
+        Duration::from_secs(30),
+        || (influxd.points("fullkill", "user_events").len() >= 10).then_some(()),
+    );
+    assert!(second.terminate().success(), "{}", second.stderr_text());
+    assert_eq!(influxd.points("fullkill", "user_events").len(), 10);
+}

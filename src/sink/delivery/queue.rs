@@ -522,12 +522,18 @@ impl DeliveryQueue {
     /// A delivery attempt of `failed` (taken from memory; `None`: nothing to add) failed and will be retried:
     /// writes it and then every batch in memory in front of the spool (fsynced), so none of them lives in RAM
     /// only while the destination is not accepting, and new batches go to the spool. Returns the events moved.
-    /// Without a spool, or when the disk fails (ERROR), everything stays in memory, `failed` at the front.
+    /// Without a spool, or when the disk fails (ERROR), everything stays in memory, `failed` at the front. After a
+    /// failed move the disk is not tried again before that move's retry time: the same batch fails again at every
+    /// backoff of an outage, and each try would write, fail and log anew; what stays in memory is moved by the next
+    /// spill after that time or by the timer ([`DeliveryQueue::tick`]).
     pub fn spill(&self, failed: Option<EncodedBatch>) -> u64 {
         let mut st = self.lock();
         if let Some(b) = failed {
             st.mem_bytes += b.footprint();
             st.mem.push_front((received_at(&b), b));
+        }
+        if st.spill_retry_at.is_some_and(|t| t > Instant::now()) {
+            return 0;
         }
         self.spill_memory(&mut st)
     }
@@ -546,6 +552,9 @@ impl DeliveryQueue {
         match spool.prepend(&batches) {
             Ok(()) => {
                 st.spill_retry_at = None;
+                if st.unspooled.is_empty() {
+                    spool_recovered(st);
+                }
                 st.mem_bytes -= batches.iter().map(EncodedBatch::footprint).sum::<usize>();
                 let events = batches.iter().map(|b| b.len() as u64).sum();
                 for mut b in batches {
@@ -560,7 +569,15 @@ impl DeliveryQueue {
                 events
             }
             Err(e) => {
-                error!(error = %e, "cannot move queued batches to the spool; they stay in memory");
+                // One ERROR while the disk fails, shared with a push's: the timer and every failed delivery of an
+                // outage try again, each at most once per retry time.
+                if !std::mem::replace(&mut st.spool_failing, true) {
+                    error!(
+                        error = %e,
+                        "cannot write to the spool (disk full?): batches whose delivery failed stay in memory until \
+                         it takes writes again"
+                    );
+                }
                 // Not again at once: the timer would spin on a failing disk.
                 st.spill_retry_at = Some(Instant::now() + self.fsync_interval.max(Duration::from_secs(1)));
                 st.mem.extend(batches.into_iter().map(|b| (received_at(&b), b)));
@@ -1034,6 +1051,35 @@ mod tests {
         let q = DeliveryQueue::new(&settings(dir.path(), 2 * one + one / 2)).unwrap();
         let got: Vec<u8> = (0..3).map(|_| take(&q).1).collect();
         assert_eq!(got, [2, 3, 4]);
+    }
+
+    #[test]
+    fn after_a_failed_move_a_spill_tries_the_disk_again_only_at_the_retry_time() {
+        // The delivery thread spills the same batch at every failed attempt of an outage: while the disk fails,
+        // each of those must not write, fail and log again; once the retry time has come, one moves it.
+        use crate::sink::delivery::spool::faults;
+        let dir = tempfile::tempdir().unwrap();
+        let q = DeliveryQueue::new(&settings(dir.path(), 1 << 20)).unwrap();
+        q.push(batch(1, 1));
+        let Next::Batch(Origin::Memory, failed) = q.next() else {
+            panic!("expected batch 1 from memory")
+        };
+        faults::set_space(Some(0));
+        assert_eq!(q.spill(Some(failed)), 0, "the disk is full: the batch stays in memory");
+        faults::set_space(None);
+        let Next::Batch(Origin::Memory, failed) = q.next() else {
+            panic!("expected batch 1 from memory again")
+        };
+        faults::crash_at(None); // counts the disk's steps from here
+        assert_eq!(q.spill(Some(failed)), 0, "not before the retry time");
+        assert_eq!(faults::steps(), 0, "the disk was not tried");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while q.spill(None) == 0 {
+            assert!(Instant::now() < deadline, "the batch never moved after the retry time");
+            std::thread::sleep(Duration::from_millis(10)); // the poll interval of a wait with a deadline
+        }
+        assert_eq!(q.spooled_events(), 1);
+        assert_eq!(take(&q), (Origin::Spool, 1));
     }
 
     #[test]

@@ -355,7 +355,6 @@ fn deliver_loop<T: Transport, E: 'static>(
         scratch: HostTally::default(),
         tls_error_logged: false,
         spill_on_failure: false,
-        spill_failed: false,
         carried: None,
         pause: Duration::ZERO,
         retry: retune.map(|r| Box::new(move || r.retry()) as Box<dyn Fn() -> RetryConfig>),
@@ -373,7 +372,10 @@ fn deliver_loop<T: Transport, E: 'static>(
         let next = rt.block_on(queue.next_async(None));
         match next {
             Next::Batch(origin, mut batch) => {
-                delivery.spill_on_failure = origin == Origin::Memory && delivery.persistent && !delivery.spill_failed;
+                // A batch the disk could not take before is offered to it again at each failure (the queue decides
+                // whether the disk is tried again yet): held across the retries instead, it lived in RAM only
+                // until the destination came back, however long the disk had space again.
+                delivery.spill_on_failure = origin == Origin::Memory && delivery.persistent;
                 // The items go to the HTTP client as one shared buffer (no copy per request) and come back for
                 // reuse once the client has let go of them.
                 let body = Bytes::from(std::mem::take(&mut batch.bytes));
@@ -410,11 +412,10 @@ fn deliver_loop<T: Transport, E: 'static>(
                                 rest
                             }
                         };
+                        // Nothing moved: the disk failed (logged once per retry time); the batch waits in memory
+                        // and is taken from there for the next attempt.
                         if queue.spill(Some(failed)) > 0 {
                             publish_spooled(&queue, &counters);
-                        } else {
-                            // The disk failed (logged): retry from memory, without moving batches again.
-                            delivery.spill_failed = true;
                         }
                         let until = Instant::now() + std::mem::take(&mut delivery.pause);
                         while Instant::now() < until && !delivery.out_of_time(&queue) {
@@ -472,8 +473,6 @@ struct Delivery<'a> {
     tls_error_logged: bool,
     /// The batch being delivered came from memory and a spool is there: a retriable failure spills it.
     spill_on_failure: bool,
-    /// Moving batches to the spool failed (disk error); not tried again until a delivery succeeds.
-    spill_failed: bool,
     /// Backoff and attempt number to continue with (the spilled batch is the next one delivered).
     carried: Option<(Duration, u32)>,
     /// How long to wait after a spill before the next attempt.
@@ -652,7 +651,6 @@ impl Delivery<'_> {
             let e = match result {
                 Ok(rejected) => {
                     self.tls_error_logged = false;
-                    self.spill_failed = false;
                     return Ok(rejected);
                 }
                 Err(e) => e,

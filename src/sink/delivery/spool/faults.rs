@@ -22,13 +22,13 @@ pub(crate) fn set_space(bytes: Option<u64>) {
 }
 
 /// Aborts the process at step `step` (counting from 1) of what this thread does next; `None` disarms.
-pub(super) fn crash_at(step: Option<u64>) {
+pub(crate) fn crash_at(step: Option<u64>) {
     STEPS.set(0);
     CRASH_AT.set(step);
 }
 
 /// Steps passed since [`crash_at`].
-pub(super) fn steps() -> u64 {
+pub(crate) fn steps() -> u64 {
     STEPS.get()
 }
 

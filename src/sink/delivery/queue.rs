@@ -43,6 +43,7 @@ use tracing::{error, warn};
 
 use super::batch::EncodedBatch;
 use super::spool::{Evicted, Spool};
+use crate::event::handover::Kicker;
 use crate::telemetry::metrics::{now_unix_ns, HostTally, SinkCounters, SinkOutcome};
 
 /// Where and how much a destination may spool.
@@ -137,6 +138,9 @@ pub struct DeliveryQueue {
     fsync_interval: Duration,
     /// The engine's stop flag: once set, a push no longer waits for room (see the module doc).
     stopping: Option<Arc<AtomicBool>>,
+    /// Wakes the thread that runs [`DeliveryQueue::tick`] (the encoder) when the delivery side leaves work for the
+    /// timer that it could not know of when it last computed its wake-up (see [`DeliveryQueue::spill`]).
+    timer: Option<Kicker>,
     /// Where the queue counts what it loses by itself.
     accounts: Accounts,
 }
@@ -183,6 +187,7 @@ impl DeliveryQueue {
                 .as_ref()
                 .map_or(Duration::from_secs(1), |s| s.fsync_interval),
             stopping: None,
+            timer: None,
             accounts: Accounts::default(),
         })
     }
@@ -239,6 +244,13 @@ impl DeliveryQueue {
     /// Makes a push stop waiting for room once `stop` is set (the engine is shutting down).
     pub fn with_stop_flag(mut self, stop: Arc<AtomicBool>) -> DeliveryQueue {
         self.stopping = Some(stop);
+        self
+    }
+
+    /// Wakes `timer`'s receiver (the thread calling [`DeliveryQueue::tick`]) whenever the delivery side leaves it
+    /// new timer work.
+    pub fn with_timer(mut self, timer: Option<Kicker>) -> DeliveryQueue {
+        self.timer = timer;
         self
     }
 
@@ -532,10 +544,21 @@ impl DeliveryQueue {
             st.mem_bytes += b.footprint();
             st.mem.push_front((received_at(&b), b));
         }
-        if st.spill_retry_at.is_some_and(|t| t > Instant::now()) {
-            return 0;
+        let moved = if st.spill_retry_at.is_some_and(|t| t > Instant::now()) {
+            0
+        } else {
+            self.spill_memory(&mut st)
+        };
+        if moved == 0 && st.spool.is_some() && !st.mem.is_empty() {
+            // The timer moves them at the retry time. The encoder last computed its wake-up while the batch was
+            // out for delivery, perhaps with nothing left to time: without a kick it could sleep until the next
+            // event, with the batch in RAM only although the disk has space again.
+            drop(st);
+            if let Some(timer) = &self.timer {
+                timer.kick();
+            }
         }
-        self.spill_memory(&mut st)
+        moved
     }
 
     /// Moves every batch in memory in front of the spool (they are older than anything in it). Returns the events

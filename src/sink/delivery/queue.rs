@@ -120,6 +120,9 @@ struct State {
     spill_retry_at: Option<Instant>,
     /// Pushes waiting for room on [`DeliveryQueue::room`] (see [`DeliveryQueue::room_made`]).
     room_waiters: usize,
+    /// The `spill_retry_at` the timer was last woken for by a spill: once per retry time is enough, and a
+    /// destination retried without backoff would otherwise wake it at every failed attempt.
+    timer_woken_for: Option<Instant>,
 }
 
 /// The queue between one destination's encoder and its delivery.
@@ -177,6 +180,7 @@ impl DeliveryQueue {
                 spool_head_out: false,
                 spill_retry_at: None,
                 room_waiters: 0,
+                timer_woken_for: None,
             }),
             room: Condvar::new(),
             wake: tokio::sync::Notify::new(),
@@ -549,10 +553,11 @@ impl DeliveryQueue {
         } else {
             self.spill_memory(&mut st)
         };
-        if moved == 0 && st.spool.is_some() && !st.mem.is_empty() {
+        if moved == 0 && st.spool.is_some() && !st.mem.is_empty() && st.timer_woken_for != st.spill_retry_at {
             // The timer moves them at the retry time. The encoder last computed its wake-up while the batch was
             // out for delivery, perhaps with nothing left to time: without a kick it could sleep until the next
             // event, with the batch in RAM only although the disk has space again.
+            st.timer_woken_for = st.spill_retry_at;
             drop(st);
             if let Some(timer) = &self.timer {
                 timer.kick();
@@ -1103,6 +1108,40 @@ mod tests {
         }
         assert_eq!(q.spooled_events(), 1);
         assert_eq!(take(&q), (Origin::Spool, 1));
+    }
+
+    #[test]
+    fn a_spill_that_leaves_batches_in_memory_wakes_the_timer_once_per_retry_time() {
+        // Every failed attempt of an outage spills; a destination retried without backoff fails thousands of
+        // times a second, and each kick is a wake-up of the encoder.
+        use crate::sink::delivery::spool::faults;
+        let dir = tempfile::tempdir().unwrap();
+        let (_tx, rx) = crate::event::handover::channel(4);
+        let q = DeliveryQueue::new(&settings(dir.path(), 1 << 20))
+            .unwrap()
+            .with_timer(rx.kicker());
+        q.push(batch(1, 1));
+        let again = || {
+            let Next::Batch(Origin::Memory, failed) = q.next() else {
+                panic!("expected batch 1 from memory")
+            };
+            assert_eq!(q.spill(Some(failed)), 0);
+        };
+        faults::set_space(Some(0));
+        again();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        rx.doze(Some(deadline), 1);
+        assert!(Instant::now() < deadline, "the failed spill woke the timer");
+        for _ in 0..3 {
+            again();
+        }
+        let deadline = Instant::now() + Duration::from_millis(50);
+        rx.doze(Some(deadline), 1);
+        assert!(
+            Instant::now() >= deadline,
+            "spills within the same retry time did not wake it again"
+        );
+        faults::set_space(None);
     }
 
     #[test]

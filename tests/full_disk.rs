@@ -132,15 +132,36 @@ fn a_full_disk_loses_only_what_it_counts_and_every_event_after_space_returns_is_
 /// A batch whose delivery failed while the disk was full stays in memory; once space returns it must reach the
 /// spool although the destination is still down, so a SIGKILL after that loses none of it (the durability
 /// promise: accepted more than `fsyncInterval` before the crash, with a disk that takes writes, is delivered after
-/// the restart). The batch is retried every few hundred ms meanwhile, so it is in the delivery thread's hands most
-/// of the time, not in the memory queue.
+/// the restart). Retried every few hundred ms, the batch is in the delivery thread's hands most of the time, not
+/// in the memory queue.
 #[test]
 fn a_batch_a_full_disk_kept_in_memory_is_spooled_once_space_returns_and_survives_a_sigkill() {
+    spooled_once_space_returns("fullkill", "100ms", 12);
+}
+
+/// The same with a long backoff and a destination that holds each request for 1.5 s before it drops the
+/// connection: the encoder's timer has long run out when the batch comes back into memory, where it then waits a
+/// whole minute's backoff; it must not wait there for the next attempt (or the next event) to reach the disk.
+#[test]
+fn a_batch_a_full_disk_kept_in_memory_during_a_long_backoff_is_spooled_once_space_returns() {
+    spooled_once_space_returns("fullwait", "60s", 1);
+}
+
+/// Ten events while InfluxDB is down and the disk full; `attempts` failed deliveries (with `backoff` between
+/// them) while it stays full; then space returns and the batch must be spooled while InfluxDB is still down; a
+/// SIGKILL; InfluxDB back and the engine restarted: exactly the ten events stored.
+fn spooled_once_space_returns(db: &str, backoff: &str, attempts: u64) {
     let disk = Tmpfs::mount(1 << 20);
     let mut influxd = Influxd::start();
-    let mut cfg = fixtures::influx_only_config(false, influxd.addr.port(), "fullkill");
-    set(&mut cfg, "sense-ingest.retry.initialBackoff", Yaml::from("100ms"));
-    set(&mut cfg, "sense-ingest.retry.maxBackoff", Yaml::from("200ms"));
+    // With one attempt: a destination that holds every request for 1.5 s, then drops the connection.
+    let down = if attempts == 1 {
+        holding_port(Duration::from_millis(1500))
+    } else {
+        influxd.addr.port()
+    };
+    let mut cfg = fixtures::influx_only_config(false, down, db);
+    set(&mut cfg, "sense-ingest.retry.initialBackoff", Yaml::from(backoff));
+    set(&mut cfg, "sense-ingest.retry.maxBackoff", Yaml::from(backoff));
     set(&mut cfg, "sense-ingest.batch.maxAge", Yaml::from("50ms"));
     set(&mut cfg, "sense-ingest.spool.fsyncInterval", Yaml::from("200ms"));
     let spool_dir = disk.path().join("spool");
@@ -153,15 +174,28 @@ fn a_batch_a_full_disk_kept_in_memory_is_spooled_once_space_returns_and_survives
     set(&mut cfg, "Butler-SOS.prometheus.host", Yaml::from("127.0.0.1"));
     set(&mut cfg, "Butler-SOS.prometheus.port", Yaml::from(0));
     let yaml = serde_norway::to_string(&cfg).unwrap();
+    set(
+        &mut cfg,
+        "Butler-SOS.influxdbConfig.port",
+        Yaml::from(influxd.addr.port()),
+    );
+    let yaml_back = serde_norway::to_string(&cfg).unwrap();
     influxd.kill();
     let mut first = Engine::start_with_yaml(&yaml);
+    wait_for("the contact at start given up", Duration::from_secs(30), || {
+        first
+            .stderr_text()
+            .contains("cannot reach the destination at start")
+            .then_some(())
+    });
     let metrics = metrics_addr(&first);
-    let spooled = || {
+    let series = |name: &str| {
         let body = request(metrics, "GET", "/metrics", b"")
             .map(|(_, body)| body)
             .unwrap_or_default();
-        metric(&body, r#"sense_ingest_sink_spooled_events{destination="influxdb"}"#).unwrap_or(0)
+        metric(&body, &format!(r#"{name}{{destination="influxdb"}}"#)).unwrap_or(0)
     };
+    let spooled = || series("sense_ingest_sink_spooled_events");
 
     // The spool opened with space; now the disk is full, and the first failed delivery cannot move its batch.
     disk.fill_leaving("filler", 0);
@@ -173,17 +207,9 @@ fn a_batch_a_full_disk_kept_in_memory_is_spooled_once_space_returns_and_survives
             .then_some(())
     });
     // Every failed attempt offers the batch to the disk again, which is tried once per second and logged once.
-    let retries = || {
-        let body = request(metrics, "GET", "/metrics", b"")
-            .map(|(_, body)| body)
-            .unwrap_or_default();
-        metric(&body, r#"sense_ingest_sink_retries_total{destination="influxdb"}"#).unwrap_or(0)
-    };
-    wait_for(
-        "attempts for more than a second on the full disk",
-        Duration::from_secs(30),
-        || (retries() >= 12).then_some(()),
-    );
+    wait_for("the failed attempts on the full disk", Duration::from_secs(30), || {
+        (series("sense_ingest_sink_retries_total") >= attempts).then_some(())
+    });
     assert_eq!(spooled(), 0);
     assert_eq!(
         first.stderr_text().matches("cannot write to the spool").count(),
@@ -205,12 +231,40 @@ fn a_batch_a_full_disk_kept_in_memory_is_spooled_once_space_returns_and_survives
     first.kill();
 
     influxd.restart();
-    let mut second = Engine::start_with_yaml(&yaml);
+    let mut second = Engine::start_with_yaml(&yaml_back);
     wait_for(
         "the spooled batch delivered after the restart",
         Duration::from_secs(30),
-        || (influxd.points("fullkill", "user_events").len() >= 10).then_some(()),
+        || (influxd.points(db, "user_events").len() >= 10).then_some(()),
     );
     assert!(second.terminate().success(), "{}", second.stderr_text());
-    assert_eq!(influxd.points("fullkill", "user_events").len(), 10);
+    assert_eq!(influxd.points(db, "user_events").len(), 10);
+}
+
+/// A loopback port whose listener holds every connection for `hold` (reading what comes), then drops it: a
+/// destination that hangs, then fails.
+fn holding_port(hold: Duration) -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            std::thread::spawn(move || {
+                use std::io::Read;
+                let until = std::time::Instant::now() + hold;
+                let mut buf = [0u8; 4096];
+                while let Some(left) = until.checked_duration_since(std::time::Instant::now()) {
+                    if left.is_zero() || conn.set_read_timeout(Some(left)).is_err() {
+                        break;
+                    }
+                    match conn.read(&mut buf) {
+                        Ok(0) => break,
+                        Ok(_) => {}
+                        Err(_) => {}
+                    }
+                }
+            });
+        }
+    });
+    port
 }

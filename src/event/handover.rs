@@ -37,8 +37,6 @@ pub fn channel(capacity: usize) -> (SlabSender, SlabReceiver) {
         half: (capacity / 2).max(1),
         closed: AtomicBool::new(false),
         kicked: AtomicBool::new(false),
-        #[cfg(test)]
-        unbounded: AtomicBool::new(false),
     });
     (
         SlabSender {
@@ -65,10 +63,6 @@ struct Bell {
     closed: AtomicBool,
     /// Someone else wants the receiver awake ([`Kicker`]): a doze ends (and the next one if it comes first).
     kicked: AtomicBool,
-    /// The current (or last) doze has no deadline (for tests that must act while nothing but a slab or a kick
-    /// would wake the receiver).
-    #[cfg(test)]
-    unbounded: AtomicBool,
 }
 
 impl Bell {
@@ -138,12 +132,6 @@ impl SlabSender {
     pub(crate) fn receiver_dozes(&self) -> bool {
         self.tx.is_empty() && self.bell.dozing.load(Ordering::Acquire)
     }
-
-    /// [`SlabSender::receiver_dozes`], in a doze without a deadline.
-    #[cfg(test)]
-    pub(crate) fn receiver_dozes_without_deadline(&self) -> bool {
-        self.receiver_dozes() && self.bell.unbounded.load(Ordering::Acquire)
-    }
 }
 
 impl Drop for SlabSender {
@@ -203,8 +191,6 @@ impl SlabReceiver {
         let me = bell.sleeper.get_or_init(std::thread::current);
         debug_assert_eq!(me.id(), std::thread::current().id(), "a receiver dozes on one thread");
         bell.wake_after.store(wake_after.max(1) as isize, Ordering::SeqCst);
-        #[cfg(test)]
-        bell.unbounded.store(until.is_none(), Ordering::SeqCst);
         bell.dozing.store(true, Ordering::SeqCst);
         fence(Ordering::SeqCst);
         if self.rx.is_empty() {
@@ -234,8 +220,7 @@ impl SlabReceiver {
 }
 
 /// Wakes a [`SlabReceiver`] from its doze from outside the channel: a reloaded config must not wait for a batch's
-/// age ([`crate::sink::delivery::retune`]), and a destination's delivery side may leave its encoder new timer work
-/// ([`crate::sink::delivery::queue::DeliveryQueue::with_timer`]).
+/// age ([`crate::sink::delivery::retune`]).
 #[derive(Debug, Clone)]
 pub struct Kicker(Arc<Bell>);
 

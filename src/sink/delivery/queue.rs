@@ -43,7 +43,6 @@ use tracing::{error, warn};
 
 use super::batch::EncodedBatch;
 use super::spool::{Evicted, Spool};
-use crate::event::handover::Kicker;
 use crate::telemetry::metrics::{now_unix_ns, HostTally, SinkCounters, SinkOutcome};
 
 /// Where and how much a destination may spool.
@@ -106,7 +105,8 @@ struct State {
     /// Batches the spool could not take (a full disk): newer than everything spooled, delivered after it, written
     /// to it first once it takes writes again. Counted in `mem_bytes`.
     unspooled: VecDeque<EncodedBatch>,
-    /// The last spool write failed (for logging the change only).
+    /// A spool write failed and the failing period has not ended (see [`spool_recovered`]; for logging the
+    /// change only).
     spool_failing: bool,
     free: Vec<EncodedBatch>,
     spool: Option<Spool>,
@@ -116,13 +116,10 @@ struct State {
     unsynced_since: Option<Instant>,
     /// The spool's head record is out for delivery: nothing may be prepended until it is done or given back.
     spool_head_out: bool,
-    /// Moving memory to the spool failed (disk error): not tried again by the timer before this.
+    /// Moving memory to the spool failed (disk error): not tried again (by the timer or a spill) before this.
     spill_retry_at: Option<Instant>,
     /// Pushes waiting for room on [`DeliveryQueue::room`] (see [`DeliveryQueue::room_made`]).
     room_waiters: usize,
-    /// The `spill_retry_at` the timer was last woken for by a spill: once per retry time is enough, and a
-    /// destination retried without backoff would otherwise wake it at every failed attempt.
-    timer_woken_for: Option<Instant>,
 }
 
 /// The queue between one destination's encoder and its delivery.
@@ -141,9 +138,6 @@ pub struct DeliveryQueue {
     fsync_interval: Duration,
     /// The engine's stop flag: once set, a push no longer waits for room (see the module doc).
     stopping: Option<Arc<AtomicBool>>,
-    /// Wakes the thread that runs [`DeliveryQueue::tick`] (the encoder) when the delivery side leaves work for the
-    /// timer that it could not know of when it last computed its wake-up (see [`DeliveryQueue::spill`]).
-    timer: Option<Kicker>,
     /// Where the queue counts what it loses by itself.
     accounts: Accounts,
 }
@@ -180,7 +174,6 @@ impl DeliveryQueue {
                 spool_head_out: false,
                 spill_retry_at: None,
                 room_waiters: 0,
-                timer_woken_for: None,
             }),
             room: Condvar::new(),
             wake: tokio::sync::Notify::new(),
@@ -191,7 +184,6 @@ impl DeliveryQueue {
                 .as_ref()
                 .map_or(Duration::from_secs(1), |s| s.fsync_interval),
             stopping: None,
-            timer: None,
             accounts: Accounts::default(),
         })
     }
@@ -251,13 +243,6 @@ impl DeliveryQueue {
         self
     }
 
-    /// Wakes `timer`'s receiver (the thread calling [`DeliveryQueue::tick`]) whenever the delivery side leaves it
-    /// new timer work.
-    pub fn with_timer(mut self, timer: Option<Kicker>) -> DeliveryQueue {
-        self.timer = timer;
-        self
-    }
-
     fn stopping(&self) -> bool {
         self.stopping.as_ref().is_some_and(|s| s.load(Ordering::Relaxed))
     }
@@ -275,6 +260,12 @@ impl DeliveryQueue {
     /// Events waiting in the spool now, per sender.
     pub fn spooled_hosts(&self) -> HostTally {
         self.lock().spool.as_ref().map_or_else(HostTally::default, Spool::hosts)
+    }
+
+    /// True while a failing period of the spool's disk goes on (its ERROR logged, its end not yet).
+    #[cfg(test)]
+    fn spool_failing(&self) -> bool {
+        self.lock().spool_failing
     }
 
     /// Spool bytes on disk.
@@ -475,6 +466,11 @@ impl DeliveryQueue {
     /// The batch was delivered (or dropped for good): forget it.
     pub fn done(&self, origin: Origin, mut batch: EncodedBatch) {
         let mut st = self.lock();
+        // What a full disk kept in memory was delivered from there: the failing period ends without the disk's
+        // WARN, and a later failure is a new one that logs its ERROR.
+        if st.mem.is_empty() && st.unspooled.is_empty() {
+            st.spool_failing = false;
+        }
         if origin == Origin::Spool {
             st.spool_head_out = false;
             if let Some(spool) = st.spool.as_mut() {
@@ -548,22 +544,10 @@ impl DeliveryQueue {
             st.mem_bytes += b.footprint();
             st.mem.push_front((received_at(&b), b));
         }
-        let moved = if st.spill_retry_at.is_some_and(|t| t > Instant::now()) {
-            0
-        } else {
-            self.spill_memory(&mut st)
-        };
-        if moved == 0 && st.spool.is_some() && !st.mem.is_empty() && st.timer_woken_for != st.spill_retry_at {
-            // The timer moves them at the retry time. The encoder last computed its wake-up while the batch was
-            // out for delivery, perhaps with nothing left to time: without a kick it could sleep until the next
-            // event, with the batch in RAM only although the disk has space again.
-            st.timer_woken_for = st.spill_retry_at;
-            drop(st);
-            if let Some(timer) = &self.timer {
-                timer.kick();
-            }
+        if st.spill_retry_at.is_some_and(|t| t > Instant::now()) {
+            return 0;
         }
-        moved
+        self.spill_memory(&mut st)
     }
 
     /// Moves every batch in memory in front of the spool (they are older than anything in it). Returns the events
@@ -580,9 +564,7 @@ impl DeliveryQueue {
         match spool.prepend(&batches) {
             Ok(()) => {
                 st.spill_retry_at = None;
-                if st.unspooled.is_empty() {
-                    spool_recovered(st);
-                }
+                spool_recovered(st);
                 st.mem_bytes -= batches.iter().map(EncodedBatch::footprint).sum::<usize>();
                 let events = batches.iter().map(|b| b.len() as u64).sum();
                 for mut b in batches {
@@ -754,8 +736,11 @@ fn received_at(batch: &EncodedBatch) -> Instant {
 }
 
 /// A spool write succeeded: if writes were failing, say once that they work again.
+/// A spool write succeeded: the failing period ends (WARN) once nothing waits in memory for the disk any more.
+/// Until then it goes on (batches a failed spill left in memory are not on disk yet), and the ERROR that began it
+/// is not logged again.
 fn spool_recovered(st: &mut State) {
-    if std::mem::take(&mut st.spool_failing) {
+    if st.mem.is_empty() && st.unspooled.is_empty() && std::mem::take(&mut st.spool_failing) {
         warn!("the spool takes writes again; batches kept in memory meanwhile are on disk");
     }
 }
@@ -1111,37 +1096,38 @@ mod tests {
     }
 
     #[test]
-    fn a_spill_that_leaves_batches_in_memory_wakes_the_timer_once_per_retry_time() {
-        // Every failed attempt of an outage spills; a destination retried without backoff fails thousands of
-        // times a second, and each kick is a wake-up of the encoder.
+    fn a_failing_period_goes_on_while_a_failed_spill_keeps_batches_in_memory_and_ends_once_they_are_delivered() {
         use crate::sink::delivery::spool::faults;
         let dir = tempfile::tempdir().unwrap();
-        let (_tx, rx) = crate::event::handover::channel(4);
-        let q = DeliveryQueue::new(&settings(dir.path(), 1 << 20))
-            .unwrap()
-            .with_timer(rx.kicker());
-        q.push(batch(1, 1));
-        let again = || {
-            let Next::Batch(Origin::Memory, failed) = q.next() else {
-                panic!("expected batch 1 from memory")
-            };
-            assert_eq!(q.spill(Some(failed)), 0);
+        let one = batch(1, 1).footprint();
+        let q = DeliveryQueue::new(&settings(dir.path(), 2 * one + one / 2)).unwrap();
+        for tag in 1..=3 {
+            q.push(batch(tag, 1)); // 1 and 2 in memory, 3 spooled
+        }
+        let Next::Batch(Origin::Memory, failed) = q.next() else {
+            panic!("expected batch 1 from memory")
         };
         faults::set_space(Some(0));
-        again();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        rx.doze(Some(deadline), 1);
-        assert!(Instant::now() < deadline, "the failed spill woke the timer");
-        for _ in 0..3 {
-            again();
-        }
-        let deadline = Instant::now() + Duration::from_millis(50);
-        rx.doze(Some(deadline), 1);
-        assert!(
-            Instant::now() >= deadline,
-            "spills within the same retry time did not wake it again"
-        );
+        assert_eq!(q.spill(Some(failed)), 0);
         faults::set_space(None);
+        assert!(q.spool_failing(), "the failed spill began a failing period (its ERROR)");
+        assert!(
+            q.push(batch(4, 1)).spooled,
+            "behind the spool, which takes writes again"
+        );
+        assert!(
+            q.spool_failing(),
+            "batches 1 and 2 are still in memory only: no WARN that they are on disk"
+        );
+        // The destination came back: 1 and 2 are delivered from memory; the period ends there, so a later
+        // failure logs its ERROR again.
+        for tag in 1..=2 {
+            let Next::Batch(Origin::Memory, b) = q.next() else {
+                panic!("expected batch {tag} from memory")
+            };
+            q.done(Origin::Memory, b);
+        }
+        assert!(!q.spool_failing());
     }
 
     #[test]

@@ -156,7 +156,6 @@ pub fn run_retunable<E, T>(
         name: settings.name.clone(),
         counters: Arc::clone(&counters),
     });
-    let queue = queue.with_timer(rx.kicker());
     let queue = Arc::new(match &settings.stop {
         Some(stop) => queue.with_stop_flag(Arc::clone(stop)),
         None => queue,
@@ -413,9 +412,10 @@ fn deliver_loop<T: Transport, E: 'static>(
                                 rest
                             }
                         };
-                        // Nothing moved: the disk failed (logged once per retry time); the batch waits in memory
+                        // Nothing moved: the disk failed (logged once while it fails); the batch waits in memory
                         // and is taken from there for the next attempt.
-                        if queue.spill(Some(failed)) > 0 {
+                        let mut kept = queue.spill(Some(failed)) == 0;
+                        if !kept {
                             publish_spooled(&queue, &counters);
                         }
                         let until = Instant::now() + std::mem::take(&mut delivery.pause);
@@ -425,6 +425,14 @@ fn deliver_loop<T: Transport, E: 'static>(
                                 .min(Duration::from_millis(100));
                             // The timer must be created inside the runtime.
                             rt.block_on(async { tokio::time::sleep(step).await });
+                            // A batch the disk refused is offered to it again during the pause (the queue tries
+                            // the disk once per retry time): it must not wait in RAM only for the next attempt,
+                            // up to `maxBackoff` away, once there is space. Only this thread knows it is there:
+                            // the encoder's timer last looked while the batch was out for delivery.
+                            if kept && queue.spill(None) > 0 {
+                                kept = false;
+                                publish_spooled(&queue, &counters);
+                            }
                         }
                     }
                 }
@@ -1111,80 +1119,6 @@ mod tests {
         assert_eq!(accepted, 0);
         assert_eq!(counters.dropped.get(), 0);
         assert_eq!(queue.spooled_events(), (BATCHES * PER_BATCH) as u64);
-    }
-
-    /// Fills the disk of the thread it runs on (the delivery thread: the spool's fault injection is per thread) at
-    /// its first request, holds that request until `release`, then fails it (retriably), as every later one.
-    struct FullDiskAtFirstSend {
-        in_flight: Arc<AtomicBool>,
-        release: Arc<AtomicBool>,
-    }
-
-    impl Transport for FullDiskAtFirstSend {
-        async fn prepare(&mut self) -> Result<(), SinkError> {
-            Ok(())
-        }
-        fn endpoint(&self) -> Endpoint {
-            Endpoint::for_tests()
-        }
-        async fn send(&mut self, _items: &[u8], _count: usize) -> Result<usize, SinkError> {
-            if !self.in_flight.swap(true, Ordering::AcqRel) {
-                crate::sink::delivery::spool::faults::set_space(Some(0));
-            }
-            while !self.release.load(Ordering::Acquire) {
-                tokio::time::sleep(Duration::from_millis(1)).await;
-            }
-            Err(SinkError::Connection("refused".into()))
-        }
-    }
-
-    #[test]
-    fn a_batch_a_failed_spill_left_in_memory_is_spooled_by_the_timer_of_an_encoder_asleep_without_one() {
-        // The encoder's timer moves memory to the spool, but it learns of memory only when it computes its wake:
-        // a batch that comes back into memory from a failed delivery whose spill failed (a full disk) must wake
-        // it, or the batch waits there, in RAM only, for the whole backoff (or the next event) however soon the
-        // disk has space again. Here the disk is full for the delivery thread only, so the write that moves the
-        // batch can only be the encoder timer's.
-        let dir = tempfile::tempdir().unwrap();
-        let pool = crate::event::slab::SlabPool::new(4, 16);
-        let (tx, rx) = crate::event::handover::channel(16);
-        let batch = BatchConfig {
-            max_age: Duration::from_millis(10),
-            ..BatchConfig::default()
-        };
-        let long = Duration::from_secs(600);
-        let retry = RetryConfig {
-            initial_backoff: long,
-            max_backoff: long,
-            ..RetryConfig::default()
-        };
-        let mut settings = WorkerSettings::in_memory("test", batch, retry);
-        settings.queue.spool = Some(SpoolSettings {
-            dir: dir.path().to_path_buf(),
-            max_bytes: 1 << 30,
-            fsync_interval: Duration::from_millis(20),
-        });
-        settings.shutdown_timeout = Duration::from_millis(100);
-        let (in_flight, release) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)));
-        let transport = FullDiskAtFirstSend {
-            in_flight: Arc::clone(&in_flight),
-            release: Arc::clone(&release),
-        };
-        let counters = Arc::new(SinkCounters::default());
-        let c = Arc::clone(&counters);
-        let worker = std::thread::spawn(move || run_retunable(settings, rx, Lines, transport, c, None));
-        tx.send(slab_received(&pool, now_unix_ns())).unwrap();
-        wait_until("the batch's request in flight", || in_flight.load(Ordering::Acquire));
-        // With the batch out for delivery, nothing is left for the encoder's timer: it sleeps without a deadline.
-        wait_until("the encoder asleep without a deadline", || {
-            tx.receiver_dozes_without_deadline()
-        });
-        release.store(true, Ordering::Release);
-        wait_until("the batch moved to the spool by the encoder's timer", || {
-            counters.spooled.get() == 1
-        });
-        drop(tx);
-        worker.join().unwrap();
     }
 
     /// Never answers; says when a request is in flight.

@@ -735,7 +735,6 @@ fn received_at(batch: &EncodedBatch) -> Instant {
     now.checked_sub(age).unwrap_or(now)
 }
 
-/// A spool write succeeded: if writes were failing, say once that they work again.
 /// A spool write succeeded: the failing period ends (WARN) once nothing waits in memory for the disk any more.
 /// Until then it goes on (batches a failed spill left in memory are not on disk yet), and the ERROR that began it
 /// is not logged again.

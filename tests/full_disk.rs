@@ -136,7 +136,7 @@ fn a_full_disk_loses_only_what_it_counts_and_every_event_after_space_returns_is_
 /// in the memory queue.
 #[test]
 fn a_batch_a_full_disk_kept_in_memory_is_spooled_once_space_returns_and_survives_a_sigkill() {
-    spooled_once_space_returns("fullkill", "100ms", 12);
+    spooled_once_space_returns("fullkill", Down::Refusing, "100ms", 12);
 }
 
 /// The same with a long backoff and a destination that holds each request for 1.5 s before it drops the
@@ -144,22 +144,28 @@ fn a_batch_a_full_disk_kept_in_memory_is_spooled_once_space_returns_and_survives
 /// whole minute's backoff; it must not wait there for the next attempt (or the next event) to reach the disk.
 #[test]
 fn a_batch_a_full_disk_kept_in_memory_during_a_long_backoff_is_spooled_once_space_returns() {
-    spooled_once_space_returns("fullwait", "60s", 1);
+    spooled_once_space_returns("fullwait", Down::Holding, "60s", 1);
 }
 
-/// Ten events while InfluxDB is down and the disk full; `attempts` failed deliveries (with `backoff` between
-/// them) while it stays full; then space returns and the batch must be spooled while InfluxDB is still down; a
-/// SIGKILL; InfluxDB back and the engine restarted: exactly the ten events stored.
-fn spooled_once_space_returns(db: &str, backoff: &str, attempts: u64) {
+/// How the destination is down in [`spooled_once_space_returns`].
+enum Down {
+    /// InfluxDB stopped: every attempt is refused at once.
+    Refusing,
+    /// A listener that holds every request for 1.5 s, then drops the connection.
+    Holding,
+}
+
+/// Ten events while the destination is `down` and the disk full; `attempts` failed deliveries (with `backoff`
+/// between them) while it stays full; then space returns and the batch must be spooled while the destination is
+/// still down; a SIGKILL; InfluxDB back and the engine restarted: exactly the ten events stored.
+fn spooled_once_space_returns(db: &str, down: Down, backoff: &str, attempts: u64) {
     let disk = Tmpfs::mount(1 << 20);
     let mut influxd = Influxd::start();
-    // With one attempt: a destination that holds every request for 1.5 s, then drops the connection.
-    let down = if attempts == 1 {
-        holding_port(Duration::from_millis(1500))
-    } else {
-        influxd.addr.port()
+    let port = match down {
+        Down::Refusing => influxd.addr.port(),
+        Down::Holding => holding_port(Duration::from_millis(1500)),
     };
-    let mut cfg = fixtures::influx_only_config(false, down, db);
+    let mut cfg = fixtures::influx_only_config(false, port, db);
     set(&mut cfg, "sense-ingest.retry.initialBackoff", Yaml::from(backoff));
     set(&mut cfg, "sense-ingest.retry.maxBackoff", Yaml::from(backoff));
     set(&mut cfg, "sense-ingest.batch.maxAge", Yaml::from("50ms"));
@@ -257,10 +263,9 @@ fn holding_port(hold: Duration) -> u16 {
                     if left.is_zero() || conn.set_read_timeout(Some(left)).is_err() {
                         break;
                     }
-                    match conn.read(&mut buf) {
-                        Ok(0) => break,
-                        Ok(_) => {}
-                        Err(_) => {}
+                    // Data is read and ignored; a read timeout only loops back to the deadline check.
+                    if let Ok(0) = conn.read(&mut buf) {
+                        break;
                     }
                 }
             });

@@ -44,14 +44,16 @@ cleanup() {
 trap cleanup EXIT
 cc -O2 -pthread -o "$WORK/trickle-rx" "$ROOT/scripts/floor/trickle-rx.c"
 PORT=$(free_port udp)
-"$WORK/trickle-rx" "$PORT" "$THREADS" "$DUR_S" > "$WORK/out" 2> "$WORK/err" &
+# The window opens at the first datagram; a receiver that never gets one is stopped a minute after the schedule.
+timeout --signal=TERM "$(python3 -c "print(int($DUR_S) + 60)")" \
+  "$WORK/trickle-rx" "$PORT" "$THREADS" "$DUR_S" > "$WORK/out" 2> "$WORK/err" &
 RX_PID=$!
 for _ in $(seq 100); do grep -q listening "$WORK/err" && break; sleep 0.05; done
 grep -q listening "$WORK/err" || { cat "$WORK/err" >&2; exit 1; }
 # Sends a little longer than the window, which opens at the first datagram.
 FLOOD_S=$(python3 -c "print(f'{$DUR_S + 2:.3f}s')")
 "$LOADGEN_BIN" flood --target "127.0.0.1:$PORT" --rate "$RATE" --duration "$FLOOD_S" > /dev/null 2>&1
-wait "$RX_PID"
+wait "$RX_PID" || { echo "bench-trickle-floor: the receiver got no datagram (or failed)" >&2; cat "$WORK/err" >&2; exit 1; }
 RX_PID=""
 echo "date_utc: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
 echo "params: rate=$RATE duration=$DURATION threads=$THREADS"

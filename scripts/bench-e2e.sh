@@ -12,7 +12,7 @@
 #      -> exact loss at the mock, end-to-end latency p50/p90/p99/p99.9/max, engine CPU ns/event, RSS; then SIGTERM,
 #      which must exit 0.
 #   d. (--backends) the raw drain with each backend: recvmmsg, io_uring (multishot), tokio-uring (recv_from), and
-#      io_uring multishot with SINGLE_ISSUER|DEFER_TASKRUN (for comparison; the engine does not set it).
+#      io_uring multishot with SINGLE_ISSUER|DEFER_TASKRUN (as the engine's io_uring reader sets its ring up).
 # Prints a summary (with engine CPU/event / drain CPU/datagram per backend) and keeps every JSON report and log in
 # the results dir (default /tmp/bench-results/<UTC timestamp>).
 #

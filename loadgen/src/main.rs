@@ -173,8 +173,8 @@ struct DrainArgs {
     /// 64 in flight). Falls back to recvmmsg, saying why, when io_uring is unavailable.
     #[arg(long, value_enum, default_value_t = drain::Backend::Recvmmsg)]
     backend: drain::Backend,
-    /// With --backend io_uring: set the ring up with SINGLE_ISSUER | DEFER_TASKRUN (kernel 6.1+). Off by default,
-    /// like the engine's reader.
+    /// With --backend io_uring: set the ring up with SINGLE_ISSUER | DEFER_TASKRUN (kernel 6.1+), as the engine's
+    /// io_uring reader does (it falls back to a plain ring where the kernel refuses). Off by default.
     #[arg(long)]
     uring_defer_taskrun: bool,
     #[command(flatten)]

@@ -94,6 +94,17 @@ pub(crate) fn user_agent_for(ev: &crate::event::Event) -> Option<std::sync::Arc<
     crate::enrich::user_agent::UserAgentCache::new(16).lookup(ua)
 }
 
+/// Waits until `cond` holds, polling every 5 ms; panics naming `what` after 20 s (unit tests that wait on another
+/// thread: a condition with a deadline, never a bare sleep).
+#[cfg(test)]
+pub(crate) fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !cond() {
+        assert!(std::time::Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
+
 /// Standard base64 with padding. Panics on a byte outside the alphabet (fixtures are trusted).
 pub fn base64_decode(s: &str) -> Vec<u8> {
     fn val(c: u8) -> u32 {

@@ -756,6 +756,7 @@ fn sync(spool: &mut Spool, unsynced_since: &mut Option<Instant>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::wait_until;
 
     fn batch(tag: u8, n: usize) -> EncodedBatch {
         let mut b = EncodedBatch::default();
@@ -966,11 +967,7 @@ mod tests {
             let q = Arc::clone(&q);
             std::thread::spawn(move || q.push(batch(2, 1)))
         };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while q.lock().room_waiters == 0 {
-            assert!(Instant::now() < deadline, "the push never waited for room");
-            std::thread::yield_now();
-        }
+        wait_until("the push waiting for room", || q.lock().room_waiters > 0);
         assert_eq!(take(&q), (Origin::Memory, 1));
         assert!(pusher.join().unwrap().refused.is_none(), "queued, not refused");
         assert_eq!(q.lock().room_waiters, 0, "the waiter counted itself out");
@@ -1085,11 +1082,7 @@ mod tests {
         faults::crash_at(None); // counts the disk's steps from here
         assert_eq!(q.spill(Some(failed)), 0, "not before the retry time");
         assert_eq!(faults::steps(), 0, "the disk was not tried");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while q.spill(None) == 0 {
-            assert!(Instant::now() < deadline, "the batch never moved after the retry time");
-            std::thread::sleep(Duration::from_millis(10)); // the poll interval of a wait with a deadline
-        }
+        wait_until("the batch moved once the retry time came", || q.spill(None) > 0);
         assert_eq!(q.spooled_events(), 1);
         assert_eq!(take(&q), (Origin::Spool, 1));
     }

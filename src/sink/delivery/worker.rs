@@ -735,6 +735,7 @@ mod tests {
     use crate::sink::delivery::queue::SpoolSettings;
     use crate::sink::delivery::retune::Update;
     use crate::sink::Endpoint;
+    use crate::testing::wait_until;
 
     /// No reload hook (the delivery tests run without one).
     const NO_RETUNE: Option<Arc<Retune<()>>> = None;
@@ -1045,14 +1046,6 @@ mod tests {
         worker.join().unwrap();
     }
 
-    fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !cond() {
-            assert!(Instant::now() < deadline, "timed out waiting for {what}");
-            std::thread::sleep(Duration::from_millis(5));
-        }
-    }
-
     #[test]
     fn a_retriable_failure_moves_the_failed_batch_and_memory_to_the_spool_and_delivery_resumes_from_it() {
         let dir = tempfile::tempdir().unwrap();
@@ -1165,11 +1158,7 @@ mod tests {
         };
         wait_until("the request in flight", || in_flight.load(Ordering::Acquire));
         queue.close();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !delivery.is_finished() {
-            assert!(Instant::now() < deadline, "the unanswered request held the shutdown");
-            std::thread::yield_now();
-        }
+        wait_until("the unanswered request cut at the budget", || delivery.is_finished());
         delivery.join().unwrap();
         assert_eq!(queue.spooled_events(), PER_BATCH as u64, "the abandoned batch is kept");
     }

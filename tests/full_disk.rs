@@ -27,6 +27,19 @@ fn number(text: &str, from: &str, key: &str) -> u64 {
         .unwrap_or_else(|| panic!("a number for {key} in {value}"))
 }
 
+/// The settings both scenarios share: retries from `initial` to `max` backoff, 50 ms batches, the spool in
+/// `disk`, and the metrics endpoint on a free loopback port.
+fn spool_on(cfg: &mut Yaml, disk: &Tmpfs, initial: &str, max: &str) {
+    set(cfg, "sense-ingest.retry.initialBackoff", Yaml::from(initial));
+    set(cfg, "sense-ingest.retry.maxBackoff", Yaml::from(max));
+    set(cfg, "sense-ingest.batch.maxAge", Yaml::from("50ms"));
+    let spool_dir = disk.path().join("spool");
+    set(cfg, "sense-ingest.spool.dir", Yaml::from(spool_dir.to_str().unwrap()));
+    set(cfg, "Butler-SOS.prometheus.enable", Yaml::from(true));
+    set(cfg, "Butler-SOS.prometheus.host", Yaml::from("127.0.0.1"));
+    set(cfg, "Butler-SOS.prometheus.port", Yaml::from(0));
+}
+
 #[test]
 fn a_full_disk_loses_only_what_it_counts_and_every_event_after_space_returns_is_stored() {
     let disk = Tmpfs::mount(1 << 20);
@@ -34,21 +47,10 @@ fn a_full_disk_loses_only_what_it_counts_and_every_event_after_space_returns_is_
     disk.fill_leaving("filler", 128 << 10);
     let mut influxd = Influxd::start();
     let mut cfg = fixtures::influx_only_config(false, influxd.addr.port(), "fulldisk");
-    set(&mut cfg, "sense-ingest.retry.initialBackoff", Yaml::from("50ms"));
-    set(&mut cfg, "sense-ingest.retry.maxBackoff", Yaml::from("300ms"));
-    set(&mut cfg, "sense-ingest.batch.maxAge", Yaml::from("50ms"));
-    let spool_dir = disk.path().join("spool");
-    set(
-        &mut cfg,
-        "sense-ingest.spool.dir",
-        Yaml::from(spool_dir.to_str().unwrap()),
-    );
+    spool_on(&mut cfg, &disk, "50ms", "300ms");
     set(&mut cfg, "sense-ingest.spool.memoryBytes", Yaml::from(4096));
     // The cap is larger than the disk: the disk fills first.
     set(&mut cfg, "sense-ingest.spool.maxBytes", Yaml::from(8 << 20));
-    set(&mut cfg, "Butler-SOS.prometheus.enable", Yaml::from(true));
-    set(&mut cfg, "Butler-SOS.prometheus.host", Yaml::from("127.0.0.1"));
-    set(&mut cfg, "Butler-SOS.prometheus.port", Yaml::from(0));
     influxd.kill();
     let mut engine = Engine::start_with_yaml(&serde_norway::to_string(&cfg).unwrap());
     let metrics = metrics_addr(&engine);
@@ -166,19 +168,8 @@ fn spooled_once_space_returns(db: &str, down: Down, backoff: &str, attempts: u64
         Down::Holding => holding_port(Duration::from_millis(1500)),
     };
     let mut cfg = fixtures::influx_only_config(false, port, db);
-    set(&mut cfg, "sense-ingest.retry.initialBackoff", Yaml::from(backoff));
-    set(&mut cfg, "sense-ingest.retry.maxBackoff", Yaml::from(backoff));
-    set(&mut cfg, "sense-ingest.batch.maxAge", Yaml::from("50ms"));
+    spool_on(&mut cfg, &disk, backoff, backoff);
     set(&mut cfg, "sense-ingest.spool.fsyncInterval", Yaml::from("200ms"));
-    let spool_dir = disk.path().join("spool");
-    set(
-        &mut cfg,
-        "sense-ingest.spool.dir",
-        Yaml::from(spool_dir.to_str().unwrap()),
-    );
-    set(&mut cfg, "Butler-SOS.prometheus.enable", Yaml::from(true));
-    set(&mut cfg, "Butler-SOS.prometheus.host", Yaml::from("127.0.0.1"));
-    set(&mut cfg, "Butler-SOS.prometheus.port", Yaml::from(0));
     let yaml = serde_norway::to_string(&cfg).unwrap();
     set(
         &mut cfg,

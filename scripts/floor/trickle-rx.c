@@ -5,7 +5,12 @@
  * queued with one recvmmsg (64 buffers), and wait again: no parse, no hand-over, nothing else. The window opens at
  * the first datagram any thread receives and closes SECONDS later (the main thread then rings every stop
  * descriptor); prints wake-ups, datagrams, CPU time (each thread's CLOCK_THREAD_CPUTIME_ID from its first datagram,
- * summed) and CPU per wake-up. Used by scripts/bench-trickle-floor.sh. */
+ * summed) and CPU per wake-up. Used by scripts/bench-trickle-floor.sh.
+ *
+ * With NAP_MS > 0 (optional 4th argument) a thread does not wait on its socket again after a wake-up that found
+ * datagrams: it sleeps NAP_MS (clock_nanosleep) and drains again, and goes back to ppoll only once a drain finds
+ * nothing. That is the other way to handle a trickle, one wake-up per nap instead of per datagram, with the kernel's
+ * receive buffer holding what arrives meanwhile; every nap's wake-up is counted as one. */
 #define _GNU_SOURCE
 #include <netinet/in.h>
 #include <poll.h>
@@ -19,6 +24,8 @@
 
 enum { BATCH = 64, SLOT = 2048 };
 static int port;
+static long nap_ms; /* 0: wait on the socket after every drain */
+static int stopping; /* set before the stop descriptors are rung, so a napping thread ends too */
 static double seconds;
 static double window_start; /* CLOCK_MONOTONIC seconds of the first datagram; 0 before it */
 static pthread_barrier_t bound; /* every socket bound before "listening" is printed */
@@ -63,14 +70,24 @@ static void *rx(void *arg) {
         int n = recvmmsg(s, m, BATCH, MSG_DONTWAIT, NULL);
         r->wakes++;
         if (n > 0) r->datagrams += n;
+        while (nap_ms > 0 && n > 0) {
+            struct timespec nap = { nap_ms / 1000, (nap_ms % 1000) * 1000000L };
+            clock_nanosleep(CLOCK_MONOTONIC, 0, &nap, NULL);
+            if (__atomic_load_n(&stopping, __ATOMIC_RELAXED)) break;
+            for (int i = 0; i < BATCH; i++) m[i].msg_hdr.msg_namelen = sizeof names[i];
+            n = recvmmsg(s, m, BATCH, MSG_DONTWAIT, NULL);
+            r->wakes++;
+            if (n > 0) r->datagrams += n;
+        }
     }
     r->cpu_us = cpu0 < 0 ? 0 : (now_s(CLOCK_THREAD_CPUTIME_ID) - cpu0) * 1e6;
     return NULL;
 }
 
 int main(int argc, char **argv) {
-    if (argc != 4) { fprintf(stderr, "usage: trickle-rx PORT THREADS SECONDS\n"); return 2; }
+    if (argc != 4 && argc != 5) { fprintf(stderr, "usage: trickle-rx PORT THREADS SECONDS [NAP_MS]\n"); return 2; }
     port = atoi(argv[1]);
+    nap_ms = argc == 5 ? atol(argv[4]) : 0;
     int threads = atoi(argv[2]);
     seconds = atof(argv[3]);
     pthread_t t[64];
@@ -91,6 +108,7 @@ int main(int argc, char **argv) {
     }
     double left = start + seconds - now_s(CLOCK_MONOTONIC);
     if (left > 0) usleep((useconds_t)(left * 1e6));
+    __atomic_store_n(&stopping, 1, __ATOMIC_RELAXED);
     for (int i = 0; i < threads; i++) {
         if (write(r[i].stop[1], "x", 1) != 1) { perror("write"); return 1; }
     }
@@ -102,7 +120,7 @@ int main(int argc, char **argv) {
         datagrams += r[i].datagrams;
         cpu += r[i].cpu_us;
     }
-    printf("floor: %d threads, %.1f s: %ld wake-ups, %ld datagrams, cpu %.0f us = %.4f %% of one core, %.1f us per wake-up\n",
-           threads, seconds, wakes, datagrams, cpu, cpu / (seconds * 1e6) * 100, wakes ? cpu / wakes : 0);
+    printf("floor: %d threads, nap %ld ms, %.1f s: %ld wake-ups, %ld datagrams, cpu %.0f us = %.4f %% of one core, %.1f us per wake-up\n",
+           threads, nap_ms, seconds, wakes, datagrams, cpu, cpu / (seconds * 1e6) * 100, wakes ? cpu / wakes : 0);
     return 0;
 }

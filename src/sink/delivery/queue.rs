@@ -20,7 +20,8 @@
 //! - at shutdown ([`DeliveryQueue::persist_remaining`]).
 //!
 //! Appended records are `write(2)`s (a SIGKILL loses none of them) and are fsynced at most `fsyncInterval` after
-//! they were written ([`DeliveryQueue::tick`] runs a sync timer only while there is unsynced data). So every event
+//! their oldest event was *received*, not after the append (a batch reaches the spool `maxAge` or more after its
+//! first event; [`DeliveryQueue::tick`] runs a sync timer only while there is unsynced data). So every event
 //! in this queue received more than `fsyncInterval` ago is on disk, fsynced (give or take the encoder's wake-up);
 //! a crash can lose only what is younger, plus the one batch out for delivery from memory while its request is in
 //! flight (a destination that answers, slowly or not yet: a refusal spills it at once).
@@ -112,7 +113,8 @@ struct State {
     spool: Option<Spool>,
     /// When [`DeliveryQueue::close`] was called.
     closed_at: Option<Instant>,
-    /// When the oldest record appended since the last fsync was written (`None`: everything is synced).
+    /// When the oldest event appended since the last fsync was received (`None`: everything is synced); the sync
+    /// is due `fsyncInterval` after it (see [`unsynced`]).
     unsynced_since: Option<Instant>,
     /// The spool's head record is out for delivery: nothing may be prepended until it is done or given back.
     spool_head_out: bool,
@@ -303,7 +305,7 @@ impl DeliveryQueue {
                     Ok(e) => {
                         evicted.add(&e);
                         spooled = true;
-                        let since = *st.unsynced_since.get_or_insert_with(Instant::now);
+                        let since = unsynced(&mut st.unsynced_since, &batch);
                         if since.elapsed() >= self.fsync_interval {
                             sync(spool, &mut st.unsynced_since);
                         }
@@ -395,7 +397,7 @@ impl DeliveryQueue {
         while let Some(old) = st.unspooled.front() {
             let e = spool.append(old)?;
             evicted.add(&e);
-            st.unsynced_since.get_or_insert_with(Instant::now);
+            unsynced(&mut st.unsynced_since, old);
             let mut b = st.unspooled.pop_front().expect("front exists");
             st.mem_bytes -= b.footprint();
             b.clear();
@@ -735,6 +737,15 @@ fn received_at(batch: &EncodedBatch) -> Instant {
     now.checked_sub(age).unwrap_or(now)
 }
 
+/// Marks `batch`, just appended to the spool, as unsynced and returns when the oldest unsynced event was received.
+/// The fsync deadline counts from the receipt of a batch's oldest event, not from its append: the promise is about
+/// events *received* `fsyncInterval` before a crash, and a batch reaches the spool `maxAge` (and a wait in the
+/// channel, or a full disk's retries) after that.
+fn unsynced(unsynced_since: &mut Option<Instant>, batch: &EncodedBatch) -> Instant {
+    let received = received_at(batch);
+    *unsynced_since.insert(unsynced_since.map_or(received, |t| t.min(received)))
+}
+
 /// A spool write succeeded: the failing period ends (WARN) once nothing waits in memory for the disk any more.
 /// Until then it goes on (batches a failed spill left in memory are not on disk yet), and the ERROR that began it
 /// is not logged again.
@@ -811,6 +822,41 @@ mod tests {
         assert!(matches!(q.next(), Next::Idle));
         q.close();
         assert!(matches!(q.next(), Next::Closed));
+    }
+
+    /// The fsync deadline of a batch appended to the spool counts from the receipt of its oldest event, not from
+    /// the append: an event received more than `fsyncInterval` before a power loss is on disk, fsynced, even if it
+    /// waited in its batch (`maxAge`) and in the channel first.
+    #[test]
+    fn an_appended_batch_is_fsynced_fsync_interval_after_its_oldest_event_was_received() {
+        let dir = tempfile::tempdir().unwrap();
+        let interval = Duration::from_secs(10);
+        let mut s = settings(dir.path(), 1 << 20);
+        s.spool.as_mut().unwrap().fsync_interval = interval;
+        let q = DeliveryQueue::new(&s).unwrap();
+        // The destination is down: the spool holds something, so every push goes to the spool.
+        q.push(batch(1, 1));
+        q.spill(None);
+        q.tick();
+        assert!(q.spooled_events() > 0);
+        // Fresh state: nothing unsynced.
+        q.persist_remaining();
+        assert_eq!(q.tick_deadline(), None);
+        let mut old = batch(2, 2);
+        let received = Instant::now() - interval * 9 / 10;
+        old.received_ns = vec![now_unix_ns() - (interval * 9 / 10).as_nanos() as u64; 2];
+        q.push(old);
+        let deadline = q.tick_deadline().expect("unsynced data has a deadline");
+        assert!(
+            deadline <= received + interval + Duration::from_millis(50),
+            "fsync due {:?} after the receipt, interval {interval:?}",
+            deadline - received
+        );
+        // A batch already older than the interval is fsynced as it is appended.
+        let mut older = batch(3, 1);
+        older.received_ns = vec![now_unix_ns() - (interval * 2).as_nanos() as u64];
+        q.push(older);
+        assert_eq!(q.tick_deadline(), None, "fsynced on the append");
     }
 
     #[test]

@@ -50,8 +50,11 @@
 //! - **Prepend** ([`Spool::prepend`]) writes `prepend.tmp`, fsyncs it, renames it to `prepend-<id>.spool` and
 //!   fsyncs the folder: that rename is the commit (from then on it returns `Ok`). Then the head is rewritten
 //!   (fsynced) and the file renamed to `seg-<id>.spool`; if the head cannot be written (a full disk), both wait for
-//!   the next head write (a delivery or [`Spool::sync`]). A start that finds a `prepend-<id>.spool` finishes the
-//!   job (it is a complete, fsynced file of never-delivered batches, older than every segment). The partly delivered segment it now precedes is not
+//!   the next head write (a delivery or [`Spool::sync`]); meanwhile appends to that segment go to the file under
+//!   its `prepend-` name. A start that finds a `prepend-<id>.spool` finishes the job (it is a complete, fsynced
+//!   file of never-delivered batches, older than every segment) the same way: head first, then the rename, so a
+//!   crash in between never leaves a `seg-<id>` below the head's first id (which a start deletes as delivered).
+//!   A prepend that fails before its commit deletes `prepend.tmp`: the batches are still the caller's. The partly delivered segment it now precedes is not
 //!   rewritten: its delivered prefix stays on disk and its offset goes into the head.
 //! - **Delivery** ([`Spool::pop`]) replaces the head (write a temporary file, rename); a fully delivered segment is
 //!   deleted before the head moves past it, so a crash in between leaves a head naming a missing segment (fine).
@@ -73,9 +76,12 @@
 //!   index) to the caller the same way, to be counted as dropped. Reading a damaged file never panics and never
 //!   loops; a record is never longer than what is left of its file.
 //! - Full disk: see Append above. The spool never holds a failed batch: the caller decides (the delivery queue
-//!   keeps a bounded number of them in memory and retries, see [`super::queue`]).
+//!   keeps a bounded number of them in memory and retries, see [`super::queue`]). A start on a full disk opens
+//!   the spool anyway (a head it cannot write is written by the next delivery or sync), so a restart during the
+//!   outage that filled the disk keeps spooling and replays what is there.
 //! - Bounded: when the spool would exceed `max_bytes`, whole oldest segments are deleted and their events counted
-//!   as dropped, per sender (the caller logs them at ERROR). Neither the segment being written nor, while its
+//!   as dropped, per sender (the caller logs them at ERROR); the append that made room succeeded, whatever the
+//!   head write after the deletion meets. Neither the segment being written nor, while its
 //!   head record is out for delivery, the head segment is deleted: the oldest segments after it go instead.
 //! - Accounting: each segment keeps its undelivered events per sender, so [`Spool::hosts`] is what is spooled
 //!   per sender now and [`Evicted::hosts`] what the cap dropped.
@@ -295,12 +301,12 @@ impl Spool {
                 let _ = fs::remove_file(&unfinished);
             }
         }
-        // A committed prepend whose last rename a crash cut short: its batches were never delivered.
-        for &id in &prepended {
-            fs::rename(dir.join(prepend_name(id)), spool.path(id))?;
-            faults::crash_point();
-            seg_ids.push(id);
-        }
+        // A committed prepend whose last rename a crash cut short: its batches were never delivered. It keeps its
+        // name until a head naming it first is written (below, or at the next head write if the disk is full):
+        // renamed before that, it would sit below the old head's first id and a start would take it for a
+        // delivered segment.
+        seg_ids.extend(&prepended);
+        spool.unnamed.clone_from(&prepended);
         seg_ids.sort_unstable();
         seg_ids.dedup();
         for id in seg_ids {
@@ -324,6 +330,7 @@ impl Spool {
             }
             if seg.events == 0 && seg.bytes <= start {
                 let _ = fs::remove_file(&path);
+                spool.unnamed.retain(|&u| u != id);
                 continue;
             }
             if spool.segments.is_empty() {
@@ -332,9 +339,11 @@ impl Spool {
             }
             spool.segments.push_back(seg);
         }
-        spool.write_head(true)?;
-        for id in prepended {
-            let _ = fs::remove_file(dir.join(prepend_name(id))); // renamed above; nothing left normally
+        // A full disk (a restart during the outage that filled it) must not turn the spool off: what is on disk
+        // is indexed and readable, and the head (with the prepends' renames) is written by the next delivery or
+        // sync that succeeds. Until then the old head, with the prepends under their own names, reads the same.
+        if let Err(e) = spool.write_head(true) {
+            warn!(dir = %dir.display(), error = %e, "cannot write the spool head at start (disk full?); retried at the next delivery or sync");
         }
         Ok(spool)
     }
@@ -387,16 +396,18 @@ impl Spool {
             self.segments.push_back(Segment::new(id));
         }
         self.writer_torn = false;
-        let seg = self.segments.back_mut().expect("a segment was just ensured");
-        let id = seg.id;
+        let id = self.segments.back().expect("a segment was just ensured").id;
         if self.writer.as_ref().is_none_or(|(wid, _)| *wid != id) {
+            // By its current name: the newest segment may be a committed prepend not yet renamed (its head could
+            // not be written); a `seg-<id>` created beside it would be replaced by that rename, appends and all.
             let f = OpenOptions::new()
                 .create(true)
                 .append(true)
                 .mode(FILE_MODE)
-                .open(self.dir.join(format!("seg-{id:020}.spool")))?;
+                .open(self.path(id))?;
             self.writer = Some((id, f));
         }
+        let seg = self.segments.back_mut().expect("a segment was just ensured");
         let (_, f) = self.writer.as_mut().expect("writer opened above");
         if let Err(e) = faults::write_all(f, &record) {
             // Part of the record may be in the file: cut it back, or the reader would stop at the torn bytes and
@@ -411,7 +422,9 @@ impl Spool {
         seg.bytes += record.len() as u64;
         seg.events += u64::from(events);
         batch.tally(0..batch.len(), &mut seg.hosts);
-        self.evict_over_cap()
+        // The record is in: whatever the eviction meets, the append succeeded (an `Err` would make the caller
+        // write the batch again), and what it evicted is handed over to be counted.
+        Ok(self.evict_over_cap())
     }
 
     /// Writes batches *before* everything spooled (a new lowest segment), in one atomic step (see the module docs).
@@ -423,22 +436,25 @@ impl Spool {
         }
         let id = self.segments.front().map_or(FIRST_ID, |s| s.id - 1);
         let tmp = self.dir.join("prepend.tmp");
-        let mut f = create_private(&tmp)?;
         let mut seg = Segment::new(id);
-        for batch in batches {
-            let record = encode_record(batch);
-            faults::write_all(&mut f, &record)?;
-            seg.bytes += record.len() as u64;
-            seg.events += batch.len() as u64;
-            batch.tally(0..batch.len(), &mut seg.hosts);
-        }
-        f.sync_all()?;
-        drop(f);
-        faults::crash_point();
         let committed = self.dir.join(prepend_name(id));
-        fs::rename(&tmp, &committed)?;
+        // Until the rename commits it, `prepend.tmp` is what a *crash* leaves (a start keeps its whole records: the
+        // batches were only in memory). A prepend that *fails* hands the batches back to the caller, who keeps
+        // them in memory: the file must go, or a start would replay them a second time, out of order.
+        let written = write_records(&tmp, batches, &mut seg).and_then(|()| {
+            faults::crash_point();
+            fs::rename(&tmp, &committed)
+        });
+        if let Err(e) = written {
+            let _ = fs::remove_file(&tmp);
+            return Err(e);
+        }
         faults::crash_point();
-        sync_dir(&self.dir)?;
+        if let Err(e) = sync_dir(&self.dir) {
+            // The rename may not survive a power loss: undo it, the caller keeps the batches.
+            let _ = fs::remove_file(&committed);
+            return Err(e);
+        }
         faults::crash_point();
         // Committed: from here on a start replays these batches first. The head moves in front of whatever was
         // peeked: that record is no longer the one a pop would consume.
@@ -585,8 +601,10 @@ impl Spool {
     }
 
     /// Deletes the oldest segments while over the cap, never the one being written, nor the head segment while
-    /// its head record is being delivered (then the oldest segments after it go).
-    fn evict_over_cap(&mut self) -> io::Result<Evicted> {
+    /// its head record is being delivered (then the oldest segments after it go). Returns what it deleted, always:
+    /// a segment's file is gone once it is counted here. A head that cannot be rewritten afterwards (a full disk)
+    /// only names a missing segment, which a start skips (see the module docs); the next head write catches up.
+    fn evict_over_cap(&mut self) -> Evicted {
         let mut evicted = Evicted::default();
         let keep_front = usize::from(self.peeked_len.is_some());
         while self.bytes() > self.max_bytes && self.segments.len() > 1 + keep_front {
@@ -594,15 +612,18 @@ impl Spool {
                 evicted.events += seg.events;
                 evicted.hosts.add_all(&seg.hosts);
             }
-            if keep_front == 0 {
-                self.drop_front_segment()?;
+            let head = if keep_front == 0 {
+                self.drop_front_segment()
             } else {
                 self.remove_segment(keep_front);
-                self.write_head(false)?;
+                self.write_head(false)
+            };
+            if let Err(e) = head {
+                warn!(dir = %self.dir.display(), error = %e, "cannot update the spool head after dropping its oldest segment; retried at the next delivery or sync");
             }
             evicted.segments += 1;
         }
-        Ok(evicted)
+        evicted
     }
 
     /// Replaces the head file (write a temporary file, rename); `durable` fsyncs the file and the folder too.
@@ -638,6 +659,19 @@ impl Spool {
         }
         Ok(())
     }
+}
+
+/// Writes `batches` as records into a new `path` (readable by the owner only) and fsyncs it; `seg` counts them.
+fn write_records(path: &Path, batches: &[EncodedBatch], seg: &mut Segment) -> io::Result<()> {
+    let mut f = create_private(path)?;
+    for batch in batches {
+        let record = encode_record(batch);
+        faults::write_all(&mut f, &record)?;
+        seg.bytes += record.len() as u64;
+        seg.events += batch.len() as u64;
+        batch.tally(0..batch.len(), &mut seg.hosts);
+    }
+    f.sync_all()
 }
 
 /// The id in `<prefix><20 digits>.spool`.
@@ -1360,6 +1394,103 @@ mod tests {
                 assert_eq!(drain_all(dir.path()), Vec::<usize>::new());
             }
         }
+    }
+
+    #[test]
+    fn a_spool_opened_on_a_full_disk_keeps_its_records_and_takes_appends_once_space_returns() {
+        let (dir, s) = spool_holding(&[3, 4]);
+        drop(s);
+        // A restart (after a crash, an OOM kill) while the outage that filled the disk goes on.
+        faults::set_space(Some(0));
+        let mut s = Spool::open(dir.path(), 1 << 30).expect("a full disk does not turn the spool off");
+        assert_eq!(s.events(), 7);
+        assert!(s.append(&rec(5)).is_err(), "still full");
+        faults::set_space(None);
+        s.append(&rec(6)).unwrap();
+        drop(s);
+        assert_eq!(drain_all(dir.path()), [3, 4, 6]);
+    }
+
+    #[test]
+    fn a_prepend_still_unnamed_at_a_start_on_a_full_disk_survives_the_next_crash() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Spool::open(dir.path(), 1 << 30).unwrap();
+        for n in [10, 11] {
+            s.append(&rec(n)).unwrap();
+        }
+        deliver_head(&mut s);
+        // Committed, but the head that makes it first could not be written: still `prepend-<id>.spool`.
+        faults::set_space(Some(encode_record(&rec(1)).len() as u64));
+        s.prepend(&[rec(1)]).unwrap();
+        drop(s); // killed
+                 // The start cannot write its head either, and the engine is killed again before anything else happens.
+        faults::set_space(Some(0));
+        drop(Spool::open(dir.path(), 1 << 30).expect("opens on a full disk"));
+        faults::set_space(None);
+        assert_eq!(
+            drain_all(dir.path()),
+            [1, 11],
+            "the prepended batch is not taken for a delivered segment"
+        );
+    }
+
+    #[test]
+    fn appends_after_a_prepend_whose_head_failed_on_an_empty_spool_are_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Spool::open(dir.path(), 1 << 30).unwrap();
+        // The first spool write of a run is a failed batch's spill; its head cannot be written.
+        faults::set_space(Some(encode_record(&rec(1)).len() as u64));
+        s.prepend(&[rec(1)]).unwrap();
+        faults::set_space(None);
+        // The same segment takes the next appends (it is the newest one).
+        s.append(&rec(2)).unwrap();
+        s.append(&rec(3)).unwrap();
+        s.sync().unwrap();
+        s.append(&rec(4)).unwrap();
+        drop(s);
+        let mut s = Spool::open(dir.path(), 1 << 30).unwrap();
+        assert_eq!((s.corrupt_records, s.take_damaged()), (0, Damage::default()));
+        assert_eq!(drain(&mut s), [1, 2, 3, 4]);
+    }
+
+    #[test]
+    fn an_eviction_whose_head_cannot_be_written_still_counts_and_keeps_the_appended_record() {
+        let dir = tempfile::tempdir().unwrap();
+        // 256 KiB cap: 64 KiB segments; ~20 KB records.
+        let mut s = Spool::open(dir.path(), 256 << 10).unwrap();
+        let (mut appended, mut evicted) = (0, 0);
+        for _ in 0..40 {
+            let b = rec(1250);
+            // Room for the record, none for a head written by an eviction it causes.
+            faults::set_space(Some(encode_record(&b).len() as u64));
+            let e = s.append(&b).expect("the record is in the spool: the append succeeded");
+            faults::set_space(None);
+            appended += 1250;
+            evicted += e.events;
+        }
+        assert!(evicted > 0, "the cap evicted");
+        assert_eq!(
+            s.events() + evicted,
+            appended,
+            "every event is spooled or counted as evicted"
+        );
+        let spooled = s.events();
+        drop(s);
+        let back: usize = drain_all(dir.path()).iter().sum();
+        assert_eq!(back as u64, spooled);
+    }
+
+    #[test]
+    fn a_prepend_that_fails_after_whole_records_leaves_nothing_for_the_next_start() {
+        let (dir, mut s) = spool_holding(&[10]);
+        // Room for the first record and part of the second.
+        faults::set_space(Some(encode_record(&rec(1)).len() as u64 + 5));
+        assert!(s.prepend(&[rec(1), rec(2)]).is_err());
+        faults::set_space(None);
+        drop(s);
+        // The batches stayed with the caller (in memory, delivered from there): a start must not replay them.
+        assert_eq!(drain_all(dir.path()), [10]);
+        assert!(!dir.path().join("prepend.tmp").exists());
     }
 
     #[test]

@@ -149,6 +149,70 @@ fn a_batch_a_full_disk_kept_in_memory_during_a_long_backoff_is_spooled_once_spac
     spooled_once_space_returns("fullwait", Down::Holding, "60s", 1);
 }
 
+/// A restart during the outage that filled the disk (after a crash, an OOM kill): the spool opens anyway, still
+/// holds and counts what it had, takes new batches once space returns, and a SIGKILL after that loses none of
+/// them. Before, the spool failed to open (it could not write its head) and the engine ran with a memory queue
+/// only for the whole run: the backlog was never replayed and nothing was spooled once space came back.
+#[test]
+fn a_restart_on_a_full_disk_keeps_the_spool_and_spools_again_once_space_returns() {
+    let db = "fullstart";
+    let disk = Tmpfs::mount(1 << 20);
+    let mut influxd = Influxd::start();
+    let mut cfg = fixtures::influx_only_config(false, influxd.addr.port(), db);
+    spool_on(&mut cfg, &disk, "100ms", "100ms");
+    set(&mut cfg, "sense-ingest.spool.fsyncInterval", Yaml::from("200ms"));
+    let yaml = serde_norway::to_string(&cfg).unwrap();
+    influxd.kill();
+    let spooled = |engine: &Engine| {
+        let body = request(metrics_addr(engine), "GET", "/metrics", b"")
+            .map(|(_, body)| body)
+            .unwrap_or_default();
+        metric(&body, r#"sense_ingest_sink_spooled_events{destination="influxdb"}"#).unwrap_or(0)
+    };
+
+    // InfluxDB down: ten events reach the spool; then the engine is killed and the disk fills up.
+    let mut first = Engine::start_with_yaml(&yaml);
+    send_datagrams(first.target(), &events(10, "p"));
+    wait_for("the first events spooled", Duration::from_secs(30), || {
+        (spooled(&first) == 10).then_some(())
+    });
+    first.kill();
+    disk.fill_leaving("filler", 0);
+
+    // Restarted on the full disk: the spool is there, with its ten events.
+    let mut second = Engine::start_with_yaml(&yaml);
+    wait_for("the spool indexed at start", Duration::from_secs(30), || {
+        (spooled(&second) == 10).then_some(())
+    });
+    assert!(
+        !second.stderr_text().contains("memory queue only"),
+        "{}",
+        second.stderr_text()
+    );
+    // Space returns, InfluxDB stays down: ten more events go to the spool.
+    std::fs::remove_file(disk.path().join("filler")).unwrap();
+    send_datagrams(second.target(), &events(10, "q"));
+    wait_for("the later events spooled", Duration::from_secs(30), || {
+        (spooled(&second) == 20).then_some(())
+    });
+    second.kill();
+
+    influxd.restart();
+    let mut third = Engine::start_with_yaml(&yaml);
+    wait_for("the spool delivered after the restart", Duration::from_secs(30), || {
+        (influxd.points(db, "user_events").len() >= 20).then_some(())
+    });
+    assert!(third.terminate().success(), "{}", third.stderr_text());
+    let points = influxd.points(db, "user_events");
+    let from = |prefix: char| {
+        points
+            .iter()
+            .filter(|p| p.tags["userId"].as_str().unwrap().starts_with(prefix))
+            .count()
+    };
+    assert_eq!((points.len(), from('p'), from('q')), (20, 10, 10));
+}
+
 /// How the destination is down in [`spooled_once_space_returns`].
 enum Down {
     /// InfluxDB stopped: every attempt is refused at once.

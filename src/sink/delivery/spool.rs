@@ -235,6 +235,12 @@ impl Spool {
     /// ERROR with its size, and handed over by [`Spool::take_damaged`]).
     pub fn open(dir: &Path, max_bytes: u64) -> io::Result<Spool> {
         DirBuilder::new().recursive(true).mode(DIR_MODE).create(dir)?;
+        // A folder created just now must survive a power loss with what is written into it: fsync its entry in
+        // the parent too (best effort: every later step fsyncs the folder itself, and on journaling filesystems
+        // the entry is ordered before the files in it anyway).
+        if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+            let _ = sync_dir(parent);
+        }
         // A folder made by an earlier release (or by hand) may be readable by others.
         if let Err(e) = fs::set_permissions(dir, fs::Permissions::from_mode(DIR_MODE)) {
             warn!(dir = %dir.display(), error = %e, "cannot make the spool folder private");

@@ -54,8 +54,9 @@
 //!   its `prepend-` name. A start that finds a `prepend-<id>.spool` finishes the job (it is a complete, fsynced
 //!   file of never-delivered batches, older than every segment) the same way: head first, then the rename, so a
 //!   crash in between never leaves a `seg-<id>` below the head's first id (which a start deletes as delivered).
-//!   A prepend that fails before its commit deletes `prepend.tmp`: the batches are still the caller's. The partly delivered segment it now precedes is not
-//!   rewritten: its delivered prefix stays on disk and its offset goes into the head.
+//!   A prepend that fails before its commit deletes `prepend.tmp`: the batches are still the caller's. The
+//!   partly delivered segment a prepend now precedes is not rewritten: its delivered prefix stays on disk and its
+//!   offset goes into the head.
 //! - **Delivery** ([`Spool::pop`]) replaces the head (write a temporary file, rename); a fully delivered segment is
 //!   deleted before the head moves past it, so a crash in between leaves a head naming a missing segment (fine).
 //! - Leftover `*.tmp` files are deleted at start, except `prepend.tmp`: its whole records (batches that were only
@@ -81,8 +82,8 @@
 //!   outage that filled the disk keeps spooling and replays what is there.
 //! - Bounded: when the spool would exceed `max_bytes`, whole oldest segments are deleted and their events counted
 //!   as dropped, per sender (the caller logs them at ERROR); the append that made room succeeded, whatever the
-//!   head write after the deletion meets. Neither the segment being written nor, while its
-//!   head record is out for delivery, the head segment is deleted: the oldest segments after it go instead.
+//!   head write after the deletion meets. Neither the segment being written nor, while its head record is out for
+//!   delivery, the head segment is deleted: the oldest segments after it go instead.
 //! - Accounting: each segment keeps its undelivered events per sender, so [`Spool::hosts`] is what is spooled
 //!   per sender now and [`Evicted::hosts`] what the cap dropped.
 

@@ -12,7 +12,8 @@
 //!   coding or no length until the server closes, else `Content-Length` (digits only; two different ones make the
 //!   body unreadable). 1xx answers are skipped (101 is an error); 204 and 304 have no body. Bodies are read whole up
 //!   to [`MAX_ANSWER`] (an InfluxDB partial-write answer names its count at the very end), heads up to
-//!   [`MAX_HEAD`]. A head or chunked body that trickles in is scanned once, not once per read.
+//!   [`MAX_HEAD`], a chunked body's trailer section up to [`MAX_TRAILERS`] in all. A head or chunked body that
+//!   trickles in is scanned once, not once per read.
 //! - **Keep-alive**: the connection is kept unless the answer says `Connection: close`, is HTTP/1.0 without
 //!   `keep-alive`, its body ran to the close or could not be read whole, or bytes followed it unasked, and unless
 //!   the exchange failed in any way (a connection in an unknown state is never reused). A connection idle for
@@ -485,12 +486,16 @@ struct Chunked {
     at: usize,
     /// The body so far.
     body: Vec<u8>,
-    /// The last chunk (size 0) was read: trailer lines follow, then an empty line.
-    in_trailers: bool,
+    /// Where the trailer section starts in the raw body, once the last chunk (size 0) was read: trailer lines
+    /// follow, then an empty line.
+    trailers_from: Option<usize>,
 }
 
-/// The longest chunk-size line (with extensions) and the most trailer bytes read.
+/// The longest chunk-size line (with extensions) read.
 const MAX_CHUNK_LINE: usize = 1024;
+
+/// The most trailer bytes read: the whole trailer section (every trailer line and the closing empty line), so a
+/// server sending short trailer lines without end is refused, not buffered until the timeout.
 const MAX_TRAILERS: usize = 8 << 10;
 
 impl Chunked {
@@ -499,20 +504,27 @@ impl Chunked {
     fn advance(&mut self, raw: &[u8]) -> Result<Option<usize>, String> {
         loop {
             let rest = &raw[self.at..];
-            let Some(eol) = memchr::memmem::find(rest, b"\r\n") else {
-                let limit = if self.in_trailers { MAX_TRAILERS } else { MAX_CHUNK_LINE };
-                if rest.len() > limit {
-                    return Err("a chunk-size or trailer line is too long".into());
+            let found = memchr::memmem::find(rest, b"\r\n");
+            if let Some(from) = self.trailers_from {
+                // The trailer bytes taken, and the line now read (or the part of it that has arrived).
+                if self.at - from + found.map_or(rest.len(), |eol| eol + 2) > MAX_TRAILERS {
+                    return Err(format!(
+                        "the trailers of a chunked answer are over {MAX_TRAILERS} bytes"
+                    ));
                 }
-                return Ok(None);
-            };
-            if self.in_trailers {
+                let Some(eol) = found else { return Ok(None) };
                 self.at += eol + 2;
                 if eol == 0 {
                     return Ok(Some(self.at));
                 }
                 continue;
             }
+            let Some(eol) = found else {
+                if rest.len() > MAX_CHUNK_LINE {
+                    return Err("a chunk-size line is too long".into());
+                }
+                return Ok(None);
+            };
             let line = std::str::from_utf8(&rest[..eol]).map_err(|_| "unreadable chunk size".to_string())?;
             let size_text = line.split(';').next().unwrap_or("").trim();
             let size =
@@ -522,7 +534,7 @@ impl Chunked {
             }
             if size == 0 {
                 self.at += eol + 2;
-                self.in_trailers = true;
+                self.trailers_from = Some(self.at);
                 continue;
             }
             let data = self.at + eol + 2;

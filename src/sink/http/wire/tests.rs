@@ -443,6 +443,67 @@ fn chunked_bodies_are_decoded_only_when_whole_and_bad_ones_are_refused() {
 }
 
 #[test]
+fn the_trailers_of_a_chunked_body_are_capped_in_total_not_only_per_line() {
+    let decode = |raw: &[u8]| {
+        let mut c = Chunked::default();
+        c.advance(raw).map(|done| done.map(|used| (c.body.clone(), used)))
+    };
+    let start = b"1\r\nx\r\n0\r\n";
+    let line = b"x-pad: 0123456789\r\n";
+    let too_many = format!("the trailers of a chunked answer are over {MAX_TRAILERS} bytes");
+
+    // Short lines that keep coming: refused as soon as they add up to more than MAX_TRAILERS, in one read or
+    // line by line.
+    let mut raw = start.to_vec();
+    (0..2_000).for_each(|_| raw.extend_from_slice(line));
+    assert_eq!(decode(&raw), Err(too_many.clone()));
+    let mut c = Chunked::default();
+    let mut raw = start.to_vec();
+    for n in 1..=2_000 {
+        raw.extend_from_slice(line);
+        let expected = if n * line.len() <= MAX_TRAILERS {
+            Ok(None)
+        } else {
+            Err(too_many.clone())
+        };
+        assert_eq!(c.advance(&raw), expected, "after {n} trailer lines");
+        if expected.is_err() {
+            break;
+        }
+    }
+
+    // The limit counts the whole trailer section, its closing empty line included.
+    let section = |len: usize| {
+        let mut raw = start.to_vec();
+        raw.extend_from_slice(format!("x: {}\r\n\r\n", "y".repeat(len - 7)).as_bytes());
+        raw
+    };
+    let whole = section(MAX_TRAILERS);
+    assert_eq!(decode(&whole), Ok(Some((b"x".to_vec(), whole.len()))));
+    assert_eq!(decode(&section(MAX_TRAILERS + 1)), Err(too_many));
+
+    // A normal small trailer.
+    assert_eq!(
+        decode(b"1\r\nx\r\n0\r\nx-pad: 0123456789\r\n\r\n"),
+        Ok(Some((b"x".to_vec(), 30)))
+    );
+}
+
+#[test]
+fn an_answer_whose_trailers_never_end_keeps_its_status_without_waiting_for_the_timeout() {
+    let mut raw = "HTTP/1.1 400 Bad Request\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nx\r\n0\r\n".to_string();
+    (0..2_000).for_each(|_| raw.push_str("x-pad: 0123456789\r\n"));
+    let (addr, _seen) = scripted(vec![vec![Step::Answer(Box::leak(raw.into_boxed_str()))]]);
+    let mut w = wire(addr, Duration::from_secs(30));
+    let a = block_on(w.post("/w", &[], b"1")).unwrap();
+    assert_eq!((a.status, a.body.len()), (400, 0));
+    assert!(
+        w.conn.is_none(),
+        "a connection whose answer was not read whole is not kept"
+    );
+}
+
+#[test]
 fn a_chunked_body_arriving_a_byte_at_a_time_is_decoded_once_and_whole() {
     let raw = b"4;x=y\r\nwiki\r\n5\r\npedia\r\nE\r\n in\r\n\r\nchunks.\r\n0\r\nTrailer: t\r\n\r\n";
     let mut c = Chunked::default();

@@ -3,7 +3,8 @@
 //! and v3 tokens, New Relic insert keys, MQTT password) and every output is searched for them:
 //! - the `Debug` output of the loaded config and of config errors (library calls);
 //! - `check-config` stdout and stderr, on a valid file, on files with invalid values next to each secret, secrets
-//!   of the wrong type, and YAML syntax errors around them; `run` on the invalid files;
+//!   of the wrong type, YAML syntax errors around them, and `${...}` in them naming an unset variable (the "name"
+//!   may be part of the secret); `run` on the invalid files;
 //! - `run --log-level silly` (the most verbose level: every datagram dumped) stderr and stdout while events flow to
 //!   destinations that fail: InfluxDB v1 with auth on a closed port and on a server answering 401, InfluxDB v2 and
 //!   v3 stand-ins refusing the token, the New Relic stand-in answering 403 for the key, a real mosquitto refusing
@@ -520,6 +521,24 @@ fn yaml_syntax_around_a_secret_never_shows_it() {
         }
     }
     assert!(leaks.is_empty(), "check-config showed a secret:\n{}", leaks.join("\n"));
+}
+
+#[test]
+fn an_unset_variable_inside_a_secret_is_named_by_its_key_never_by_its_text() {
+    // A password such as `Pa${SENTINEL_...}w0rd` is valid in Butler SOS; here the braces hold an unset variable
+    // whose "name" is the sentinel, so naming the variable would print part of the secret.
+    for (secret, home) in SECRET_HOMES {
+        let value = format!("Pa${{{}}}w0rd", secret.replace('-', "_"));
+        let out = run_with_config(&["check-config"], &home.replace("{}", &value));
+        let shown = all_output(&out);
+        assert!(!out.status.success(), "check-config accepted it:\n{shown}");
+        assert_no_secret(&format!("check-config, {secret} holding `${{...}}`"), &shown);
+        assert!(
+            shown.contains("butler-sos.yaml: Butler-SOS.")
+                && shown.contains(": references an environment variable that is not set (name hidden: secret value)"),
+            "the error names the file and the key path:\n{shown}"
+        );
+    }
 }
 
 #[test]

@@ -8,9 +8,11 @@
 //!    `${VAR:-default}` by the value or, when unset or empty, the default; `$$` is a literal `$` (Vector's and
 //!    Telegraf's convention). A `$` followed by anything else is kept as it is, so existing values with a lone `$`
 //!    (passwords) read as before. An unset variable without a default is an error naming the file, the key path
-//!    and the variable (never a value). A value that is exactly one `${...}` and comes out as `true` or `false`
-//!    becomes a boolean, so `enable: ${INFLUX_ON}` works; numbers need nothing, the validator accepts numeric
-//!    strings wherever it wants an integer.
+//!    and the variable (never a value). At or under a secret key ([`super::secret_key_path`]) the variable is not
+//!    named and the path stops at the secret's key: there, what looks like `${name}` may be part of the secret
+//!    (`Pa${ss}w0rd` is a valid Butler SOS password). A value that is exactly one `${...}` and comes out as `true`
+//!    or `false` becomes a boolean, so `enable: ${INFLUX_ON}` works; numbers need nothing, the validator accepts
+//!    numeric strings wherever it wants an integer.
 //! 2. **Relative paths** ([`anchor_paths`]): the file paths a config can name ([`PATH_KEYS`]) resolve against the
 //!    folder of the file that names them, whatever the working directory.
 //!
@@ -69,10 +71,11 @@ pub fn interpolate(
                 return;
             }
             let whole = is_one_reference(s);
-            match expand(s, lookup) {
+            let secret = super::secret_key_path(path);
+            match expand(s, lookup, secret.is_some()) {
                 Ok(out) if whole && (out == "true" || out == "false") => *value = Value::Bool(out == "true"),
                 Ok(out) => *s = out,
-                Err(message) => errors.push(ConfigError::new(path, message).in_file(file)),
+                Err(message) => errors.push(ConfigError::new(secret.unwrap_or(path), message).in_file(file)),
             }
         }
         Value::Sequence(items) => {
@@ -96,8 +99,9 @@ fn is_one_reference(s: &str) -> bool {
     s.starts_with("${") && s.ends_with('}') && s[2..].find('}') == Some(s.len() - 3)
 }
 
-/// `s` with every `${VAR}`, `${VAR:-default}` and `$$` replaced; the message names the first problem.
-fn expand(s: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
+/// `s` with every `${VAR}`, `${VAR:-default}` and `$$` replaced; the message names the first problem, and names
+/// no variable when `s` is `secret` (the "name" may be part of the secret).
+fn expand(s: &str, lookup: &dyn Fn(&str) -> Option<String>, secret: bool) -> Result<String, String> {
     let mut out = String::with_capacity(s.len());
     let mut rest = s;
     while let Some(at) = rest.find('$') {
@@ -125,6 +129,11 @@ fn expand(s: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<String, St
                 (Some(v), Some(d)) if v.is_empty() => out.push_str(d),
                 (Some(v), _) => out.push_str(&v),
                 (None, Some(d)) => out.push_str(d),
+                (None, None) if secret => {
+                    return Err(
+                        "references an environment variable that is not set (name hidden: secret value)".to_owned(),
+                    )
+                }
                 (None, None) => {
                     return Err(format!(
                         "environment variable {name} is not set (use `${{{name}:-default}}` for a default)"
@@ -293,6 +302,35 @@ mod tests {
         let errors = interpolated("a: ${bad-name}\nb: ${open\n").unwrap_err();
         assert_eq!(errors.len(), 2);
         assert!(errors[1].message.contains("unclosed"), "{}", errors[1]);
+    }
+
+    #[test]
+    fn an_unset_variable_in_a_secret_names_file_and_key_but_not_the_variable() {
+        // `Pa${ss}w0rd` is a valid password in Butler SOS: the "variable name" is part of the secret.
+        let errors = interpolated(
+            "Butler-SOS:\n  influxdbConfig:\n    v1Config:\n      auth:\n        username: ${user_var}\n        \
+             password: Pa${ss}w0rd\n    v2Config:\n      token: ['x${tok}y']\n  mqttConfig:\n    \
+             password: {Pa55: '${key_text}'}\n  thirdPartyToolsCredentials:\n    newRelic:\n      - \
+             insertApiKey: ${nr}\n  cert:\n    clientCertPassphrase: a${pp}\n",
+        )
+        .unwrap_err();
+        let hidden = "references an environment variable that is not set (name hidden: secret value)";
+        let shown: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            shown,
+            [
+                "f.yaml: Butler-SOS.influxdbConfig.v1Config.auth.username: environment variable user_var is not set \
+                 (use `${user_var:-default}` for a default)"
+                    .to_owned(),
+                format!("f.yaml: Butler-SOS.influxdbConfig.v1Config.auth.password: {hidden}"),
+                // Inside a secret (a list item, a mapping whose key may be the secret itself): the secret's path.
+                format!("f.yaml: Butler-SOS.influxdbConfig.v2Config.token: {hidden}"),
+                format!("f.yaml: Butler-SOS.mqttConfig.password: {hidden}"),
+                format!("f.yaml: Butler-SOS.thirdPartyToolsCredentials.newRelic[0].insertApiKey: {hidden}"),
+                format!("f.yaml: Butler-SOS.cert.clientCertPassphrase: {hidden}"),
+            ]
+        );
+        assert!(!errors[1].message.contains("ss"), "{}", errors[1]);
     }
 
     #[test]

@@ -56,6 +56,29 @@ impl fmt::Display for Secret {
     }
 }
 
+/// The keys whose values are secrets, wherever they are in a config file: `password` (InfluxDB v1 auth, MQTT),
+/// `token` (InfluxDB v2 and v3), `insertApiKey` (New Relic accounts) and `clientCertPassphrase` (Butler SOS's
+/// `cert` section: sense-ingest does not read it, but `${...}` interpolation touches every value).
+///
+/// This is the one rule for what a secret is: the validator reads exactly these keys as [`Secret`]s, and no
+/// message at any stage of loading shows text from a value at or under one of them ([`secret_key_path`]).
+pub const SECRET_KEYS: &[&str] = &["password", "token", "insertApiKey", "clientCertPassphrase"];
+
+/// `path` (dot-separated, `[i]` for list items) cut after its first secret key ([`SECRET_KEYS`]); `None` when no
+/// key on the path is one. A problem at or under a secret is reported at this path: the full path of a value
+/// inside one could carry text of the secret (a mapping key).
+pub fn secret_key_path(path: &str) -> Option<&str> {
+    let mut start = 0;
+    for segment in path.split('.') {
+        let key = segment.split('[').next().unwrap_or(segment);
+        if SECRET_KEYS.contains(&key) {
+            return Some(&path[..start + key.len()]);
+        }
+        start += segment.len() + 1;
+    }
+    None
+}
+
 /// Butler SOS's log levels (`Butler-SOS.logLevel`), mapped onto tracing in `telemetry`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum LogLevel {

@@ -31,7 +31,8 @@
 //! - A value that is present is always checked (type, range, format). A value that is missing gets its default,
 //!   unless the feature it belongs to is in use (for example InfluxDB settings when both `influxdbConfig.enable`
 //!   and `userEvents.sendToInfluxdb.enable` are true); then it is required.
-//! - Secrets (`password`, `token`, `insertApiKey`) are never quoted in an error message.
+//! - Secrets (the keys of [`crate::config::SECRET_KEYS`]: `password`, `token`, `insertApiKey`) are never quoted in
+//!   an error message.
 
 mod destinations;
 mod engine;

@@ -190,6 +190,11 @@ impl<'a> Node<'a> {
 
     /// A secret: like [`Node::needed_text`], but no message ever shows the value.
     pub(super) fn needed_secret(&self, rep: &mut Report, needed: Option<&str>) -> Secret {
+        debug_assert_eq!(
+            crate::config::secret_key_path(&self.path),
+            Some(self.path.as_str()),
+            "a secret is read at a key of SECRET_KEYS"
+        );
         let value = match self.present() {
             None => None,
             Some(Value::String(s)) => Some(s.clone()),

@@ -9,7 +9,7 @@
 //! (as in Butler SOS, the account's key wins over a configured `Api-Key` header). A configured `Content-Encoding`,
 //! `Content-Length`, `Transfer-Encoding` or `Host` is ignored with a warning: we own the framing. The key is
 //! marked sensitive and is exposed nowhere else: not in logs, errors or `Debug` output; a destination error body
-//! that echoes it has it replaced.
+//! that echoes it has it replaced (in the whole body, before the body is cut for the log).
 //!
 //! Size: New Relic accepts at most 10^6 bytes per POST ([`MAX_BODY_BYTES`]; counted uncompressed, the safe
 //! reading of the docs). A body over the limit is not sent: [`NewRelicTransport::send`] answers a local
@@ -145,13 +145,15 @@ impl NewRelicTransport {
         &self.url
     }
 
-    /// An error body as text, cut for logs, with the key (should a server echo it) replaced.
+    /// An error body as text, cut for logs, with the key (should a server echo it) replaced. The key is replaced
+    /// in the whole body, before the cut: replacing it in the cut text would miss a key that straddles the cut and
+    /// leave its first characters in the log.
     fn message(&self, body: &[u8]) -> String {
-        let text = body_text(body);
+        let text = String::from_utf8_lossy(body);
         let text = if !self.key.is_empty() && text.contains(&self.key) {
-            text.replace(&self.key, "**REDACTED**")
+            body_text(text.replace(&self.key, "**REDACTED**").as_bytes())
         } else {
-            text
+            body_text(body)
         };
         format!("new relic account {}: {text}", self.account)
     }

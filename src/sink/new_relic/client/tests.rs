@@ -4,6 +4,7 @@ use std::net::TcpListener;
 use super::*;
 use crate::config::{Secret, Tag};
 use crate::sink::http::test_server::{block_on, serve};
+use crate::sink::http::MAX_ERROR_BODY;
 
 const KEY: &str = "NRII-unit-test-key-0123456789";
 
@@ -119,6 +120,38 @@ fn statuses_map_to_retry_split_or_final() {
         let e = t.send(ITEMS, 2).await.unwrap_err();
         assert!(!e.is_retriable(), "{e}");
         assert!(e.to_string().contains("http://elsewhere/"), "{e}");
+    });
+}
+
+#[test]
+fn a_key_echoed_across_the_cut_of_an_error_body_is_redacted_not_cut() {
+    // A proxy's error page that echoes the key where the body is cut for the log (MAX_ERROR_BODY bytes): for
+    // every position of the key around the cut, no 8 characters of it may show.
+    let pads: Vec<usize> = (MAX_ERROR_BODY - KEY.len() - 2..=MAX_ERROR_BODY).collect();
+    let answers = pads
+        .iter()
+        .map(|&pad| (400, vec![], format!("{}{KEY} and more", "x".repeat(pad))))
+        .collect();
+    let (addr, _seen) = serve(answers);
+    let mut t = NewRelicTransport::new(&config(&format!("http://{addr}"), &[]), &account()).unwrap();
+    block_on(async {
+        for &pad in &pads {
+            let text = t.send(ITEMS, 2).await.unwrap_err().to_string();
+            for window in KEY.as_bytes().windows(8) {
+                let window = std::str::from_utf8(window).unwrap();
+                assert!(!text.contains(window), "pad {pad}: {window:?} shows in {text}");
+            }
+            if pad == 500 {
+                // The redaction comes first, then the cut: 500 + 12 bytes is exactly the 512 kept.
+                assert_eq!(
+                    text,
+                    format!(
+                        "status 400: new relic account \"NR account A\" (1111111): {}**REDACTED**",
+                        "x".repeat(500)
+                    )
+                );
+            }
+        }
     });
 }
 

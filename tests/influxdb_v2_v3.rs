@@ -444,3 +444,77 @@ fn issue_10_a_long_v2_partial_write_message_counts_its_real_dropped_count() {
         &[("delivered", expected as u64 - 2), ("skipped", 2), ("dropped", 2)],
     );
 }
+
+/// A token as long as a real InfluxDB 2 token (88 characters).
+const LONG_TOKEN: &str = "tok-0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ-_0123456789abcdefgh==";
+
+/// A server or proxy that echoes the request's `Authorization` in its error bodies: neither the WARN of a partial
+/// write nor the ERROR of a refused batch shows 8 characters of the token, also where the token straddles the cut
+/// of the body for the log (512 bytes).
+fn an_echoed_token_never_shows_in_the_log(version: u8) {
+    let mock = Mock::start(version, LONG_TOKEN, 25_000_000);
+    let (scheme, partial_status) = if version == 2 { ("Token", 422) } else { ("Bearer", 400) };
+    let partial = match version {
+        2 => serde_json::json!({
+            "code": "unprocessable entity",
+            "message": format!("partial write: Authorization: Token {LONG_TOKEN} dropped=1"),
+        }),
+        _ => serde_json::json!({
+            "error": "partial write of line protocol occurred",
+            "data": [{"original_line": "x", "line_number": 1, "error_message": format!("Bearer {LONG_TOKEN}")}],
+        }),
+    };
+    // 480 + 88: the token runs from byte 480 to byte 568 of the body.
+    let refused = format!("{}{LONG_TOKEN}", "x".repeat(480));
+    let push = |status: u16, body: &str| match &mock {
+        Mock::V2(m) => m.push_fault_body(status, body),
+        Mock::V3(m) => m.push_fault_body(status, body),
+    };
+    let mut engine = start_engine(&config_for(&mock, LONG_TOKEN));
+    let faulted = |mock: &Mock| {
+        mock.writes()
+            .iter()
+            .filter(|w| w.status == 400 || w.status == 422)
+            .count()
+    };
+    push(partial_status, &partial.to_string());
+    send_fixtures(&engine);
+    wait_for("the partial write", Duration::from_secs(30), || {
+        (faulted(&mock) == 1).then_some(())
+    });
+    push(400, &refused);
+    send_fixtures(&engine);
+    wait_for("the refused batch in the log", Duration::from_secs(30), || {
+        (faulted(&mock) == 2 && engine.stderr_text().contains("batch not delivered")).then_some(())
+    });
+    assert!(engine.terminate().success(), "{}", engine.stderr_text());
+    assert!(mock
+        .writes()
+        .iter()
+        .all(|w| w.authorization.as_deref() == Some(&format!("{scheme} {LONG_TOKEN}"))));
+    let log = engine.stderr_text();
+    for window in LONG_TOKEN.as_bytes().windows(8) {
+        let window = std::str::from_utf8(window).unwrap();
+        assert!(!log.contains(window), "{window:?} of the token is in the log:\n{log}");
+    }
+    let replaced = format!("{}**REDACTED**", "x".repeat(480));
+    assert!(
+        log.lines().any(|l| l.contains("ERROR") && l.contains(&replaced)),
+        "{log}"
+    );
+    assert!(
+        log.lines()
+            .any(|l| l.contains("WARN") && l.contains("partial write") && l.contains("**REDACTED**")),
+        "{log}"
+    );
+}
+
+#[test]
+fn v2_a_token_echoed_in_error_bodies_never_shows_in_the_log() {
+    an_echoed_token_never_shows_in_the_log(2);
+}
+
+#[test]
+fn v3_a_token_echoed_in_error_bodies_never_shows_in_the_log() {
+    an_echoed_token_never_shows_in_the_log(3);
+}

@@ -6,9 +6,9 @@
 //!   of the wrong type, YAML syntax errors around them, and `${...}` in them naming an unset variable (the "name"
 //!   may be part of the secret); `run` on the invalid files;
 //! - `run --log-level silly` (the most verbose level: every datagram dumped) stderr and stdout while events flow to
-//!   destinations that fail: InfluxDB v1 with auth on a closed port and on a server answering 401, InfluxDB v2 and
-//!   v3 stand-ins refusing the token, the New Relic stand-in answering 403 for the key, a real mosquitto refusing
-//!   the password.
+//!   destinations that fail: InfluxDB v1 with auth on a closed port and on a server answering 401 (its error
+//!   echoing the request's `Authorization`, as some proxies do), InfluxDB v2 and v3 stand-ins refusing the token,
+//!   the New Relic stand-in answering 403 for the key, a real mosquitto refusing the password.
 //!
 //! A secret that reaches its destination (the `Api-Key` header, basic auth, the MQTT CONNECT) is not an output;
 //! only what the engine prints or logs is checked. Besides each sentinel, the searches look for the bare word
@@ -354,8 +354,8 @@ fn influx_at(cfg: &mut Yaml, addr: SocketAddr, version: u8) {
     set(cfg, "Butler-SOS.influxdbConfig.version", Yaml::from(version));
 }
 
-/// An HTTP server that answers every request `401 Unauthorized` (InfluxDB 1.x with auth on and other credentials)
-/// and records each request's `Authorization` header.
+/// An HTTP server that answers every request `401 Unauthorized` (InfluxDB 1.x with auth on and other credentials,
+/// behind a proxy that echoes the request's `Authorization` header in the error) and records that header.
 struct Refuser {
     addr: SocketAddr,
     authorizations: Arc<Mutex<Vec<String>>>,
@@ -394,13 +394,14 @@ impl Drop for Refuser {
     }
 }
 
-/// Answers each request on `stream` with 401 until the client closes it.
+/// Answers each request on `stream` with 401, the request's `Authorization` echoed, until the client closes it.
 fn refuse(stream: TcpStream, seen: &Mutex<Vec<String>>) {
     let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
     let mut writer = stream.try_clone().unwrap();
     let mut reader = BufReader::new(stream);
     loop {
         let mut length = 0usize;
+        let mut authorization = String::new();
         let mut line = String::new();
         if reader.read_line(&mut line).unwrap_or(0) == 0 {
             return;
@@ -419,7 +420,8 @@ fn refuse(stream: TcpStream, seen: &Mutex<Vec<String>>) {
                     length = value.trim().parse().unwrap_or(0);
                 }
                 if name.eq_ignore_ascii_case("authorization") {
-                    seen.lock().unwrap().push(value.trim().to_owned());
+                    authorization = value.trim().to_owned();
+                    seen.lock().unwrap().push(authorization.clone());
                 }
             }
         }
@@ -427,7 +429,7 @@ fn refuse(stream: TcpStream, seen: &Mutex<Vec<String>>) {
         if reader.read_exact(&mut body).is_err() {
             return;
         }
-        let answer = "{\"error\":\"authorization failed\"}";
+        let answer = format!("{{\"error\":\"authorization failed: {authorization}\"}}");
         let response = format!(
             "HTTP/1.1 401 Unauthorized\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\
              X-Influxdb-Version: 1.8.10\r\n\r\n{answer}",
@@ -603,8 +605,10 @@ fn run_at_silly_never_logs_the_influxdb_v1_password_when_influxdb_answers_401() 
     let refuser = Refuser::start();
     let mut cfg = destinations_off();
     influx_at(&mut cfg, refuser.addr, 1);
+    // The echoed header reached the log (with the credentials hidden, or the search below finds them).
     run_and_search(&cfg, "InfluxDB v1 answering 401", |log| {
-        log.contains("401") && log.lines().any(|l| l.contains("ERROR") || l.contains("WARN"))
+        log.lines()
+            .any(|l| (l.contains("ERROR") || l.contains("WARN")) && l.contains("authorization failed: Basic "))
     });
     let expected = format!(
         "Basic {}=",

@@ -34,7 +34,8 @@ impl Secret {
     pub fn new(value: impl Into<String>) -> Secret {
         Secret(value.into())
     }
-    /// The secret itself. Call only where it goes on the wire.
+    /// The secret itself. Call only where it goes on the wire (or is looked for in a destination's answer, to
+    /// hide it: `sink::http::Scrub`).
     pub fn expose(&self) -> &str {
         &self.0
     }

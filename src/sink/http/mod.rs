@@ -1,7 +1,7 @@
 //! The one HTTP toolkit of the HTTP destinations (InfluxDB 1/2/3, New Relic): the reqwest client and its TLS
 //! settings, the lean plain-http write client (`wire`) and the `Poster` that picks between them, base URLs,
-//! auth headers, `Retry-After`, error bodies, status and transport-error triage, gzip and URL encoding. A
-//! destination's client module holds only what its API says.
+//! auth headers, `Retry-After`, error bodies (as text with the destination's secrets hidden: [`Scrub`]), status and
+//! transport-error triage, gzip and URL encoding. A destination's client module holds only what its API says.
 //!
 //! TLS is rustls (reqwest's `rustls-tls` feature). Roots: the Mozilla CA set built into the binary (webpki
 //! roots) by default; with `caFile`, only the CAs in that file (a private CA does not have to be trusted for
@@ -162,9 +162,104 @@ pub(crate) fn retry_after_value(value: &str) -> Option<Duration> {
     value.trim().parse::<u64>().ok().map(Duration::from_secs)
 }
 
-/// An error body as text for errors and logs: cut to `MAX_ERROR_BODY` bytes on a char boundary, control
-/// characters escaped ([`Escaped`]: a destination's body must not start log lines of its own).
-pub(crate) fn body_text(body: &[u8]) -> String {
+/// What replaces a secret in an error body.
+const REDACTED: &[u8] = b"**REDACTED**";
+
+/// The one rule for turning a destination's answer (an error body, or text taken from one) into text for errors
+/// and logs: the secrets the destination is sent (tokens, the basic-auth password and its base64 form, insert
+/// keys) never show, since a server or a proxy on the way may echo the request's headers.
+///
+/// Invariants of [`Scrub::text`]:
+/// - only the first [`Scrub::read_limit`] bytes of a body (after leading whitespace) are looked at: the
+///   [`MAX_ERROR_BODY`] shown plus the longest secret, so that a secret starting inside the shown part is seen
+///   whole;
+/// - every byte that belongs to an occurrence of a secret (overlapping occurrences included) is replaced, each
+///   run of such bytes by one `**REDACTED**`; when the body goes on past the bytes looked at, a tail of them that
+///   could be the start of a secret is replaced too;
+/// - the secrets are replaced first and the text is cut after, so a secret that straddles the cut shows none of
+///   its characters; then control characters are escaped ([`Escaped`]: a body must not start log lines of its
+///   own).
+///
+/// `Debug` shows no secret ([`Secret`] is redacted).
+#[derive(Debug, Default)]
+pub(crate) struct Scrub {
+    /// The secrets, none empty.
+    secrets: Vec<Secret>,
+}
+
+impl Scrub {
+    /// A scrub of `secrets` (empty ones are left out: there is nothing to hide).
+    pub(crate) fn new(secrets: impl IntoIterator<Item = Secret>) -> Scrub {
+        Scrub {
+            secrets: secrets.into_iter().filter(|s| !s.is_empty()).collect(),
+        }
+    }
+
+    /// How many bytes of a body [`Scrub::text`] looks at: [`MAX_ERROR_BODY`] plus the longest secret.
+    pub(crate) fn read_limit(&self) -> usize {
+        MAX_ERROR_BODY + self.secrets.iter().map(|s| s.expose().len()).max().unwrap_or(0)
+    }
+
+    /// `body` as text for errors and logs (see the type's invariants).
+    pub(crate) fn text(&self, body: &[u8]) -> String {
+        let body = body.trim_ascii_start();
+        let seen = &body[..body.len().min(self.read_limit())];
+        body_text(&self.hide(seen, seen.len() < body.len()))
+    }
+
+    /// A non-success answer as a [`SinkError::Status`], its message the [`Scrub::text`] of `body`.
+    pub(crate) fn status_error(&self, status: u16, retry_after: Option<Duration>, body: &[u8]) -> SinkError {
+        SinkError::Status {
+            status,
+            retry_after,
+            message: self.text(body),
+        }
+    }
+
+    /// `body` with each run of bytes that belong to a secret replaced by one `**REDACTED**`; with `more_follows`,
+    /// also a tail that is the start of a secret (the rest of it would come after the bytes given).
+    fn hide<'a>(&self, body: &'a [u8], more_follows: bool) -> std::borrow::Cow<'a, [u8]> {
+        // The spans of `body` to hide, from all secrets.
+        let mut spans: Vec<(usize, usize)> = Vec::new();
+        for secret in &self.secrets {
+            let secret = secret.expose().as_bytes();
+            let finder = memchr::memmem::Finder::new(secret);
+            let mut from = 0;
+            while let Some(at) = finder.find(&body[from..]) {
+                spans.push((from + at, from + at + secret.len()));
+                // Overlapping occurrences too: each is hidden.
+                from += at + 1;
+            }
+            if more_follows {
+                if let Some(len) = (1..secret.len()).rev().find(|&len| body.ends_with(&secret[..len])) {
+                    spans.push((body.len() - len, body.len()));
+                }
+            }
+        }
+        if spans.is_empty() {
+            return std::borrow::Cow::Borrowed(body);
+        }
+        spans.sort_unstable();
+        let mut out = Vec::with_capacity(body.len() + REDACTED.len());
+        // The bytes of `body` copied or hidden so far.
+        let mut done = 0;
+        for (i, (start, end)) in spans.into_iter().enumerate() {
+            // A span that starts inside or right after the one before joins it (one `**REDACTED**`).
+            if i == 0 || start > done {
+                out.extend_from_slice(&body[done..start]);
+                out.extend_from_slice(REDACTED);
+            }
+            done = done.max(end);
+        }
+        out.extend_from_slice(&body[done..]);
+        std::borrow::Cow::Owned(out)
+    }
+}
+
+/// An error body as text: cut to `MAX_ERROR_BODY` bytes on a char boundary, control characters escaped
+/// ([`Escaped`]: a destination's body must not start log lines of its own). Only through [`Scrub::text`], which
+/// hides the secrets before the cut.
+fn body_text(body: &[u8]) -> String {
     let text = String::from_utf8_lossy(body);
     let text = text.trim();
     let mut end = text.len().min(MAX_ERROR_BODY);
@@ -179,15 +274,6 @@ pub(crate) async fn answer(resp: reqwest::Response) -> Result<(u16, Vec<u8>), Si
     let status = resp.status().as_u16();
     let body = resp.bytes().await.map_err(connection_error)?.to_vec();
     Ok((status, body))
-}
-
-/// A non-success answer as a [`SinkError::Status`].
-pub(crate) fn status_error(status: u16, retry_after: Option<Duration>, body: &[u8]) -> SinkError {
-    SinkError::Status {
-        status,
-        retry_after,
-        message: body_text(body),
-    }
 }
 
 /// [`request_error`] without context. The URL is left out: it carries no secret (credentials go in headers), but
@@ -252,3 +338,52 @@ pub(crate) mod wire;
 
 #[cfg(test)]
 pub(crate) mod test_server;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEY: &str = "key-0123456789abcdef";
+
+    #[test]
+    fn error_text_is_cut_on_a_char_boundary() {
+        let body = "é".repeat(400);
+        let t = Scrub::default().text(body.as_bytes());
+        assert_eq!(t, "é".repeat(MAX_ERROR_BODY / 2));
+    }
+
+    #[test]
+    fn error_text_cannot_start_a_log_line() {
+        let t = Scrub::default().text(b"{\"error\":\"bad\"}\n2026-01-01T00:00:00Z ERROR forged\x1b[2K\r\n");
+        assert_eq!(t, r#"{"error":"bad"}\n2026-01-01T00:00:00Z ERROR forged\x1b[2K"#);
+    }
+
+    #[test]
+    fn each_run_of_secret_bytes_becomes_one_mark_overlapping_and_adjacent_ones_included() {
+        let scrub = Scrub::new([Secret::new(KEY), Secret::new("abab"), Secret::new("")]);
+        assert_eq!(scrub.read_limit(), MAX_ERROR_BODY + KEY.len());
+        assert_eq!(scrub.text(format!("a {KEY} b").as_bytes()), "a **REDACTED** b");
+        assert_eq!(scrub.text(format!("{KEY}{KEY}!").as_bytes()), "**REDACTED**!");
+        // `ababab` holds two overlapping occurrences: not one of its bytes shows.
+        assert_eq!(scrub.text(b"x ababab y"), "x **REDACTED** y");
+        assert_eq!(scrub.text(b"nothing here"), "nothing here");
+        assert!(!format!("{scrub:?}").contains(KEY), "{scrub:?}");
+    }
+
+    #[test]
+    fn a_secret_cut_off_by_the_bytes_looked_at_is_hidden_also_when_earlier_ones_shrank_the_text() {
+        // Secrets longer than the mark: the 13 whole ones in the bytes looked at (read_limit, 552) shrink to one
+        // mark, so the 14th, cut off after 32 of its 40 bytes, would land inside the 512 shown.
+        let long = "L".repeat(30) + "0123456789";
+        let scrub = Scrub::new([Secret::new(long.as_str())]);
+        let limit = scrub.read_limit();
+        assert_eq!(limit - 13 * long.len(), 32);
+        assert_eq!(scrub.text(long.repeat(20).as_bytes()), "**REDACTED**");
+        assert_eq!(
+            scrub.text(format!("a: {}", long.repeat(20)).as_bytes()),
+            "a: **REDACTED**"
+        );
+        // A whole body that merely ends like the start of a secret keeps its end.
+        assert_eq!(scrub.text(b"ends in LLL"), "ends in LLL");
+    }
+}

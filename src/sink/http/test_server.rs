@@ -97,6 +97,14 @@ fn serve_connection(stream: TcpStream, tx: &mpsc::Sender<Seen>, answers: &Mutex<
     }
 }
 
+/// Panics when `text` shows any 8 bytes in a row of `secret`: a secret cut short still gives most of it away.
+pub(crate) fn assert_hidden(secret: &str, text: &str, context: &str) {
+    for window in secret.as_bytes().windows(8) {
+        let window = String::from_utf8_lossy(window);
+        assert!(!text.contains(&*window), "{context}: {window:?} shows in {text}");
+    }
+}
+
 /// Runs `f` on a current-thread runtime (what a sink's delivery thread uses).
 pub(crate) fn block_on<F: std::future::Future>(f: F) -> F::Output {
     tokio::runtime::Builder::new_current_thread()

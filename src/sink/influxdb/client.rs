@@ -22,7 +22,7 @@ use reqwest::header::{HeaderValue, AUTHORIZATION};
 
 use super::http::{influx_client, influx_endpoint, influx_writes, partial_write_dropped};
 use crate::config::{InfluxConfig, Secret};
-use crate::sink::http::{auth_header, base_url, body_text, connection_error, retry_after, url_encode, Poster};
+use crate::sink::http::{auth_header, base_url, connection_error, retry_after, url_encode, Poster, Scrub};
 use crate::sink::{Endpoint, SinkError, Transport};
 use crate::telemetry::escape::Escaped;
 
@@ -41,6 +41,8 @@ pub struct InfluxV1Transport {
     rp_duration: String,
     /// `Basic <user:password>` with `v1Config.auth`, marked sensitive so it never shows in debug output.
     basic: Option<HeaderValue>,
+    /// Hides the password, and `user:password` in base64 (the header's form), in error bodies.
+    scrub: Scrub,
     /// Setup succeeded once: a later 401/404 means the server changed, not that the config is wrong.
     prepared_once: bool,
     /// A write was answered 401/404 after start-up: set up again before the next write.
@@ -55,14 +57,15 @@ impl InfluxV1Transport {
         let base = base_url(&config.host, config.port, config.tls.enable);
         let db = config.v1.db_name.clone();
         let target = format!("/write?db={}&precision=n", url_encode(&db));
-        let basic = match &config.v1.auth {
+        let (basic, scrub) = match &config.v1.auth {
             Some((user, pass)) => {
                 use base64::Engine as _;
                 let pair =
                     Secret::new(base64::engine::general_purpose::STANDARD.encode(format!("{user}:{}", pass.expose())));
-                Some(auth_header("Basic", &pair, "Butler-SOS.influxdbConfig.v1Config.auth")?)
+                let basic = auth_header("Basic", &pair, "Butler-SOS.influxdbConfig.v1Config.auth")?;
+                (Some(basic), Scrub::new([pass.clone(), pair]))
             }
-            None => None,
+            None => (None, Scrub::default()),
         };
         Ok(InfluxV1Transport {
             writes: influx_writes(&client, config, &target, TIMEOUT)?,
@@ -72,6 +75,7 @@ impl InfluxV1Transport {
             rp_name: config.v1.retention_policy_name.clone(),
             rp_duration: config.v1.retention_policy_duration.clone(),
             basic,
+            scrub,
             prepared_once: false,
             needs_prepare: false,
         })
@@ -97,11 +101,7 @@ impl InfluxV1Transport {
         let retry_after = retry_after(resp.headers());
         let body = resp.bytes().await.map_err(connection_error)?.to_vec();
         if status != 200 {
-            return Err(SinkError::Status {
-                status,
-                retry_after,
-                message: body_text(&body),
-            });
+            return Err(self.scrub.status_error(status, retry_after, &body));
         }
         let value: serde_json::Value =
             serde_json::from_slice(&body).map_err(|e| SinkError::Setup(format!("unreadable /query answer: {e}")))?;
@@ -112,6 +112,7 @@ impl InfluxV1Transport {
             .and_then(|r| r.get("error"))
             .and_then(|e| e.as_str())
         {
+            let err = self.scrub.text(err.as_bytes());
             return Err(SinkError::Setup(format!("InfluxDB refused `{q}`: {err}")));
         }
         Ok(body)
@@ -159,7 +160,7 @@ impl Transport for InfluxV1Transport {
             return Err(SinkError::Status {
                 status,
                 retry_after,
-                message: format!("/ping: {}", body_text(&body)),
+                message: format!("/ping: {}", self.scrub.text(&body)),
             });
         }
         self.prepare().await?;
@@ -268,7 +269,7 @@ impl InfluxV1Transport {
         if status == 204 || status == 200 {
             return Ok(0);
         }
-        let message = body_text(&answer.body);
+        let message = self.scrub.text(&answer.body);
         // `partial write: ... dropped=N`: the other points were written. Read from the whole answer: the message
         // kept for logs is cut to `MAX_ERROR_BODY`, and the count is at its very end.
         let whole = String::from_utf8_lossy(&answer.body);
@@ -293,7 +294,7 @@ fn escape_ident(s: &str) -> String {
 mod tests {
     use super::*;
     use crate::config::InfluxVersion;
-    use crate::sink::http::test_server::{block_on, serve, Answer};
+    use crate::sink::http::test_server::{assert_hidden, block_on, serve, Answer};
     use crate::sink::http::MAX_ERROR_BODY;
 
     /// A v1 transport for the scripted server at `addr`, database `senseops`.
@@ -399,6 +400,75 @@ mod tests {
         assert!(e.is_retriable(), "{e}");
     }
 
+    const USER: &str = "ingest";
+    const PASSWORD: &str = "v1-password-0123456789abcdefghijklmnopqrstuvwxyz";
+
+    /// [`transport`] with basic auth ([`USER`], [`PASSWORD`]).
+    fn with_auth(addr: std::net::SocketAddr) -> InfluxV1Transport {
+        let mut c = InfluxConfig {
+            host: addr.ip().to_string(),
+            port: addr.port(),
+            version: InfluxVersion::V1,
+            ..Default::default()
+        };
+        c.v1.db_name = "senseops".into();
+        c.v1.auth = Some((USER.into(), Secret::new(PASSWORD)));
+        InfluxV1Transport::new(&c).unwrap()
+    }
+
+    /// `user:password` as the `Authorization: Basic` header carries it.
+    fn basic() -> String {
+        use base64::Engine as _;
+        base64::engine::general_purpose::STANDARD.encode(format!("{USER}:{PASSWORD}"))
+    }
+
+    #[test]
+    fn the_password_echoed_in_an_error_body_never_shows_wherever_the_cut_falls() {
+        // A proxy or server echoing the request's `Authorization: Basic ..` (the password in base64) or the
+        // password itself, at every position around the cut of the body for the log (MAX_ERROR_BODY bytes).
+        let basic = basic();
+        let mut cases = Vec::new();
+        for secret in [basic.as_str(), PASSWORD] {
+            for pad in MAX_ERROR_BODY - secret.len() - 2..=MAX_ERROR_BODY {
+                cases.push((secret.to_owned(), pad));
+            }
+        }
+        let answers = cases
+            .iter()
+            .map(|(secret, pad)| answer(400, &format!("{}{secret} and more", "x".repeat(*pad))))
+            .collect();
+        let (addr, _seen) = serve(answers);
+        let mut t = with_auth(addr);
+        block_on(async {
+            for (secret, pad) in &cases {
+                let text = t.send(b"m f=1 1\n", 1).await.unwrap_err().to_string();
+                assert_hidden(PASSWORD, &text, &format!("pad {pad}"));
+                assert_hidden(&basic, &text, &format!("pad {pad}"));
+                if *pad == 500 {
+                    // Replaced first, then cut: 500 + 12 bytes are exactly the 512 kept.
+                    assert_eq!(text, format!("status 400: {}**REDACTED**", "x".repeat(500)), "{secret}");
+                }
+            }
+        });
+    }
+
+    #[test]
+    fn the_password_echoed_by_a_set_up_query_never_shows() {
+        let refusal = format!(r#"{{"results":[{{"statement_id":0,"error":"who is {PASSWORD}?"}}]}}"#);
+        let (addr, _seen) = serve(vec![
+            answer(500, &format!("proxy: Authorization: Basic {}", basic())),
+            answer(200, &refusal),
+        ]);
+        let mut t = with_auth(addr);
+        let text = block_on(t.prepare()).unwrap_err().to_string();
+        assert_eq!(text, "status 500: proxy: Authorization: Basic **REDACTED**");
+        let text = block_on(t.prepare()).unwrap_err().to_string();
+        assert_eq!(
+            text,
+            "setup failed: InfluxDB refused `show databases`: who is **REDACTED**?"
+        );
+    }
+
     #[test]
     fn url_encode_matches_the_startup_requests_butler_sos_sends() {
         assert_eq!(url_encode("show databases"), "show%20databases");
@@ -406,19 +476,5 @@ mod tests {
             url_encode("create database \"senseops\""),
             "create%20database%20%22senseops%22"
         );
-    }
-
-    #[test]
-    fn body_text_is_cut_on_a_char_boundary() {
-        let body = "é".repeat(400);
-        let t = body_text(body.as_bytes());
-        assert!(t.len() <= MAX_ERROR_BODY);
-        assert!(t.chars().all(|c| c == 'é'));
-    }
-
-    #[test]
-    fn body_text_cannot_start_a_log_line() {
-        let t = body_text(b"{\"error\":\"bad\"}\n2026-01-01T00:00:00Z ERROR forged\x1b[2K\r\n");
-        assert_eq!(t, r#"{"error":"bad"}\n2026-01-01T00:00:00Z ERROR forged\x1b[2K"#);
     }
 }

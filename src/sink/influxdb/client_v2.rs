@@ -27,9 +27,7 @@ use tracing::{info, warn};
 
 use super::http::{influx_client, influx_endpoint, influx_writes, partial_write_dropped, write_gzipped, Refused};
 use crate::config::InfluxConfig;
-use crate::sink::http::{
-    answer, auth_header, base_url, body_text, connection_error, retry_after, status_error, url_encode, Poster,
-};
+use crate::sink::http::{answer, auth_header, base_url, connection_error, retry_after, url_encode, Poster, Scrub};
 use crate::sink::{Endpoint, SinkError, Transport};
 
 /// The request timeout for setup and writes.
@@ -48,6 +46,8 @@ pub struct InfluxV2Transport {
     retention: Option<Duration>,
     /// `Token <token>`, marked sensitive so it never shows in debug output.
     auth: HeaderValue,
+    /// Hides the token in error bodies.
+    scrub: Scrub,
 }
 
 impl InfluxV2Transport {
@@ -71,6 +71,7 @@ impl InfluxV2Transport {
             description: v2.description.clone(),
             retention: v2.retention,
             auth: auth_header("Token", &v2.token, "influxdbConfig.v2Config.token")?,
+            scrub: Scrub::new([v2.token.clone()]),
         })
     }
 
@@ -98,7 +99,7 @@ impl InfluxV2Transport {
                     self.org
                 )))
             }
-            _ => return Err(status_error(status, None, &body)),
+            _ => return Err(self.scrub.status_error(status, None, &body)),
         }
         let value: serde_json::Value = serde_json::from_slice(&body)
             .map_err(|e| SinkError::Setup(format!("unreadable /api/v2/orgs answer: {e}")))?;
@@ -155,7 +156,7 @@ impl Transport for InfluxV2Transport {
                 warn!(bucket = %self.bucket, "influxdb token may not read buckets; bucket not checked, writing anyway");
                 return Ok(());
             }
-            _ => return Err(status_error(status, None, &body)),
+            _ => return Err(self.scrub.status_error(status, None, &body)),
         };
         if exists {
             info!(bucket = %self.bucket, org = %self.org, "influxdb bucket exists");
@@ -184,7 +185,7 @@ impl Transport for InfluxV2Transport {
                 warn!(bucket = %self.bucket, "influxdb token may not create buckets; writing anyway");
                 Ok(())
             }
-            _ => Err(status_error(status, retry, &body)),
+            _ => Err(self.scrub.status_error(status, retry, &body)),
         }
     }
 
@@ -193,7 +194,7 @@ impl Transport for InfluxV2Transport {
             return Ok(0);
         };
         if status == 422 {
-            let message = body_text(&body);
+            let message = self.scrub.text(&body);
             match partial_write_dropped(&String::from_utf8_lossy(&body)) {
                 Some(dropped) if dropped < count => {
                     warn!(sink = "influxdb", dropped, lines = count, %message, "influxdb partial write: the other lines were written");
@@ -202,7 +203,7 @@ impl Transport for InfluxV2Transport {
                 _ => {}
             }
         }
-        Err(status_error(status, retry, &body))
+        Err(self.scrub.status_error(status, retry, &body))
     }
 }
 
@@ -210,6 +211,8 @@ impl Transport for InfluxV2Transport {
 mod tests {
     use super::*;
     use crate::config::{InfluxVersion, Secret};
+    use crate::sink::http::test_server::{assert_hidden, block_on, serve};
+    use crate::sink::http::MAX_ERROR_BODY;
 
     fn config(retention: Option<Duration>) -> InfluxConfig {
         let mut c = InfluxConfig {
@@ -240,6 +243,52 @@ mod tests {
         let t = InfluxV2Transport::new(&config(None)).unwrap();
         assert!(!format!("{t:?}").contains("s3cret"));
         assert_eq!(t.auth.to_str().unwrap(), "Token s3cret");
+    }
+
+    /// A token as long as InfluxDB 2's (88 characters).
+    const TOKEN: &str = "v2tok-0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ-_0123456789abcdef==";
+
+    /// A transport with [`TOKEN`] for the scripted server at `addr`.
+    fn echoed_to(addr: std::net::SocketAddr) -> InfluxV2Transport {
+        let mut c = config(None);
+        c.host = addr.ip().to_string();
+        c.port = addr.port();
+        c.v2.token = Secret::new(TOKEN);
+        InfluxV2Transport::new(&c).unwrap()
+    }
+
+    #[test]
+    fn a_token_echoed_in_an_error_body_never_shows_wherever_the_cut_falls() {
+        // A proxy or server that echoes the request's `Authorization` in its error page, with the token at every
+        // position around the cut of the body for the log (MAX_ERROR_BODY bytes): final (400) and retried (500).
+        let pads: Vec<usize> = (MAX_ERROR_BODY - TOKEN.len() - 2..=MAX_ERROR_BODY).collect();
+        let answers = pads
+            .iter()
+            .map(|&pad| {
+                let status = if pad % 2 == 0 { 400 } else { 500 };
+                (status, vec![], format!("{}{TOKEN} and more", "x".repeat(pad)))
+            })
+            .collect();
+        let (addr, _seen) = serve(answers);
+        let mut t = echoed_to(addr);
+        block_on(async {
+            for &pad in &pads {
+                let text = t.send(b"m f=1 1\n", 1).await.unwrap_err().to_string();
+                assert_hidden(TOKEN, &text, &format!("pad {pad}"));
+                if pad == 500 {
+                    // The token is replaced first, then the text cut: 500 + 12 bytes are exactly the 512 kept.
+                    assert_eq!(text, format!("status 400: {}**REDACTED**", "x".repeat(500)));
+                }
+            }
+        });
+    }
+
+    #[test]
+    fn a_token_echoed_by_a_set_up_call_never_shows() {
+        let (addr, _seen) = serve(vec![(500, vec![], format!("no: Authorization: Token {TOKEN}"))]);
+        let mut t = echoed_to(addr);
+        let text = block_on(t.prepare()).unwrap_err().to_string();
+        assert_eq!(text, "status 500: no: Authorization: Token **REDACTED**");
     }
 
     #[test]

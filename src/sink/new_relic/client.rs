@@ -9,7 +9,7 @@
 //! (as in Butler SOS, the account's key wins over a configured `Api-Key` header). A configured `Content-Encoding`,
 //! `Content-Length`, `Transfer-Encoding` or `Host` is ignored with a warning: we own the framing. The key is
 //! marked sensitive and is exposed nowhere else: not in logs, errors or `Debug` output; a destination error body
-//! that echoes it has it replaced (in the whole body, before the body is cut for the log).
+//! that echoes it has it replaced before the body is cut for the log ([`Scrub`], the rule of every HTTP destination).
 //!
 //! Size: New Relic accepts at most 10^6 bytes per POST ([`MAX_BODY_BYTES`]; counted uncompressed, the safe
 //! reading of the docs). A body over the limit is not sent: [`NewRelicTransport::send`] answers a local
@@ -28,7 +28,7 @@ use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_ENCODING, CONT
 use tracing::{debug, warn};
 
 use crate::config::{NewRelicAccount, NewRelicConfig};
-use crate::sink::http::{self, body_text, request_error, retry_after};
+use crate::sink::http::{self, request_error, retry_after, Scrub};
 use crate::sink::{Endpoint, SinkError, Transport};
 
 /// New Relic's limit on one POST, in bytes of (uncompressed) JSON.
@@ -59,8 +59,8 @@ pub struct NewRelicTransport {
     headers: HeaderMap,
     /// `"<name>" (<id>)`, for error messages.
     account: String,
-    /// The key, only to redact it from error bodies.
-    key: String,
+    /// Hides the key in error bodies.
+    scrub: Scrub,
     /// Compressed-size estimate for the next body's buffer (bodies go to reqwest by value).
     last_compressed: usize,
 }
@@ -135,7 +135,7 @@ impl NewRelicTransport {
             url,
             headers,
             account: label,
-            key: account.insert_key.expose().to_owned(),
+            scrub: Scrub::new([account.insert_key.clone()]),
             last_compressed: 4096,
         })
     }
@@ -145,17 +145,10 @@ impl NewRelicTransport {
         &self.url
     }
 
-    /// An error body as text, cut for logs, with the key (should a server echo it) replaced. The key is replaced
-    /// in the whole body, before the cut: replacing it in the cut text would miss a key that straddles the cut and
-    /// leave its first characters in the log.
+    /// An error body as text, cut for logs, with the key (should a server echo it) replaced before the cut
+    /// ([`Scrub`]).
     fn message(&self, body: &[u8]) -> String {
-        let text = String::from_utf8_lossy(body);
-        let text = if !self.key.is_empty() && text.contains(&self.key) {
-            body_text(text.replace(&self.key, "**REDACTED**").as_bytes())
-        } else {
-            body_text(body)
-        };
-        format!("new relic account {}: {text}", self.account)
+        format!("new relic account {}: {}", self.account, self.scrub.text(body))
     }
 }
 

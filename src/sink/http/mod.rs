@@ -170,9 +170,9 @@ const REDACTED: &[u8] = b"**REDACTED**";
 /// keys) never show, since a server or a proxy on the way may echo the request's headers.
 ///
 /// Invariants of [`Scrub::text`]:
-/// - only the first [`Scrub::read_limit`] bytes of a body (after leading whitespace) are looked at: the
-///   [`MAX_ERROR_BODY`] shown plus the longest secret, so that a secret starting inside the shown part is seen
-///   whole;
+/// - only the first [`Scrub::read_limit`] bytes of a body are looked at: the [`MAX_ERROR_BODY`] shown plus the
+///   longest secret, so that a secret starting inside the shown part is seen whole (so [`error_text`] reads no
+///   more than that, and one byte to know whether more follows);
 /// - every byte that belongs to an occurrence of a secret (overlapping occurrences included) is replaced, each
 ///   run of such bytes by one `**REDACTED**`; when the body goes on past the bytes looked at, a tail of them that
 ///   could be the start of a secret is replaced too;
@@ -202,7 +202,6 @@ impl Scrub {
 
     /// `body` as text for errors and logs (see the type's invariants).
     pub(crate) fn text(&self, body: &[u8]) -> String {
-        let body = body.trim_ascii_start();
         let seen = &body[..body.len().min(self.read_limit())];
         body_text(&self.hide(seen, seen.len() < body.len()))
     }
@@ -256,6 +255,28 @@ impl Scrub {
     }
 }
 
+/// The body of an error answer as text for errors and logs: the [`Scrub::text`] of its first bytes.
+///
+/// Only what that text looks at ([`Scrub::read_limit`]), and one byte more to know that more follows, is ever
+/// read, whatever the answer announces: the response is then dropped with the rest of its body unread, which
+/// closes the connection (it cannot be reused), so a huge or endless body from a broken or hostile endpoint costs
+/// neither memory nor reading time. A body that fails midway gives the text of what arrived.
+pub(crate) async fn error_text(resp: reqwest::Response, scrub: &Scrub) -> String {
+    scrub.text(&read_at_most(resp, scrub.read_limit() + 1).await)
+}
+
+/// The first `limit` bytes of `resp`'s body (fewer when it is shorter or fails midway); nothing past them is read.
+async fn read_at_most(mut resp: reqwest::Response, limit: usize) -> Vec<u8> {
+    let mut body = Vec::new();
+    while body.len() < limit {
+        match resp.chunk().await {
+            Ok(Some(chunk)) => body.extend_from_slice(&chunk[..chunk.len().min(limit - body.len())]),
+            Ok(None) | Err(_) => break,
+        }
+    }
+    body
+}
+
 /// An error body as text: cut to `MAX_ERROR_BODY` bytes on a char boundary, control characters escaped
 /// ([`Escaped`]: a destination's body must not start log lines of its own). Only through [`Scrub::text`], which
 /// hides the secrets before the cut.
@@ -269,10 +290,15 @@ fn body_text(body: &[u8]) -> String {
     Escaped(&text[..end]).to_string()
 }
 
-/// The status and whole body of a response.
-pub(crate) async fn answer(resp: reqwest::Response) -> Result<(u16, Vec<u8>), SinkError> {
+/// The status and body of a set-up call's answer: the whole body of a 2xx (its JSON is read); of any other status
+/// only what `scrub`'s text shows (as [`error_text`]: the rest is never read and the connection is dropped).
+pub(crate) async fn answer(resp: reqwest::Response, scrub: &Scrub) -> Result<(u16, Vec<u8>), SinkError> {
     let status = resp.status().as_u16();
-    let body = resp.bytes().await.map_err(connection_error)?.to_vec();
+    let body = if resp.status().is_success() {
+        resp.bytes().await.map_err(connection_error)?.to_vec()
+    } else {
+        read_at_most(resp, scrub.read_limit() + 1).await
+    };
     Ok((status, body))
 }
 

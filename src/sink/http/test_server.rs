@@ -44,41 +44,82 @@ pub(crate) fn serve(answers: Vec<Answer>) -> (SocketAddr, mpsc::Receiver<Seen>) 
     (addr, rx)
 }
 
+/// One request (head and `Content-Length` body); `None` when the client closed the connection first.
+fn read_request(reader: &mut BufReader<TcpStream>) -> Option<Seen> {
+    let mut request_line = String::new();
+    if reader.read_line(&mut request_line).unwrap_or(0) == 0 {
+        return None;
+    }
+    let mut headers = Vec::new();
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+            return None;
+        }
+        let line = line.trim_end();
+        if line.is_empty() {
+            break;
+        }
+        let (n, v) = line.split_once(':').unwrap();
+        headers.push((n.trim().to_string(), v.trim().to_string()));
+    }
+    let len: usize = headers
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case("content-length"))
+        .map_or(0, |(_, v)| v.parse().unwrap());
+    let mut body = vec![0; len];
+    reader.read_exact(&mut body).ok()?;
+    Some(Seen {
+        request_line: request_line.trim_end().to_string(),
+        headers,
+        body,
+    })
+}
+
+/// A server that answers one request with `status` and a body of `len` bytes: `start`, then `y`s, written as fast
+/// as the client takes them. Reports how many bytes of the body it wrote before the client closed the connection
+/// (or all `len` of them).
+pub(crate) fn serve_huge(status: u16, start: &str, len: usize) -> (SocketAddr, mpsc::Receiver<usize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = mpsc::channel();
+    let start = start.as_bytes().to_vec();
+    std::thread::spawn(move || {
+        let Ok((stream, _)) = listener.accept() else { return };
+        let mut reader = BufReader::new(stream.try_clone().unwrap());
+        let mut writer = stream;
+        if read_request(&mut reader).is_none() {
+            return;
+        }
+        let head = format!("HTTP/1.1 {status} X\r\nContent-Length: {len}\r\n\r\n");
+        if writer
+            .write_all(head.as_bytes())
+            .and_then(|()| writer.write_all(&start))
+            .is_err()
+        {
+            let _ = tx.send(0);
+            return;
+        }
+        let filler = vec![b'y'; 64 << 10];
+        let mut written = start.len();
+        while written < len {
+            match writer.write(&filler[..filler.len().min(len - written)]) {
+                Ok(n) if n > 0 => written += n,
+                _ => break,
+            }
+        }
+        let _ = tx.send(written);
+    });
+    (addr, rx)
+}
+
 /// Requests on one connection until the client closes it or the answers run out.
 fn serve_connection(stream: TcpStream, tx: &mpsc::Sender<Seen>, answers: &Mutex<std::vec::IntoIter<Answer>>) {
     let mut reader = BufReader::new(stream.try_clone().unwrap());
     let mut writer = stream;
     loop {
-        let mut request_line = String::new();
-        if reader.read_line(&mut request_line).unwrap_or(0) == 0 {
-            return;
-        }
-        let mut headers = Vec::new();
-        loop {
-            let mut line = String::new();
-            if reader.read_line(&mut line).unwrap_or(0) == 0 {
-                return;
-            }
-            let line = line.trim_end();
-            if line.is_empty() {
-                break;
-            }
-            let (n, v) = line.split_once(':').unwrap();
-            headers.push((n.trim().to_string(), v.trim().to_string()));
-        }
-        let len: usize = headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case("content-length"))
-            .map_or(0, |(_, v)| v.parse().unwrap());
-        let mut body = vec![0; len];
-        if reader.read_exact(&mut body).is_err() {
-            return;
-        }
-        let _ = tx.send(Seen {
-            request_line: request_line.trim_end().to_string(),
-            headers,
-            body,
-        });
+        let Some(seen) = read_request(&mut reader) else { return };
+        let _ = tx.send(seen);
         let Some((status, extra, text)) = answers.lock().unwrap().next() else {
             return;
         };

@@ -22,7 +22,7 @@ use reqwest::header::{HeaderValue, AUTHORIZATION};
 
 use super::http::{influx_client, influx_endpoint, influx_writes, partial_write_dropped};
 use crate::config::{InfluxConfig, Secret};
-use crate::sink::http::{auth_header, base_url, connection_error, retry_after, url_encode, Poster, Scrub};
+use crate::sink::http::{auth_header, base_url, connection_error, error_text, retry_after, url_encode, Poster, Scrub};
 use crate::sink::{Endpoint, SinkError, Transport};
 use crate::telemetry::escape::Escaped;
 
@@ -98,11 +98,14 @@ impl InfluxV1Transport {
         };
         let resp = self.authed(req).send().await.map_err(connection_error)?;
         let status = resp.status().as_u16();
-        let retry_after = retry_after(resp.headers());
-        let body = resp.bytes().await.map_err(connection_error)?.to_vec();
         if status != 200 {
-            return Err(self.scrub.status_error(status, retry_after, &body));
+            return Err(SinkError::Status {
+                status,
+                retry_after: retry_after(resp.headers()),
+                message: error_text(resp, &self.scrub).await,
+            });
         }
+        let body = resp.bytes().await.map_err(connection_error)?.to_vec();
         let value: serde_json::Value =
             serde_json::from_slice(&body).map_err(|e| SinkError::Setup(format!("unreadable /query answer: {e}")))?;
         if let Some(err) = value
@@ -155,12 +158,10 @@ impl Transport for InfluxV1Transport {
             .and_then(|v| v.to_str().ok())
             .map(|v| Escaped(v).to_string());
         if status != 204 && status != 200 {
-            let retry_after = retry_after(resp.headers());
-            let body = resp.bytes().await.unwrap_or_default();
             return Err(SinkError::Status {
                 status,
-                retry_after,
-                message: format!("/ping: {}", self.scrub.text(&body)),
+                retry_after: retry_after(resp.headers()),
+                message: format!("/ping: {}", error_text(resp, &self.scrub).await),
             });
         }
         self.prepare().await?;
@@ -294,7 +295,7 @@ fn escape_ident(s: &str) -> String {
 mod tests {
     use super::*;
     use crate::config::InfluxVersion;
-    use crate::sink::http::test_server::{assert_hidden, block_on, serve, Answer};
+    use crate::sink::http::test_server::{assert_hidden, block_on, serve, serve_huge, Answer};
     use crate::sink::http::MAX_ERROR_BODY;
 
     /// A v1 transport for the scripted server at `addr`, database `senseops`.
@@ -467,6 +468,24 @@ mod tests {
             text,
             "setup failed: InfluxDB refused `show databases`: who is **REDACTED**?"
         );
+    }
+
+    #[test]
+    fn a_huge_ping_refusal_is_read_only_as_far_as_it_is_shown_and_its_connection_dropped() {
+        const HUGE: usize = 64 << 20;
+        let (addr, written) = serve_huge(503, &format!("proxy: Basic {}", basic()), HUGE);
+        let mut t = with_auth(addr);
+        block_on(async {
+            let text = t.contact().await.unwrap_err().to_string();
+            let shown = format!("proxy: Basic **REDACTED**{}", "y".repeat(MAX_ERROR_BODY));
+            assert_eq!(text, format!("status 503: /ping: {}", &shown[..MAX_ERROR_BODY]));
+            // Still inside the runtime: the server sees the connection closed before it wrote the whole body.
+            let written = tokio::task::spawn_blocking(move || written.recv_timeout(Duration::from_secs(20)))
+                .await
+                .unwrap()
+                .expect("the server stopped writing");
+            assert!(written < HUGE, "the client took all {written} bytes");
+        });
     }
 
     #[test]

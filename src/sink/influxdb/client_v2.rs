@@ -84,7 +84,7 @@ impl InfluxV2Transport {
             .send()
             .await
             .map_err(connection_error)?;
-        answer(resp).await
+        answer(resp, &self.scrub).await
     }
 
     /// The id of `self.org`, or `None` when the token may not read orgs.
@@ -172,7 +172,7 @@ impl Transport for InfluxV2Transport {
             .await
             .map_err(connection_error)?;
         let retry = retry_after(resp.headers());
-        let (status, body) = answer(resp).await?;
+        let (status, body) = answer(resp, &self.scrub).await?;
         match status {
             200 | 201 => {
                 let every_seconds = self.retention.map_or(0, |d| d.as_secs());
@@ -211,7 +211,7 @@ impl Transport for InfluxV2Transport {
 mod tests {
     use super::*;
     use crate::config::{InfluxVersion, Secret};
-    use crate::sink::http::test_server::{assert_hidden, block_on, serve};
+    use crate::sink::http::test_server::{assert_hidden, block_on, serve, serve_huge};
     use crate::sink::http::MAX_ERROR_BODY;
 
     fn config(retention: Option<Duration>) -> InfluxConfig {
@@ -289,6 +289,24 @@ mod tests {
         let mut t = echoed_to(addr);
         let text = block_on(t.prepare()).unwrap_err().to_string();
         assert_eq!(text, "status 500: no: Authorization: Token **REDACTED**");
+    }
+
+    #[test]
+    fn a_huge_refusal_of_a_set_up_call_is_read_only_as_far_as_it_is_shown_and_its_connection_dropped() {
+        const HUGE: usize = 64 << 20;
+        let (addr, written) = serve_huge(500, &format!("no: Authorization: Token {TOKEN}"), HUGE);
+        let mut t = echoed_to(addr);
+        block_on(async {
+            let text = t.prepare().await.unwrap_err().to_string();
+            let shown = format!("no: Authorization: Token **REDACTED**{}", "y".repeat(MAX_ERROR_BODY));
+            assert_eq!(text, format!("status 500: {}", &shown[..MAX_ERROR_BODY]));
+            // Still inside the runtime: the server sees the connection closed before it wrote the whole body.
+            let written = tokio::task::spawn_blocking(move || written.recv_timeout(Duration::from_secs(20)))
+                .await
+                .unwrap()
+                .expect("the server stopped writing");
+            assert!(written < HUGE, "the client took all {written} bytes");
+        });
     }
 
     #[test]

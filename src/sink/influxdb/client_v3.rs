@@ -105,7 +105,7 @@ impl Transport for InfluxV3Transport {
             .await
             .map_err(connection_error)?;
         let retry = retry_after(resp.headers());
-        let (status, body) = answer(resp).await?;
+        let (status, body) = answer(resp, &self.scrub).await?;
         let text = self.scrub.text(&body);
         match status {
             200 | 201 | 204 => {

@@ -10,6 +10,8 @@
 //! `Content-Length`, `Transfer-Encoding` or `Host` is ignored with a warning: we own the framing. The key is
 //! marked sensitive and is exposed nowhere else: not in logs, errors or `Debug` output; a destination error body
 //! that echoes it has it replaced before the body is cut for the log ([`Scrub`], the rule of every HTTP destination).
+//! Of an error body only what the log shows is read ([`http::error_text`]); the rest is never read, and the
+//! connection is dropped.
 //!
 //! Size: New Relic accepts at most 10^6 bytes per POST ([`MAX_BODY_BYTES`]; counted uncompressed, the safe
 //! reading of the docs). A body over the limit is not sent: [`NewRelicTransport::send`] answers a local
@@ -144,12 +146,6 @@ impl NewRelicTransport {
     pub fn url(&self) -> &str {
         &self.url
     }
-
-    /// An error body as text, cut for logs, with the key (should a server echo it) replaced before the cut
-    /// ([`Scrub`]).
-    fn message(&self, body: &[u8]) -> String {
-        format!("new relic account {}: {}", self.account, self.scrub.text(body))
-    }
 }
 
 /// The JSON items of `items` (each `{...},`) without the last comma.
@@ -241,8 +237,12 @@ impl Transport for NewRelicTransport {
             .get(LOCATION)
             .and_then(|l| l.to_str().ok())
             .map(str::to_owned);
-        let body = resp.bytes().await.unwrap_or_default();
-        let mut message = self.message(&body);
+        // At most what is shown is read, with the key (should a server echo it) hidden.
+        let mut message = format!(
+            "new relic account {}: {}",
+            self.account,
+            http::error_text(resp, &self.scrub).await
+        );
         if let Some(location) = location.filter(|_| status.is_redirection()) {
             message.push_str(&format!(
                 " (redirect to {location:?} not followed: fix newRelic.event.url)"

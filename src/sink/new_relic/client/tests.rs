@@ -3,7 +3,7 @@ use std::net::TcpListener;
 
 use super::*;
 use crate::config::{Secret, Tag};
-use crate::sink::http::test_server::{block_on, serve};
+use crate::sink::http::test_server::{block_on, serve, serve_huge};
 use crate::sink::http::MAX_ERROR_BODY;
 
 const KEY: &str = "NRII-unit-test-key-0123456789";
@@ -152,6 +152,32 @@ fn a_key_echoed_across_the_cut_of_an_error_body_is_redacted_not_cut() {
                 );
             }
         }
+    });
+}
+
+#[test]
+fn a_huge_error_body_is_read_only_as_far_as_it_is_shown_and_its_connection_dropped() {
+    // A broken or hostile endpoint (or a proxy) answers 400 with 64 MiB of body: the error comes with the text
+    // shown (the key hidden) while the server is still writing, and the client then lets the connection go.
+    const HUGE: usize = 64 << 20;
+    let (addr, written) = serve_huge(400, &format!("{}{KEY} and more", "x".repeat(500)), HUGE);
+    let mut t = NewRelicTransport::new(&config(&format!("http://{addr}"), &[]), &account()).unwrap();
+    block_on(async {
+        let text = t.send(ITEMS, 2).await.unwrap_err().to_string();
+        assert_eq!(
+            text,
+            format!(
+                "status 400: new relic account \"NR account A\" (1111111): {}**REDACTED**",
+                "x".repeat(500)
+            )
+        );
+        // Still inside the runtime (a connection task could go on reading in the background): the server sees
+        // the connection closed before it wrote the whole body.
+        let written = tokio::task::spawn_blocking(move || written.recv_timeout(Duration::from_secs(20)))
+            .await
+            .unwrap()
+            .expect("the server stopped writing");
+        assert!(written < HUGE, "the client took all {written} bytes");
     });
 }
 

@@ -11,7 +11,8 @@
 //! - **Framing** of an answer (RFC 9112 6.3): `Transfer-Encoding` ending in `chunked`, else any other transfer
 //!   coding or no length until the server closes, else `Content-Length` (digits only; two different ones make the
 //!   body unreadable). 1xx answers are skipped (101 is an error); 204 and 304 have no body. Bodies are read whole up
-//!   to [`MAX_ANSWER`] (an InfluxDB partial-write answer names its count at the very end), heads up to
+//!   to [`MAX_ANSWER`] bytes as sent, a chunked body's framing included (an InfluxDB partial-write answer names its
+//!   count at the very end; tiny chunks with long extensions must not fill memory with framing), heads up to
 //!   [`MAX_HEAD`], a chunked body's trailer section up to [`MAX_TRAILERS`] in all. A head or chunked body that
 //!   trickles in is scanned once, not once per read.
 //! - **Keep-alive**: the connection is kept unless the answer says `Connection: close`, is HTTP/1.0 without
@@ -40,7 +41,9 @@ use tokio::net::TcpStream;
 use super::{retry_after_value, CONNECT_TIMEOUT};
 use crate::sink::SinkError;
 
-/// The longest answer body read; longer ones fail the request (and close the connection).
+/// The longest answer body read, counted in bytes as sent: a chunked body's framing (chunk-size lines with their
+/// extensions, trailers) counts too, since the receive buffer holds all of it until the body is whole. Longer
+/// ones keep their status with an empty body, and the connection is closed.
 const MAX_ANSWER: usize = 16 << 20;
 
 /// The answer buffer kept between requests at most: one long answer (a partial write listing many refused lines)
@@ -480,6 +483,11 @@ async fn read_more(conn: &mut TcpStream, buf: &mut Vec<u8>) -> Result<usize, Str
 
 /// A chunked body (RFC 9112 7.1) decoded as it arrives: each call goes on from where the last stopped, so an
 /// answer that trickles in is decoded once, not once per read. Chunk extensions and trailers are skipped.
+///
+/// The raw body (every byte as sent, framing included) is at most [`MAX_ANSWER`]: the caller's buffer holds all of
+/// it until the body is whole, and one-byte chunks with 1 KiB extensions would otherwise fill it with about a
+/// thousand bytes of framing per byte of body. A body is refused as soon as it is known to be longer: a chunk
+/// announced to end past the limit before its data arrives, a body still incomplete past it at once.
 #[derive(Debug, Default)]
 struct Chunked {
     /// The bytes of the raw body taken so far: whole chunks (and, in the trailers, whole trailer lines).
@@ -512,8 +520,8 @@ impl Chunked {
                         "the trailers of a chunked answer are over {MAX_TRAILERS} bytes"
                     ));
                 }
-                let Some(eol) = found else { return Ok(None) };
-                self.at += eol + 2;
+                let Some(eol) = found else { return more(raw) };
+                self.at = within_limit(self.at + eol + 2)?;
                 if eol == 0 {
                     return Ok(Some(self.at));
                 }
@@ -523,31 +531,46 @@ impl Chunked {
                 if rest.len() > MAX_CHUNK_LINE {
                     return Err("a chunk-size line is too long".into());
                 }
-                return Ok(None);
+                return more(raw);
             };
             let line = std::str::from_utf8(&rest[..eol]).map_err(|_| "unreadable chunk size".to_string())?;
             let size_text = line.split(';').next().unwrap_or("").trim();
             let size =
                 usize::from_str_radix(size_text, 16).map_err(|_| format!("unreadable chunk size {size_text:?}"))?;
-            if size > MAX_ANSWER || self.body.len() + size > MAX_ANSWER {
-                return Err("answer over the limit".into());
-            }
+            let data = within_limit(self.at + eol + 2)?;
             if size == 0 {
-                self.at += eol + 2;
+                self.at = data;
                 self.trailers_from = Some(self.at);
                 continue;
             }
-            let data = self.at + eol + 2;
-            if raw.len() < data + size + 2 {
+            // Where this chunk ends (its data and CRLF), refused before its data arrives when past the limit.
+            let end = within_limit(data.saturating_add(size).saturating_add(2))?;
+            if raw.len() < end {
                 return Ok(None);
             }
-            if &raw[data + size..data + size + 2] != b"\r\n" {
+            if &raw[end - 2..end] != b"\r\n" {
                 return Err("a chunk does not end in CRLF".into());
             }
-            self.body.extend_from_slice(&raw[data..data + size]);
-            self.at = data + size + 2;
+            self.body.extend_from_slice(&raw[data..end - 2]);
+            self.at = end;
         }
     }
+}
+
+/// `end`, a position in a chunked body as sent, when it is within [`MAX_ANSWER`].
+fn within_limit(end: usize) -> Result<usize, String> {
+    if end > MAX_ANSWER {
+        return Err(format!(
+            "a chunked answer is over {MAX_ANSWER} bytes as sent (chunk framing included)"
+        ));
+    }
+    Ok(end)
+}
+
+/// `Ok(None)` (more of the body is needed) while `raw`, every byte of which belongs to the unfinished body, is
+/// within [`MAX_ANSWER`].
+fn more(raw: &[u8]) -> Result<Option<usize>, String> {
+    within_limit(raw.len()).map(|_| None)
 }
 
 #[cfg(test)]

@@ -532,3 +532,96 @@ fn the_end_of_a_head_is_found_across_reads_without_scanning_again() {
     }
     assert_eq!(head_end(head, &mut scanned), Some(head.len()));
 }
+
+/// One chunk of a one-byte body with a chunk extension that fills its chunk-size line to 1,000 bytes (within
+/// `MAX_CHUNK_LINE`): 1,005 bytes on the wire for each byte of body.
+fn padded_chunk() -> Vec<u8> {
+    let line = format!("1;e={}", "a".repeat(996));
+    assert_eq!(line.len(), 1000);
+    format!("{line}\r\nx\r\n").into_bytes()
+}
+
+/// A whole chunked body of exactly `len` bytes on the wire: [`padded_chunk`]s, one chunk of `z`s to make up the
+/// length, the last chunk; and how many bytes it decodes to.
+fn chunked_of(len: usize) -> (Vec<u8>, usize) {
+    let chunk = padded_chunk();
+    let mut raw = Vec::with_capacity(len);
+    let mut body = 0;
+    while len - raw.len() >= chunk.len() + 64 {
+        raw.extend_from_slice(&chunk);
+        body += 1;
+    }
+    // The filler chunk: its size line, data and CRLF take what is left but the last chunk's 5 bytes.
+    let room = len - raw.len() - b"0\r\n\r\n".len();
+    let size = (1..room)
+        .rev()
+        .find(|s| format!("{s:x}").len() + 4 + s == room)
+        .unwrap();
+    raw.extend_from_slice(format!("{size:x}\r\n").as_bytes());
+    raw.resize(raw.len() + size, b'z');
+    raw.extend_from_slice(b"\r\n0\r\n\r\n");
+    assert_eq!(raw.len(), len);
+    (raw, body + size)
+}
+
+#[test]
+fn a_chunked_body_is_capped_by_its_bytes_on_the_wire_not_only_by_its_decoded_bytes() {
+    let decode = |raw: &[u8]| {
+        let mut c = Chunked::default();
+        c.advance(raw).map(|done| done.map(|used| (c.body.len(), used)))
+    };
+    let over = Err(format!(
+        "a chunked answer is over {MAX_ANSWER} bytes as sent (chunk framing included)"
+    ));
+    // Tiny chunks with long extensions: 16 MiB on the wire decode to 17 KB. Exactly MAX_ANSWER bytes on the wire
+    // are read; one byte more is refused.
+    let (raw, body) = chunked_of(MAX_ANSWER);
+    assert_eq!(decode(&raw), Ok(Some((body, MAX_ANSWER))));
+    assert!(body < 20_000, "{body}");
+    assert_eq!(decode(&chunked_of(MAX_ANSWER + 1).0), over);
+    // Still arriving and already past the limit: refused at once, not kept until the body ends (the buffer holds
+    // every byte on the wire until then) or the timeout.
+    let chunk = padded_chunk();
+    let mut endless = Vec::with_capacity(MAX_ANSWER + chunk.len());
+    while endless.len() <= MAX_ANSWER {
+        endless.extend_from_slice(&chunk);
+    }
+    assert_eq!(decode(&endless), over);
+    // A chunk announced to end past the limit is refused before its data arrives.
+    assert_eq!(decode(format!("{:x}\r\n", MAX_ANSWER - 4).as_bytes()), over);
+}
+
+#[test]
+fn a_server_streaming_tiny_chunks_with_long_extensions_is_cut_off_at_the_limit() {
+    // 64 MiB on the wire of one-byte chunks (65 KB of body), then the last chunk.
+    const TOTAL: usize = 64 << 20;
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, written) = mpsc::channel();
+    std::thread::spawn(move || {
+        let Ok((mut conn, _)) = listener.accept() else { return };
+        if read_request(&mut conn).is_none() {
+            return;
+        }
+        let piece = padded_chunk().repeat(64);
+        let mut sent = 0;
+        let mut ok = conn
+            .write_all(b"HTTP/1.1 400 Bad Request\r\nTransfer-Encoding: chunked\r\n\r\n")
+            .is_ok();
+        while ok && sent + piece.len() <= TOTAL {
+            ok = conn.write_all(&piece).is_ok();
+            sent += piece.len();
+        }
+        ok = ok && conn.write_all(b"0\r\n\r\n").is_ok();
+        let _ = tx.send((sent, ok));
+    });
+    let mut w = wire(addr, Duration::from_secs(30));
+    let a = block_on(w.post("/w", &[], b"1")).unwrap();
+    // The status stands; the body over the limit is not kept, nor is the connection.
+    assert_eq!((a.status, a.body.len()), (400, 0));
+    assert!(w.conn.is_none());
+    let (sent, ok) = written
+        .recv_timeout(Duration::from_secs(20))
+        .expect("the server stopped writing");
+    assert!(!ok && sent < TOTAL, "the client took all {sent} bytes");
+}

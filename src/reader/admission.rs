@@ -36,8 +36,8 @@ struct RateLimit {
     windows: Mutex<Windows>,
 }
 
-/// The most senders with their own rate window; further senders share [`Windows::overflow`].
-const MAX_TRACKED_SENDERS: usize = 65_536;
+/// The most senders with their own rate window; further senders share one overflow window (see the module docs).
+pub const MAX_TRACKED_SENDERS: usize = 65_536;
 
 /// One fixed 60 s window: the minute (Unix ns / 60 s) and the datagrams admitted in it.
 #[derive(Debug, Default, Clone, Copy)]

@@ -1,6 +1,6 @@
 //! The one HTTP toolkit of the HTTP destinations (InfluxDB 1/2/3, New Relic): the reqwest client and its TLS
 //! settings, the lean plain-http write client (`wire`) and the `Poster` that picks between them, base URLs,
-//! auth headers, `Retry-After`, error bodies (as text with the destination's secrets hidden: [`Scrub`]), status and
+//! auth headers, `Retry-After`, error bodies (as text with the destination's secrets hidden: `Scrub`), status and
 //! transport-error triage, gzip and URL encoding. A destination's client module holds only what its API says.
 //!
 //! TLS is rustls (reqwest's `rustls-tls` feature). Roots: the Mozilla CA set built into the binary (webpki

@@ -9,8 +9,8 @@
 //! (as in Butler SOS, the account's key wins over a configured `Api-Key` header). A configured `Content-Encoding`,
 //! `Content-Length`, `Transfer-Encoding` or `Host` is ignored with a warning: we own the framing. The key is
 //! marked sensitive and is exposed nowhere else: not in logs, errors or `Debug` output; a destination error body
-//! that echoes it has it replaced before the body is cut for the log ([`Scrub`], the rule of every HTTP destination).
-//! Of an error body only what the log shows is read ([`http::error_text`]); the rest is never read, and the
+//! that echoes it has it replaced before the body is cut for the log (`Scrub`, the rule of every HTTP destination).
+//! Of an error body only what the log shows is read (`http::error_text`); the rest is never read, and the
 //! connection is dropped.
 //!
 //! Size: New Relic accepts at most 10^6 bytes per POST ([`MAX_BODY_BYTES`]; counted uncompressed, the safe

@@ -5,8 +5,9 @@
 //! is taken from it, so no real user agent is longer. Each targets a shape that costs a backtracking matcher
 //! time: a greedy `.*` that must give back a long run unit by unit (the generic `name/version (` fallback), a
 //! lazy `.*?` retried at many starts (`Macintosh(.*?) FxiOS(.*?)\/`), repeated groups with long runs of
-//! digits, dots and underscores (`(\d+(\.?_?\d+)+)`, which is ambiguous), and many near-misses of the
-//! literals and alternations the descriptor lists start with.
+//! digits, dots and underscores (`(\d+(\.?_?\d+)+)`, which is ambiguous), many near-misses of the
+//! literals and alternations the descriptor lists start with, and long runs of a letter that begins some
+//! alternative (each unit a candidate start), after a `/ (` that lets the generic fallback run in full.
 
 /// The longest user agent the parser can hand over (the message limit, in UTF-16 code units).
 pub const MAX_UNITS: usize = 1000;
@@ -70,5 +71,23 @@ pub fn user_agents() -> Vec<(&'static str, String)> {
             rep("Version/1.1 Windows NT 1 os 1_1 like Macintosh FxiOS Ddg/1. se 1.1 android-1 ("),
         ),
         ("astral", "\u{1F600}".repeat(MAX_UNITS / 2)),
+        // `/ (` satisfies the generic fallback `^(.*)\/(.*)[ \t]\((.*)`, whose greedy `.*` then runs over the whole
+        // agent and back, and every unit after it is a letter that starts an alternative of some test
+        // (`(ipod|iphone|ipad)`, `firefox|iceweasel|fxios`, `Maxthon|mxios`, `blackberry|\bbb\d+`,
+        // `chrome|crios|crmo`, ...), so a matcher that tries each such position as a start pays for every one.
+        ("slash_space_paren_i", format!("/ ({}", "i".repeat(986))),
+        ("slash_space_paren_m", format!("/ ({}", "m".repeat(MAX_UNITS - 3))),
+        ("slash_space_paren_b", format!("/ ({}", "b".repeat(MAX_UNITS - 3))),
+        ("slash_space_paren_c", format!("/ ({}", "c".repeat(MAX_UNITS - 3))),
+        (
+            "slash_space_paren_ibmc",
+            cut(format!("/ ({}", "ibmc".repeat(MAX_UNITS))),
+        ),
+        ("slash_space_paren_slashes", format!("/ ({}", "/".repeat(MAX_UNITS - 3))),
+        ("i_then_slash_space_paren", format!("{}/ (", "i".repeat(MAX_UNITS - 3))),
+        (
+            "i_slash_space_paren_i",
+            format!("{}/ ({}", "i".repeat(MAX_UNITS / 2 - 2), "i".repeat(MAX_UNITS / 2 - 1)),
+        ),
     ]
 }

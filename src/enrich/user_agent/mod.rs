@@ -166,13 +166,20 @@ pub(crate) struct BowserResult {
 
 /// Runs Bowser's browser and OS descriptor lists over `ua`.
 pub(crate) fn parse_detailed(ua: &str) -> BowserResult {
-    parse_counting_steps(ua).0
+    parse_counting_work(ua).0
 }
 
 /// [`parse_detailed`], plus the matcher instructions it executed (summed over every regular-expression search).
+#[cfg(test)]
 pub(crate) fn parse_counting_steps(ua: &str) -> (BowserResult, u64) {
+    let (result, work) = parse_counting_work(ua);
+    (result, work.steps)
+}
+
+/// [`parse_detailed`], plus everything its regular-expression searches did (see `js_regex::Work`).
+pub(crate) fn parse_counting_work(ua: &str) -> (BowserResult, js_regex::Work) {
     if ua.is_empty() {
-        return (BowserResult::default(), 0);
+        return (BowserResult::default(), js_regex::Work::default());
     }
     let mut text = js_regex::Text::new(ua);
     let tables = tables();
@@ -184,7 +191,7 @@ pub(crate) fn parse_counting_steps(ua: &str) -> (BowserResult, u64) {
         os_name,
         os_version,
     };
-    (result, text.steps())
+    (result, text.work())
 }
 
 /// The leading ASCII digits of `version` (Butler SOS's "major version").

@@ -331,6 +331,30 @@ fn hostile_agents_cost_a_bounded_number_of_steps_per_unit() {
     }
 }
 
+/// Work ([`js_regex::Work::cost`], about 3.7 ns of CPU per unit in a release build) one parse may do per UTF-16
+/// unit of the agent (plus one). Steps alone miss what a search costs besides its instructions: a start position
+/// handed to the matcher costs about five steps however quickly it fails, and the prefilters scan the whole agent
+/// for each pattern. 27 units of work per unit of agent is about 100 µs for a 1000-unit agent, PRODUCT.md's
+/// budget for any single datagram, so an agent over this bound is one over the budget.
+const WORK_PER_UNIT: u64 = 27;
+
+#[test]
+fn hostile_agents_cost_a_bounded_amount_of_work_per_unit() {
+    let mut over = Vec::new();
+    for (name, ua) in hostile::user_agents() {
+        let (_, work) = parse_counting_work(&ua);
+        let units = ua.encode_utf16().count() as u64;
+        let bound = WORK_PER_UNIT * (units + 1);
+        if work.cost() > bound {
+            over.push(format!(
+                "{name}: {} units of work for {units} units (bound {bound}): {work:?}",
+                work.cost()
+            ));
+        }
+    }
+    assert!(over.is_empty(), "over the bound:\n{}", over.join("\n"));
+}
+
 /// Version numbers of any length match in full, as in Bowser (a search is never cut short).
 #[test]
 fn long_version_numbers_match_as_in_bowser() {

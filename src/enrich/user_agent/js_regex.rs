@@ -112,6 +112,17 @@ impl Work {
     }
 }
 
+/// The capture groups of one match.
+pub(super) struct Captures(Caps);
+
+impl Captures {
+    /// The span of group `n` (`None`: the group did not participate).
+    pub(super) fn group(&self, n: usize) -> Option<Range<usize>> {
+        let (s, e) = (*self.0.get(n)?)?;
+        Some(s..e)
+    }
+}
+
 /// The matcher's working memory, reused by every search over one [`Text`].
 #[derive(Default)]
 struct Scratch {
@@ -344,9 +355,12 @@ impl Regex {
     /// The span of capture group `n` of the leftmost match (`None`: no match, or the group did not
     /// participate).
     pub(super) fn group(&self, input: &mut Text, n: usize) -> Option<Range<usize>> {
-        let caps = self.search(input)?;
-        let (s, e) = (*caps.get(n)?)?;
-        Some(s..e)
+        self.captures(input)?.group(n)
+    }
+
+    /// Every capture group of the leftmost match (`None`: no match), from one search.
+    pub(super) fn captures(&self, input: &mut Text) -> Option<Captures> {
+        self.search(input).map(Captures)
     }
 
     /// The most instructions one search over `input_len` units can execute: every `(pc, pos)` state at most once.

@@ -50,6 +50,7 @@
 //! (`curl`), again exactly as in Bowser.
 
 use std::collections::HashMap;
+use std::ops::Range;
 use std::sync::{Arc, OnceLock};
 
 use crate::event::UserAgentInfo;
@@ -298,10 +299,16 @@ fn rx_test(rx: &Rx, ua: &mut js_regex::Text) -> bool {
 /// `Utils.getFirstMatch` / `getSecondMatch`: the group's text, or empty when there is no match or the group did
 /// not take part in it.
 fn rx_group(rx: &Rx, ua: &mut js_regex::Text, group: usize) -> String {
-    match rx.as_ref().and_then(|r| r.group(ua, group)) {
-        Some(range) => ua.units().get(range).map(String::from_utf16_lossy).unwrap_or_default(),
-        None => String::new(),
-    }
+    let range = rx.as_ref().and_then(|r| r.group(ua, group));
+    group_text(ua, range)
+}
+
+/// The text of a capture group's span (empty for `None`).
+fn group_text(ua: &js_regex::Text, range: Option<Range<usize>>) -> String {
+    range
+        .and_then(|range| ua.units().get(range))
+        .map(String::from_utf16_lossy)
+        .unwrap_or_default()
 }
 
 fn rule_applies(t: &Tables, rule: &Rule, ua: &mut js_regex::Text) -> bool {
@@ -350,7 +357,11 @@ fn describe_browser(t: &Tables, ua: &mut js_regex::Text) -> (String, String) {
             } else {
                 &t.generic_without_device
             };
-            (rx_group(rx, ua, 1), rx_group(rx, ua, 2))
+            // Both groups come from the same leftmost match, so one search answers both (this pattern's greedy
+            // `.*`s make it the most expensive search of a parse).
+            let caps = rx.as_ref().and_then(|r| r.captures(ua));
+            let group = |n| caps.as_ref().and_then(|c| c.group(n));
+            (group_text(ua, group(1)), group_text(ua, group(2)))
         }
     }
 }

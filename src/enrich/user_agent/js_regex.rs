@@ -38,6 +38,9 @@
 
 use std::ops::Range;
 
+/// Visited states per word of [`Scratch::visited`] (the other half of the word is the search's stamp).
+const STATES_PER_WORD: usize = 32;
+
 /// Capture slots (group 0 plus up to 7 groups); Bowser's patterns use at most 3 groups.
 const SLOTS: usize = 8;
 
@@ -94,7 +97,7 @@ pub(crate) struct Work {
     pub(crate) steps: u64,
     /// Start positions handed to the matcher (each sets up a fresh attempt, whatever it then executes).
     pub(crate) attempts: u64,
-    /// Words of the visited bitset zeroed before use.
+    /// Words of the visited set zeroed (only where it grows: see [`Scratch::reset`]).
     pub(crate) cleared_words: u64,
     /// Units of the text looked at by the literal prefilters and the start-position filter (memchr-speed scans).
     pub(crate) scanned: u64,
@@ -126,8 +129,12 @@ impl Captures {
 /// The matcher's working memory, reused by every search over one [`Text`].
 #[derive(Default)]
 struct Scratch {
-    /// One bit per `(pc, pos)`: set once the matcher has entered that state in the current search.
+    /// One bit per `(pc, pos)`, set once the matcher has entered that state in the current search: state `i` is
+    /// bit `i % 32` of word `i / 32`, whose high 32 bits hold the number of the search that wrote it (see
+    /// [`Scratch::reset`]).
     visited: Vec<u64>,
+    /// The number of the current search over this text (0: none yet).
+    search: u32,
     /// Pending work: states to try next, and capture values to restore when backtracking past a save.
     stack: Vec<Frame>,
     /// Capture positions of the path being explored: slot `2n` is where group `n` starts, `2n + 1` where it ends.
@@ -385,8 +392,8 @@ impl Regex {
                 }
             }
         }
-        // The visited bitset is cleared once per search (not per start: a state that failed from one start fails
-        // from every start), and only when some start gets past the prefilter.
+        // The visited set is reset once per search (not per start: a state that failed from one start fails from
+        // every start), and only when some start gets past the prefilter.
         let mut fresh = true;
         let mut attempt = |scratch: &mut Scratch, start: usize| {
             if std::mem::take(&mut fresh) {
@@ -520,21 +527,48 @@ impl Regex {
 }
 
 impl Scratch {
-    /// Prepares the visited bitset for a search over `states` states, all unvisited.
+    /// Starts a new search over `states` states, all unvisited.
+    ///
+    /// Nothing is cleared here: each word of the visited set carries the number of the search that last wrote it,
+    /// and a word stamped by an earlier search reads as all unvisited. So a search pays for the states it visits,
+    /// not for the size of the set, and the set is only zeroed where it grows.
     fn reset(&mut self, states: usize) {
-        let words = states.div_ceil(64);
-        self.work.cleared_words += words as u64;
-        self.visited.clear();
-        self.visited.resize(words, 0);
+        self.search = match self.search.checked_add(1) {
+            Some(search) => search,
+            None => {
+                // After 2^32 searches over one text the stamps would repeat: start over from a zeroed set.
+                self.work.cleared_words += self.visited.len() as u64;
+                self.visited.iter_mut().for_each(|w| *w = 0);
+                1
+            }
+        };
+        let words = states.div_ceil(STATES_PER_WORD);
+        if self.visited.len() < words {
+            self.work.cleared_words += (words - self.visited.len()) as u64;
+            self.visited.resize(words, 0);
+        }
         self.slots = [None; 2 * SLOTS];
+    }
+
+    /// The visited bits of word `w` in the current search.
+    fn bits(&self, w: usize) -> u32 {
+        let word = self.visited[w];
+        if (word >> 32) as u32 == self.search {
+            word as u32
+        } else {
+            0
+        }
     }
 
     /// Marks state `i` visited; false when it already was.
     fn visit(&mut self, i: usize) -> bool {
-        let (word, bit) = (i / 64, 1u64 << (i % 64));
-        let seen = self.visited[word] & bit != 0;
-        self.visited[word] |= bit;
-        !seen
+        let (w, bit) = (i / STATES_PER_WORD, 1u32 << (i % STATES_PER_WORD));
+        let bits = self.bits(w);
+        if bits & bit != 0 {
+            return false;
+        }
+        self.visited[w] = (u64::from(self.search) << 32) | u64::from(bits | bit);
+        true
     }
 }
 

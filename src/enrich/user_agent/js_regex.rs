@@ -181,14 +181,141 @@ pub(super) struct Regex {
     prog: Vec<Inst>,
     ci: bool,
     anchored: bool,
-    /// The pattern's leading literal, lower-cased, searched in [`Text::folded`] to find candidate starts.
-    prefix: Option<memchr::memmem::Finder<'static>>,
-    /// Bitmap of the ASCII units a match can start with (case variants included), when that set is known.
+    /// Literals every match starts with (one of them), when the pattern has such a set: the only positions the
+    /// matcher is started at are their occurrences in [`Text::folded`].
+    starts: Option<LitSet>,
+    /// Otherwise, bitmap of the ASCII units a match can start with (case variants included), when that set is known.
     first: Option<u128>,
-    /// Literals every match contains in this order without overlap (lower-cased ASCII), looked for in
-    /// [`Text::folded`] before anything else: when they are not there in order, the search is over without a
-    /// single attempt.
-    required: Vec<memchr::memmem::Finder<'static>>,
+    /// Sets of literals such that every match contains one literal of each set, in this order and without overlap,
+    /// looked for in [`Text::folded`] before anything else: when they are not there in order, the search is over
+    /// without a single attempt.
+    required: Vec<LitSet>,
+}
+
+/// Literals, lower-cased ASCII as in [`Text::folded`] (so a case-sensitive pattern's literals find a superset of
+/// its occurrences), each with the word-boundary assertion that a match must also satisfy just before it, if any.
+#[derive(Debug)]
+struct LitSet {
+    finders: Vec<memchr::memmem::Finder<'static>>,
+    /// Per finder: `Some(false)` for `\b`, `Some(true)` for `\B`.
+    boundary: Vec<Option<bool>>,
+}
+
+impl LitSet {
+    /// The set of `prefixes`' literals, less those that another one begins (where the longer literal occurs, the
+    /// shorter does too, so it finds nothing more).
+    fn new(prefixes: &[Prefix]) -> LitSet {
+        let covered = |p: &Prefix| {
+            prefixes.iter().any(|q| {
+                q.bytes.len() < p.bytes.len()
+                    && p.bytes.starts_with(&q.bytes)
+                    && (q.boundary.is_none() || q.boundary == p.boundary)
+            })
+        };
+        let prefixes: Vec<&Prefix> = prefixes.iter().filter(|p| !covered(p)).collect();
+        LitSet {
+            finders: prefixes
+                .iter()
+                .map(|p| memchr::memmem::Finder::new(&p.bytes).into_owned())
+                .collect(),
+            boundary: prefixes.iter().map(|p| p.boundary).collect(),
+        }
+    }
+
+    /// Where literal `k` next occurs at or after `from` (counting the units its search looks at).
+    fn find(&self, k: usize, folded: &[u8], from: usize, work: &mut Work) -> Option<usize> {
+        let haystack = folded.get(from..)?;
+        let finder = &self.finders[k];
+        match finder.find(haystack) {
+            Some(at) => {
+                work.scanned += (at + finder.needle().len()) as u64;
+                Some(from + at)
+            }
+            None => {
+                work.scanned += haystack.len() as u64;
+                None
+            }
+        }
+    }
+
+    /// The end of the occurrence of one of the literals, at or after `from`, that ends first.
+    fn first_end(&self, folded: &[u8], from: usize, work: &mut Work) -> Option<usize> {
+        (0..self.finders.len())
+            .filter_map(|k| Some(self.find(k, folded, from, work)? + self.finders[k].needle().len()))
+            .min()
+    }
+
+    /// Calls `attempt` at each occurrence of one of the literals whose boundary assertion holds, in increasing
+    /// order of position, until one returns `Some`.
+    fn each_start<T>(
+        &self,
+        folded: &[u8],
+        scratch: &mut Scratch,
+        mut attempt: impl FnMut(&mut Scratch, usize) -> Option<T>,
+    ) -> Option<T> {
+        let n = self.finders.len();
+        let mut next = [None; MAX_LITERALS];
+        for (k, at) in next.iter_mut().enumerate().take(n) {
+            *at = self.find(k, folded, 0, &mut scratch.work);
+        }
+        loop {
+            let start = next[..n].iter().flatten().min().copied()?;
+            let boundary = boundary_at(folded, start);
+            let holds = |k: usize| self.boundary[k].is_none_or(|negated| boundary != negated);
+            if (0..n).any(|k| next[k] == Some(start) && holds(k)) {
+                if let Some(found) = attempt(scratch, start) {
+                    return Some(found);
+                }
+            }
+            for (k, at) in next.iter_mut().enumerate().take(n) {
+                if *at != Some(start) {
+                    continue;
+                }
+                let mut from = start + 1;
+                if !holds(k)
+                    && self.boundary[k] == Some(false)
+                    && self.finders[k].needle().first().is_some_and(is_word_byte)
+                {
+                    // `\b` before a word unit failed, so a word unit precedes `start`, and so it does every later
+                    // occurrence up to the end of this run of word units: look again after the run's end.
+                    let run = folded[start..]
+                        .iter()
+                        .position(|b| !is_word_byte(b))
+                        .unwrap_or(folded.len() - start);
+                    scratch.work.scanned += run as u64;
+                    from = start + run + 1;
+                }
+                *at = self.find(k, folded, from, &mut scratch.work);
+            }
+        }
+    }
+}
+
+/// Whether position `pos` of [`Text::folded`] is a word boundary (`\b`): the folded text keeps ASCII word
+/// characters word characters, and turns every other unit, none of which is one, into `0xFF`.
+fn boundary_at(folded: &[u8], pos: usize) -> bool {
+    let before = pos > 0 && folded.get(pos - 1).is_some_and(is_word_byte);
+    let after = folded.get(pos).is_some_and(is_word_byte);
+    before != after
+}
+
+/// Whether a unit of [`Text::folded`] is a word unit (`\w`).
+fn is_word_byte(b: &u8) -> bool {
+    b.is_ascii_alphanumeric() || *b == b'_'
+}
+
+/// The most literals a [`LitSet`] holds: more would cost more scans than the attempts they save.
+const MAX_LITERALS: usize = 8;
+
+/// One literal that a match of some node starts with (see [`prefixes`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Prefix {
+    /// Lower-cased ASCII; `0xFF` for any non-ASCII unit.
+    bytes: Vec<u8>,
+    /// Every match that starts with `bytes` is `bytes` itself, so what follows the node can extend it.
+    complete: bool,
+    /// The word-boundary assertion (`Some(false)`: `\b`, `Some(true)`: `\B`) a match makes before `bytes`.
+    boundary: Option<bool>,
 }
 
 #[derive(Debug)]
@@ -299,6 +426,17 @@ pub(super) fn is_js_space_char(c: char) -> bool {
 impl Regex {
     /// Compiles a JavaScript regex literal such as `/version\/(\d+)/i`. `None` for unsupported syntax.
     pub(super) fn new(literal: &str) -> Option<Regex> {
+        Regex::compile(literal, true)
+    }
+
+    /// [`Regex::new`] without any of the shortcuts (no prefilter: the matcher is tried at every position), the
+    /// reference the shortcuts are tested against.
+    #[cfg(test)]
+    pub(super) fn plain(literal: &str) -> Option<Regex> {
+        Regex::compile(literal, false)
+    }
+
+    fn compile(literal: &str, shortcuts: bool) -> Option<Regex> {
         let body = literal.strip_prefix('/')?;
         let end = body.rfind('/')?;
         let (source, flags) = (&body[..end], &body[end + 1..]);
@@ -320,35 +458,46 @@ impl Regex {
             Node::Concat(items) => matches!(items.first(), Some(Node::Start)),
             other => matches!(other, Node::Start),
         };
-        let first = first_units(&node, ci);
-        let leading_lit = match &node {
-            Node::Lit(l) => Some(l),
-            Node::Concat(items) => match items.first() {
-                Some(Node::Lit(l)) => Some(l),
-                _ => None,
-            },
-            _ => None,
+        let items: &[Node] = match &node {
+            Node::Concat(items) => items,
+            other => std::slice::from_ref(other),
         };
-        let prefix = leading_lit
-            .and_then(|l| {
-                l.iter()
-                    .map(|&u| u8::try_from(u).ok().filter(u8::is_ascii))
-                    .collect::<Option<Vec<u8>>>()
-            })
-            .map(|bytes| memchr::memmem::Finder::new(&bytes.to_ascii_lowercase()).into_owned());
-        let required = required_literals(&node)
+        let starts = prefixes(&node, ci)
+            .filter(|set| set.iter().all(|p| !p.bytes.is_empty()))
+            .map(|set| LitSet::new(&set));
+        let first = first_units(&node, ci);
+        // The top-level items with a literal set, as required sets: a single literal of any length (the old
+        // rule), or a few literals of at least two units each (a set of single units would filter little and
+        // cost a scan for each). The first item is left out when its literals are also where matches start: the
+        // search for starts finds them anyway.
+        let required = items
             .iter()
-            .map(|bytes| memchr::memmem::Finder::new(bytes).into_owned())
+            .enumerate()
+            .filter(|&(i, _)| i > 0 || starts.is_none())
+            .filter_map(|(_, item)| prefixes(item, ci))
+            .filter(|set| set.iter().all(|p| !p.bytes.is_empty()))
+            .filter(|set| set.len() == 1 || (set.len() <= 4 && set.iter().all(|p| p.bytes.len() >= 2)))
+            .map(|set| LitSet::new(&set))
             .collect();
         let mut prog = Vec::new();
         compile(&node, &mut prog)?;
         prog.push(Inst::Match);
         u32::try_from(prog.len()).ok()?;
+        if !shortcuts {
+            return Some(Regex {
+                prog,
+                ci,
+                anchored,
+                starts: None,
+                first: None,
+                required: Vec::new(),
+            });
+        }
         Some(Regex {
             prog,
             ci,
             anchored,
-            prefix,
+            starts,
             first,
             required,
         })
@@ -381,16 +530,7 @@ impl Regex {
         let input = units.as_slice();
         let mut from = 0;
         for required in &self.required {
-            match required.find(&folded[from..]) {
-                Some(at) => {
-                    from += at + required.needle().len();
-                    scratch.work.scanned += (at + required.needle().len()) as u64;
-                }
-                None => {
-                    scratch.work.scanned += (folded.len() - from) as u64;
-                    return None;
-                }
-            }
+            from = required.first_end(folded, from, &mut scratch.work)?;
         }
         // The visited set is reset once per search (not per start: a state that failed from one start fails from
         // every start), and only when some start gets past the prefilter.
@@ -405,14 +545,8 @@ impl Regex {
         if self.anchored {
             return attempt(scratch, 0);
         }
-        if let Some(prefix) = &self.prefix {
-            let mut scanned_to = 0;
-            let found = prefix.find_iter(folded).find_map(|start| {
-                scanned_to = start + prefix.needle().len();
-                attempt(scratch, start)
-            });
-            scratch.work.scanned += if found.is_some() { scanned_to } else { folded.len() } as u64;
-            return found;
+        if let Some(starts) = &self.starts {
+            return starts.each_start(folded, scratch, attempt);
         }
         let mut found = None;
         for start in 0..=input.len() {
@@ -589,24 +723,26 @@ fn can_be_empty(node: &Node) -> bool {
     }
 }
 
-/// The ASCII literals (lower-cased) that every match of `node` contains, in order and without overlap: the
-/// literal items of the top-level sequence, and of groups in it.
-fn required_literals(node: &Node) -> Vec<Vec<u8>> {
-    let items: &[Node] = match node {
-        Node::Concat(items) => items,
-        other => std::slice::from_ref(other),
+/// Literals that every match of `node` starts with one of (lower-cased ASCII; `0xFF` for any non-ASCII unit, as
+/// in [`Text::folded`]), at most [`MAX_LITERALS`] of them; `None` when unknown or too many. An empty literal in
+/// the set means some match may start with anything, which makes the set useless as a filter (callers check).
+///
+/// Each literal is as long as the set's size allows: `(?:firefox|iceweasel|fxios)` gives its three branches,
+/// `\sedg\/` gives `edg/` after each unit `\s` can be (ASCII white space, and `0xFF`), `(?:tizen\s?)?browser\/`
+/// gives `browser/` and `tizen`, and a leading `\b` is kept as a condition on the literal's position.
+fn prefixes(node: &Node, ci: bool) -> Option<Vec<Prefix>> {
+    let one = |bytes: Vec<u8>, boundary: Option<bool>| {
+        Some(vec![Prefix {
+            bytes,
+            complete: true,
+            boundary,
+        }])
     };
-    items
-        .iter()
-        .filter_map(|item| match item {
-            Node::Lit(l) => Some(l),
-            Node::Group(inner, _) => match &**inner {
-                Node::Lit(l) => Some(l),
-                _ => None,
-            },
-            _ => None,
-        })
-        .filter_map(|l| {
+    let set = match node {
+        // Zero-width: they start every match with nothing (`^` and `$` are conditions the filter can ignore).
+        Node::Empty | Node::Start | Node::End => one(Vec::new(), None)?,
+        Node::WordBoundary(negated) => one(Vec::new(), Some(*negated))?,
+        Node::Lit(l) => one(
             l.iter()
                 .map(|&u| {
                     u8::try_from(u)
@@ -614,9 +750,127 @@ fn required_literals(node: &Node) -> Vec<Vec<u8>> {
                         .filter(u8::is_ascii)
                         .map(|b| b.to_ascii_lowercase())
                 })
-                .collect::<Option<Vec<u8>>>()
-        })
-        .collect()
+                .collect::<Option<Vec<u8>>>()?,
+            None,
+        )?,
+        Node::Any => return None,
+        Node::Class(cls) => class_bytes(cls, ci)?
+            .into_iter()
+            .map(|b| Prefix {
+                bytes: vec![b],
+                complete: true,
+                boundary: None,
+            })
+            .collect(),
+        Node::Group(inner, _) => prefixes(inner, ci)?,
+        Node::Concat(items) => sequence_prefixes(items, ci)?,
+        Node::Alt(alts) => {
+            let mut set = Vec::new();
+            for alt in alts {
+                set.extend(prefixes(alt, ci)?);
+            }
+            set
+        }
+        Node::Repeat(rep) => {
+            let mut set = prefixes(&rep.node, ci)?;
+            // Only `x?` matches exactly one `x` or nothing; after `x*` or `x+` another `x` may follow.
+            if rep.max != Some(1) {
+                set.iter_mut().for_each(|p| p.complete = false);
+            }
+            if rep.min == 0 {
+                set.push(Prefix {
+                    bytes: Vec::new(),
+                    complete: true,
+                    boundary: None,
+                });
+            }
+            set
+        }
+    };
+    let set = dedup_prefixes(set);
+    (set.len() <= MAX_LITERALS).then_some(set)
+}
+
+/// [`prefixes`] of the sequence `items`: each complete literal of the first item extended by the literals of
+/// the rest, as far as the set's size allows (a literal left unextended is marked incomplete).
+fn sequence_prefixes(items: &[Node], ci: bool) -> Option<Vec<Prefix>> {
+    let Some((head, rest)) = items.split_first() else {
+        return Some(vec![Prefix {
+            bytes: Vec::new(),
+            complete: true,
+            boundary: None,
+        }]);
+    };
+    let head = prefixes(head, ci)?;
+    let mut tail: Option<Option<Vec<Prefix>>> = None;
+    let mut set = Vec::new();
+    for (i, h) in head.iter().enumerate() {
+        let tail = match h.complete {
+            true => tail.get_or_insert_with(|| sequence_prefixes(rest, ci)).as_ref(),
+            false => None,
+        };
+        // Room for this literal's extensions, leaving one place for each literal after it. A literal of three or
+        // more units is selective enough already: it is only extended when that costs no more literals (each
+        // literal is one more scan of the text).
+        let room = MAX_LITERALS.saturating_sub(set.len() + head.len() - i - 1);
+        match tail {
+            Some(tail) if tail.len() <= room && (tail.len() == 1 || h.bytes.len() < 3) => {
+                set.extend(tail.iter().map(|t| Prefix {
+                    bytes: [h.bytes.as_slice(), t.bytes.as_slice()].concat(),
+                    complete: t.complete,
+                    boundary: if h.bytes.is_empty() {
+                        h.boundary.or(t.boundary)
+                    } else {
+                        h.boundary
+                    },
+                }))
+            }
+            _ => set.push(Prefix {
+                complete: false,
+                ..h.clone()
+            }),
+        }
+    }
+    Some(set)
+}
+
+/// Merges literals with the same bytes (complete only if both are, a boundary condition only if both have it).
+fn dedup_prefixes(set: Vec<Prefix>) -> Vec<Prefix> {
+    let mut out: Vec<Prefix> = Vec::with_capacity(set.len());
+    for p in set {
+        match out.iter_mut().find(|q| q.bytes == p.bytes) {
+            Some(q) => {
+                q.complete &= p.complete;
+                if q.boundary != p.boundary {
+                    q.boundary = None;
+                }
+            }
+            None => out.push(p),
+        }
+    }
+    out
+}
+
+/// The units (lower-cased ASCII, and `0xFF` for any non-ASCII unit) `cls` can match, when at most
+/// [`MAX_LITERALS`].
+fn class_bytes(cls: &Class, ci: bool) -> Option<Vec<u8>> {
+    let mut bytes: Vec<u8> = (0..128u16)
+        .filter(|&c| cls.matches(c, ci))
+        .map(|c| (c as u8).to_ascii_lowercase())
+        .collect();
+    bytes.sort_unstable();
+    bytes.dedup();
+    // Non-ASCII units: a negated class, a negated escape or `\s` can match some.
+    let non_ascii = cls.negated
+        || cls.items.iter().any(|item| match *item {
+            Item::Range(_, hi) => hi >= 128,
+            Item::Space(_) => true,
+            Item::Digit(negated) | Item::Word(negated) => negated,
+        });
+    if non_ascii {
+        bytes.push(0xFF);
+    }
+    (bytes.len() <= MAX_LITERALS).then_some(bytes)
 }
 
 /// The current end of `prog` as a jump target.

@@ -238,6 +238,238 @@ fn every_search_stays_within_program_length_times_input_length() {
     }
 }
 
+/// A xorshift generator: deterministic inputs for the differential test.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+}
+
+/// Subjects for the differential test: the words of every pattern source in random case, separators, digits,
+/// line terminators and non-ASCII units, strung together at random; and both ends of every hostile agent.
+fn differential_subjects() -> Vec<String> {
+    let mut tokens: Vec<String> = all_pattern_sources()
+        .iter()
+        .flat_map(|src| src.split(|c: char| !c.is_ascii_alphanumeric() && c != '-' && c != '_'))
+        .filter(|w| !w.is_empty())
+        .map(str::to_owned)
+        .collect();
+    tokens.sort();
+    tokens.dedup();
+    let singles = [
+        "/",
+        " ",
+        "\t",
+        "(",
+        ")",
+        ".",
+        "_",
+        "-",
+        ";",
+        ":",
+        "!",
+        "+",
+        "\n",
+        "\r",
+        "\u{2028}",
+        "\u{a0}",
+        "\u{3000}",
+        "é",
+        "\u{1F600}",
+        "\u{17f}",
+        "\u{212a}",
+        "0",
+        "1",
+        "12",
+        "4.",
+        "1_2",
+        "x",
+        "e",
+        "i",
+        "b",
+        "c",
+        "f",
+        "s",
+        "/ (",
+    ];
+    tokens.extend(singles.iter().map(|s| s.to_string()));
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let mut subjects = Vec::new();
+    for _ in 0..2000 {
+        let mut s = String::new();
+        for _ in 0..rng.below(24) {
+            let token = &tokens[rng.below(tokens.len())];
+            let token = match rng.below(4) {
+                0 => token.to_ascii_uppercase(),
+                1 => token
+                    .chars()
+                    .map(|c| if rng.below(2) == 0 { c.to_ascii_uppercase() } else { c })
+                    .collect(),
+                _ => token.clone(),
+            };
+            // Runs as well as single tokens.
+            let times = if rng.below(8) == 0 { 1 + rng.below(12) } else { 1 };
+            s.push_str(&token.repeat(times));
+        }
+        subjects.push(s);
+    }
+    // Short subjects over a few tokens, so that near-misses, runs and boundaries meet often: a word run
+    // ending just before another literal, a `.*` with one more `/` to give back, ...
+    let dense = [
+        "b",
+        "bb",
+        "x",
+        "_",
+        " ",
+        "\t",
+        "/",
+        "(",
+        ".",
+        "1",
+        "12",
+        "é",
+        "\u{2028}",
+        "os ",
+        "OS ",
+        "like mac os x",
+        "edg",
+        "edg/",
+        " edg/",
+        "se ",
+        "2.x",
+        "version/",
+        "Version/",
+        "firefox",
+        "fxios",
+        "FxiOS",
+        "Macintosh",
+        " FxiOS",
+        "ipod",
+        "blackberry",
+        "ddg/",
+        "windows ",
+        "nt",
+        "rv:",
+        "msie ",
+        "opt/",
+        "tizen",
+        "browser/",
+    ];
+    for _ in 0..3000 {
+        let s: String = (0..1 + rng.below(12)).map(|_| dense[rng.below(dense.len())]).collect();
+        subjects.push(s);
+    }
+    for (_, ua) in hostile::user_agents() {
+        let chars: Vec<char> = ua.chars().collect();
+        let cut = chars.len().min(100);
+        subjects.push(chars[..cut].iter().collect());
+        subjects.push(chars[chars.len() - cut..].iter().collect());
+    }
+    subjects
+}
+
+/// The shortcuts (literal prefilters, candidate starts) change no result: every pattern finds the same match,
+/// captures included, as the plain matcher that tries every position.
+#[test]
+fn shortcuts_find_what_the_plain_matcher_finds() {
+    let patterns: Vec<(&str, js_regex::Regex, js_regex::Regex)> = all_pattern_sources()
+        .into_iter()
+        .chain([
+            r"/\bab|\Bcd/",
+            r"/(?:x\s?)?y/i",
+            r"/a.*?b.*c/",
+            r"/[^a]+b|\bc(d+)e/i",
+            r"/(a.*)+b/",
+        ])
+        .map(|src| {
+            let fast = js_regex::Regex::new(src).expect("pattern compiles");
+            let plain = js_regex::Regex::plain(src).expect("pattern compiles");
+            (src, fast, plain)
+        })
+        .collect();
+    let mut matched = 0;
+    for subject in differential_subjects() {
+        for (src, fast, plain) in &patterns {
+            let spans = |rx: &js_regex::Regex| {
+                let mut text = js_regex::Text::new(&subject);
+                rx.captures(&mut text)
+                    .map(|caps| (0..8).map(|n| caps.group(n)).collect::<Vec<_>>())
+            };
+            let want = spans(plain);
+            matched += usize::from(want.is_some());
+            assert_eq!(spans(fast), want, "{src} on {subject:?}");
+        }
+    }
+    // The subjects do exercise matches, not only failures.
+    assert!(matched > 5_000, "{matched} matches");
+}
+
+/// Every string up to `len` units over `alphabet`.
+fn all_strings(alphabet: &[&str], len: usize) -> Vec<String> {
+    let mut all = vec![String::new()];
+    let mut layer = vec![String::new()];
+    for _ in 0..len {
+        layer = layer
+            .iter()
+            .flat_map(|s| alphabet.iter().map(move |a| format!("{s}{a}")))
+            .collect();
+        all.extend(layer.iter().cloned());
+    }
+    all
+}
+
+/// [`shortcuts_find_what_the_plain_matcher_finds`] on every short string over a few units, for the patterns
+/// whose shortcuts depend on those units: `\b` before a literal (runs of word units), the generic fallback's
+/// `.*`s (`/`, white space, `(`, line terminators) and the version groups' `\d+` (digits, `.`, `_`).
+#[test]
+fn shortcuts_agree_with_the_plain_matcher_on_every_short_string() {
+    let families: [(&[&str], usize, &str); 4] = [
+        (&["b", "1", " ", "x"], 7, r"\b"),
+        (&["a", "b", "c", "d", "e", " "], 6, r"\b"),
+        (&["/", " ", "(", "a", "\t", "\u{2028}"], 6, ".*"),
+        (&["1", ".", "_", " ", "x"], 6, r"\d+"),
+    ];
+    let extra = [
+        r"/\bab|\Bcd/",
+        r"/(?:x\s?)?y/i",
+        r"/a.*?b.*c/",
+        r"/[^a]+b|\bc(d+)e/i",
+        r"/(a.*)+b/",
+    ];
+    for (alphabet, len, feature) in families {
+        let patterns: Vec<(&str, js_regex::Regex, js_regex::Regex)> = all_pattern_sources()
+            .into_iter()
+            .chain(extra)
+            .filter(|src| src.contains(feature))
+            .map(|src| {
+                let fast = js_regex::Regex::new(src).expect("pattern compiles");
+                let plain = js_regex::Regex::plain(src).expect("pattern compiles");
+                (src, fast, plain)
+            })
+            .collect();
+        assert!(!patterns.is_empty());
+        for subject in all_strings(alphabet, len) {
+            for (src, fast, plain) in &patterns {
+                let spans = |rx: &js_regex::Regex| {
+                    let mut text = js_regex::Text::new(&subject);
+                    rx.captures(&mut text)
+                        .map(|caps| (0..8).map(|n| caps.group(n)).collect::<Vec<_>>())
+                };
+                assert_eq!(spans(fast), spans(plain), "{src} on {subject:?}");
+            }
+        }
+    }
+}
+
 fn group_text(pattern: &str, subject: &str, n: usize) -> Option<String> {
     let mut text = js_regex::Text::new(subject);
     let rx = js_regex::Regex::new(pattern).expect("pattern compiles");

@@ -149,6 +149,11 @@ enum Frame {
     Step { pc: u32, pos: u32 },
     /// Backtracking past a `Save`/`Clear`: put the slot's previous value back.
     Restore { slot: u8, old: Option<usize> },
+    /// The pending iterations of the greedy [`Inst::Star`] at `pc`: try what follows it at `hi`, `hi - 1`, ...,
+    /// `lo`, in that order.
+    Greedy { pc: u32, lo: u32, hi: u32 },
+    /// The lazy [`Inst::Star`] at `pc` after trying what follows it at `pos`: take one more unit and try again.
+    Lazy { pc: u32, pos: u32 },
 }
 
 /// One instruction of a compiled pattern.
@@ -169,10 +174,37 @@ enum Inst {
     Save(u8),
     /// A new iteration of a quantified group: forget the captures of the groups inside it (these slots).
     Clear(Range<u8>),
+    /// `x*` or `x*?` for a single-unit `x` (`.`, a class): the loop `Split`, `x`, `Jmp` of three instructions per
+    /// unit as one instruction that scans its run, then tries what follows it (at `pc + 1`) at each end of the
+    /// run in the order the loop would: longest first when greedy, shortest first when lazy. `follow` is the
+    /// set of ASCII units what follows must start with, when known: ends where the next unit is not in it fail
+    /// at once, so the scan skips them instead of trying them.
+    Star {
+        unit: Unit,
+        greedy: bool,
+        follow: Option<u128>,
+    },
     /// Continue at the first target; if that fails, at the second.
     Split(u32, u32),
     Jmp(u32),
     Match,
+}
+
+/// What one iteration of an [`Inst::Star`] matches.
+#[derive(Debug)]
+enum Unit {
+    /// `.`: any unit but a line terminator.
+    Any,
+    Class(Class),
+}
+
+impl Unit {
+    fn matches(&self, c: u16, ci: bool) -> bool {
+        match self {
+            Unit::Any => !is_line_terminator(c),
+            Unit::Class(cls) => cls.matches(c, ci),
+        }
+    }
 }
 
 /// A compiled pattern.
@@ -480,9 +512,17 @@ impl Regex {
             .map(|set| LitSet::new(&set))
             .collect();
         let mut prog = Vec::new();
-        compile(&node, &mut prog)?;
+        compile(&node, &mut prog, shortcuts)?;
         prog.push(Inst::Match);
         u32::try_from(prog.len()).ok()?;
+        for pc in 0..prog.len() {
+            if let Inst::Star { .. } = prog[pc] {
+                let set = follow_units(&prog, pc + 1, ci);
+                if let Inst::Star { follow, .. } = &mut prog[pc] {
+                    *follow = set;
+                }
+            }
+        }
         if !shortcuts {
             return Some(Regex {
                 prog,
@@ -578,8 +618,20 @@ impl Regex {
         while let Some(frame) = s.stack.pop() {
             match frame {
                 Frame::Restore { slot, old } => s.slots[usize::from(slot)] = old,
-                Frame::Step { pc, pos } => {
-                    if let Some(end) = self.run(s, input, pc as usize, pos as usize) {
+                Frame::Step { .. } | Frame::Greedy { .. } | Frame::Lazy { .. } => {
+                    let next = match frame {
+                        Frame::Greedy { pc, lo, hi } => {
+                            self.greedy_next(s, input, pc as usize, lo as usize, hi as usize)
+                        }
+                        Frame::Lazy { pc, pos } => self.lazy_next(s, input, pc as usize, pos as usize),
+                        _ => None,
+                    };
+                    let (pc, pos) = match (frame, next) {
+                        (Frame::Step { pc, pos }, _) => (pc as usize, pos as usize),
+                        (Frame::Greedy { pc, .. } | Frame::Lazy { pc, .. }, Some(pos)) => (pc as usize + 1, pos),
+                        _ => continue,
+                    };
+                    if let Some(end) = self.run(s, input, pc, pos) {
                         let mut caps: Caps = [None; SLOTS];
                         caps[0] = Some((start, end));
                         for (n, cap) in caps.iter_mut().enumerate().skip(1) {
@@ -642,6 +694,18 @@ impl Regex {
                         s.stack.push(Frame::Restore { slot, old });
                     }
                 }
+                Inst::Star { unit, greedy: true, .. } => {
+                    // Take units as long as the loop would: until one does not match, or the loop was here before.
+                    let mut end = pos;
+                    while input.get(end).is_some_and(|&c| unit.matches(c, self.ci)) && s.visit(pc * width + end + 1) {
+                        end += 1;
+                    }
+                    s.work.scanned += (end - pos) as u64;
+                    pos = self.greedy_next(s, input, pc, pos, end)?;
+                }
+                Inst::Star { greedy: false, .. } => {
+                    pos = self.lazy_from(s, input, pc, pos)?;
+                }
                 Inst::Split(preferred, fallback) => {
                     s.stack.push(Frame::Step {
                         pc: *fallback,
@@ -656,6 +720,70 @@ impl Regex {
                 }
             }
             pc += 1;
+        }
+    }
+}
+
+impl Regex {
+    /// Whether what follows the [`Inst::Star`] at `pc` can start at `pos` (as far as its `follow` set tells).
+    fn may_follow(&self, pc: usize, input: &[u16], pos: usize) -> bool {
+        match &self.prog[pc] {
+            Inst::Star {
+                follow: Some(follow), ..
+            } => input.get(pos).is_some_and(|&c| c < 128 && follow & (1u128 << c) != 0),
+            _ => true,
+        }
+    }
+
+    /// The greedy [`Inst::Star`] at `pc` has ends `lo..=hi` left to try, longest first: the longest end where what
+    /// follows may start, leaving the shorter ones pending.
+    fn greedy_next(&self, s: &mut Scratch, input: &[u16], pc: usize, lo: usize, hi: usize) -> Option<usize> {
+        let end = (lo..=hi).rev().find(|&end| self.may_follow(pc, input, end));
+        s.work.scanned += (hi - end.unwrap_or(lo)) as u64;
+        let end = end?;
+        if end > lo {
+            s.stack.push(Frame::Greedy {
+                pc: pc as u32,
+                lo: lo as u32,
+                hi: end as u32 - 1,
+            });
+        }
+        Some(end)
+    }
+
+    /// The lazy [`Inst::Star`] at `pc` has tried what follows it at `pos`: take one more unit, as the loop would
+    /// (unless it does not match or the loop was there before), and go on from there.
+    fn lazy_next(&self, s: &mut Scratch, input: &[u16], pc: usize, pos: usize) -> Option<usize> {
+        let width = input.len() + 1;
+        if input.get(pos).is_some_and(|&c| self.star_unit_matches(pc, c)) && s.visit(pc * width + pos + 1) {
+            self.lazy_from(s, input, pc, pos + 1)
+        } else {
+            None
+        }
+    }
+
+    /// The lazy [`Inst::Star`] at `pc`, entered at `pos`: the first end from `pos` on where what follows may
+    /// start, leaving the longer ones pending.
+    fn lazy_from(&self, s: &mut Scratch, input: &[u16], pc: usize, mut pos: usize) -> Option<usize> {
+        let width = input.len() + 1;
+        while !self.may_follow(pc, input, pos) {
+            if !(input.get(pos).is_some_and(|&c| self.star_unit_matches(pc, c)) && s.visit(pc * width + pos + 1)) {
+                return None;
+            }
+            s.work.scanned += 1;
+            pos += 1;
+        }
+        s.stack.push(Frame::Lazy {
+            pc: pc as u32,
+            pos: pos as u32,
+        });
+        Some(pos)
+    }
+
+    fn star_unit_matches(&self, pc: usize, c: u16) -> bool {
+        match &self.prog[pc] {
+            Inst::Star { unit, .. } => unit.matches(c, self.ci),
+            _ => false,
         }
     }
 }
@@ -880,7 +1008,7 @@ fn here(prog: &[Inst]) -> u32 {
 
 /// Appends the program for `node`. `None` for a quantified group that can match empty (see the module docs) or a
 /// quantifier other than `*`, `+`, `?`.
-fn compile(node: &Node, prog: &mut Vec<Inst>) -> Option<()> {
+fn compile(node: &Node, prog: &mut Vec<Inst>, shortcuts: bool) -> Option<()> {
     match node {
         Node::Empty => {}
         Node::Lit(l) => prog.push(Inst::Lit(l.clone())),
@@ -889,16 +1017,16 @@ fn compile(node: &Node, prog: &mut Vec<Inst>) -> Option<()> {
         Node::Start => prog.push(Inst::Start),
         Node::End => prog.push(Inst::End),
         Node::WordBoundary(negated) => prog.push(Inst::WordBoundary(*negated)),
-        Node::Group(inner, None) => compile(inner, prog)?,
+        Node::Group(inner, None) => compile(inner, prog, shortcuts)?,
         Node::Group(inner, Some(n)) => {
             let n = u8::try_from(*n).ok()?;
             prog.push(Inst::Save(2 * n));
-            compile(inner, prog)?;
+            compile(inner, prog, shortcuts)?;
             prog.push(Inst::Save(2 * n + 1));
         }
         Node::Concat(items) => {
             for item in items {
-                compile(item, prog)?;
+                compile(item, prog, shortcuts)?;
             }
         }
         Node::Alt(alts) => {
@@ -908,12 +1036,12 @@ fn compile(node: &Node, prog: &mut Vec<Inst>) -> Option<()> {
             for alt in init {
                 let split = prog.len();
                 prog.push(Inst::Split(0, 0));
-                compile(alt, prog)?;
+                compile(alt, prog, shortcuts)?;
                 jumps.push(prog.len());
                 prog.push(Inst::Jmp(0));
                 prog[split] = Inst::Split(split as u32 + 1, here(prog));
             }
-            compile(last, prog)?;
+            compile(last, prog, shortcuts)?;
             let end = here(prog);
             for j in jumps {
                 prog[j] = Inst::Jmp(end);
@@ -922,6 +1050,23 @@ fn compile(node: &Node, prog: &mut Vec<Inst>) -> Option<()> {
         Node::Repeat(rep) => {
             if can_be_empty(&rep.node) {
                 return None;
+            }
+            let unit = match &rep.node {
+                Node::Any => Some(Unit::Any),
+                Node::Class(cls) => Some(Unit::Class(cls.clone())),
+                _ => None,
+            };
+            if let (true, Some(unit), None) = (shortcuts, unit, rep.max) {
+                // `x+` is `x` then `x*`, in the same order.
+                if rep.min == 1 {
+                    compile(&rep.node, prog, shortcuts)?;
+                }
+                prog.push(Inst::Star {
+                    unit,
+                    greedy: rep.greedy,
+                    follow: None,
+                });
+                return Some(());
             }
             let order = |body: u32, exit: u32| {
                 if rep.greedy {
@@ -944,7 +1089,7 @@ fn compile(node: &Node, prog: &mut Vec<Inst>) -> Option<()> {
                     let split = prog.len();
                     prog.push(Inst::Split(0, 0));
                     clear(prog)?;
-                    compile(&rep.node, prog)?;
+                    compile(&rep.node, prog, shortcuts)?;
                     prog[split] = order(split as u32 + 1, here(prog));
                 }
                 // x*   loop: Split(body, end); body: [Clear] x; Jmp loop; end:
@@ -952,7 +1097,7 @@ fn compile(node: &Node, prog: &mut Vec<Inst>) -> Option<()> {
                     let split = prog.len();
                     prog.push(Inst::Split(0, 0));
                     clear(prog)?;
-                    compile(&rep.node, prog)?;
+                    compile(&rep.node, prog, shortcuts)?;
                     prog.push(Inst::Jmp(split as u32));
                     prog[split] = order(split as u32 + 1, here(prog));
                 }
@@ -960,7 +1105,7 @@ fn compile(node: &Node, prog: &mut Vec<Inst>) -> Option<()> {
                 (1, None) => {
                     let body = here(prog);
                     clear(prog)?;
-                    compile(&rep.node, prog)?;
+                    compile(&rep.node, prog, shortcuts)?;
                     let split = here(prog);
                     prog.push(order(body, split + 1));
                 }
@@ -969,6 +1114,57 @@ fn compile(node: &Node, prog: &mut Vec<Inst>) -> Option<()> {
         }
     }
     Some(())
+}
+
+/// Bitmap of the ASCII units that every way through `prog` from `pc` to `Match` consumes first, or `None` when
+/// some way consumes nothing or its first unit may be outside the set (not ASCII, `.`, a large class).
+fn follow_units(prog: &[Inst], pc: usize, ci: bool) -> Option<u128> {
+    let mut set = 0u128;
+    let mut seen = vec![false; prog.len()];
+    let mut todo = vec![pc];
+    let class_set = |cls: &Class| {
+        let non_ascii = cls.negated
+            || cls
+                .items
+                .iter()
+                .any(|item| !matches!(item, Item::Range(..) | Item::Digit(false) | Item::Word(false)));
+        (!non_ascii).then(|| {
+            (0..128u16)
+                .filter(|&c| cls.matches(c, ci))
+                .fold(0u128, |set, c| set | 1u128 << c)
+        })
+    };
+    while let Some(pc) = todo.pop() {
+        if std::mem::replace(&mut seen[pc], true) {
+            continue;
+        }
+        match &prog[pc] {
+            Inst::Lit(lit) => {
+                let c = *lit.first()?;
+                if c >= 128 {
+                    return None;
+                }
+                set |= 1u128 << c;
+                if ci {
+                    set |= 1u128 << (c as u8).to_ascii_lowercase();
+                    set |= 1u128 << (c as u8).to_ascii_uppercase();
+                }
+            }
+            Inst::Any | Inst::End | Inst::Match => return None,
+            Inst::Class(cls) => set |= class_set(cls)?,
+            Inst::Star { unit, .. } => {
+                set |= match unit {
+                    Unit::Any => return None,
+                    Unit::Class(cls) => class_set(cls)?,
+                };
+                todo.push(pc + 1);
+            }
+            Inst::Start | Inst::WordBoundary(_) | Inst::Save(_) | Inst::Clear(_) => todo.push(pc + 1),
+            Inst::Split(a, b) => todo.extend([*a as usize, *b as usize]),
+            Inst::Jmp(target) => todo.push(*target as usize),
+        }
+    }
+    Some(set)
 }
 
 /// Bitmap of the ASCII units a match of `node` can start with, or `None` when unknown, not all ASCII, or when

@@ -89,5 +89,18 @@ pub fn user_agents() -> Vec<(&'static str, String)> {
             "i_slash_space_paren_i",
             format!("{}/ ({}", "i".repeat(MAX_UNITS / 2 - 2), "i".repeat(MAX_UNITS / 2 - 1)),
         ),
+        // Dense occurrences of a start literal (`web`, `hpw` of `(web|hpw)[o0]s`, tested for the browser and for
+        // the OS), each a near-miss a few units later.
+        (
+            "web_hpw_near_misses",
+            cut(format!("Mozilla/5.0 ({}", "webhpw".repeat(MAX_UNITS))),
+        ),
+        // The costliest agent a random search over Bowser's tokens found: the Opera Touch test
+        // `opt\/\d+(?:.?_?\d+)+` and version `(?:opt)[\s/](\d+(\.?_?\d+)+)` iterate their groups once per two
+        // units, and the generic fallback runs too.
+        (
+            "opera_touch_underscores",
+            format!("/2.xedg/rim opt/{}msie ", "1_".repeat((MAX_UNITS - 21) / 2)),
+        ),
     ]
 }

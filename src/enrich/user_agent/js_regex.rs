@@ -67,11 +67,10 @@ impl Text {
                     .map_or(0xFF, |b| b.to_ascii_lowercase())
             })
             .collect();
-        Text {
-            units,
-            folded,
-            scratch: Scratch::default(),
-        }
+        let mut scratch = Scratch::default();
+        // Converting and folding the text is a walk over it too.
+        scratch.work.walked = units.len() as u64;
+        Text { units, folded, scratch }
     }
 
     pub(super) fn units(&self) -> &[u16] {
@@ -99,19 +98,31 @@ pub(crate) struct Work {
     pub(crate) attempts: u64,
     /// Words of the visited set zeroed (only where it grows: see [`Scratch::reset`]).
     pub(crate) cleared_words: u64,
-    /// Units of the text looked at by the literal prefilters and the start-position filter (memchr-speed scans).
+    /// Literal searches started (`memmem` calls): each has a fixed cost, however short the stretch it scans.
+    pub(crate) finds: u64,
+    /// Units of the text those literal searches looked at (vectorised: a small fraction of a nanosecond each).
     pub(crate) scanned: u64,
+    /// Units looked at one at a time outside instructions: the runs of single-unit loops and the ends they skip,
+    /// the first-unit filter of a pattern without start literals.
+    pub(crate) walked: u64,
 }
 
 impl Work {
-    /// The counts weighted by what each costs, in units of about one matcher step. The weights are a least-squares
-    /// fit of CPU time per parse (release build, `benches/user_agent.rs`' agents and 70 more of the hostile shapes)
-    /// against these counts: a step about 3.6 ns, setting up an attempt about 20 ns (5 steps), a scanned unit
-    /// about 0.16 ns (1/20 step), a cleared bitset word a fraction of a nanosecond (1/16 step). The sum predicts
-    /// those parses within about 25 %, at about 3.7 ns per unit of work.
+    /// The counts weighted by what each costs: roughly nanoseconds of CPU in a release build on the machine the
+    /// benchmarks ran on (BENCHMARKS.md). The weights are a least-squares fit of CPU time per parse against
+    /// these counts, over 170 agents (`benches/user_agent.rs`' agents and more of the hostile shapes, including
+    /// the costliest a random search over Bowser's tokens found): an instruction about 6.5 ns, setting up an
+    /// attempt about 3 ns more, a literal search about 10 ns plus 0.05 ns per unit it scans, a unit walked one at
+    /// a time about 2 ns, a visited-set word zeroed a fraction of a nanosecond. The sum is within about 30 % of
+    /// the measured time for every one of them (closer for the costly ones).
     #[cfg(test)]
     pub(crate) fn cost(&self) -> u64 {
-        self.steps + 5 * self.attempts + self.cleared_words / 16 + self.scanned / 20
+        6 * self.steps
+            + 3 * self.attempts
+            + 10 * self.finds
+            + self.scanned / 20
+            + 2 * self.walked
+            + self.cleared_words / 4
     }
 }
 
@@ -258,6 +269,7 @@ impl LitSet {
     fn find(&self, k: usize, folded: &[u8], from: usize, work: &mut Work) -> Option<usize> {
         let haystack = folded.get(from..)?;
         let finder = &self.finders[k];
+        work.finds += 1;
         match finder.find(haystack) {
             Some(at) => {
                 work.scanned += (at + finder.needle().len()) as u64;
@@ -314,7 +326,7 @@ impl LitSet {
                         .iter()
                         .position(|b| !is_word_byte(b))
                         .unwrap_or(folded.len() - start);
-                    scratch.work.scanned += run as u64;
+                    scratch.work.walked += run as u64;
                     from = start + run + 1;
                 }
                 *at = self.find(k, folded, from, &mut scratch.work);
@@ -590,7 +602,7 @@ impl Regex {
         }
         let mut found = None;
         for start in 0..=input.len() {
-            scratch.work.scanned += 1;
+            scratch.work.walked += 1;
             let candidate = match self.first {
                 Some(first) => input.get(start).is_some_and(|&c| c < 128 && first & (1u128 << c) != 0),
                 None => true,
@@ -700,7 +712,7 @@ impl Regex {
                     while input.get(end).is_some_and(|&c| unit.matches(c, self.ci)) && s.visit(pc * width + end + 1) {
                         end += 1;
                     }
-                    s.work.scanned += (end - pos) as u64;
+                    s.work.walked += (end - pos) as u64;
                     pos = self.greedy_next(s, input, pc, pos, end)?;
                 }
                 Inst::Star { greedy: false, .. } => {
@@ -739,7 +751,7 @@ impl Regex {
     /// follows may start, leaving the shorter ones pending.
     fn greedy_next(&self, s: &mut Scratch, input: &[u16], pc: usize, lo: usize, hi: usize) -> Option<usize> {
         let end = (lo..=hi).rev().find(|&end| self.may_follow(pc, input, end));
-        s.work.scanned += (hi - end.unwrap_or(lo)) as u64;
+        s.work.walked += (hi - end.unwrap_or(lo)) as u64;
         let end = end?;
         if end > lo {
             s.stack.push(Frame::Greedy {
@@ -770,7 +782,7 @@ impl Regex {
             if !(input.get(pos).is_some_and(|&c| self.star_unit_matches(pc, c)) && s.visit(pc * width + pos + 1)) {
                 return None;
             }
-            s.work.scanned += 1;
+            s.work.walked += 1;
             pos += 1;
         }
         s.stack.push(Frame::Lazy {

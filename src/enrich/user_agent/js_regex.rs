@@ -103,7 +103,7 @@ pub(crate) struct Work {
     /// Units of the text those literal searches looked at (vectorised: a small fraction of a nanosecond each).
     pub(crate) scanned: u64,
     /// Units looked at one at a time outside instructions: the runs of single-unit loops and the ends they skip,
-    /// the first-unit filter of a pattern without start literals.
+    /// the lead checked at a start, the first-unit filter of a pattern without start literals.
     pub(crate) walked: u64,
 }
 
@@ -206,14 +206,24 @@ enum Inst {
 enum Unit {
     /// `.`: any unit but a line terminator.
     Any,
-    Class(Class),
+    /// A class, with the ASCII units it matches (case folding included) as a bitmap: a run is scanned unit by
+    /// unit, so the common case is one bit test.
+    Class(Class, u128),
 }
 
 impl Unit {
+    fn class(cls: &Class, ci: bool) -> Unit {
+        let ascii = (0..128u16)
+            .filter(|&c| cls.matches(c, ci))
+            .fold(0u128, |set, c| set | 1u128 << c);
+        Unit::Class(cls.clone(), ascii)
+    }
+
     fn matches(&self, c: u16, ci: bool) -> bool {
         match self {
             Unit::Any => !is_line_terminator(c),
-            Unit::Class(cls) => cls.matches(c, ci),
+            Unit::Class(_, ascii) if c < 128 => ascii & (1u128 << c) != 0,
+            Unit::Class(cls, _) => cls.matches(c, ci),
         }
     }
 }
@@ -229,6 +239,10 @@ pub(super) struct Regex {
     starts: Option<LitSet>,
     /// Otherwise, bitmap of the ASCII units a match can start with (case variants included), when that set is known.
     first: Option<u128>,
+    /// What every match's first units are (as they read in [`Text::folded`]), as far as the pattern fixes them:
+    /// `(web|hpw)[o0]s` gives `w|h`, `e|p`, `b|w`, `o|0`, `s`. A start where the text does not fit is not
+    /// attempted.
+    lead: Vec<ByteSet>,
     /// Sets of literals such that every match contains one literal of each set, in this order and without overlap,
     /// looked for in [`Text::folded`] before anything else: when they are not there in order, the search is over
     /// without a single attempt.
@@ -350,6 +364,103 @@ fn is_word_byte(b: &u8) -> bool {
 
 /// The most literals a [`LitSet`] holds: more would cost more scans than the attempts they save.
 const MAX_LITERALS: usize = 8;
+
+/// A set of units of [`Text::folded`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct ByteSet([u64; 4]);
+
+impl ByteSet {
+    const EMPTY: ByteSet = ByteSet([0; 4]);
+    const ALL: ByteSet = ByteSet([u64::MAX; 4]);
+
+    fn of(bytes: impl IntoIterator<Item = u8>) -> ByteSet {
+        let mut set = ByteSet::EMPTY;
+        for b in bytes {
+            set.0[usize::from(b / 64)] |= 1 << (b % 64);
+        }
+        set
+    }
+
+    fn contains(&self, b: u8) -> bool {
+        self.0[usize::from(b / 64)] & (1 << (b % 64)) != 0
+    }
+
+    fn union(self, other: ByteSet) -> ByteSet {
+        ByteSet(std::array::from_fn(|i| self.0[i] | other.0[i]))
+    }
+}
+
+/// The most units [`lead_sets`] describes: enough to tell a near-miss from a start worth attempting.
+const MAX_LEAD: usize = 16;
+
+/// Appends to `lead` the sets of units (as in [`Text::folded`]) that the first units of every match of `node`
+/// belong to, in order; true when `node` has a fixed width and all of it was described, so that what follows
+/// it can be appended too.
+fn lead_sets(node: &Node, ci: bool, lead: &mut Vec<ByteSet>) -> bool {
+    if lead.len() >= MAX_LEAD {
+        return false;
+    }
+    match node {
+        Node::Empty | Node::Start | Node::End | Node::WordBoundary(_) => true,
+        Node::Lit(l) => {
+            lead.extend(l.iter().map(|&u| ByteSet::of([fold_unit(u)])));
+            true
+        }
+        Node::Any => {
+            lead.push(ByteSet::ALL);
+            true
+        }
+        Node::Class(cls) => {
+            let mut bytes: Vec<u8> = (0..128u16).filter(|&c| cls.matches(c, ci)).map(fold_unit).collect();
+            if class_matches_non_ascii(cls) {
+                bytes.push(0xFF);
+            }
+            lead.push(ByteSet::of(bytes));
+            true
+        }
+        Node::Group(inner, _) => lead_sets(inner, ci, lead),
+        Node::Concat(items) => items.iter().all(|item| lead_sets(item, ci, lead)),
+        Node::Alt(alts) => {
+            // Position by position, the union of the alternatives, as far as all of them describe; the whole
+            // only when all have the same fixed width.
+            let each: Vec<(Vec<ByteSet>, bool)> = alts
+                .iter()
+                .map(|alt| {
+                    let mut sets = Vec::new();
+                    let whole = lead_sets(alt, ci, &mut sets);
+                    (sets, whole)
+                })
+                .collect();
+            let len = each.iter().map(|(sets, _)| sets.len()).min().unwrap_or(0);
+            lead.extend((0..len).map(|i| each.iter().fold(ByteSet::EMPTY, |set, (sets, _)| set.union(sets[i]))));
+            each.iter().all(|(sets, whole)| *whole && sets.len() == len)
+        }
+        Node::Repeat(rep) => {
+            if rep.min >= 1 {
+                lead_sets(&rep.node, ci, lead);
+            }
+            false
+        }
+    }
+}
+
+/// A unit as it reads in [`Text::folded`].
+fn fold_unit(u: u16) -> u8 {
+    u8::try_from(u)
+        .ok()
+        .filter(u8::is_ascii)
+        .map_or(0xFF, |b| b.to_ascii_lowercase())
+}
+
+/// Whether `cls` can match a non-ASCII unit: a negated class, a negated escape or `\s` can.
+fn class_matches_non_ascii(cls: &Class) -> bool {
+    cls.negated
+        || cls.items.iter().any(|item| match *item {
+            Item::Range(_, hi) => hi >= 128,
+            Item::Space(_) => true,
+            Item::Digit(negated) | Item::Word(negated) => negated,
+        })
+}
 
 /// One literal that a match of some node starts with (see [`prefixes`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -510,6 +621,9 @@ impl Regex {
             .filter(|set| set.iter().all(|p| !p.bytes.is_empty()))
             .map(|set| LitSet::new(&set));
         let first = first_units(&node, ci);
+        let mut lead = Vec::new();
+        lead_sets(&node, ci, &mut lead);
+        lead.truncate(MAX_LEAD);
         // The top-level items with a literal set, as required sets: a single literal of any length (the old
         // rule), or a few literals of at least two units each (a set of single units would filter little and
         // cost a scan for each). The first item is left out when its literals are also where matches start: the
@@ -524,7 +638,7 @@ impl Regex {
             .map(|set| LitSet::new(&set))
             .collect();
         let mut prog = Vec::new();
-        compile(&node, &mut prog, shortcuts)?;
+        compile(&node, &mut prog, shortcuts, ci)?;
         prog.push(Inst::Match);
         u32::try_from(prog.len()).ok()?;
         for pc in 0..prog.len() {
@@ -542,6 +656,7 @@ impl Regex {
                 anchored,
                 starts: None,
                 first: None,
+                lead: Vec::new(),
                 required: Vec::new(),
             });
         }
@@ -551,6 +666,7 @@ impl Regex {
             anchored,
             starts,
             first,
+            lead,
             required,
         })
     }
@@ -588,6 +704,13 @@ impl Regex {
         // every start), and only when some start gets past the prefilter.
         let mut fresh = true;
         let mut attempt = |scratch: &mut Scratch, start: usize| {
+            // The units a match must begin with, checked on the folded text before the matcher is set up.
+            let lead = folded.get(start..).unwrap_or_default();
+            let fits = lead.len() >= self.lead.len() && self.lead.iter().zip(lead).all(|(set, &b)| set.contains(b));
+            scratch.work.walked += self.lead.len() as u64;
+            if !fits {
+                return None;
+            }
             if std::mem::take(&mut fresh) {
                 scratch.reset(self.prog.len() * (input.len() + 1));
             }
@@ -1000,14 +1123,7 @@ fn class_bytes(cls: &Class, ci: bool) -> Option<Vec<u8>> {
         .collect();
     bytes.sort_unstable();
     bytes.dedup();
-    // Non-ASCII units: a negated class, a negated escape or `\s` can match some.
-    let non_ascii = cls.negated
-        || cls.items.iter().any(|item| match *item {
-            Item::Range(_, hi) => hi >= 128,
-            Item::Space(_) => true,
-            Item::Digit(negated) | Item::Word(negated) => negated,
-        });
-    if non_ascii {
+    if class_matches_non_ascii(cls) {
         bytes.push(0xFF);
     }
     (bytes.len() <= MAX_LITERALS).then_some(bytes)
@@ -1020,7 +1136,7 @@ fn here(prog: &[Inst]) -> u32 {
 
 /// Appends the program for `node`. `None` for a quantified group that can match empty (see the module docs) or a
 /// quantifier other than `*`, `+`, `?`.
-fn compile(node: &Node, prog: &mut Vec<Inst>, shortcuts: bool) -> Option<()> {
+fn compile(node: &Node, prog: &mut Vec<Inst>, shortcuts: bool, ci: bool) -> Option<()> {
     match node {
         Node::Empty => {}
         Node::Lit(l) => prog.push(Inst::Lit(l.clone())),
@@ -1029,16 +1145,16 @@ fn compile(node: &Node, prog: &mut Vec<Inst>, shortcuts: bool) -> Option<()> {
         Node::Start => prog.push(Inst::Start),
         Node::End => prog.push(Inst::End),
         Node::WordBoundary(negated) => prog.push(Inst::WordBoundary(*negated)),
-        Node::Group(inner, None) => compile(inner, prog, shortcuts)?,
+        Node::Group(inner, None) => compile(inner, prog, shortcuts, ci)?,
         Node::Group(inner, Some(n)) => {
             let n = u8::try_from(*n).ok()?;
             prog.push(Inst::Save(2 * n));
-            compile(inner, prog, shortcuts)?;
+            compile(inner, prog, shortcuts, ci)?;
             prog.push(Inst::Save(2 * n + 1));
         }
         Node::Concat(items) => {
             for item in items {
-                compile(item, prog, shortcuts)?;
+                compile(item, prog, shortcuts, ci)?;
             }
         }
         Node::Alt(alts) => {
@@ -1048,12 +1164,12 @@ fn compile(node: &Node, prog: &mut Vec<Inst>, shortcuts: bool) -> Option<()> {
             for alt in init {
                 let split = prog.len();
                 prog.push(Inst::Split(0, 0));
-                compile(alt, prog, shortcuts)?;
+                compile(alt, prog, shortcuts, ci)?;
                 jumps.push(prog.len());
                 prog.push(Inst::Jmp(0));
                 prog[split] = Inst::Split(split as u32 + 1, here(prog));
             }
-            compile(last, prog, shortcuts)?;
+            compile(last, prog, shortcuts, ci)?;
             let end = here(prog);
             for j in jumps {
                 prog[j] = Inst::Jmp(end);
@@ -1065,13 +1181,13 @@ fn compile(node: &Node, prog: &mut Vec<Inst>, shortcuts: bool) -> Option<()> {
             }
             let unit = match &rep.node {
                 Node::Any => Some(Unit::Any),
-                Node::Class(cls) => Some(Unit::Class(cls.clone())),
+                Node::Class(cls) => Some(Unit::class(cls, ci)),
                 _ => None,
             };
             if let (true, Some(unit), None) = (shortcuts, unit, rep.max) {
                 // `x+` is `x` then `x*`, in the same order.
                 if rep.min == 1 {
-                    compile(&rep.node, prog, shortcuts)?;
+                    compile(&rep.node, prog, shortcuts, ci)?;
                 }
                 prog.push(Inst::Star {
                     unit,
@@ -1101,7 +1217,7 @@ fn compile(node: &Node, prog: &mut Vec<Inst>, shortcuts: bool) -> Option<()> {
                     let split = prog.len();
                     prog.push(Inst::Split(0, 0));
                     clear(prog)?;
-                    compile(&rep.node, prog, shortcuts)?;
+                    compile(&rep.node, prog, shortcuts, ci)?;
                     prog[split] = order(split as u32 + 1, here(prog));
                 }
                 // x*   loop: Split(body, end); body: [Clear] x; Jmp loop; end:
@@ -1109,7 +1225,7 @@ fn compile(node: &Node, prog: &mut Vec<Inst>, shortcuts: bool) -> Option<()> {
                     let split = prog.len();
                     prog.push(Inst::Split(0, 0));
                     clear(prog)?;
-                    compile(&rep.node, prog, shortcuts)?;
+                    compile(&rep.node, prog, shortcuts, ci)?;
                     prog.push(Inst::Jmp(split as u32));
                     prog[split] = order(split as u32 + 1, here(prog));
                 }
@@ -1117,7 +1233,7 @@ fn compile(node: &Node, prog: &mut Vec<Inst>, shortcuts: bool) -> Option<()> {
                 (1, None) => {
                     let body = here(prog);
                     clear(prog)?;
-                    compile(&rep.node, prog, shortcuts)?;
+                    compile(&rep.node, prog, shortcuts, ci)?;
                     let split = here(prog);
                     prog.push(order(body, split + 1));
                 }
@@ -1167,7 +1283,7 @@ fn follow_units(prog: &[Inst], pc: usize, ci: bool) -> Option<u128> {
             Inst::Star { unit, .. } => {
                 set |= match unit {
                     Unit::Any => return None,
-                    Unit::Class(cls) => class_set(cls)?,
+                    Unit::Class(cls, _) => class_set(cls)?,
                 };
                 todo.push(pc + 1);
             }

@@ -17,18 +17,28 @@
 //! ASCII-only case folding for the `i` flag, `.` not matching line terminators, `\s` covering Unicode white space,
 //! leftmost-first backtracking with greedy/lazy quantifiers.
 //!
-//! # Cost: linear in the agent, whatever it holds
+//! # Cost: linear in the agent, whatever it holds, and within 100 µs
 //!
 //! The matcher never enters the same (instruction, position) state twice within one search, so one search costs
-//! at most its program length times the agent's length plus one, and a whole parse (up to about 180 patterns, most of
-//! them skipped by a literal prefilter) stays linear in the agent's length. A crafted agent such as `1(` followed
-//! by 960 `/` took the old plain backtracker 1.86 million steps (about 20 ms); it is now rejected by a literal
-//! prefilter without running the matcher, and the variant that gets past it (`x(` appended) takes 22,000. The
-//! worst agents we could build are in [`hostile`], measured in `benches/user_agent.rs` (BENCHMARKS.md) and held to
-//! a fixed number of steps per unit by the unit tests. There is no step budget and no depth limit any more, so
-//! no search is ever cut short: the result is Bowser's for every input, long ones included. The per-reader
-//! [`UserAgentCache`] only makes repeats cheaper; the bound holds for every parse, so varying the agent does not
-//! get around it.
+//! at most its program length times the agent's length plus one, and a whole parse (up to about 180 patterns)
+//! stays linear in the agent's length. There is no step budget and no depth limit, so no search is ever cut
+//! short: the result is Bowser's for every input, long ones included.
+//!
+//! Linear is not the whole story: PRODUCT.md promises at most 100 µs of CPU for any single datagram, and
+//! instructions are not all a search costs. Each search first looks for the literals its pattern needs
+//! (`memmem` over a lower-cased copy of the agent); most searches end there. The rest start the matcher only
+//! where one of the literals every match begins with occurs and the units there fit what every match begins
+//! with, and run single-unit loops such as the generic fallback's `.*` as one instruction that skips the ends
+//! where what follows cannot start (the `js_regex` module documentation has the details). What a parse costs is
+//! counted by kind (instructions, attempts, literal searches and the units they scan, units walked one at a time,
+//! visited-set words zeroed) and weighted by the measured CPU time of each kind (`js_regex::Work::cost`, roughly
+//! nanoseconds in a release build); the unit tests hold every agent in [`hostile`] to 100 units of work per unit
+//! of agent, about 100 µs for 1000 units, and `benches/user_agent.rs` measures them (BENCHMARKS.md). A crafted
+//! agent such as `/ (` followed by 986 `i` cost about 200 µs before the start literals, the lead and the
+//! single-unit loops; now under 20 µs. An older one, `1(` followed by 960 `/`, took the plain backtracker this
+//! module started with 1.86 million steps (about 20 ms); it never gets past the literal prefilters.
+//! The per-reader [`UserAgentCache`] only makes repeats cheaper; the bound holds for every parse, so varying the
+//! agent does not get around it.
 //!
 //! `woothee` was considered (see PROTOCOLS.md f.1) and not used. A name-mapping table on top of it (`Edge` →
 //! `Microsoft Edge`, `Mac OSX` → `macOS`, `SamsungBrowser` → `Samsung Internet for Android`, `Windows 10` →

@@ -146,6 +146,37 @@ pub(crate) fn assert_hidden(secret: &str, text: &str, context: &str) {
     }
 }
 
+/// A destination that echoes `secret` (a proxy or server echoing the request's `Authorization` in its error page)
+/// with the secret at every position around the cut of the body for the log ([`super::MAX_ERROR_BODY`] bytes),
+/// answering final (400) and retried (500) errors in turn: no error of the transport `make` builds for it shows
+/// any of the secret, and with 500 bytes before it the text is exactly those bytes and one `**REDACTED**` (the
+/// secret is replaced first, then the text cut: 500 + 12 bytes are the 512 kept).
+pub(crate) fn assert_echoed_secret_hidden_wherever_the_cut_falls<T: crate::sink::Transport>(
+    secret: &str,
+    make: impl FnOnce(SocketAddr) -> T,
+) {
+    let max = super::MAX_ERROR_BODY;
+    let pads: Vec<usize> = (max - secret.len() - 2..=max).collect();
+    let answers = pads
+        .iter()
+        .map(|&pad| {
+            let status = if pad % 2 == 0 { 400 } else { 500 };
+            (status, vec![], format!("{}{secret} and more", "x".repeat(pad)))
+        })
+        .collect();
+    let (addr, _seen) = serve(answers);
+    let mut t = make(addr);
+    block_on(async {
+        for &pad in &pads {
+            let text = t.send(b"m f=1 1\n", 1).await.unwrap_err().to_string();
+            assert_hidden(secret, &text, &format!("pad {pad}"));
+            if pad == 500 {
+                assert_eq!(text, format!("status 400: {}**REDACTED**", "x".repeat(500)));
+            }
+        }
+    });
+}
+
 /// Runs `f` on a current-thread runtime (what a sink's delivery thread uses).
 pub(crate) fn block_on<F: std::future::Future>(f: F) -> F::Output {
     tokio::runtime::Builder::new_current_thread()

@@ -298,8 +298,8 @@ mod tests {
     use crate::sink::http::test_server::{assert_hidden, block_on, serve, serve_huge, Answer};
     use crate::sink::http::MAX_ERROR_BODY;
 
-    /// A v1 transport for the scripted server at `addr`, database `senseops`.
-    fn transport(addr: std::net::SocketAddr) -> InfluxV1Transport {
+    /// A v1 config for the scripted server at `addr`, database `senseops`.
+    fn v1_config(addr: std::net::SocketAddr) -> InfluxConfig {
         let mut c = InfluxConfig {
             host: addr.ip().to_string(),
             port: addr.port(),
@@ -307,6 +307,12 @@ mod tests {
             ..Default::default()
         };
         c.v1.db_name = "senseops".into();
+        c
+    }
+
+    /// A v1 transport for the scripted server at `addr`, database `senseops`, retention policy `10d`.
+    fn transport(addr: std::net::SocketAddr) -> InfluxV1Transport {
+        let mut c = v1_config(addr);
         c.v1.retention_policy_name = "10d".into();
         c.v1.retention_policy_duration = "10d".into();
         InfluxV1Transport::new(&c).unwrap()
@@ -404,15 +410,9 @@ mod tests {
     const USER: &str = "ingest";
     const PASSWORD: &str = "v1-password-0123456789abcdefghijklmnopqrstuvwxyz";
 
-    /// [`transport`] with basic auth ([`USER`], [`PASSWORD`]).
+    /// A v1 transport with basic auth ([`USER`], [`PASSWORD`]), no retention policy set.
     fn with_auth(addr: std::net::SocketAddr) -> InfluxV1Transport {
-        let mut c = InfluxConfig {
-            host: addr.ip().to_string(),
-            port: addr.port(),
-            version: InfluxVersion::V1,
-            ..Default::default()
-        };
-        c.v1.db_name = "senseops".into();
+        let mut c = v1_config(addr);
         c.v1.auth = Some((USER.into(), Secret::new(PASSWORD)));
         InfluxV1Transport::new(&c).unwrap()
     }

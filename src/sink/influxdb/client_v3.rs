@@ -167,8 +167,9 @@ fn partial_write(body: &[u8]) -> Option<(usize, String)> {
 mod tests {
     use super::*;
     use crate::config::{InfluxVersion, Secret};
-    use crate::sink::http::test_server::{assert_hidden, block_on, serve};
-    use crate::sink::http::MAX_ERROR_BODY;
+    use crate::sink::http::test_server::{
+        assert_echoed_secret_hidden_wherever_the_cut_falls, assert_hidden, block_on, serve,
+    };
 
     fn config(retention: &str) -> InfluxConfig {
         let mut c = InfluxConfig {
@@ -209,28 +210,7 @@ mod tests {
 
     #[test]
     fn a_token_echoed_in_an_error_body_never_shows_wherever_the_cut_falls() {
-        // A proxy or server that echoes the request's `Authorization` in its error page, with the token at every
-        // position around the cut of the body for the log (MAX_ERROR_BODY bytes): final (400) and retried (500).
-        let pads: Vec<usize> = (MAX_ERROR_BODY - TOKEN.len() - 2..=MAX_ERROR_BODY).collect();
-        let answers = pads
-            .iter()
-            .map(|&pad| {
-                let status = if pad % 2 == 0 { 400 } else { 500 };
-                (status, vec![], format!("{}{TOKEN} and more", "x".repeat(pad)))
-            })
-            .collect();
-        let (addr, _seen) = serve(answers);
-        let mut t = echoed_to(addr);
-        block_on(async {
-            for &pad in &pads {
-                let text = t.send(b"m f=1 1\n", 1).await.unwrap_err().to_string();
-                assert_hidden(TOKEN, &text, &format!("pad {pad}"));
-                if pad == 500 {
-                    // The token is replaced first, then the text cut: 500 + 12 bytes are exactly the 512 kept.
-                    assert_eq!(text, format!("status 400: {}**REDACTED**", "x".repeat(500)));
-                }
-            }
-        });
+        assert_echoed_secret_hidden_wherever_the_cut_falls(TOKEN, echoed_to);
     }
 
     #[test]
